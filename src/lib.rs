@@ -8,3 +8,11 @@ pub mod armspec;
 pub mod controller;
 pub mod crd;
 pub mod emulator;
+pub mod manager;
+pub mod telemetry;
+
+/// Installs rustls' ring crypto provider for the process (idempotent). kube, reqwest and the
+/// emulator all use rustls; one provider avoids a second crypto library in the build.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,1 +1,164 @@
-//! controller
+//! The reconcile pipeline, generic over the four kinds, and the controllers that run it.
+//!
+//! A kind only says what differs (`AmlKind`): its ARM type, how its spec becomes an ARM body (pure),
+//! which outputs it reports. Everything else — credentials, observe/act, long-running operations,
+//! status, finalizer, requeue — lives once in [`pipeline`].
+
+pub mod credentials;
+pub mod drift;
+pub mod error;
+pub mod pipeline;
+pub mod status;
+pub mod workspace;
+
+pub use error::{Error, Retry};
+
+use crate::arm::{ArmClient, ServicePrincipal};
+use crate::crd::{CommonStatus, CredentialsRef, DeletionPolicy, ManagementPolicy};
+use kube::runtime::events::Recorder;
+use kube::{Client, Resource};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How often a converged object is checked against ARM (jittered by ±10%).
+    pub resync: Duration,
+    /// ARM api-version.
+    pub api_version: String,
+    /// Operator-wide default credentials Secret (namespace, name), used when neither
+    /// `credentials.secretName` nor `aml-credentials` in the object's namespace exists.
+    pub default_credentials: Option<(String, String)>,
+    /// Delay after a failure that needs a person (missing Secret, 403, quota).
+    pub slow_retry: Duration,
+    /// First delay of the exponential backoff for transient failures (doubles up to `max_backoff`).
+    pub base_backoff: Duration,
+    /// Upper bound of the backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            resync: Duration::from_secs(600),
+            api_version: crate::arm::DEFAULT_API_VERSION.to_string(),
+            default_credentials: None,
+            slow_retry: Duration::from_secs(120),
+            base_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything a reconcile needs, shared by all controllers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// ARM client.
+    pub arm: ArmClient,
+    /// Settings.
+    pub config: Config,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Consecutive failures per object uid, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for the controllers.
+    pub fn new(client: Client, arm: ArmClient, config: Config) -> Self {
+        let recorder = Recorder::new(client.clone(), "aml-operator".into());
+        Context { client, arm, config, recorder, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Records one more consecutive failure for `uid` and returns the count.
+    pub(crate) fn note_failure(&self, uid: &str) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Forgets the failures of `uid` after a success.
+    pub(crate) fn note_success(&self, uid: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// The operator-level settings every kind's spec carries.
+#[derive(Clone, Copy, Debug)]
+pub struct Policies<'a> {
+    /// `spec.azureName`, if set.
+    pub azure_name: Option<&'a str>,
+    /// `spec.credentials`.
+    pub credentials: Option<&'a CredentialsRef>,
+    /// `spec.deletionPolicy` with the default applied.
+    pub deletion: DeletionPolicy,
+    /// `spec.managementPolicy` with the default applied.
+    pub management: ManagementPolicy,
+}
+
+/// Where an object lives in ARM, resolved from its spec, credentials and parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Azure name of the resource.
+    pub name: String,
+    /// Full ARM id.
+    pub arm_id: String,
+    /// Location inherited or declared.
+    pub location: String,
+}
+
+/// What a kind adds to the generic pipeline.
+pub trait AmlKind:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// ARM resource type, e.g. `Microsoft.MachineLearningServices/workspaces`.
+    const ARM_TYPE: &'static str;
+
+    /// The operator-level settings of the spec.
+    fn policies(&self) -> Policies<'_>;
+
+    /// The status fields every kind shares, if status exists.
+    fn common_status(&self) -> Option<&CommonStatus>;
+
+    /// Resolves the ARM location of the object (pure). `sp` is the resolved principal.
+    fn target(&self, sp: &ServicePrincipal) -> Result<Target, Error>;
+
+    /// The ARM request body for the spec (pure). Holds only what the user set, which is what drift
+    /// detection compares against ARM.
+    fn desired(&self, target: &Target) -> Result<Value, Error>;
+
+    /// Kind-specific status outputs taken from ARM's answer (camelCase status field -> value).
+    fn outputs(arm: &Value) -> Map<String, Value>;
+
+    /// Extra query parameters for DELETE (computes need `underlyingResourceAction`).
+    fn delete_query() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+}
+
+/// The Azure name of an object: `spec.azureName`, else `metadata.name`.
+pub fn azure_name<K: AmlKind>(obj: &K) -> String {
+    obj.policies()
+        .azure_name
+        .map(str::to_string)
+        .or_else(|| obj.meta().name.clone())
+        .unwrap_or_default()
+}

@@ -1,0 +1,154 @@
+//! One error type for the reconcile pipeline, classified once: every variant has a reason (condition,
+//! event and metric label) and a requeue policy.
+
+use crate::arm::{self, ErrorClass};
+use std::time::Duration;
+
+/// What failed in a reconcile, one variant per failing step.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// The Secret named by `credentials.secretName` (or the default) does not exist.
+    #[error(
+        "credentials Secret {namespace}/{name} not found: create it with keys tenantId, clientId, clientSecret and subscriptionId"
+    )]
+    CredentialsNotFound { namespace: String, name: String },
+    /// The Secret exists but lacks a key.
+    #[error("credentials Secret {namespace}/{name} has no usable key {key}: add it (tenantId, clientId and clientSecret are required)")]
+    CredentialsInvalid { namespace: String, name: String, key: &'static str },
+    /// No subscription id in the spec, the Secret or the parent.
+    #[error("no subscription id for {namespace}/{name}: set spec.subscriptionId or the subscriptionId key of the credentials Secret")]
+    NoSubscription { namespace: String, name: String },
+    /// The spec cannot be turned into a valid ARM request.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// An ARM request failed.
+    #[error("ARM {action} of {arm_id} failed")]
+    Arm {
+        action: &'static str,
+        arm_id: String,
+        #[source]
+        source: arm::Error,
+    },
+    /// An ARM long-running operation ended Failed or Canceled.
+    #[error("ARM {action} of {arm_id} ended without success: {code}: {message}")]
+    OperationFailed { action: String, arm_id: String, code: String, message: String },
+    /// The Kubernetes API refused or failed a call.
+    #[error("Kubernetes API call failed ({what})")]
+    Kube {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    /// ARM is still deleting the resource; the finalizer stays.
+    #[error("waiting for ARM to delete {arm_id}")]
+    DeletePending { arm_id: String, retry_after: Duration },
+    /// The finalizer helper failed around apply or cleanup.
+    #[error("finalizer {0}")]
+    Finalizer(&'static str, #[source] Box<Error>),
+    /// The finalizer helper itself failed (adding or removing the finalizer).
+    #[error("cannot update the finalizer")]
+    FinalizerPatch(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// How the controller retries an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Exponential backoff with jitter.
+    Backoff,
+    /// Exactly after this long (ARM's Retry-After, or a pending delete's poll interval).
+    After(Duration),
+    /// A person must act: retry slowly (a Secret may appear, a role may be granted).
+    Slow,
+    /// Nothing changes until the spec changes.
+    AwaitChange,
+}
+
+impl Error {
+    /// Static PascalCase reason used for the Ready condition, the event and the metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::CredentialsNotFound { .. } => "CredentialsNotFound",
+            Error::CredentialsInvalid { .. } => "CredentialsInvalid",
+            Error::NoSubscription { .. } => "SubscriptionUnknown",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Arm { source, .. } => source.reason(),
+            Error::OperationFailed { .. } => "ArmOperationFailed",
+            Error::Kube { .. } => "KubernetesApiError",
+            Error::DeletePending { .. } => "Deleting",
+            Error::Finalizer(_, inner) => inner.reason(),
+            Error::FinalizerPatch(_) => "FinalizerError",
+        }
+    }
+
+    /// The innermost pipeline error (unwraps the finalizer wrapper).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Finalizer(_, inner) => inner.root(),
+            other => other,
+        }
+    }
+
+    /// Whether a person must act before this can succeed (kstatus `Stalled`).
+    pub fn is_stalled(&self) -> bool {
+        match self.root() {
+            Error::CredentialsNotFound { .. }
+            | Error::CredentialsInvalid { .. }
+            | Error::NoSubscription { .. }
+            | Error::InvalidSpec(_)
+            | Error::OperationFailed { .. } => true,
+            Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
+            _ => false,
+        }
+    }
+
+    /// The retry policy for this error.
+    pub fn retry(&self) -> Retry {
+        match self.root() {
+            Error::InvalidSpec(_) => Retry::AwaitChange,
+            Error::CredentialsNotFound { .. }
+            | Error::CredentialsInvalid { .. }
+            | Error::NoSubscription { .. }
+            | Error::OperationFailed { .. } => Retry::Slow,
+            Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),
+            Error::Arm { source, .. } => match source.class() {
+                ErrorClass::Throttled(d) => Retry::After(d),
+                ErrorClass::NeedsPerson => Retry::Slow,
+                ErrorClass::Transient | ErrorClass::Conflict | ErrorClass::NotFound => Retry::Backoff,
+            },
+            _ => Retry::Backoff,
+        }
+    }
+
+    /// A message for a person: this error and its causes, one sentence each. Secret values never
+    /// reach error types, so this is safe to put in conditions and events.
+    pub fn message(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !text.is_empty() && !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = s.source();
+        }
+        if let Some(hint) = self.hint() {
+            out.push_str(". ");
+            out.push_str(hint);
+        }
+        out
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self.root() {
+            Error::Arm { source, .. } => match source.reason() {
+                "AuthenticationFailed" => Some("Check tenantId, clientId and clientSecret in the credentials Secret"),
+                "AuthorizationFailed" => Some(
+                    "Grant the service principal a role on the resource group that allows this action (e.g. AzureML Data Scientist, AzureML Compute Operator or Contributor)",
+                ),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The reconcile pipeline every kind runs:
+//!
+//! ```text
+//! finalizer -> apply:   resolve (credentials) -> build (pure) -> poll the operation in flight
+//!                       -> observe (GET) -> act (PUT only if absent or drifted) -> status (if changed)
+//!           -> cleanup: Orphan/Observe: release | poll delete | DELETE, keep the finalizer until gone
+//! ```
+//! Long-running operations are never awaited here: their URL goes into status and the object is
+//! requeued at Retry-After, so a restarted operator resumes polling instead of writing again.
+
+use super::status::{self, Cond, Desired};
+use super::{AmlKind, Context, Error, Retry, Target, credentials, drift};
+use crate::arm::{self, DeleteOutcome, Operation, OperationKind, PollOutcome, ServicePrincipal, WriteOutcome};
+use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, OperationStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, instrument, warn};
+
+/// Shortest wait between polls of a non-terminal resource without a Retry-After of its own.
+const MIN_POLL: Duration = Duration::from_secs(1);
+/// Poll interval when ARM shows a non-terminal state the operator did not start.
+const FOREIGN_OPERATION_POLL: Duration = Duration::from_secs(15);
+
+/// Reconciles one object: the controller's entry point.
+#[instrument(skip_all, fields(kind = %K::kind(&()), namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
+pub async fn reconcile<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(&*o, &ctx).await,
+            FinalizerEvent::Cleanup(o) => cleanup(&*o, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::FinalizerPatch(Box::new(other)),
+    });
+    let uid = obj.uid().unwrap_or_default();
+    match &result {
+        Ok(_) => ctx.note_success(&uid),
+        Err(Error::DeletePending { .. }) => {}
+        Err(e) => report_failure(&*obj, e, &ctx).await,
+    }
+    result
+}
+
+/// The controller's error policy: classify, never block.
+pub fn error_policy<K: AmlKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let cfg = &ctx.config;
+    match error.retry() {
+        Retry::AwaitChange => Action::await_change(),
+        Retry::After(d) => Action::requeue(jitter(d.max(MIN_POLL), 0.1)),
+        Retry::Slow => Action::requeue(jitter(cfg.slow_retry, 0.1)),
+        Retry::Backoff => {
+            let n = ctx.note_failure(&obj.uid().unwrap_or_default());
+            let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+            let delay = cfg.base_backoff.saturating_mul(factor).min(cfg.max_backoff);
+            Action::requeue(jitter(delay, 0.2))
+        }
+    }
+}
+
+/// `d` spread by ±`fraction`, so objects created together do not hit ARM together.
+pub fn jitter(d: Duration, fraction: f64) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Timestamp::now().as_nanosecond() as u128);
+    let unit = (h.finish() as f64) / (u64::MAX as f64); // 0..1
+    d.mul_f64(1.0 + fraction * (2.0 * unit - 1.0))
+}
+
+async fn report_failure<K: AmlKind>(obj: &K, error: &Error, ctx: &Context) {
+    let mut st = current(obj);
+    st.ready = Some(Cond::no(error.reason(), error.message()));
+    st.reconciling = None;
+    st.stalled = error.is_stalled().then(|| Cond::yes(error.reason(), error.message()));
+    match status::write(ctx, obj, &st).await {
+        // Publish only when the condition changed, so a repeating failure does not flood events.
+        Ok(true) => publish(ctx, obj, EventType::Warning, error.reason(), error.message(), "Reconcile").await,
+        Ok(false) => {}
+        Err(e) => warn!(error = %e.message(), "cannot write failure status"),
+    }
+    warn!(reason = error.reason(), error = %error.message(), "reconcile failed");
+}
+
+async fn publish<K: AmlKind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String, action: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        debug!(error = %e, "cannot publish event");
+    }
+}
+
+/// The status the object has now, as a starting point.
+fn current<K: AmlKind>(obj: &K) -> Desired {
+    let outputs = serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| v.get("status").cloned())
+        .and_then(|s| match s {
+            Value::Object(mut m) => {
+                for k in ["provisioningState", "armId", "observedGeneration", "conditions", "operation"] {
+                    m.remove(k);
+                }
+                Some(m)
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    Desired::from_current(obj.common_status(), outputs)
+}
+
+fn arm_error(action: &'static str, target: &Target) -> impl FnOnce(arm::Error) -> Error + '_ {
+    move |source| Error::Arm { action, arm_id: target.arm_id.clone(), source }
+}
+
+fn to_operation(op: &OperationStatus) -> Operation {
+    Operation {
+        url: op.url.clone(),
+        kind: if op.kind == "Location" { OperationKind::Location } else { OperationKind::AsyncOperation },
+        retry_after: Duration::from_secs(op.retry_after_seconds.unwrap_or(10)),
+    }
+}
+
+fn operation_status(op: &Operation, action: &str) -> OperationStatus {
+    OperationStatus {
+        url: op.url.clone(),
+        kind: match op.kind {
+            OperationKind::AsyncOperation => "AsyncOperation".into(),
+            OperationKind::Location => "Location".into(),
+        },
+        action: action.to_string(),
+        started: Time(Timestamp::now()),
+        retry_after_seconds: Some(op.retry_after.as_secs()),
+    }
+}
+
+/// ARM's provisioningState, or `Succeeded` for a resource without one (the RPC's rule).
+fn provisioning_state(v: &Value) -> String {
+    v.pointer("/properties/provisioningState")
+        .and_then(Value::as_str)
+        .unwrap_or("Succeeded")
+        .to_string()
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(state, "Succeeded" | "Failed" | "Canceled")
+}
+
+/// A failure ARM reported for the current generation: do not write again until the spec changes.
+fn failed_at_this_generation<K: AmlKind>(obj: &K) -> bool {
+    obj.common_status().is_some_and(|s| {
+        s.observed_generation == obj.meta().generation
+            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "ArmOperationFailed")
+    })
+}
+
+/// The ARM error text of a resource in state Failed (`provisioningErrors`, `errors`), verbatim.
+fn provisioning_errors(v: &Value) -> Option<String> {
+    let props = v.get("properties")?;
+    let list = props
+        .get("provisioningErrors")
+        .or_else(|| props.get("errors"))
+        .or_else(|| props.pointer("/properties/errors"))?
+        .as_array()?;
+    let texts: Vec<String> = list
+        .iter()
+        .filter_map(|e| {
+            let e = e.get("error").unwrap_or(e);
+            let code = e.get("code")?.as_str()?;
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+            Some(format!("{code}: {message}"))
+        })
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("; "))
+}
+
+async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let policies = obj.policies();
+    let ns = obj.namespace().unwrap_or_default();
+    let (sp, _) = credentials::resolve(ctx, &ns, policies.credentials).await?;
+    let target = obj.target(&sp)?;
+    let desired = obj.desired(&target)?;
+    let api_version = ctx.config.api_version.as_str();
+    let mut st = current(obj);
+    st.arm_id = Some(target.arm_id.clone());
+    st.stalled = None;
+
+    // 1. An operation in flight: poll it, never write over it.
+    if let Some(op) = st.operation.clone() {
+        match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {
+            PollOutcome::InProgress { retry_after } => {
+                st.reconciling = Some(Cond::yes(progress_reason(&op.action), format!("ARM {} in progress", op.action.to_lowercase())));
+                st.ready = Some(Cond::no(progress_reason(&op.action), format!("Waiting for ARM to finish the {}", op.action.to_lowercase())));
+                status::write(ctx, obj, &st).await?;
+                return Ok(Action::requeue(retry_after.max(MIN_POLL)));
+            }
+            PollOutcome::Succeeded => st.operation = None,
+            PollOutcome::Failed(e) => {
+                st.operation = None;
+                st.reconciling = None;
+                let err = Error::OperationFailed {
+                    action: op.action.to_lowercase(),
+                    arm_id: target.arm_id.clone(),
+                    code: e.code,
+                    message: e.message,
+                };
+                st.ready = Some(Cond::no(err.reason(), err.message()));
+                st.stalled = Some(Cond::yes(err.reason(), err.message()));
+                status::write(ctx, obj, &st).await?;
+                publish(ctx, obj, EventType::Warning, err.reason(), err.message(), "Reconcile").await;
+                return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+            }
+        }
+    }
+
+    // 2. Observe.
+    let observed = ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?;
+    let observe_only = policies.management == ManagementPolicy::Observe;
+    let action = match &observed {
+        None if observe_only => {
+            st.provisioning_state = None;
+            st.reconciling = None;
+            st.ready = Some(Cond::no(
+                "NotFoundInAzure",
+                format!("{} does not exist in Azure; managementPolicy Observe never creates it", target.arm_id),
+            ));
+            status::write(ctx, obj, &st).await?;
+            return Ok(resync(ctx));
+        }
+        None => "Create",
+        Some(actual) => {
+            let state = provisioning_state(actual);
+            st.provisioning_state = Some(state.clone());
+            st.outputs = K::outputs(actual);
+            if !is_terminal(&state) {
+                st.reconciling = Some(Cond::yes("ArmOperationInProgress", format!("ARM reports provisioningState {state}")));
+                st.ready = Some(Cond::no("Provisioning", format!("Waiting for ARM: provisioningState is {state}")));
+                status::write(ctx, obj, &st).await?;
+                return Ok(Action::requeue(FOREIGN_OPERATION_POLL));
+            }
+            let drifted = drift::diff(&desired, actual);
+            if drifted.is_empty() || observe_only || failed_at_this_generation(obj) {
+                return converged(obj, ctx, st, &state, actual, &drifted, observe_only).await;
+            }
+            debug!(paths = ?drifted, "drift from spec");
+            "Update"
+        }
+    };
+    if failed_at_this_generation(obj) {
+        // The create failed in ARM: wait for a spec change instead of creating again.
+        return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+    }
+
+    // 3. Act.
+    let outcome = ctx.arm.put(&sp, &target.arm_id, api_version, &desired).await.map_err(arm_error(
+        if action == "Create" { "create" } else { "update" },
+        &target,
+    ))?;
+    info!(arm_id = %target.arm_id, action, "ARM write accepted");
+    publish(ctx, obj, EventType::Normal, &format!("{action}d"), format!("{action} of {} accepted by ARM", target.arm_id), action).await;
+    let retry_after = match outcome {
+        WriteOutcome::Accepted { body, operation } => {
+            if let Some(body) = &body {
+                st.outputs = K::outputs(body);
+            }
+            st.provisioning_state = Some(
+                body.as_ref()
+                    .and_then(|b| b.pointer("/properties/provisioningState").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| progress_reason(action).to_string()),
+            );
+            st.operation = Some(operation_status(&operation, action));
+            operation.retry_after
+        }
+        WriteOutcome::Done(body) => {
+            if let Some(body) = &body {
+                st.outputs = K::outputs(body);
+                st.provisioning_state = Some(provisioning_state(body));
+            }
+            MIN_POLL
+        }
+    };
+    st.reconciling = Some(Cond::yes(progress_reason(action), format!("ARM {} in progress", action.to_lowercase())));
+    st.ready = Some(Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {}", action.to_lowercase())));
+    status::write(ctx, obj, &st).await?;
+    Ok(Action::requeue(retry_after.max(MIN_POLL)))
+}
+
+fn progress_reason(action: &str) -> &'static str {
+    match action {
+        "Create" => "Creating",
+        "Update" => "Updating",
+        "Delete" => "Deleting",
+        _ => "Reconciling",
+    }
+}
+
+fn resync(ctx: &Context) -> Action {
+    Action::requeue(jitter(ctx.config.resync, 0.1))
+}
+
+async fn converged<K: AmlKind>(
+    obj: &K,
+    ctx: &Context,
+    mut st: Desired,
+    state: &str,
+    actual: &Value,
+    drifted: &[String],
+    observe_only: bool,
+) -> Result<Action, Error> {
+    st.reconciling = None;
+    st.ready = Some(if state == "Succeeded" && drifted.is_empty() {
+        Cond::yes("Succeeded", "The Azure resource matches the spec")
+    } else if state != "Succeeded" {
+        let detail = provisioning_errors(actual).unwrap_or_else(|| format!("provisioningState is {state}"));
+        let reason = if failed_at_this_generation(obj) { "ArmOperationFailed" } else { "ArmProvisioningFailed" };
+        let c = Cond::no(reason, format!("ARM reports the resource {state}: {detail}. Fix the cause and edit the spec to retry"));
+        st.stalled = Some(Cond::yes(reason, c.message.clone()));
+        c
+    } else if observe_only {
+        Cond::no("Drifted", format!("Azure differs from the spec at {}; managementPolicy Observe does not write", drifted.join(", ")))
+    } else {
+        // Failed at this generation and still different: keep the failure visible.
+        let prev = st.ready.clone();
+        prev.unwrap_or_else(|| Cond::no("ArmOperationFailed", "The last ARM operation failed; edit the spec to retry"))
+    });
+    status::write(ctx, obj, &st).await?;
+    Ok(resync(ctx))
+}
+
+async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let policies = obj.policies();
+    if policies.deletion == DeletionPolicy::Orphan || policies.management == ManagementPolicy::Observe {
+        let why = if policies.deletion == DeletionPolicy::Orphan { "deletionPolicy Orphan" } else { "managementPolicy Observe" };
+        info!(why, "releasing without deleting the Azure resource");
+        publish(ctx, obj, EventType::Normal, "Orphaned", format!("Azure resource left in place ({why})"), "Delete").await;
+        return Ok(Action::await_change());
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let (sp, _) = credentials::resolve(ctx, &ns, policies.credentials).await?;
+    let known_id = obj.common_status().and_then(|s| s.arm_id.clone());
+    let target = match (obj.target(&sp), known_id) {
+        (Ok(t), _) => t,
+        // The spec cannot be resolved and nothing was ever created: nothing to delete.
+        (Err(_), None) => return Ok(Action::await_change()),
+        (Err(e), Some(_)) => return Err(e),
+    };
+    let api_version = ctx.config.api_version.as_str();
+    let mut st = current(obj);
+    if let Some(op) = st.operation.clone() {
+        match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {
+            PollOutcome::InProgress { retry_after } => {
+                return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after });
+            }
+            PollOutcome::Succeeded => st.operation = None,
+            PollOutcome::Failed(e) if op.action == "Delete" => {
+                st.operation = None;
+                status::write(ctx, obj, &st).await?;
+                return Err(Error::OperationFailed {
+                    action: "delete".into(),
+                    arm_id: target.arm_id.clone(),
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            PollOutcome::Failed(_) => st.operation = None,
+        }
+        if op.action == "Delete"
+            && ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?.is_none()
+        {
+            return deleted(obj, ctx, &target).await;
+        }
+    }
+    let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
+    match outcome {
+        Ok(DeleteOutcome::Gone) => deleted(obj, ctx, &target).await,
+        Err(e) if e.class() == arm::ErrorClass::NotFound => deleted(obj, ctx, &target).await,
+        Err(e) => Err(Error::Arm { action: "delete", arm_id: target.arm_id.clone(), source: e }),
+        Ok(DeleteOutcome::Accepted(op)) => {
+            st.operation = Some(operation_status(&op, "Delete"));
+            st.provisioning_state = Some("Deleting".into());
+            st.reconciling = Some(Cond::yes("Deleting", "ARM delete in progress"));
+            st.ready = Some(Cond::no("Deleting", "Waiting for ARM to delete the resource"));
+            status::write(ctx, obj, &st).await?;
+            Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: op.retry_after })
+        }
+    }
+}
+
+async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target) -> Result<Action, Error> {
+    info!(arm_id = %target.arm_id, "Azure resource deleted");
+    publish(ctx, obj, EventType::Normal, "Deleted", format!("{} deleted in Azure", target.arm_id), "Delete").await;
+    Ok(Action::await_change())
+}
+
+/// The principal's subscription, or an error naming where to set one.
+pub fn subscription_of<K: AmlKind>(obj: &K, spec_subscription: Option<&str>, sp: &ServicePrincipal) -> Result<String, Error> {
+    spec_subscription
+        .map(str::to_string)
+        .or_else(|| sp.subscription_id.clone())
+        .ok_or_else(|| Error::NoSubscription { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() })
+}

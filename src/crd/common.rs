@@ -1,0 +1,179 @@
+//! Types shared by every kind: references, policies, identity and the common status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of every kind.
+pub const GROUP: &str = "amloperator.io";
+/// API version of every kind.
+pub const VERSION: &str = "v1alpha1";
+/// Finalizer that keeps an object until its Azure resource is gone (or released).
+pub const FINALIZER: &str = "amloperator.io/finalizer";
+/// Name of the Secret used when `credentials.secretName` is not set.
+pub const DEFAULT_CREDENTIALS_SECRET: &str = "aml-credentials";
+
+/// Condition types, kstatus-compatible.
+pub mod condition {
+    /// The Azure resource matches the spec and ARM reports it usable.
+    pub const READY: &str = "Ready";
+    /// An ARM operation is in flight.
+    pub const RECONCILING: &str = "Reconciling";
+    /// Progress needs a person (credentials, permissions, quota, invalid spec).
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Which Secret holds the service principal used for this object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// Name of a Secret in the object's namespace with keys `tenantId`, `clientId`, `clientSecret`
+    /// and `subscriptionId`. When `credentials` is omitted the Secret `aml-credentials` in the same
+    /// namespace is used, else the operator-wide default.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// What deleting the Kubernetes object does to the Azure resource.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the Azure resource and keep the object until ARM says it is gone (the default).
+    #[default]
+    Delete,
+    /// Leave the Azure resource in place and release the object at once.
+    Orphan,
+}
+
+/// Whether the operator may write to Azure.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, update and delete the Azure resource to match the spec (the default).
+    #[default]
+    Manage,
+    /// Never write to ARM: only read the resource and report it in status.
+    Observe,
+}
+
+/// ARM managed identity types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum IdentityType {
+    /// No managed identity.
+    None,
+    /// A system-assigned identity.
+    SystemAssigned,
+    /// The identities listed in `userAssignedIdentities`.
+    UserAssigned,
+    /// Both a system-assigned identity and the listed user-assigned ones.
+    #[serde(rename = "SystemAssigned,UserAssigned")]
+    SystemAndUserAssigned,
+}
+
+/// The managed identity of an Azure resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedIdentity {
+    /// Identity type: None, SystemAssigned, UserAssigned or "SystemAssigned,UserAssigned".
+    #[serde(rename = "type")]
+    pub type_: IdentityType,
+    /// ARM ids of user-assigned identities
+    /// (`/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_assigned_identities: Option<Vec<String>>,
+}
+
+impl ManagedIdentity {
+    /// The ARM body form: user-assigned identities become a map of id to `{}`.
+    pub fn to_arm(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "type": self.type_ });
+        if let Some(ids) = &self.user_assigned_identities {
+            let map: serde_json::Map<String, serde_json::Value> =
+                ids.iter().map(|id| (id.clone(), serde_json::json!({}))).collect();
+            v["userAssignedIdentities"] = serde_json::Value::Object(map);
+        }
+        v
+    }
+}
+
+/// An ARM SKU.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sku {
+    /// SKU name, e.g. `Basic`.
+    pub name: String,
+    /// SKU tier: Free, Basic, Standard or Premium.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<SkuTier>,
+    /// SKU size, where the service has sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// SKU family, where the service has hardware generations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Capacity, where the SKU scales out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<i32>,
+}
+
+/// ARM SKU tiers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SkuTier {
+    /// Free tier.
+    Free,
+    /// Basic tier.
+    Basic,
+    /// Standard tier.
+    Standard,
+    /// Premium tier.
+    Premium,
+}
+
+/// Enabled or Disabled.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EnabledDisabled {
+    /// Enabled.
+    Enabled,
+    /// Disabled.
+    Disabled,
+}
+
+/// Free-form tags, as ARM takes them.
+pub type Tags = BTreeMap<String, String>;
+
+/// The ARM long-running operation the operator is waiting for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// URL polled for the result (from `Azure-AsyncOperation` or `Location`).
+    pub url: String,
+    /// Which header the URL came from: `AsyncOperation` or `Location`.
+    pub kind: String,
+    /// What the operation does: `Create`, `Update` or `Delete`.
+    pub action: String,
+    /// When the operation was started.
+    pub started: Time,
+    /// Seconds ARM asked to wait between polls (`Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+/// Status fields every kind has.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonStatus {
+    /// ARM's `provisioningState`, verbatim (`Creating`, `Updating`, `Succeeded`, `Failed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+    /// The ARM resource id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm_id: Option<String>,
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled` conditions (kstatus).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The ARM long-running operation in flight, if any. A restarted operator resumes polling it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationStatus>,
+}

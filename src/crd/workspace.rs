@@ -1,0 +1,323 @@
+//! AmlWorkspace: `Microsoft.MachineLearningServices/workspaces`.
+
+use super::common::*;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An Azure Machine Learning workspace (`Microsoft.MachineLearningServices/workspaces`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "amloperator.io",
+    version = "v1alpha1",
+    kind = "AmlWorkspace",
+    namespaced,
+    status = "AmlWorkspaceStatus",
+    shortname = "amlws",
+    category = "aml",
+    doc = "An Azure Machine Learning workspace managed through ARM. See the README for credentials, policies and status.",
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.provisioningState"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.azureName) == has(oldSelf.azureName)", "message": "azureName is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.subscriptionId) == has(oldSelf.subscriptionId)", "message": "subscriptionId is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.storageAccount) == has(oldSelf.storageAccount)", "message": "storageAccount is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.keyVault) == has(oldSelf.keyVault)", "message": "keyVault is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.hbiWorkspace) == has(oldSelf.hbiWorkspace)", "message": "hbiWorkspace is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.encryption) == has(oldSelf.encryption)", "message": "encryption cannot be added or removed after creation"},
+]))]
+pub struct AmlWorkspaceSpec {
+    /// Name of the workspace in Azure. Defaults to `metadata.name`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
+    pub azure_name: Option<String>,
+    /// Resource group that holds the workspace; it must exist. Immutable.
+    #[schemars(regex(pattern = r"^[-\w\._\(\)]{1,90}$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "resourceGroup is immutable"}]))]
+    pub resource_group: String,
+    /// Subscription id; defaults to the `subscriptionId` of the credentials Secret. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "subscriptionId is immutable"}]))]
+    pub subscription_id: Option<String>,
+    /// Azure region, e.g. `eastus`. Immutable.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
+    pub location: String,
+    /// Secret with the service principal to use (see README, "Credentials").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
+    /// time, also while the object is being deleted (to release a stuck delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
+    /// Resource tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Workspace SKU, e.g. `{name: Basic, tier: Basic}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<Sku>,
+    /// Workspace kind: `Default`, `Hub`, `Project` or `FeatureStore`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "kind is immutable"}]))]
+    pub kind: Option<WorkspaceKind>,
+    /// Managed identity of the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<ManagedIdentity>,
+    /// Display name; may be changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
+    /// Description of the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// ARM id of the storage account (must exist). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "storageAccount is immutable"}]))]
+    pub storage_account: Option<String>,
+    /// ARM id of the key vault (must exist). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "keyVault is immutable"}]))]
+    pub key_vault: Option<String>,
+    /// ARM id of the Application Insights component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_insights: Option<String>,
+    /// ARM id of the container registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_registry: Option<String>,
+    /// Customer-managed key encryption. Only `keyVaultProperties.keyIdentifier` may change (key rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// High business impact workspace: reduces diagnostic data collected by the service. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "hbiWorkspace is immutable"}]))]
+    pub hbi_workspace: Option<bool>,
+    /// Whether requests from the public network are allowed: `Enabled` or `Disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_network_access: Option<EnabledDisabled>,
+    /// Allow public access when the workspace is behind a VNet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_public_access_when_behind_vnet: Option<bool>,
+    /// Name of the compute used to build environment images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_build_compute: Option<String>,
+    /// ARM id of the user-assigned identity that represents the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_user_assigned_identity: Option<String>,
+    /// Enable v1 legacy mode (may prevent v2 API features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1_legacy_mode: Option<bool>,
+    /// Serverless compute settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serverless_compute_settings: Option<ServerlessComputeSettings>,
+    /// Settings of resources the service manages (Cosmos DB throughput).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_managed_resources_settings: Option<ServiceManagedResourcesSettings>,
+    /// Shared private link resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_private_link_resources: Option<Vec<SharedPrivateLinkResource>>,
+    /// Managed network settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_network: Option<ManagedNetworkSettings>,
+    /// Feature store settings (for `kind: FeatureStore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_store_settings: Option<FeatureStoreSettings>,
+    /// ARM ids of workspaces associated with this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_workspaces: Option<Vec<String>>,
+    /// Enable data isolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_data_isolation: Option<bool>,
+    /// ARM id of the hub workspace (for `kind: Project`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_resource_id: Option<String>,
+    /// Hub configuration (for `kind: Hub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_hub_config: Option<WorkspaceHubConfig>,
+}
+
+/// Workspace kinds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkspaceKind {
+    /// A regular workspace.
+    Default,
+    /// An Azure AI hub.
+    Hub,
+    /// A project under a hub.
+    Project,
+    /// A feature store.
+    FeatureStore,
+}
+
+/// Customer-managed key encryption.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// `Enabled` or `Disabled`.
+    pub status: EnabledDisabled,
+    /// The user-assigned identity used to reach the key vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<EncryptionIdentity>,
+    /// Where the key is.
+    pub key_vault_properties: EncryptionKeyVaultProperties,
+}
+
+/// Identity used for customer-managed keys.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionIdentity {
+    /// ARM id of the user-assigned identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_assigned_identity: Option<String>,
+}
+
+/// Key vault holding the customer-managed key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKeyVaultProperties {
+    /// ARM id of the key vault. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "encryption.keyVaultProperties.keyVaultArmId is immutable"}]))]
+    pub key_vault_arm_id: String,
+    /// Key URI; may change to rotate the key.
+    pub key_identifier: String,
+    /// Client id of the identity used to reach the key vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_client_id: Option<String>,
+}
+
+/// Serverless compute settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerlessComputeSettings {
+    /// ARM id of a subnet for serverless compute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serverless_compute_custom_subnet: Option<String>,
+    /// Deploy serverless compute nodes without public IPs.
+    #[serde(default, rename = "serverlessComputeNoPublicIP", skip_serializing_if = "Option::is_none")]
+    pub serverless_compute_no_public_ip: Option<bool>,
+}
+
+/// Settings of resources the service manages.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceManagedResourcesSettings {
+    /// Cosmos DB settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosmos_db: Option<CosmosDbSettings>,
+}
+
+/// Cosmos DB settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CosmosDbSettings {
+    /// Throughput of the collections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections_throughput: Option<i32>,
+}
+
+/// A shared private link resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedPrivateLinkResource {
+    /// Unique name of the private link.
+    pub name: String,
+    /// ARM id of the resource the link points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_link_resource_id: Option<String>,
+    /// Private link group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// Request message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_message: Option<String>,
+    /// `Pending`, `Approved`, `Rejected`, `Disconnected` or `Timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// Managed network settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNetworkSettings {
+    /// `Disabled`, `AllowInternetOutbound` or `AllowOnlyApprovedOutbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation_mode: Option<IsolationMode>,
+    /// Outbound rules by name, in ARM's shape (`{type: FQDN|PrivateEndpoint|ServiceTag, category, destination}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub outbound_rules: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Managed network isolation modes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum IsolationMode {
+    /// No managed network isolation.
+    Disabled,
+    /// Allow all internet outbound traffic.
+    AllowInternetOutbound,
+    /// Allow only approved outbound traffic.
+    AllowOnlyApprovedOutbound,
+}
+
+/// Feature store settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureStoreSettings {
+    /// Spark runtime version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_runtime: Option<ComputeRuntime>,
+    /// Offline store connection name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_store_connection_name: Option<String>,
+    /// Online store connection name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_store_connection_name: Option<String>,
+}
+
+/// Compute runtime of a feature store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeRuntime {
+    /// Spark runtime version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spark_runtime_version: Option<String>,
+}
+
+/// Hub configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceHubConfig {
+    /// Additional storage accounts for projects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_workspace_storage_accounts: Option<Vec<String>>,
+    /// Default resource group for projects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_workspace_resource_group: Option<String>,
+}
+
+/// What the operator and ARM report about the workspace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmlWorkspaceStatus {
+    /// Fields every kind reports.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The workspace's immutable GUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    /// Discovery service URL for regional endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_url: Option<String>,
+    /// MLflow tracking URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ml_flow_tracking_uri: Option<String>,
+}

@@ -1,0 +1,194 @@
+//! End to end against a real Kubernetes API server: set `AML_E2E_KUBECONFIG` to a kubeconfig file.
+//! Skipped (with a printed reason) otherwise. Azure is the in-process emulator; the controllers run
+//! in-process too, so any conformant cluster works (kind, AKS) with no image and no edits.
+//! Each test uses a fresh namespace and removes it.
+
+mod support;
+
+use aml_operator::arm::{ArmClient, CloudConfig};
+use aml_operator::controller::{Config, Context};
+use aml_operator::crd::AmlWorkspace;
+use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const ENV: &str = "AML_E2E_KUBECONFIG";
+const MANAGER: &str = "aml-operator-e2e";
+
+async fn cluster() -> Option<Client> {
+    let Ok(path) = std::env::var(ENV) else {
+        eprintln!("skipping end-to-end test: {ENV} is not set (point it at a kubeconfig to run against a real cluster)");
+        return None;
+    };
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("usable kubeconfig");
+    Some(Client::try_from(config).expect("client"))
+}
+
+/// Polls `check` every 250 ms until it returns Some, or fails after `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in aml_operator::crd::all() {
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await.expect("CRD applied");
+        eventually(&format!("CRD {name} established"), Duration::from_secs(60), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// A namespace, a Secret, the emulator and the controllers, torn down by `finish`.
+struct Env {
+    client: Client,
+    ns: String,
+    emulator: Emulator,
+    controllers: tokio::task::JoinHandle<()>,
+}
+
+impl Env {
+    async fn start(client: Client, prefix: &str) -> Env {
+        aml_operator::install_crypto_provider();
+        install_crds(&client).await;
+        let ns = format!("{prefix}-{}", std::process::id() % 100000);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": "aml-operator-e2e"}}})).unwrap();
+        namespaces.create(&PostParams::default(), &namespace).await.expect("namespace created");
+
+        let ca_file = support::temp_path("e2e-ca.pem");
+        let emulator = Emulator::start(EmulatorConfig {
+            operation_duration: Duration::from_millis(500),
+            retry_after_secs: 1,
+            validator: support::validator(),
+            ca_file: Some(ca_file.clone()),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator");
+        let p = Principal::default();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "aml-credentials", "namespace": ns},
+            "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("secret");
+
+        let cloud = CloudConfig {
+            arm_endpoint: emulator.arm_endpoint(),
+            authority_host: emulator.authority_host(),
+            ca_file: Some(ca_file),
+            ..CloudConfig::default()
+        };
+        let config = Config { resync: Duration::from_secs(30), base_backoff: Duration::from_secs(1), ..Config::default() };
+        let ctx = Arc::new(Context::new(client.clone(), ArmClient::new(&cloud).expect("ARM client"), config));
+        let watch_ns = ns.clone();
+        let controllers = tokio::spawn(async move {
+            aml_operator::manager::run_controllers(ctx, Some(&watch_ns), Arc::new(AtomicBool::new(false))).await;
+        });
+        Env { client, ns, emulator, controllers }
+    }
+
+    /// Deletes the namespace (the controllers are still running, so finalizers are honoured) and stops.
+    async fn finish(self) {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
+        let ns = self.ns.clone();
+        eventually("namespace removed", Duration::from_secs(120), || {
+            let namespaces = namespaces.clone();
+            let ns = ns.clone();
+            async move { namespaces.get_opt(&ns).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+        self.controllers.abort();
+        self.emulator.shutdown().await;
+    }
+}
+
+fn ready(obj: &Value) -> bool {
+    obj["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"] == obj["metadata"]["generation"])
+    })
+}
+
+#[tokio::test]
+async fn workspace_lifecycle_against_a_real_api_server() {
+    let Some(client) = cluster().await else { return };
+    let env = Env::start(client.clone(), "aml-e2e-ws").await;
+    let api: Api<AmlWorkspace> = Api::namespaced(client.clone(), &env.ns);
+    let ws: AmlWorkspace = serde_json::from_value(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+        "metadata": {"name": "e2e-ws", "namespace": env.ns},
+        "spec": {"resourceGroup": "rg-e2e", "location": "eastus", "friendlyName": "before", "identity": {"type": "SystemAssigned"}}
+    }))
+    .unwrap();
+    api.patch("e2e-ws", &PatchParams::apply(MANAGER), &Patch::Apply(&ws)).await.expect("workspace applied");
+
+    let obj = eventually("workspace Ready", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let obj = serde_json::to_value(api.get("e2e-ws").await.ok()?).ok()?;
+            (ready(&obj) && obj["status"]["provisioningState"] == "Succeeded").then_some(obj)
+        }
+    })
+    .await;
+    let arm_id = obj["status"]["armId"].as_str().expect("armId").to_string();
+    assert!(env.emulator.resource(&arm_id).is_some());
+
+    // A mutable field reaches ARM.
+    api.patch("e2e-ws", &PatchParams::default(), &Patch::Merge(json!({"spec": {"friendlyName": "after"}})))
+        .await
+        .expect("mutable edit accepted");
+    eventually("friendlyName updated in ARM", Duration::from_secs(90), || {
+        let r = env.emulator.resource(&arm_id);
+        async move { (r?["properties"]["friendlyName"] == "after").then_some(()) }
+    })
+    .await;
+
+    // An immutable field is refused by the API server (CEL).
+    let err = api
+        .patch("e2e-ws", &PatchParams::default(), &Patch::Merge(json!({"spec": {"location": "westeurope"}})))
+        .await
+        .expect_err("location is immutable");
+    assert!(err.to_string().contains("location is immutable"), "{err}");
+
+    // Delete: ARM resource and object both go.
+    api.delete("e2e-ws", &DeleteParams::default()).await.expect("delete accepted");
+    eventually("workspace gone from the cluster", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move { api.get_opt("e2e-ws").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert!(env.emulator.resource(&arm_id).is_none(), "ARM resource deleted");
+    env.finish().await;
+}

@@ -1,0 +1,227 @@
+//! A stateful fake Kubernetes API server, plugged in at the transport (a tower service under
+//! `kube::Client`). It stores objects as JSON, applies JSON patches (finalizers) and server-side
+//! applies on `/status`, accepts events, and records every request so tests can assert on the exact
+//! calls made — and on the ones not made.
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+/// One request the fake served.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    calls: Vec<Call>,
+    resource_version: u64,
+}
+
+/// The fake API server; clone it freely.
+#[derive(Clone, Default)]
+pub struct FakeKube {
+    state: Arc<Mutex<State>>,
+}
+
+/// The REST path of an object, from its apiVersion, kind, namespace and name.
+pub fn path_of(obj: &Value) -> String {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let plural = format!("{}s", kind.to_lowercase());
+    let prefix = if api_version.contains('/') { format!("/apis/{api_version}") } else { format!("/api/{api_version}") };
+    format!("{prefix}/namespaces/{ns}/{plural}/{name}")
+}
+
+impl FakeKube {
+    /// A fake and a client talking to it.
+    pub fn new() -> (FakeKube, kube::Client) {
+        let fake = FakeKube::default();
+        let f = fake.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let f = f.clone();
+            async move { Ok::<_, Infallible>(f.handle(req).await) }
+        });
+        (fake, kube::Client::new(service, "default"))
+    }
+
+    /// Stores (creates or replaces) an object; sets uid, generation and resourceVersion like the API server.
+    pub fn put(&self, obj: impl Serialize) {
+        let mut v = serde_json::to_value(obj).expect("serializable object");
+        let path = path_of(&v);
+        let mut st = self.state.lock().unwrap();
+        st.resource_version += 1;
+        let rv = st.resource_version;
+        let previous = st.objects.get(&path).cloned();
+        let meta = v["metadata"].as_object_mut().expect("metadata");
+        meta.entry("namespace").or_insert(json!("default"));
+        meta.entry("uid").or_insert(json!(format!("uid-{}", path.replace('/', "-"))));
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        meta.entry("creationTimestamp").or_insert(json!("2026-01-01T00:00:00Z"));
+        let generation = match &previous {
+            Some(p) if p.get("spec") != v.get("spec") => p["metadata"]["generation"].as_i64().unwrap_or(1) + 1,
+            Some(p) => p["metadata"]["generation"].as_i64().unwrap_or(1),
+            None => 1,
+        };
+        if v.get("spec").is_some() {
+            v["metadata"]["generation"] = json!(generation);
+        }
+        st.objects.insert(path, v);
+    }
+
+    /// Changes a stored object in place, as `kubectl edit` would (a spec change bumps the generation).
+    pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut st = self.state.lock().unwrap();
+        st.resource_version += 1;
+        let rv = st.resource_version;
+        let obj = st.objects.get_mut(path).expect("object to edit exists");
+        let before = obj["spec"].clone();
+        f(obj);
+        if obj["spec"] != before {
+            let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            obj["metadata"]["generation"] = json!(generation);
+        }
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    }
+
+    /// The stored object at `path`, typed.
+    pub fn get<K: DeserializeOwned>(&self, path: &str) -> Option<K> {
+        let st = self.state.lock().unwrap();
+        st.objects.get(path).map(|v| serde_json::from_value(v.clone()).expect("stored object deserializes"))
+    }
+
+    /// The stored object at `path` as JSON.
+    pub fn raw(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(path).cloned()
+    }
+
+    /// Marks an object deleted, as `kubectl delete` does for an object with finalizers.
+    pub fn delete(&self, path: &str) {
+        let mut st = self.state.lock().unwrap();
+        let gone = match st.objects.get_mut(path) {
+            Some(obj) => {
+                obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+            }
+            None => false,
+        };
+        if gone {
+            st.objects.remove(path);
+        }
+    }
+
+    /// Every request served so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_calls(&self) {
+        self.state.lock().unwrap().calls.clear();
+    }
+
+    /// Requests that wrote an object's status.
+    pub fn status_writes(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.method == "PATCH" && c.path.ends_with("/status")).collect()
+    }
+
+    /// Events created or updated.
+    pub fn events(&self) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path.contains("/events") && (c.method == "POST" || c.method == "PATCH"))
+            .map(|c| c.body)
+            .collect()
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(Call { method: method.to_string(), path: path.clone(), body: body.clone() });
+        st.resource_version += 1;
+        let rv = st.resource_version.to_string();
+
+        if path.contains("/events") {
+            return reply(if method == Method::POST { StatusCode::CREATED } else { StatusCode::OK }, &body);
+        }
+        match method {
+            Method::GET => match st.objects.get(&path) {
+                Some(obj) => reply(StatusCode::OK, obj),
+                None => not_found(&path),
+            },
+            Method::PATCH if path.ends_with("/status") => {
+                let object_path = path.trim_end_matches("/status").to_string();
+                let Some(obj) = st.objects.get_mut(&object_path) else { return not_found(&path) };
+                // Server-side apply by the operator's single field manager: its status replaces the old one.
+                obj["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                reply(StatusCode::OK, obj)
+            }
+            Method::PATCH => {
+                let Some(obj) = st.objects.get_mut(&path) else { return not_found(&path) };
+                if content_type.contains("json-patch") {
+                    let patch: json_patch::Patch = match serde_json::from_value(body) {
+                        Ok(p) => p,
+                        Err(e) => return reply(StatusCode::BAD_REQUEST, &status_body(400, &e.to_string())),
+                    };
+                    if let Err(e) = json_patch::patch(obj, &patch) {
+                        return reply(StatusCode::UNPROCESSABLE_ENTITY, &status_body(422, &e.to_string()));
+                    }
+                } else {
+                    json_patch::merge(obj, &body);
+                }
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                let out = obj.clone();
+                let finished = out["metadata"].get("deletionTimestamp").is_some()
+                    && out["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+                if finished {
+                    st.objects.remove(&path);
+                }
+                reply(StatusCode::OK, &out)
+            }
+            Method::POST => {
+                let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let obj_path = format!("{path}/{name}");
+                st.objects.insert(obj_path, body.clone());
+                reply(StatusCode::CREATED, &body)
+            }
+            _ => reply(StatusCode::METHOD_NOT_ALLOWED, &status_body(405, "not supported by the fake")),
+        }
+    }
+}
+
+fn status_body(code: u16, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": "", "code": code})
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    reply(StatusCode::NOT_FOUND, &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{path} not found"), "reason": "NotFound", "code": 404}))
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
+        .expect("valid response")
+}

@@ -1,0 +1,147 @@
+//! Shared fixtures: the fake Kubernetes API, an emulator-backed ARM, object builders.
+#![allow(dead_code)]
+
+pub mod kube;
+
+use aml_operator::arm::{ArmClient, CloudConfig};
+use aml_operator::controller::{AmlKind, Config, Context, pipeline};
+use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::FakeKube;
+use ::kube::api::ObjectMeta;
+use ::kube::runtime::controller::Action;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub const NS: &str = "team-a";
+pub const SUBSCRIPTION: &str = "11111111-2222-3333-4444-555555555555";
+
+/// A file path unique to this test process and call.
+pub fn temp_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("aml-operator-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// The body validator built from `../shared/arm-specs`, when the folder is there.
+pub fn validator() -> Option<aml_operator::emulator::BodyValidator> {
+    let dir = aml_operator::armspec::specs_dir_for_tests()?;
+    let v = aml_operator::armspec::shared(&dir).expect("ARM schemas load");
+    Some(Arc::new(move |t: &str, n: &str, b: &Value| v.validate(t, n, b)))
+}
+
+/// Emulator settings for tests: operations take 50 ms and ARM asks for no wait.
+pub fn emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        operation_duration: Duration::from_millis(50),
+        retry_after_secs: 0,
+        validator: validator(),
+        ca_file: Some(temp_path("ca.pem")),
+        ..EmulatorConfig::default()
+    }
+}
+
+/// One test's world: a fake API server, the emulator as Azure, and a controller context.
+pub struct World {
+    pub kube: FakeKube,
+    pub client: ::kube::Client,
+    pub emulator: Emulator,
+    pub ca_file: PathBuf,
+    pub ctx: Arc<Context>,
+}
+
+impl World {
+    pub async fn new() -> World {
+        Self::with_emulator(emulator_config()).await
+    }
+
+    pub async fn with_emulator(config: EmulatorConfig) -> World {
+        aml_operator::install_crypto_provider();
+        let ca_file = config.ca_file.clone().expect("tests write the CA file");
+        let emulator = Emulator::start(config).await.expect("emulator starts");
+        let (kube, client) = FakeKube::new();
+        let ctx = Arc::new(context(&client, &emulator, &ca_file));
+        World { kube, client, emulator, ca_file, ctx }
+    }
+
+    /// A fresh controller context, as after an operator restart (no caches, no memory).
+    pub fn restart(&mut self) {
+        self.ctx = Arc::new(context(&self.client, &self.emulator, &self.ca_file));
+    }
+
+    /// Stores the credentials Secret `aml-credentials` with the emulator's principal (or `secret`).
+    pub fn credentials(&self, name: &str, client_secret: &str) {
+        let p = Principal::default();
+        self.kube.put(secret(name, &[
+            ("tenantId", p.tenant_id.as_str()),
+            ("clientId", p.client_id.as_str()),
+            ("clientSecret", client_secret),
+            ("subscriptionId", SUBSCRIPTION),
+        ]));
+    }
+
+    pub fn good_credentials(&self) {
+        self.credentials("aml-credentials", &Principal::default().client_secret);
+    }
+
+    /// Reconciles the stored object at `path` once, as the controller would.
+    pub async fn reconcile<K: AmlKind>(&self, path: &str) -> Result<Action, aml_operator::controller::Error> {
+        let obj: K = self.kube.get(path).expect("object exists");
+        pipeline::reconcile(Arc::new(obj), self.ctx.clone()).await
+    }
+
+    /// Reconciles until the object is Ready=True (finishing ARM operations between rounds).
+    pub async fn converge<K: AmlKind>(&self, path: &str) {
+        for _ in 0..10 {
+            let _ = self.reconcile::<K>(path).await;
+            if self.ready(path).as_deref() == Some("True") {
+                return;
+            }
+            self.emulator.finish_operations();
+        }
+        panic!("{path} did not become ready: {:#}", self.kube.raw(path).unwrap_or_default()["status"]);
+    }
+
+    /// The Ready condition's status of the object at `path`.
+    pub fn ready(&self, path: &str) -> Option<String> {
+        self.condition(path, "Ready").map(|c| c["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// A condition of the object at `path`.
+    pub fn condition(&self, path: &str, type_: &str) -> Option<Value> {
+        let obj = self.kube.raw(path)?;
+        obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+    }
+
+    /// ARM requests with this method.
+    pub fn arm_calls(&self, method: &str) -> usize {
+        self.emulator.requests().iter().filter(|r| r.method == method).count()
+    }
+}
+
+fn context(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Path) -> Context {
+    let cloud = CloudConfig {
+        arm_endpoint: emulator.arm_endpoint(),
+        authority_host: emulator.authority_host(),
+        ca_file: Some(ca_file.to_path_buf()),
+        ..CloudConfig::default()
+    };
+    let arm = ArmClient::new(&cloud).expect("ARM client");
+    Context::new(client.clone(), arm, Config { resync: Duration::from_secs(300), ..Config::default() })
+}
+
+/// A Secret with string data.
+pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
+        data: Some(
+            data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    }
+}
