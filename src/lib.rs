@@ -8,3 +8,9 @@ pub mod armspec;
 pub mod controller;
 pub mod crd;
 pub mod emulator;
+
+/// Installs rustls' ring crypto provider as the process default. Idempotent: later calls, or a
+/// provider already installed, leave the default as it is.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
