@@ -17,8 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::{Map, Value};
+use kube::{Api, ResourceExt};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, instrument, warn};
@@ -122,8 +122,9 @@ fn current<K: AmlKind>(obj: &K) -> Desired {
     Desired::from_current(obj.common_status(), outputs)
 }
 
-fn arm_error(action: &'static str, target: &Target) -> impl FnOnce(arm::Error) -> Error + '_ {
-    move |source| Error::Arm { action, arm_id: target.arm_id.clone(), source }
+fn arm_error(action: &'static str, target: &Target) -> impl FnOnce(arm::Error) -> Error + use<> {
+    let arm_id = target.arm_id.clone();
+    move |source| Error::Arm { action, arm_id, source }
 }
 
 fn to_operation(op: &OperationStatus) -> Operation {

@@ -5,7 +5,7 @@ use crate::crd::{CommonStatus, OperationStatus, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
 /// Field manager for every write the operator makes.
