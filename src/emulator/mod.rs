@@ -1,1 +1,645 @@
-//! emulator
+//! A local emulator of Azure Resource Manager (for the four Microsoft.MachineLearningServices
+//! resource types the operator manages) and of the Entra ID client-credentials token endpoint.
+//!
+//! It serves HTTPS with a certificate authority it generates at start, behaves like ARM as
+//! `arm-specs/FACTS.md` describes (URLs, long-running operations with `Location` /
+//! `Azure-AsyncOperation`, error bodies, rate-limit headers, ML semantics such as endpoint traffic
+//! and cascade deletes) and lets tests inject faults, edit resources out of band and fast-forward
+//! operations. `aml-operator emulator` runs it for people (see [`run_cli`]).
+//!
+//! Differences from Azure worth knowing: every subscription and resource group exists; operations
+//! only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`]) while the
+//! operation runs; rate-limit headers count down but never throttle (inject a 429 [`Fault`] for
+//! that); GET during a workspace creation shows `Creating` rather than 404.
+
+mod arm;
+mod model;
+mod reply;
+mod state;
+mod tls;
+mod token;
+mod util;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{Request, State as AxumState};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use self::arm::{ArmCall, ArmSettings};
+use self::model::{RenderCtx, ResId, Route};
+use self::reply::Reply;
+use self::state::{RateClass, Resource, State};
+
+/// Tenant id of the default accepted principal.
+pub const DEFAULT_TENANT_ID: &str = "00000000-0000-0000-0000-0000000000aa";
+/// Client id of the default accepted principal.
+pub const DEFAULT_CLIENT_ID: &str = "00000000-0000-0000-0000-0000000000bb";
+/// Client secret of the default accepted principal (a well-known test value, not a secret).
+pub const DEFAULT_CLIENT_SECRET: &str = "emulator-secret";
+
+/// Largest request body accepted (ARM's response limit is 8 MB; requests are far smaller).
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Checks a PUT body: `(resource type, name, body)`; `Err(message)` makes the emulator answer
+/// 400 `InvalidRequestContent` with that message (and the resource id as `error.target`).
+pub type BodyValidator = Arc<dyn Fn(&str, &str, &Value) -> Result<(), String> + Send + Sync>;
+
+/// A service principal the token endpoint accepts.
+#[derive(Clone)]
+pub struct Principal {
+    /// Directory (tenant) id; the token URL's `{tenant}` must match it (case-insensitive).
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Client secret (never logged; redacted in `Debug`).
+    pub client_secret: String,
+}
+
+impl Default for Principal {
+    /// [`DEFAULT_TENANT_ID`], [`DEFAULT_CLIENT_ID`], [`DEFAULT_CLIENT_SECRET`].
+    fn default() -> Self {
+        Self {
+            tenant_id: DEFAULT_TENANT_ID.to_owned(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to run an [`Emulator`].
+pub struct EmulatorConfig {
+    /// Address to listen on; default `127.0.0.1:0` (a free port).
+    pub bind: SocketAddr,
+    /// How long a long-running operation stays non-terminal; default 2 s.
+    pub operation_duration: Duration,
+    /// `Retry-After` seconds sent on 201/202 answers and on polls of running operations; default 10.
+    pub retry_after_secs: u64,
+    /// Accepted service principals; default one, [`Principal::default`].
+    pub principals: Vec<Principal>,
+    /// When set, every PUT body is checked by it.
+    pub validator: Option<BodyValidator>,
+    /// Where to write the PEM of the CA clients must trust.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            operation_duration: Duration::from_secs(2),
+            retry_after_secs: 10,
+            principals: vec![Principal::default()],
+            validator: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorConfig")
+            .field("bind", &self.bind)
+            .field("operation_duration", &self.operation_duration)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("principals", &self.principals)
+            .field("validator", &self.validator.as_ref().map(|_| "<fn>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// One ARM request as the emulator saw it (token requests are not recorded).
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `PUT`.
+    pub method: String,
+    /// Path as sent (not lowercased, not decoded).
+    pub path: String,
+    /// Raw query string without `?` (empty if none).
+    pub query: String,
+    /// Status code the emulator answered.
+    pub status: u16,
+}
+
+/// A scripted failure: the next `times` requests matching `method` (any if `None`) and whose path
+/// contains `path_contains` (case-insensitive; any if `None`) are answered `status` with an ARM
+/// error body carrying `code` (Entra-shaped on the token endpoint), plus `Retry-After` when set.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// HTTP method to match (case-insensitive), or any.
+    pub method: Option<String>,
+    /// Substring of the request path to match (case-insensitive), or any.
+    pub path_contains: Option<String>,
+    /// Status code to answer.
+    pub status: u16,
+    /// Error code in the body, e.g. `TooManyRequests`.
+    pub code: String,
+    /// `Retry-After` seconds to send, if any.
+    pub retry_after_secs: Option<u64>,
+    /// How many matching requests fail (0 = none).
+    pub times: usize,
+}
+
+/// Why the emulator could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// Generating the certificates failed.
+    #[error("could not generate the emulator's certificates")]
+    Certificate(#[source] rcgen::Error),
+    /// Building the TLS configuration failed.
+    #[error("could not build the emulator's TLS configuration")]
+    Tls(#[source] rustls::Error),
+    /// Binding the listening socket failed.
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the CA file failed.
+    #[error("could not write the CA certificate to {path}")]
+    WriteCa {
+        /// The file asked for.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for Ctrl-C failed.
+    #[error("could not wait for the shutdown signal")]
+    Signal(#[source] std::io::Error),
+}
+
+/// What the request handlers share.
+struct Shared {
+    state: Mutex<State>,
+    operation_duration: Duration,
+    retry_after_secs: u64,
+    principals: Vec<Principal>,
+    validator: Option<BodyValidator>,
+    arm_endpoint: String,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+        // more than stopping every test; keep serving with whatever is there.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn default_principal(&self) -> (String, String) {
+        self.principals
+            .first()
+            .map(|p| (p.tenant_id.clone(), p.client_id.clone()))
+            .unwrap_or_else(|| (DEFAULT_TENANT_ID.to_owned(), DEFAULT_CLIENT_ID.to_owned()))
+    }
+
+    /// Answers one request (ARM or token) entirely under the state lock.
+    fn dispatch(&self, method: &str, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+        let mut st = self.lock();
+        st.advance(Instant::now());
+        let route = Route::parse(path);
+        let is_token = matches!(route, Route::Token { .. });
+
+        if let Some(fault) = st.take_fault(method, path) {
+            let mut reply = if is_token {
+                Reply::json(
+                    fault.status,
+                    serde_json::json!({
+                        "error": fault.code,
+                        "error_description": format!("{}: injected fault.", fault.code),
+                        "error_codes": [],
+                    }),
+                )
+            } else {
+                Reply::arm_error(fault.status, &fault.code, format!("Injected fault '{}'.", fault.code))
+            };
+            if let Some(secs) = fault.retry_after_secs {
+                reply.push_header("Retry-After", secs.to_string());
+            }
+            if is_token {
+                st.token_requests += 1;
+            } else {
+                finish_arm_reply(&mut reply, headers, None);
+                record(&mut st, method, path, query, reply.status);
+            }
+            return reply;
+        }
+
+        if let Route::Token { tenant } = &route {
+            st.token_requests += 1;
+            return token::handle(&mut st, &self.principals, tenant, method, headers, body);
+        }
+
+        let mut reply = self.arm(&mut st, route, method, query, headers, body);
+        let sub = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .nth(1)
+            .filter(|_| path.to_ascii_lowercase().starts_with("/subscriptions/"))
+            .map(str::to_owned);
+        let rate = (reply.status != 401).then_some(sub).flatten().map(|sub| {
+            let class = match method {
+                "GET" | "HEAD" => RateClass::Reads,
+                "DELETE" => RateClass::Deletes,
+                _ => RateClass::Writes,
+            };
+            (class.header(), st.take_rate(&sub, class))
+        });
+        finish_arm_reply(&mut reply, headers, rate);
+        record(&mut st, method, path, query, reply.status);
+        reply
+    }
+
+    fn arm(&self, st: &mut State, route: Route, method: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let (tenant_id, client_id) = match authorization {
+            None => {
+                return unauthorized("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+            }
+            Some(value) => {
+                let token = value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+                    .map(str::trim);
+                match token.and_then(|t| st.tokens.get(t)) {
+                    Some(issued) if issued.expires > Instant::now() => {
+                        (issued.tenant_id.clone(), issued.client_id.clone())
+                    }
+                    Some(_) => {
+                        return unauthorized(
+                            "ExpiredAuthenticationToken",
+                            "The access token expiry UTC time is earlier than current UTC time.",
+                        );
+                    }
+                    None if token.is_none() => {
+                        return unauthorized(
+                            "AuthenticationFailed",
+                            "Authentication failed. The 'Authorization' header is not a Bearer token.",
+                        );
+                    }
+                    None => {
+                        return unauthorized(
+                            "InvalidAuthenticationToken",
+                            "The access token is invalid: it was not issued by this emulator.",
+                        );
+                    }
+                }
+            }
+        };
+        let query: std::collections::HashMap<String, String> = util::parse_form(query)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let Some(api_version) = query.get("api-version").filter(|v| !v.is_empty()).cloned() else {
+            return Reply::arm_error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            );
+        };
+        let base = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("https://{h}"))
+            .unwrap_or_else(|| self.arm_endpoint.clone());
+        let mut call = ArmCall {
+            st,
+            settings: ArmSettings {
+                operation_duration: self.operation_duration,
+                retry_after_secs: self.retry_after_secs,
+                validator: self.validator.as_ref(),
+            },
+            base,
+            api_version,
+            query,
+            tenant_id,
+            client_id,
+            now: SystemTime::now(),
+        };
+        call.handle(route, method, body)
+    }
+}
+
+fn unauthorized(code: &str, message: &str) -> Reply {
+    Reply::arm_error(401, code, message).header(
+        "WWW-Authenticate",
+        format!("Bearer authorization_uri=\"https://login.microsoftonline.com/common\", error=\"invalid_token\", error_description=\"{message}\""),
+    )
+}
+
+/// Adds the headers every ARM response carries.
+fn finish_arm_reply(reply: &mut Reply, headers: &HeaderMap, rate: Option<(&'static str, u64)>) {
+    let request_id = util::guid();
+    let correlation = headers
+        .get("x-ms-correlation-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| request_id.clone());
+    reply.push_header("x-ms-request-id", request_id);
+    reply.push_header("x-ms-correlation-request-id", correlation);
+    if let Some(client) = headers.get("x-ms-client-request-id").and_then(|v| v.to_str().ok()) {
+        reply.push_header("x-ms-client-request-id", client);
+    }
+    if let Some((name, remaining)) = rate {
+        reply.push_header(name, remaining.to_string());
+    }
+}
+
+fn record(st: &mut State, method: &str, path: &str, query: &str, status: u16) {
+    st.requests.push(RecordedRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        status,
+    });
+}
+
+async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Reply::arm_error(413, "RequestEntityTooLarge", "The request body is too large or could not be read.")
+                .into_response();
+        }
+    };
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    tracing::debug!(%method, %path, "emulator request");
+    shared.dispatch(&method, &path, &query, &parts.headers, &bytes).into_response()
+}
+
+/// A running emulator. Dropping it stops the server; [`Emulator::shutdown`] also waits for it.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    ca_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Generates certificates, writes the CA file if asked, binds and starts serving.
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = tls::generate()?;
+        let server_config = tls::server_config(&certs)?;
+        if let Some(path) = &config.ca_file {
+            tokio::fs::write(path, certs.ca_pem.as_bytes())
+                .await
+                .map_err(|source| EmulatorError::WriteCa { path: path.clone(), source })?;
+        }
+        let tcp = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| EmulatorError::Bind { addr: config.bind, source })?;
+        let listener = tls::TlsListener::new(tcp, server_config)
+            .map_err(|source| EmulatorError::Bind { addr: config.bind, source })?;
+        let local_addr = axum::serve::Listener::local_addr(&listener)
+            .map_err(|source| EmulatorError::Bind { addr: config.bind, source })?;
+
+        let arm_endpoint = format!("https://{local_addr}");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            operation_duration: config.operation_duration,
+            retry_after_secs: config.retry_after_secs,
+            principals: config.principals,
+            validator: config.validator,
+            arm_endpoint,
+        });
+        let router: Router = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(err) = serve.await {
+                tracing::warn!(error = %err, "emulator server stopped with an error");
+            }
+        });
+        tracing::info!(%local_addr, "emulator listening");
+        Ok(Emulator { shared, local_addr, ca_pem: certs.ca_pem, stop: Some(stop_tx), server: Some(server) })
+    }
+
+    /// The ARM base URL, `https://127.0.0.1:PORT` (no trailing slash).
+    pub fn arm_endpoint(&self) -> String {
+        self.shared.arm_endpoint.clone()
+    }
+
+    /// The authority host, `https://127.0.0.1:PORT/`; tokens come from
+    /// `{authority_host}{tenant}/oauth2/v2.0/token`.
+    pub fn authority_host(&self) -> String {
+        format!("{}/", self.shared.arm_endpoint)
+    }
+
+    /// PEM of the CA certificate clients must trust. It signed the server certificate, whose
+    /// subject alternative names are `127.0.0.1`, `localhost` and `::1`.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Every ARM request so far, in order (token requests are only counted).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Number of token requests so far (successful or not).
+    pub fn token_requests(&self) -> usize {
+        self.shared.lock().token_requests
+    }
+
+    /// Forgets the recorded ARM requests and resets the token request count.
+    pub fn clear_requests(&self) {
+        let mut st = self.shared.lock();
+        st.requests.clear();
+        st.token_requests = 0;
+    }
+
+    /// The resource as GET would show it now (id compared case-insensitively).
+    pub fn resource(&self, arm_id: &str) -> Option<Value> {
+        let mut st = self.shared.lock();
+        st.advance(Instant::now());
+        st.get(&arm_id.to_ascii_lowercase()).map(|r| r.body.clone())
+    }
+
+    /// Canonical ids of every stored resource, sorted case-insensitively.
+    pub fn resource_ids(&self) -> Vec<String> {
+        let mut st = self.shared.lock();
+        st.advance(Instant::now());
+        st.resources.values().map(|r| r.id.canonical()).collect()
+    }
+
+    /// Changes a stored resource out of band ("someone edited it in the portal"). `f` sees the
+    /// body GET shows and is not called when the resource does not exist. Setting
+    /// `properties.provisioningState` to `Failed` while an operation runs makes that operation fail.
+    pub fn update_resource(&self, arm_id: &str, f: impl FnOnce(&mut Value)) {
+        let mut st = self.shared.lock();
+        st.advance(Instant::now());
+        if let Some(res) = st.resources.get_mut(&arm_id.to_ascii_lowercase()) {
+            f(&mut res.body);
+        }
+    }
+
+    /// Stores a pre-existing resource in state `Succeeded`, with outputs filled as after a PUT.
+    /// Ids that do not name one of the four types are ignored (with a warning).
+    pub fn insert_resource(&self, arm_id: &str, body: Value) {
+        let Some(id) = ResId::parse(arm_id) else {
+            tracing::warn!(arm_id, "emulator: insert_resource ignored an id of an unknown type");
+            return;
+        };
+        let (tenant_id, client_id) = self.shared.default_principal();
+        let mut st = self.shared.lock();
+        let key = id.key();
+        let existing = st.get(&key).map(|r| r.body.clone());
+        let ctx = RenderCtx { tenant_id: &tenant_id, client_id: &client_id, now: SystemTime::now() };
+        let rendered = model::render(&id, &body, existing.as_ref(), "Succeeded", &ctx);
+        let keys = (id.kind() == model::Kind::OnlineEndpoint)
+            .then(|| (util::random_token(32), util::random_token(32)));
+        st.resources.insert(key, Resource { id, body: rendered, op: None, keys });
+    }
+
+    /// Adds a fault; faults are tried in the order added.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Completes every running operation now.
+    pub fn finish_operations(&self) {
+        self.shared.lock().finish_all();
+    }
+
+    /// Stops serving and waits (at most 5 s) for open connections to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err()
+        {
+            server.abort();
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Flags of `aml-operator emulator`.
+#[derive(clap::Args, Clone)]
+pub struct EmulatorArgs {
+    /// Port to listen on (127.0.0.1).
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Where to write the CA certificate the operator must trust (`--ca-file` of `run`).
+    #[arg(long, default_value = "./emulator-ca.pem")]
+    pub ca_file: PathBuf,
+    /// Seconds a long-running operation takes.
+    #[arg(long, default_value_t = 2)]
+    pub operation_seconds: u64,
+    /// Retry-After seconds the emulator asks clients to wait between polls.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after: u64,
+    /// Client id of the accepted service principal.
+    #[arg(long, default_value = DEFAULT_CLIENT_ID)]
+    pub client_id: String,
+    /// Client secret of the accepted service principal.
+    #[arg(long, env = "AML_EMULATOR_CLIENT_SECRET", hide_env_values = true, default_value = DEFAULT_CLIENT_SECRET)]
+    pub client_secret: String,
+    /// Tenant id of the accepted service principal.
+    #[arg(long, default_value = DEFAULT_TENANT_ID)]
+    pub tenant_id: String,
+}
+
+impl fmt::Debug for EmulatorArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorArgs")
+            .field("port", &self.port)
+            .field("ca_file", &self.ca_file)
+            .field("operation_seconds", &self.operation_seconds)
+            .field("retry_after", &self.retry_after)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("tenant_id", &self.tenant_id)
+            .finish()
+    }
+}
+
+/// Runs `aml-operator emulator`: starts the emulator, prints how to point the operator at it and
+/// serves until Ctrl-C.
+pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
+    let config = EmulatorConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], args.port)),
+        operation_duration: Duration::from_secs(args.operation_seconds),
+        retry_after_secs: args.retry_after,
+        principals: vec![Principal {
+            tenant_id: args.tenant_id.clone(),
+            client_id: args.client_id.clone(),
+            client_secret: args.client_secret.clone(),
+        }],
+        validator: None,
+        ca_file: Some(args.ca_file.clone()),
+    };
+    let emulator = Emulator::start(config).await?;
+    let ca_file = std::fs::canonicalize(&args.ca_file).unwrap_or_else(|_| args.ca_file.clone());
+    let ca_file = ca_file.display();
+    println!("aml-operator emulator (ARM + Entra ID token endpoint) is running.");
+    println!("  ARM endpoint:    {}", emulator.arm_endpoint());
+    println!("  authority host:  {}", emulator.authority_host());
+    println!("  CA file:         {ca_file}");
+    println!("  tenant id:       {}", args.tenant_id);
+    println!("  client id:       {}", args.client_id);
+    println!("  client secret:   the value of --client-secret (see `aml-operator emulator --help` for the default)");
+    println!();
+    println!("Run the operator against it with:");
+    println!(
+        "  aml-operator run --arm-endpoint {} --authority-host {} --ca-file {ca_file}",
+        emulator.arm_endpoint(),
+        emulator.authority_host()
+    );
+    println!();
+    println!("and a credentials Secret such as:");
+    println!(
+        "  kubectl create secret generic aml-credentials --from-literal=tenantId={} --from-literal=clientId={} \\\n    --from-literal=subscriptionId=00000000-0000-0000-0000-000000000001 --from-literal=clientSecret=<client secret>",
+        args.tenant_id, args.client_id
+    );
+    println!("Press Ctrl-C to stop.");
+    let signal = tokio::signal::ctrl_c().await;
+    emulator.shutdown().await;
+    signal.map_err(EmulatorError::Signal)
+}

@@ -1,0 +1,698 @@
+//! ARM request handling for the four Microsoft.MachineLearningServices resource types.
+
+use std::time::{Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::BodyValidator;
+use super::model::{Kind, PROVIDER, RenderCtx, ResId, Route, render, user_part};
+use super::reply::Reply;
+use super::state::{OpKind, OpStatus, Operation, Resource, State};
+use super::util::{get_path, guid, merge_patch, normalize_location, random_token, rfc3339, set_path, unix_secs};
+
+/// `x-ms-async-operation-timeout` the ML service sends for endpoint and deployment writes.
+const ASYNC_OPERATION_TIMEOUT: &str = "PT1H";
+
+/// Settings the ARM handlers need from the emulator configuration.
+pub(crate) struct ArmSettings<'a> {
+    pub(crate) operation_duration: std::time::Duration,
+    pub(crate) retry_after_secs: u64,
+    pub(crate) validator: Option<&'a BodyValidator>,
+}
+
+/// One authenticated ARM request being handled under the state lock.
+pub(crate) struct ArmCall<'a> {
+    pub(crate) st: &'a mut State,
+    pub(crate) settings: ArmSettings<'a>,
+    /// `https://host:port` the client used (for operation URLs).
+    pub(crate) base: String,
+    pub(crate) api_version: String,
+    pub(crate) query: std::collections::HashMap<String, String>,
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) now: SystemTime,
+}
+
+fn not_found(id: &ResId) -> Reply {
+    let kind = id.kind();
+    Reply::arm_error(
+        404,
+        "ResourceNotFound",
+        format!(
+            "The Resource '{}/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            kind.type_name(),
+            id.chain.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join("/"),
+            id.rg
+        ),
+    )
+}
+
+fn parent_not_found(parent: &ResId) -> Reply {
+    Reply::arm_error(
+        404,
+        "ParentResourceNotFound",
+        format!(
+            "Can not perform requested operation on nested resource. Parent resource '{}' not found.",
+            parent.chain.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join("/")
+        ),
+    )
+}
+
+fn conflict(id: &ResId) -> Reply {
+    Reply::arm_error(
+        409,
+        "AnotherOperationInProgress",
+        format!(
+            "Another operation is in progress on resource '{}'. Wait for it to complete and retry.",
+            id.canonical()
+        ),
+    )
+}
+
+/// 404 for a type the emulator does not serve.
+pub(crate) fn unknown_type(type_path: &str, api_version: &str) -> Reply {
+    Reply::arm_error(
+        404,
+        "InvalidResourceType",
+        format!(
+            "The resource type '{type_path}' could not be found in the namespace '{PROVIDER}' for api version '{api_version}'."
+        ),
+    )
+}
+
+impl ArmCall<'_> {
+    /// Dispatches an ARM route (not the token endpoint).
+    pub(crate) fn handle(&mut self, route: Route, method: &str, body: &[u8]) -> Reply {
+        match (route, method) {
+            (Route::Resource { id, action: None }, "GET") => self.get(&id),
+            (Route::Resource { id, action: None }, "PUT") => self.put(&id, body),
+            (Route::Resource { id, action: None }, "PATCH") => self.patch(&id, body),
+            (Route::Resource { id, action: None }, "DELETE") => self.delete(&id),
+            (Route::Resource { id, action: Some(action) }, "POST") => self.action(&id, &action, body),
+            (Route::Collection { sub, rg, parent, kind }, "GET") => self.list(&sub, &rg, parent.as_ref(), kind),
+            (Route::OperationStatus { sub, op_id }, "GET") => self.operation_status(&sub, &op_id),
+            (Route::OperationResult { sub, op_id }, "GET") => self.operation_result(&sub, &op_id),
+            (Route::UnknownType { type_path, .. }, _) => unknown_type(&type_path, &self.api_version),
+            (Route::NotFound | Route::Token { .. }, _) => Reply::arm_error(
+                404,
+                "InvalidResourceType",
+                "The requested path does not name a resource type this emulator serves.",
+            ),
+            (_, other) => Reply::arm_error(
+                405,
+                "MethodNotAllowed",
+                format!("The HTTP method '{other}' is not supported for this resource."),
+            ),
+        }
+    }
+
+    fn ctx(&self) -> RenderCtx<'_> {
+        RenderCtx { tenant_id: &self.tenant_id, client_id: &self.client_id, now: self.now }
+    }
+
+    /// The first ancestor of `id` that does not exist.
+    fn missing_parent(&self, id: &ResId) -> Option<ResId> {
+        let mut ancestors = Vec::new();
+        let mut cur = id.parent();
+        while let Some(p) = cur {
+            cur = p.parent();
+            ancestors.push(p);
+        }
+        ancestors.into_iter().rev().find(|p| self.st.get(&p.key()).is_none())
+    }
+
+    fn status_url(&self, sub: &str, location: &str, op_id: &str) -> String {
+        format!(
+            "{}/subscriptions/{sub}/providers/{PROVIDER}/locations/{location}/operations/{op_id}?api-version={}",
+            self.base, self.api_version
+        )
+    }
+
+    fn result_url(&self, sub: &str, location: &str, op_id: &str) -> String {
+        format!(
+            "{}/subscriptions/{sub}/providers/{PROVIDER}/locations/{location}/operationResults/{op_id}?api-version={}",
+            self.base, self.api_version
+        )
+    }
+
+    /// Registers a running operation on the resource at `key`; returns its id and location.
+    fn start_op(&mut self, id: &ResId, kind: OpKind) -> (String, String) {
+        let key = id.key();
+        let location = self
+            .st
+            .get(&key)
+            .and_then(|r| r.body.get("location"))
+            .and_then(Value::as_str)
+            .map(normalize_location)
+            .unwrap_or_else(|| "global".to_owned());
+        let op_id = guid();
+        self.st.operations.insert(
+            op_id.clone(),
+            Operation {
+                id: op_id.clone(),
+                sub: id.sub.clone(),
+                location: location.clone(),
+                resource_key: key.clone(),
+                kind,
+                started: self.now,
+                due: Instant::now() + self.settings.operation_duration,
+                status: OpStatus::InProgress,
+                ended: None,
+                error: None,
+                tenant_id: self.tenant_id.clone(),
+                client_id: self.client_id.clone(),
+            },
+        );
+        if let Some(res) = self.st.resources.get_mut(&key) {
+            res.op = Some(op_id.clone());
+        }
+        (op_id, location)
+    }
+
+    fn with_retry_after(&self, reply: Reply) -> Reply {
+        reply.header("Retry-After", self.settings.retry_after_secs.to_string())
+    }
+
+    fn get(&self, id: &ResId) -> Reply {
+        if let Some(parent) = self.missing_parent(id) {
+            return parent_not_found(&parent);
+        }
+        match self.st.get(&id.key()) {
+            Some(res) => Reply::json(200, res.body.clone()),
+            None => not_found(id),
+        }
+    }
+
+    fn list(&self, sub: &str, rg: &str, parent: Option<&ResId>, kind: Kind) -> Reply {
+        let prefix = match parent {
+            Some(p) => {
+                if let Some(missing) = self.missing_parent(p).or_else(|| self.st.get(&p.key()).is_none().then(|| p.clone())) {
+                    return parent_not_found(&missing);
+                }
+                p.key()
+            }
+            None => format!("/subscriptions/{sub}/resourcegroups/{rg}/providers/{PROVIDER}").to_ascii_lowercase(),
+        };
+        let value: Vec<Value> = self.st.children(&prefix, kind).into_iter().map(|r| r.body.clone()).collect();
+        Reply::json(200, json!({ "value": value }))
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Value, Reply> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            Ok(_) => Err(Reply::arm_error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid and could not be deserialized: the body must be a JSON object.",
+            )),
+            Err(err) => Err(Reply::arm_error(
+                400,
+                "InvalidRequestContent",
+                format!("The request content was invalid and could not be deserialized: '{err}'."),
+            )),
+        }
+    }
+
+    fn put(&mut self, id: &ResId, raw: &[u8]) -> Reply {
+        let kind = id.kind();
+        if !kind.name_is_valid(id.name()) {
+            return Reply::arm_error(
+                400,
+                "InvalidResourceName",
+                format!(
+                    "Resource name '{}' is invalid for type '{}'. Names start with a letter or digit and contain only letters, digits, '-' and '_'{}.",
+                    id.name(),
+                    kind.type_name(),
+                    if kind == Kind::Workspace { " (3 to 33 characters)" } else { "" }
+                ),
+            );
+        }
+        if let Some(parent) = self.missing_parent(id) {
+            return parent_not_found(&parent);
+        }
+        let body = match Self::parse_body(raw) {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        if !body.get("location").and_then(Value::as_str).is_some_and(|l| !l.trim().is_empty()) {
+            return Reply::arm_error(400, "LocationRequired", "The location property is required for this definition.");
+        }
+        if let Some(validator) = self.settings.validator
+            && let Err(message) = validator(kind.type_name(), id.name(), &body)
+        {
+            return Reply::arm_error(400, "InvalidRequestContent", message).with_target(&id.canonical());
+        }
+        if let Err(reply) = required_properties(kind, &body) {
+            return reply;
+        }
+        let key = id.key();
+        if self.st.busy(&key) {
+            return conflict(id);
+        }
+        let existing = self.st.get(&key).map(|r| r.body.clone());
+        if let Some(old) = &existing
+            && let Err(reply) = immutables(kind, old, &body)
+        {
+            return reply;
+        }
+        if kind == Kind::OnlineEndpoint
+            && let Err(reply) = self.check_traffic(id, &body)
+        {
+            return reply;
+        }
+
+        let provisioning = if existing.is_some() { "Updating" } else { "Creating" };
+        let rendered = render(id, &body, existing.as_ref(), provisioning, &self.ctx());
+        if let Some(old) = &existing {
+            let succeeded = get_path(old, "properties/provisioningState").and_then(Value::as_str) == Some("Succeeded");
+            if succeeded && user_part(kind, old) == user_part(kind, &rendered) {
+                return Reply::json(200, old.clone());
+            }
+        }
+        let initial_keys = (kind == Kind::OnlineEndpoint)
+            .then(|| {
+                let k = |f: &str| get_path(&body, &format!("properties/keys/{f}")).and_then(Value::as_str).map(str::to_owned);
+                match (k("primaryKey"), k("secondaryKey")) {
+                    (None, None) => None,
+                    (p, s) => Some((p.unwrap_or_else(|| random_token(32)), s.unwrap_or_else(|| random_token(32)))),
+                }
+            })
+            .flatten();
+        let entry = self.st.resources.entry(key).or_insert_with(|| Resource {
+            id: id.clone(),
+            body: Value::Null,
+            op: None,
+            keys: None,
+        });
+        entry.body = rendered.clone();
+        if kind == Kind::OnlineEndpoint {
+            if let Some(keys) = initial_keys {
+                entry.keys = Some(keys);
+            } else if entry.keys.is_none() {
+                entry.keys = Some((random_token(32), random_token(32)));
+            }
+        }
+        let (op_id, location) = self.start_op(id, OpKind::Put);
+        match kind {
+            Kind::Workspace => self
+                .with_retry_after(Reply::empty(202))
+                .header("Location", self.result_url(&id.sub, &location, &op_id)),
+            Kind::Compute => self
+                .with_retry_after(Reply::json(201, rendered))
+                .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id)),
+            Kind::OnlineEndpoint | Kind::OnlineDeployment => self
+                .with_retry_after(Reply::json(201, rendered))
+                .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id))
+                .header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
+        }
+    }
+
+    /// Endpoint traffic may only name deployments of this endpoint that exist and succeeded.
+    fn check_traffic(&self, id: &ResId, body: &Value) -> Result<(), Reply> {
+        for (field, max_sum) in [("traffic", 100), ("mirrorTraffic", 50)] {
+            let Some(map) = get_path(body, &format!("properties/{field}")).and_then(Value::as_object) else {
+                continue;
+            };
+            let mut sum = 0u64;
+            for (deployment, percent) in map {
+                let Some(percent) = percent.as_u64().filter(|p| *p <= 100) else {
+                    return Err(Reply::arm_error(
+                        400,
+                        "BadRequest",
+                        format!("The {field} value for deployment '{deployment}' must be an integer between 0 and 100."),
+                    ));
+                };
+                sum += percent;
+                let key = format!("{}/deployments/{}", id.key(), deployment.to_ascii_lowercase());
+                let state = self
+                    .st
+                    .get(&key)
+                    .and_then(|r| get_path(&r.body, "properties/provisioningState"))
+                    .and_then(Value::as_str);
+                match state {
+                    Some("Succeeded") => {}
+                    Some(other) => {
+                        return Err(Reply::arm_error(
+                            400,
+                            "BadRequest",
+                            format!(
+                                "Deployment '{deployment}' of endpoint '{}' is in provisioning state '{other}'; {field} can only be routed to deployments in state 'Succeeded'.",
+                                id.name()
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(Reply::arm_error(
+                            400,
+                            "BadRequest",
+                            format!(
+                                "The {field} of endpoint '{}' references deployment '{deployment}', which does not exist.",
+                                id.name()
+                            ),
+                        ));
+                    }
+                }
+            }
+            let sum_ok = if field == "traffic" { map.is_empty() || sum == 0 || sum == 100 } else { sum <= max_sum };
+            if !sum_ok {
+                return Err(Reply::arm_error(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "The {field} values of endpoint '{}' sum to {sum}; they must sum to {}.",
+                        id.name(),
+                        if field == "traffic" { "100" } else { "at most 50" }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn patch(&mut self, id: &ResId, raw: &[u8]) -> Reply {
+        let kind = id.kind();
+        if let Some(parent) = self.missing_parent(id) {
+            return parent_not_found(&parent);
+        }
+        let key = id.key();
+        let Some(existing) = self.st.get(&key).map(|r| r.body.clone()) else {
+            return not_found(id);
+        };
+        let patch = match Self::parse_body(raw) {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        if self.st.busy(&key) {
+            return conflict(id);
+        }
+        let mut merged = user_part(kind, &existing);
+        merge_patch(&mut merged, &patch);
+        if let Err(reply) = immutables(kind, &existing, &merged) {
+            return reply;
+        }
+        let rendered = render(id, &merged, Some(&existing), "Updating", &self.ctx());
+        let succeeded = get_path(&existing, "properties/provisioningState").and_then(Value::as_str) == Some("Succeeded");
+        if succeeded && user_part(kind, &existing) == user_part(kind, &rendered) {
+            return Reply::json(200, existing);
+        }
+        if let Some(res) = self.st.resources.get_mut(&key) {
+            res.body = rendered.clone();
+        }
+        let (op_id, location) = self.start_op(id, OpKind::Put);
+        match kind {
+            Kind::Compute => self
+                .with_retry_after(Reply::json(200, rendered))
+                .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id)),
+            Kind::Workspace => self
+                .with_retry_after(Reply::empty(202))
+                .header("Location", self.result_url(&id.sub, &location, &op_id)),
+            Kind::OnlineEndpoint | Kind::OnlineDeployment => self
+                .with_retry_after(Reply::empty(202))
+                .header("Location", self.result_url(&id.sub, &location, &op_id))
+                .header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
+        }
+    }
+
+    fn delete(&mut self, id: &ResId) -> Reply {
+        let kind = id.kind();
+        if kind == Kind::Compute {
+            let action = self.query.get("underlyingresourceaction").map(String::as_str).unwrap_or_default();
+            if !(action.eq_ignore_ascii_case("Delete") || action.eq_ignore_ascii_case("Detach")) {
+                return Reply::arm_error(
+                    400,
+                    "BadRequest",
+                    "The query parameter 'underlyingResourceAction' is required and must be 'Delete' or 'Detach'.",
+                );
+            }
+        }
+        let key = id.key();
+        if self.st.get(&key).is_none() {
+            return Reply::empty(204);
+        }
+        if self.st.busy(&key) {
+            return conflict(id);
+        }
+        if kind == Kind::OnlineDeployment
+            && let Some(reply) = self.traffic_blocks_delete(id)
+        {
+            return reply;
+        }
+        for k in self.st.subtree(&key) {
+            if let Some(res) = self.st.resources.get_mut(&k) {
+                set_path(&mut res.body, "properties/provisioningState", Value::from("Deleting"));
+            }
+        }
+        let (op_id, location) = self.start_op(id, OpKind::Delete);
+        let reply = self
+            .with_retry_after(Reply::empty(202))
+            .header("Location", self.result_url(&id.sub, &location, &op_id));
+        match kind {
+            Kind::Compute => reply.header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id)),
+            Kind::OnlineEndpoint => reply.header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
+            Kind::Workspace | Kind::OnlineDeployment => reply,
+        }
+    }
+
+    /// A deployment that still receives (mirror) traffic cannot be deleted.
+    fn traffic_blocks_delete(&self, id: &ResId) -> Option<Reply> {
+        let endpoint = self.st.get(&id.parent()?.key())?;
+        for field in ["traffic", "mirrorTraffic"] {
+            let Some(map) = get_path(&endpoint.body, &format!("properties/{field}")).and_then(Value::as_object) else {
+                continue;
+            };
+            let percent = map
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(id.name()))
+                .and_then(|(_, p)| p.as_u64())
+                .unwrap_or(0);
+            if percent > 0 {
+                return Some(Reply::arm_error(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "Deployment '{}' receives {percent}% of the endpoint's {field}; set it to 0 before deleting the deployment.",
+                        id.name()
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    fn action(&mut self, id: &ResId, action: &str, raw: &[u8]) -> Reply {
+        let kind = id.kind();
+        if let Some(parent) = self.missing_parent(id) {
+            return parent_not_found(&parent);
+        }
+        let key = id.key();
+        let action_lower = action.to_ascii_lowercase();
+        let known = match kind {
+            Kind::OnlineEndpoint => ["listkeys", "regeneratekeys", "token"].contains(&action_lower.as_str()),
+            Kind::Compute => ["start", "stop", "restart", "listnodes"].contains(&action_lower.as_str()),
+            Kind::Workspace | Kind::OnlineDeployment => false,
+        };
+        if !known {
+            return unknown_type(&format!("{}/{action}", kind.type_name()), &self.api_version);
+        }
+        let Some(res) = self.st.get(&key) else {
+            return not_found(id);
+        };
+        match action_lower.as_str() {
+            "listkeys" => {
+                let (primary, secondary) = res.keys.clone().unwrap_or_default();
+                Reply::json(200, json!({"primaryKey": primary, "secondaryKey": secondary}))
+            }
+            "token" => {
+                let now = unix_secs(self.now);
+                Reply::json(
+                    200,
+                    json!({
+                        "accessToken": format!("emu-aml.{}", random_token(32)),
+                        "tokenType": "Bearer",
+                        "expiryTimeUtc": now + 3600,
+                        "refreshAfterTimeUtc": now + 1800,
+                    }),
+                )
+            }
+            "listnodes" => Reply::json(200, json!({"nodes": [], "nextLink": null})),
+            "regeneratekeys" => {
+                let body = match Self::parse_body(raw) {
+                    Ok(b) => b,
+                    Err(reply) => return reply,
+                };
+                let key_type = body.get("keyType").and_then(Value::as_str).unwrap_or_default();
+                let secondary = if key_type.eq_ignore_ascii_case("Primary") {
+                    false
+                } else if key_type.eq_ignore_ascii_case("Secondary") {
+                    true
+                } else {
+                    return Reply::arm_error(400, "BadRequest", "'keyType' must be 'Primary' or 'Secondary'.");
+                };
+                if self.st.busy(&key) {
+                    return conflict(id);
+                }
+                let value = body.get("keyValue").and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+                let (op_id, location) = self.start_op(id, OpKind::RegenerateKey { secondary, value });
+                self.with_retry_after(Reply::empty(202))
+                    .header("Location", self.result_url(&id.sub, &location, &op_id))
+            }
+            _ => {
+                let is_instance = get_path(&res.body, "properties/computeType").and_then(Value::as_str) == Some("ComputeInstance");
+                if !is_instance {
+                    return Reply::arm_error(
+                        400,
+                        "BadRequest",
+                        format!("The action '{action}' is only supported for compute type 'ComputeInstance'."),
+                    );
+                }
+                if self.st.busy(&key) {
+                    return conflict(id);
+                }
+                let (during, after) = match action_lower.as_str() {
+                    "start" => ("Starting", "Running"),
+                    "stop" => ("Stopping", "Stopped"),
+                    _ => ("Restarting", "Running"),
+                };
+                if let Some(res) = self.st.resources.get_mut(&key) {
+                    set_path(&mut res.body, "properties/properties/state", Value::from(during));
+                }
+                let (op_id, location) = self.start_op(id, OpKind::ComputeState(after));
+                self.with_retry_after(Reply::empty(202))
+                    .header("Location", self.result_url(&id.sub, &location, &op_id))
+                    .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id))
+            }
+        }
+    }
+
+    fn find_op(&self, sub: &str, op_id: &str) -> Result<&Operation, Reply> {
+        self.st
+            .operations
+            .get(op_id)
+            .filter(|op| op.sub.eq_ignore_ascii_case(sub))
+            .ok_or_else(|| Reply::arm_error(404, "NotFound", format!("The operation '{op_id}' was not found.")))
+    }
+
+    fn operation_status(&self, sub: &str, op_id: &str) -> Reply {
+        let op = match self.find_op(sub, op_id) {
+            Ok(op) => op,
+            Err(reply) => return reply,
+        };
+        let mut body = json!({
+            "id": format!("/subscriptions/{}/providers/{PROVIDER}/locations/{}/operations/{}", op.sub, op.location, op.id),
+            "name": op.id,
+            "status": op.status.as_str(),
+            "startTime": rfc3339(op.started),
+        });
+        if let Some(ended) = op.ended {
+            set_path(&mut body, "endTime", Value::from(rfc3339(ended)));
+            set_path(&mut body, "percentComplete", Value::from(100.0));
+        }
+        if let Some(error) = &op.error {
+            set_path(&mut body, "error", error.clone());
+        }
+        let reply = Reply::json(200, body);
+        if op.status == OpStatus::InProgress { self.with_retry_after(reply) } else { reply }
+    }
+
+    fn operation_result(&self, sub: &str, op_id: &str) -> Reply {
+        let op = match self.find_op(sub, op_id) {
+            Ok(op) => op,
+            Err(reply) => return reply,
+        };
+        match op.status {
+            OpStatus::InProgress => self
+                .with_retry_after(Reply::empty(202))
+                .header("Location", self.result_url(&op.sub, &op.location, &op.id)),
+            OpStatus::Failed | OpStatus::Canceled => {
+                let error = op.error.clone().unwrap_or_else(|| json!({"code": "OperationFailed", "message": "The operation failed."}));
+                let status = if op.status == OpStatus::Canceled { 409 } else { 400 };
+                Reply::json(status, json!({ "error": error }))
+            }
+            OpStatus::Succeeded => match op.kind {
+                OpKind::Put => match self.st.get(&op.resource_key) {
+                    Some(res) => Reply::json(200, res.body.clone()),
+                    None => Reply::empty(204),
+                },
+                OpKind::Delete | OpKind::RegenerateKey { .. } | OpKind::ComputeState(_) => Reply::empty(200),
+            },
+        }
+    }
+}
+
+impl Reply {
+    /// Sets `error.target` on an ARM error body.
+    fn with_target(mut self, target: &str) -> Self {
+        if let Some(error) = self.body.as_mut().and_then(|b| b.get_mut("error")) {
+            set_path(error, "target", Value::from(target));
+        }
+        self
+    }
+}
+
+/// Required properties and enums the ARM schema enforces, checked even without a validator.
+fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
+    let field = |path: &str| get_path(body, path).and_then(Value::as_str);
+    let bad = |message: String| Err(Reply::arm_error(400, "InvalidRequestContent", message));
+    match kind {
+        Kind::Workspace => Ok(()),
+        Kind::Compute => match field("properties/computeType") {
+            Some(_) => Ok(()),
+            None => bad("The request content is missing the required property 'properties.computeType'.".into()),
+        },
+        Kind::OnlineEndpoint => match field("properties/authMode") {
+            Some(m) if ["AMLToken", "Key", "AADToken"].iter().any(|a| a.eq_ignore_ascii_case(m)) => Ok(()),
+            Some(m) => bad(format!("The value '{m}' of 'properties.authMode' is not one of AMLToken, Key, AADToken.")),
+            None => bad("The request content is missing the required property 'properties.authMode'.".into()),
+        },
+        Kind::OnlineDeployment => match field("properties/endpointComputeType") {
+            Some(t) if ["Managed", "Kubernetes"].iter().any(|a| a.eq_ignore_ascii_case(t)) => Ok(()),
+            Some(t) => bad(format!("The value '{t}' of 'properties.endpointComputeType' is not one of Managed, Kubernetes.")),
+            None => bad("The request content is missing the required property 'properties.endpointComputeType'.".into()),
+        },
+    }
+}
+
+/// Changes the service refuses on an existing resource.
+fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
+    let old_loc = old.get("location").and_then(Value::as_str).map(normalize_location);
+    let new_loc = new.get("location").and_then(Value::as_str).map(normalize_location);
+    if let (Some(old_loc), Some(new_loc)) = (&old_loc, &new_loc)
+        && old_loc != new_loc
+    {
+        return Err(Reply::arm_error(
+            400,
+            "InvalidResourceLocation",
+            format!(
+                "The resource '{}' already exists in location '{old_loc}'. A resource with the same name cannot be created in location '{new_loc}'.",
+                old.get("name").and_then(Value::as_str).unwrap_or_default()
+            ),
+        ));
+    }
+    let fixed: &[&str] = match kind {
+        Kind::Workspace => &["properties/storageAccount", "properties/keyVault", "properties/hbiWorkspace"],
+        Kind::Compute => &[
+            "properties/computeType",
+            "properties/computeLocation",
+            "properties/properties/vmSize",
+            "properties/properties/vmPriority",
+        ],
+        Kind::OnlineEndpoint => &[],
+        Kind::OnlineDeployment => &["properties/endpointComputeType"],
+    };
+    for path in fixed {
+        let (Some(a), Some(b)) = (get_path(old, path), get_path(new, path)) else { continue };
+        let same = match (a.as_str(), b.as_str()) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => a == b,
+        };
+        if !same {
+            let property = path.replace('/', ".");
+            return Err(Reply::arm_error(
+                400,
+                "BadRequest",
+                format!("The property '{property}' cannot be changed once the resource has been created."),
+            ));
+        }
+    }
+    Ok(())
+}
