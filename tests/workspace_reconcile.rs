@@ -241,13 +241,15 @@ async fn observe_reports_but_never_writes() {
         "properties": {
             "friendlyName": "Team A", "description": "made by a test",
             "storageAccount": workspace().spec.storage_account, "keyVault": workspace().spec.key_vault,
-            "workspaceId": "abc", "provisioningState": "Succeeded"
+            "provisioningState": "Succeeded"
         }
     });
     w.emulator.insert_resource(ARM_ID, existing);
     w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     assert_eq!(w.ready(PATH).as_deref(), Some("True"));
-    assert_eq!(w.kube.raw(PATH).unwrap()["status"]["workspaceId"], "abc");
+    let in_azure = w.emulator.resource(ARM_ID).unwrap()["properties"]["workspaceId"].clone();
+    assert!(in_azure.is_string());
+    assert_eq!(w.kube.raw(PATH).unwrap()["status"]["workspaceId"], in_azure);
 
     // Drift: reported, not corrected.
     w.emulator.update_resource(ARM_ID, |v| v["properties"]["friendlyName"] = json!("changed"));

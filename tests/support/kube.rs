@@ -180,6 +180,10 @@ impl FakeKube {
             Method::PATCH => {
                 let Some(obj) = st.objects.get_mut(&path) else { return not_found(&path) };
                 if content_type.contains("json-patch") {
+                    // Like the API server, a JSON-patch `test` of an absent field against null passes.
+                    if obj["metadata"].get("finalizers").is_none() {
+                        obj["metadata"]["finalizers"] = Value::Null;
+                    }
                     let patch: json_patch::Patch = match serde_json::from_value(body) {
                         Ok(p) => p,
                         Err(e) => return reply(StatusCode::BAD_REQUEST, &status_body(400, &e.to_string())),
