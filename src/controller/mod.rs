@@ -118,6 +118,74 @@ pub struct Target {
     pub location: String,
 }
 
+/// A kind of parent object a child can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentKind {
+    /// An `AmlWorkspace` in the same namespace.
+    Workspace,
+    /// An `AmlOnlineEndpoint` in the same namespace.
+    Endpoint,
+}
+
+/// How a child's spec names its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentRef<'a> {
+    /// A parent object in the same namespace (`workspaceRef` / `endpointRef`).
+    Object {
+        /// Which kind.
+        kind: ParentKind,
+        /// Its `metadata.name`.
+        name: &'a str,
+    },
+    /// The ARM id of a parent not managed here (`workspaceId`).
+    ArmId(&'a str),
+}
+
+/// A resolved, ready parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parent {
+    /// ARM id of the parent resource.
+    pub arm_id: String,
+    /// Subscription of the parent.
+    pub subscription: String,
+    /// Resource group of the parent.
+    pub resource_group: String,
+    /// Location of the parent.
+    pub location: String,
+    /// Owner reference to the parent object (None for a parent given by ARM id).
+    pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+}
+
+/// What the pipeline resolved before building the body: the principal and the parent, if any.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The service principal (from the object's, its parent's or the default Secret).
+    pub principal: ServicePrincipal,
+    /// The ready parent, for children.
+    pub parent: Option<Parent>,
+}
+
+/// The body after a kind's IO-dependent refinements, and anything the kind is still waiting for.
+#[derive(Clone, Debug, Default)]
+pub struct Refined {
+    /// The body to converge ARM to now.
+    pub body: Value,
+    /// When set, the object is not Ready even once ARM matches `body`: (reason, message).
+    pub waiting: Option<(String, String)>,
+}
+
+/// How a kind sends an update.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpdateRequest {
+    /// PUT the whole body.
+    Put(Value),
+    /// PATCH this partial body (e.g. a compute's scale settings).
+    Patch(Value),
+}
+
+/// A boxed future borrowed for `'a`.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// What a kind adds to the generic pipeline.
 pub trait AmlKind:
     Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -138,8 +206,13 @@ pub trait AmlKind:
     /// The status fields every kind shares, if status exists.
     fn common_status(&self) -> Option<&CommonStatus>;
 
-    /// Resolves the ARM location of the object (pure). `sp` is the resolved principal.
-    fn target(&self, sp: &ServicePrincipal) -> Result<Target, Error>;
+    /// The parent this object names, if it is a child.
+    fn parent(&self) -> Option<ParentRef<'_>> {
+        None
+    }
+
+    /// Resolves the ARM location of the object (pure), from the principal and the ready parent.
+    fn target(&self, resolved: &Resolved) -> Result<Target, Error>;
 
     /// The ARM request body for the spec (pure). Holds only what the user set, which is what drift
     /// detection compares against ARM.
@@ -147,6 +220,40 @@ pub trait AmlKind:
 
     /// Kind-specific status outputs taken from ARM's answer (camelCase status field -> value).
     fn outputs(arm: &Value) -> Map<String, Value>;
+
+    /// IO-dependent refinements of the desired body (read a password Secret, drop traffic to
+    /// deployments that do not exist yet). `actual` is ARM's current answer. Default: none.
+    fn refine<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _resolved: &'a Resolved,
+        _target: &'a Target,
+        desired: Value,
+        _actual: Option<&'a Value>,
+    ) -> BoxFuture<'a, Result<Refined, Error>> {
+        Box::pin(async move { Ok(Refined { body: desired, waiting: None }) })
+    }
+
+    /// Work after ARM matches the spec (write an endpoint's keys Secret). Default: none.
+    fn after_converged<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _resolved: &'a Resolved,
+        _target: &'a Target,
+        _actual: &'a Value,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// JSON pointers ARM never returns (secrets): left out of drift detection.
+    fn write_only_paths() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// How to send an update, given the drifted paths. Default: PUT the whole body.
+    fn update_request(&self, desired: &Value, _drifted: &[String]) -> UpdateRequest {
+        UpdateRequest::Put(desired.clone())
+    }
 
     /// Extra query parameters for DELETE (computes need `underlyingResourceAction`).
     fn delete_query() -> &'static [(&'static str, &'static str)] {

@@ -1,8 +1,7 @@
 //! AmlWorkspace on the pipeline: ARM location, body and outputs.
 
 use super::pipeline::subscription_of;
-use super::{AmlKind, Error, Policies, Target, azure_name};
-use crate::arm::ServicePrincipal;
+use super::{AmlKind, Error, Policies, Resolved, Target, azure_name};
 use crate::crd::{AmlWorkspace, CommonStatus};
 use serde_json::{Map, Value, json};
 
@@ -38,8 +37,8 @@ impl AmlKind for AmlWorkspace {
         self.status.as_ref().map(|s| &s.common)
     }
 
-    fn target(&self, sp: &ServicePrincipal) -> Result<Target, Error> {
-        let subscription = subscription_of(self, self.spec.subscription_id.as_deref(), sp)?;
+    fn target(&self, resolved: &Resolved) -> Result<Target, Error> {
+        let subscription = subscription_of(self, self.spec.subscription_id.as_deref(), &resolved.principal)?;
         let name = azure_name(self);
         let arm_id = crate::arm::ids::workspace_id(&subscription, &self.spec.resource_group, &name);
         Ok(Target {

@@ -1,0 +1,174 @@
+//! Resolve: the IO before the pure build — the parent (for children) and the credentials.
+//!
+//! A child inherits subscription, resource group, location and credentials from its parent. Parent
+//! objects are read generically (any kind in our group) so this file needs no per-kind code.
+
+use super::credentials::{self, SecretLocation};
+use super::{AmlKind, Context, Error, Parent, ParentKind, ParentRef, Resolved};
+use crate::arm::ids;
+use crate::crd::{CredentialsRef, GROUP, VERSION, condition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::ResourceExt;
+use serde_json::Value;
+
+/// Why resolution could not finish yet (not a failure: the object waits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// PascalCase reason, `WaitingForParent`.
+    pub reason: &'static str,
+    /// What the object waits for.
+    pub message: String,
+}
+
+/// The outcome of resolution.
+pub enum Resolution {
+    /// Everything needed is there.
+    Ready(Resolved, SecretLocation),
+    /// The parent is missing or not ready.
+    Waiting(Waiting),
+}
+
+fn resource(kind: ParentKind) -> ApiResource {
+    let (kind, plural) = match kind {
+        ParentKind::Workspace => ("AmlWorkspace", "amlworkspaces"),
+        ParentKind::Endpoint => ("AmlOnlineEndpoint", "amlonlineendpoints"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, kind), plural)
+}
+
+fn waiting(message: String) -> Resolution {
+    Resolution::Waiting(Waiting { reason: "WaitingForParent", message })
+}
+
+/// Resolves the parent (if any) and the credentials of `obj`.
+pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let own = obj.policies().credentials.cloned();
+    let (parent, credentials) = match obj.parent() {
+        None => (None, own),
+        Some(ParentRef::ArmId(id)) => match arm_parent(obj, ctx, id, own.as_ref()).await? {
+            Ok(p) => (Some(p), own),
+            Err(w) => return Ok(Resolution::Waiting(w)),
+        },
+        Some(ParentRef::Object { kind, name }) => {
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &resource(kind));
+            let Some(parent) = api
+                .get_opt(name)
+                .await
+                .map_err(|source| Error::Kube { what: "reading the parent object", source })?
+            else {
+                return Ok(waiting(format!("{} {ns}/{name} does not exist yet", resource(kind).kind)));
+            };
+            let data = &parent.data;
+            let ready = data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == condition::READY && c["status"] == "True"));
+            let arm_id = data["status"]["armId"].as_str().map(str::to_string);
+            let (Some(arm_id), true) = (arm_id, ready) else {
+                return Ok(waiting(format!("{} {ns}/{name} is not ready yet", resource(kind).kind)));
+            };
+            let credentials = match own {
+                Some(c) => Some(c),
+                None => inherited_credentials(ctx, &ns, kind, data).await?,
+            };
+            let (subscription, resource_group) = split_id(&arm_id);
+            let location = data["status"]["location"]
+                .as_str()
+                .or_else(|| data["spec"]["location"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let owner = OwnerReference {
+                api_version: format!("{GROUP}/{VERSION}"),
+                kind: resource(kind).kind,
+                name: parent.name_any(),
+                uid: parent.uid().unwrap_or_default(),
+                controller: None,
+                block_owner_deletion: None,
+            };
+            (Some(Parent { arm_id, subscription, resource_group, location, owner: Some(owner) }), credentials)
+        }
+    };
+    let (principal, location) = credentials::resolve(ctx, &ns, credentials.as_ref()).await?;
+    Ok(Resolution::Ready(Resolved { principal, parent }, location))
+}
+
+/// The credentials a parent uses: its own `spec.credentials`, else its workspace's.
+async fn inherited_credentials(
+    ctx: &Context,
+    ns: &str,
+    kind: ParentKind,
+    data: &Value,
+) -> Result<Option<CredentialsRef>, Error> {
+    if let Some(c) = data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()) {
+        return Ok(Some(c));
+    }
+    if kind == ParentKind::Endpoint {
+        if let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str() {
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource(ParentKind::Workspace));
+            if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
+                return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Subscription and resource group segments of an ARM id.
+fn split_id(id: &str) -> (String, String) {
+    let segs: Vec<&str> = id.split('/').collect();
+    let find = |key: &str| {
+        segs.iter()
+            .position(|s| s.eq_ignore_ascii_case(key))
+            .and_then(|i| segs.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
+    (find("subscriptions"), find("resourceGroups"))
+}
+
+/// A parent given by ARM id: it must exist in Azure; its location is learned once and cached.
+async fn arm_parent<K: AmlKind>(
+    obj: &K,
+    ctx: &Context,
+    id: &str,
+    own: Option<&CredentialsRef>,
+) -> Result<Result<Parent, Waiting>, Error> {
+    let (subscription, resource_group) = split_id(id);
+    if subscription.is_empty() || resource_group.is_empty() || !id.to_ascii_lowercase().contains("/providers/microsoft.machinelearningservices/") {
+        return Err(Error::InvalidSpec(format!(
+            "{id:?} is not an ARM id of a Microsoft.MachineLearningServices resource (expected {})",
+            ids::workspace_id("<subscription>", "<resourceGroup>", "<name>")
+        )));
+    }
+    let location = match ctx.cached_location(id) {
+        Some(l) => l,
+        None => {
+            let ns = obj.namespace().unwrap_or_default();
+            let (sp, _) = credentials::resolve(ctx, &ns, own).await?;
+            let found = ctx.arm.get(&sp, id, &ctx.config.api_version).await.map_err(|source| Error::Arm {
+                action: "read",
+                arm_id: id.to_string(),
+                source,
+            })?;
+            let Some(found) = found else {
+                return Ok(Err(Waiting { reason: "WaitingForParent", message: format!("{id} does not exist in Azure") }));
+            };
+            let location = found["location"].as_str().unwrap_or_default().to_string();
+            ctx.cache_location(id, &location);
+            location
+        }
+    };
+    Ok(Ok(Parent { arm_id: id.to_string(), subscription, resource_group, location, owner: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_id;
+
+    #[test]
+    fn splits_subscription_and_group_case_insensitively() {
+        let (s, g) = split_id("/SUBSCRIPTIONS/abc/resourcegroups/rg-1/providers/Microsoft.MachineLearningServices/workspaces/w");
+        assert_eq!((s.as_str(), g.as_str()), ("abc", "rg-1"));
+    }
+}
