@@ -58,24 +58,79 @@ impl HttpClient for TokenTransport {
         Box::pin(async move {
             self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
-            let answer = self.http.execute_request(request).await;
             let host = request.url().host_str().unwrap_or("").to_string();
-            match &answer {
-                Ok(rsp) => tracing::debug!(
-                    host,
-                    status = u16::from(rsp.status()),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "token request"
-                ),
-                Err(_) => tracing::debug!(
-                    host,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "token request failed in transport"
-                ),
+            let answer = match self.http.execute_request(request).await {
+                Ok(answer) => answer,
+                Err(err) => {
+                    tracing::debug!(
+                        host,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "token request failed in transport"
+                    );
+                    return Err(err);
+                }
+            };
+            let status = answer.status();
+            tracing::debug!(
+                host,
+                status = u16::from(status),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "token request"
+            );
+            if status.is_success() {
+                return Ok(answer);
             }
-            answer
+            let (status, mut headers, body) = answer.deconstruct();
+            let body = body.collect().await?;
+            headers.remove(azure_core::http::headers::CONTENT_LENGTH);
+            let normalized = normalize_entra_error(u16::from(status), &body);
+            Ok(AsyncRawResponse::from_bytes(status, headers, normalized))
         })
     }
+}
+
+/// Rewrites a token endpoint error body into a shape `azure_identity` 1.0 can always read.
+///
+/// `azure_identity` deserializes `error_description` as a borrowed `&str`, so any JSON escape
+/// (Entra's descriptions always hold `\r\n`) fails the parse: the HTTP status is lost and the
+/// description (with whatever it echoes) lands in a serde error message. Non-JSON bodies (a
+/// proxy's HTML page) fail the same way. The rewritten body keeps `error`, `error_codes` and an
+/// escape-free `error_description`.
+pub(crate) fn normalize_entra_error(status: u16, body: &[u8]) -> Vec<u8> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok().filter(Value::is_object);
+    let plain = |text: &str| -> String {
+        text.chars()
+            .map(|c| match c {
+                '"' => '\'',
+                '\\' => '/',
+                c if c.is_control() => ' ',
+                c => c,
+            })
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .map(plain)
+    };
+    let error = field("error").unwrap_or_else(|| format!("http_{status}"));
+    let description = field("error_description").unwrap_or_else(|| {
+        format!("the token endpoint answered HTTP {status} without an OAuth error body")
+    });
+    let codes: Vec<i64> = parsed
+        .as_ref()
+        .and_then(|p| p.get("error_codes"))
+        .and_then(Value::as_array)
+        .map(|codes| codes.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    serde_json::json!({"error": error, "error_description": description, "error_codes": codes})
+        .to_string()
+        .into_bytes()
 }
 
 type CacheKey = (String, String, u64);
@@ -91,7 +146,11 @@ pub(crate) struct CredentialCache {
 }
 
 impl CredentialCache {
-    pub(crate) fn new(authority_host: String, scope: String, transport: Arc<TokenTransport>) -> Self {
+    pub(crate) fn new(
+        authority_host: String,
+        scope: String,
+        transport: Arc<TokenTransport>,
+    ) -> Self {
         Self {
             authority_host,
             scope,
@@ -110,13 +169,25 @@ impl CredentialCache {
         }
     }
 
-    fn credential(&self, sp: &ServicePrincipal) -> Result<Arc<ClientSecretCredential>, Error> {
-        validate(sp)?;
-        let key = (
+    /// Drops the cached credential (and so its token) of `sp`, e.g. after ARM answered 401.
+    pub(crate) fn forget(&self, sp: &ServicePrincipal) {
+        let key = self.key(sp);
+        // See `credential` on poisoning.
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&key);
+    }
+
+    fn key(&self, sp: &ServicePrincipal) -> CacheKey {
+        (
             sp.tenant_id.clone(),
             sp.client_id.clone(),
             self.hasher.hash_one(sp.client_secret.expose()),
-        );
+        )
+    }
+
+    fn credential(&self, sp: &ServicePrincipal) -> Result<Arc<ClientSecretCredential>, Error> {
+        validate(sp)?;
+        let key = self.key(sp);
         // A poisoned lock only means another thread panicked while inserting; the map is still valid.
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = entries.get(&key) {
@@ -145,15 +216,20 @@ impl CredentialCache {
             status: None,
             code: None,
             message: "the credential could not be created".to_string(),
-            source: Some(err),
+            source: Some(Box::new(err)),
         })?;
         if entries.len() >= MAX_CREDENTIALS {
-            entries.retain(|(tenant, client, _), _| !(tenant == &sp.tenant_id && client == &sp.client_id));
+            entries.retain(|(tenant, client, _), _| {
+                !(tenant == &sp.tenant_id && client == &sp.client_id)
+            });
             if entries.len() >= MAX_CREDENTIALS {
                 entries.clear();
             }
         }
-        self.transport.counters.credentials_created.fetch_add(1, Ordering::Relaxed);
+        self.transport
+            .counters
+            .credentials_created
+            .fetch_add(1, Ordering::Relaxed);
         entries.insert(key, credential.clone());
         Ok(credential)
     }
@@ -162,7 +238,10 @@ impl CredentialCache {
 /// Rejects credentials `azure_identity` would refuse, with messages that name the Secret key.
 fn validate(sp: &ServicePrincipal) -> Result<(), Error> {
     let problem = if sp.tenant_id.is_empty()
-        || !sp.tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        || !sp
+            .tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
         Some("tenantId must be a tenant GUID or domain (letters, digits, '.', '-')")
     } else if sp.client_id.trim().is_empty() {
@@ -194,44 +273,68 @@ pub(crate) fn token_error(sp: &ServicePrincipal, err: azure_core::Error) -> Erro
     let secret = sp.client_secret.expose();
     let scrub = |text: &str| -> String {
         let flat = super::error::excerpt(text.trim(), 600);
-        if secret.len() >= 4 { flat.replace(secret, "<redacted>") } else { flat }
+        if secret.len() >= 4 {
+            flat.replace(secret, "<redacted>")
+        } else {
+            flat
+        }
     };
-    if let Some(http) = http {
-        if let ErrorKind::HttpResponse { status, error_code, raw_response } = http.kind() {
-            let body: Option<Value> =
-                raw_response.as_ref().and_then(|r| serde_json::from_slice(r.body().as_ref()).ok());
-            let field = |k: &str| body.as_ref().and_then(|b| b.get(k)).and_then(Value::as_str);
-            let code = body
-                .as_ref()
-                .and_then(|b| b.get("error_codes"))
-                .and_then(Value::as_array)
-                .and_then(|codes| codes.first())
-                .and_then(Value::as_i64)
-                .map(|n| format!("AADSTS{n}"))
-                .or_else(|| error_code.as_deref().and_then(|c| c.split(',').next()).map(|n| format!("AADSTS{n}")))
-                .or_else(|| field("error").map(str::to_string));
-            let message = field("error_description")
-                .map(scrub)
-                .or_else(|| field("error").map(scrub))
-                .unwrap_or_else(|| "the token endpoint refused the request".to_string());
-            return Error::Token {
-                tenant_id: sp.tenant_id.clone(),
-                client_id: sp.client_id.clone(),
-                status: Some(u16::from(*status)),
-                code,
-                message,
-                source: None,
-            };
-        }
+    if let Some(http) = http
+        && let ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } = http.kind()
+    {
+        let body: Option<Value> = raw_response
+            .as_ref()
+            .and_then(|r| serde_json::from_slice(r.body().as_ref()).ok());
+        let field = |k: &str| body.as_ref().and_then(|b| b.get(k)).and_then(Value::as_str);
+        let code = body
+            .as_ref()
+            .and_then(|b| b.get("error_codes"))
+            .and_then(Value::as_array)
+            .and_then(|codes| codes.first())
+            .and_then(Value::as_i64)
+            .map(|n| format!("AADSTS{n}"))
+            .or_else(|| {
+                error_code
+                    .as_deref()
+                    .and_then(|c| c.split(',').next())
+                    .map(|n| format!("AADSTS{n}"))
+            })
+            .or_else(|| field("error").map(str::to_string));
+        let message = field("error_description")
+            .map(scrub)
+            .or_else(|| field("error").map(scrub))
+            .unwrap_or_else(|| "the token endpoint refused the request".to_string());
+        return Error::Token {
+            tenant_id: sp.tenant_id.clone(),
+            client_id: sp.client_id.clone(),
+            status: Some(u16::from(*status)),
+            code,
+            message,
+            source: None,
+        };
     }
-    let inner_kind = err.downcast_ref::<azure_core::Error>().map(|e| e.kind().clone());
-    let message = match inner_kind.as_ref().unwrap_or(err.kind()) {
-        ErrorKind::Connection => "the token endpoint could not be reached",
-        ErrorKind::Io => "the token request failed in transit (timeout or broken connection)",
-        ErrorKind::DataConversion => {
-            "the token endpoint answered with something that is not an Entra token response"
-        }
-        _ => "the token request failed",
+    let inner_kind = err
+        .downcast_ref::<azure_core::Error>()
+        .map(|e| e.kind().clone());
+    let (message, source) = match inner_kind.as_ref().unwrap_or(err.kind()) {
+        ErrorKind::Connection => ("the token endpoint could not be reached", err),
+        ErrorKind::Io => (
+            "the token request failed in transit (timeout or broken connection)",
+            err,
+        ),
+        // A decode error quotes the response text, which is not ours to repeat: keep only its kind.
+        ErrorKind::DataConversion => (
+            "the token endpoint answered with something that is not an Entra token response",
+            azure_core::Error::with_message(
+                ErrorKind::DataConversion,
+                "undecodable token response",
+            ),
+        ),
+        _ => ("the token request failed", err),
     };
     Error::Token {
         tenant_id: sp.tenant_id.clone(),
@@ -239,7 +342,7 @@ pub(crate) fn token_error(sp: &ServicePrincipal, err: azure_core::Error) -> Erro
         status: None,
         code: None,
         message: message.to_string(),
-        source: Some(err),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -265,15 +368,30 @@ mod tests {
             "error_description": "AADSTS7000215: Invalid client secret provided: hunter2-secret.\r\nTrace ID: t",
             "error_codes": [7000215]
         });
-        let raw = RawResponse::from_bytes(StatusCode::Unauthorized, Headers::new(), body.to_string());
+        let raw =
+            RawResponse::from_bytes(StatusCode::Unauthorized, Headers::new(), body.to_string());
         let inner = azure_core::Error::new(
-            ErrorKind::HttpResponse { status: StatusCode::Unauthorized, error_code: Some("7000215".into()), raw_response: Some(Box::new(raw)) },
+            ErrorKind::HttpResponse {
+                status: StatusCode::Unauthorized,
+                error_code: Some("7000215".into()),
+                raw_response: Some(Box::new(raw)),
+            },
             "AADSTS7000215: Invalid client secret provided: hunter2-secret.",
         );
-        let outer = azure_core::Error::with_error(ErrorKind::Credential, inner, "ClientSecretCredential authentication failed.");
+        let outer = azure_core::Error::with_error(
+            ErrorKind::Credential,
+            inner,
+            "ClientSecretCredential authentication failed.",
+        );
         let err = token_error(&sp("hunter2-secret"), outer);
         match &err {
-            Error::Token { status, code, message, source, .. } => {
+            Error::Token {
+                status,
+                code,
+                message,
+                source,
+                ..
+            } => {
                 assert_eq!(*status, Some(401));
                 assert_eq!(code.as_deref(), Some("AADSTS7000215"));
                 assert!(message.contains("<redacted>"), "{message}");
@@ -286,6 +404,28 @@ mod tests {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2-secret"), "{shown}");
         assert!(shown.contains("check clientSecret"), "{shown}");
+    }
+
+    #[test]
+    fn entra_error_bodies_are_normalized_for_azure_identity() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: bad \"x\"\r\nTrace ID: t","error_codes":[7000215],"timestamp":"t"}"#;
+        let out: Value = serde_json::from_slice(&normalize_entra_error(401, body)).unwrap();
+        assert_eq!(out["error"], "invalid_client");
+        assert_eq!(
+            out["error_description"],
+            "AADSTS7000215: bad 'x' Trace ID: t"
+        );
+        assert_eq!(out["error_codes"], serde_json::json!([7000215]));
+        let html: Value =
+            serde_json::from_slice(&normalize_entra_error(502, b"<html>bad gateway</html>"))
+                .unwrap();
+        assert_eq!(html["error"], "http_502");
+        // What azure_identity needs: a string with no escapes to borrow.
+        assert!(
+            !String::from_utf8(normalize_entra_error(401, body))
+                .unwrap()
+                .contains('\\')
+        );
     }
 
     #[test]
@@ -303,7 +443,12 @@ mod tests {
         bad.tenant_id = "not a tenant!".into();
         let err = validate(&bad).unwrap_err();
         assert_eq!(err.class(), ErrorClass::NeedsPerson);
-        assert!(validate(&sp("")).unwrap_err().to_string().contains("clientSecret is empty"));
+        assert!(
+            validate(&sp(""))
+                .unwrap_err()
+                .to_string()
+                .contains("clientSecret is empty")
+        );
         assert!(validate(&sp("ok-secret")).is_ok());
     }
 }

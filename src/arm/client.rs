@@ -11,7 +11,9 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 
 use super::auth::{Counters, CredentialCache, TokenTransport};
-use super::lro::{self, operation_from_headers, parse_retry_after, read_async_status, read_location_answer};
+use super::lro::{
+    self, operation_from_headers, parse_retry_after, read_async_status, read_location_answer,
+};
 use super::{
     ArmError, CloudConfig, DEFAULT_RETRY_AFTER, DeleteOutcome, Error, Operation, OperationKind,
     PollOutcome, PostOutcome, ServicePrincipal, WriteOutcome,
@@ -66,7 +68,9 @@ struct Inner {
 
 impl std::fmt::Debug for ArmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArmClient").field("endpoint", &self.inner.endpoint).finish_non_exhaustive()
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.inner.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,8 +96,9 @@ impl ArmClient {
     pub fn new(cloud: &CloudConfig) -> Result<Self, Error> {
         crate::install_crypto_provider();
         let endpoint = cloud.arm_endpoint.trim().trim_end_matches('/').to_string();
-        let endpoint_url = Url::parse(&endpoint)
-            .map_err(|e| Error::config_with(format!("--arm-endpoint '{endpoint}' is not a URL"), e))?;
+        let endpoint_url = Url::parse(&endpoint).map_err(|e| {
+            Error::config_with(format!("--arm-endpoint '{endpoint}' is not a URL"), e)
+        })?;
         if !matches!(endpoint_url.scheme(), "https" | "http")
             || endpoint_url.host_str().is_none()
             || endpoint_url.query().is_some()
@@ -129,7 +134,10 @@ impl ArmClient {
                 Error::config_with(format!("cannot read --ca-file {}", path.display()), e)
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::config_with(format!("--ca-file {} is not a PEM bundle", path.display()), e)
+                Error::config_with(
+                    format!("--ca-file {} is not a PEM bundle", path.display()),
+                    e,
+                )
             })?;
             if certs.is_empty() {
                 return Err(Error::config(format!(
@@ -144,7 +152,10 @@ impl ArmClient {
             .map_err(|e| Error::config_with("cannot build the HTTPS client", e))?;
 
         let counters = Arc::new(Counters::default());
-        let transport = Arc::new(TokenTransport { http: http.clone(), counters: counters.clone() });
+        let transport = Arc::new(TokenTransport {
+            http: http.clone(),
+            counters: counters.clone(),
+        });
         let scope = format!("{endpoint}/.default");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -172,12 +183,19 @@ impl ArmClient {
         api_version: &str,
     ) -> Result<Option<Value>, Error> {
         let url = self.resource_url(path, api_version, &[])?;
-        let answer = self.send(sp, Method::GET, url.clone(), None, Counter::Get).await?;
+        let answer = self
+            .send(sp, Method::GET, url.clone(), None, Counter::Get)
+            .await?;
         match answer.status {
             404 => Ok(None),
             200..=299 => match json_body(&Method::GET, &url, &answer.body)? {
                 Some(value) => Ok(Some(value)),
-                None => Err(decode(&Method::GET, &url, "ARM answered a GET with an empty body", None)),
+                None => Err(decode(
+                    &Method::GET,
+                    &url,
+                    "ARM answered a GET with an empty body",
+                    None,
+                )),
             },
             status => Err(api_error(status, &answer)),
         }
@@ -191,7 +209,8 @@ impl ArmClient {
         api_version: &str,
         body: &Value,
     ) -> Result<WriteOutcome, Error> {
-        self.write(sp, Method::PUT, path, api_version, body, Counter::Put).await
+        self.write(sp, Method::PUT, path, api_version, body, Counter::Put)
+            .await
     }
 
     /// PATCH a resource.
@@ -202,7 +221,8 @@ impl ArmClient {
         api_version: &str,
         body: &Value,
     ) -> Result<WriteOutcome, Error> {
-        self.write(sp, Method::PATCH, path, api_version, body, Counter::Patch).await
+        self.write(sp, Method::PATCH, path, api_version, body, Counter::Patch)
+            .await
     }
 
     /// DELETE a resource with extra query parameters (e.g. `underlyingResourceAction=Delete`).
@@ -215,7 +235,9 @@ impl ArmClient {
         query: &[(&str, &str)],
     ) -> Result<DeleteOutcome, Error> {
         let url = self.resource_url(path, api_version, query)?;
-        let answer = self.send(sp, Method::DELETE, url.clone(), None, Counter::Delete).await?;
+        let answer = self
+            .send(sp, Method::DELETE, url.clone(), None, Counter::Delete)
+            .await?;
         match answer.status {
             200 | 204 | 404 => Ok(DeleteOutcome::Gone),
             201 | 202 => operation_from_headers(&answer.headers, true)
@@ -235,12 +257,18 @@ impl ArmClient {
         body: Option<&Value>,
     ) -> Result<PostOutcome, Error> {
         let url = self.resource_url(path, api_version, &[])?;
-        let answer = self.send(sp, Method::POST, url.clone(), body, Counter::Post).await?;
+        let answer = self
+            .send(sp, Method::POST, url.clone(), body, Counter::Post)
+            .await?;
         match answer.status {
             202 => operation_from_headers(&answer.headers, true)
                 .map(PostOutcome::Accepted)
                 .ok_or_else(|| decode(&Method::POST, &url, NO_OPERATION, None)),
-            200..=299 => Ok(PostOutcome::Done(json_body(&Method::POST, &url, &answer.body)?)),
+            200..=299 => Ok(PostOutcome::Done(json_body(
+                &Method::POST,
+                &url,
+                &answer.body,
+            )?)),
             status => Err(api_error(status, &answer)),
         }
     }
@@ -250,20 +278,34 @@ impl ArmClient {
     /// on a `Location` URL a 4xx other than 404/408/429 is the operation's failure.
     pub async fn poll(&self, sp: &ServicePrincipal, op: &Operation) -> Result<PollOutcome, Error> {
         let url = self.operation_url(&op.url)?;
-        let answer = self.send(sp, Method::GET, url.clone(), None, Counter::Poll).await?;
+        let answer = self
+            .send(sp, Method::GET, url.clone(), None, Counter::Poll)
+            .await?;
         let retry_after = parse_retry_after(&answer.headers).unwrap_or(DEFAULT_RETRY_AFTER);
         match (op.kind, answer.status) {
             (OperationKind::AsyncOperation, 200..=299) => {
                 let body = json_body(&Method::GET, &url, &answer.body)?;
-                match body.as_ref().and_then(|b| read_async_status(answer.status, b, retry_after)) {
+                match body
+                    .as_ref()
+                    .and_then(|b| read_async_status(answer.status, b, retry_after))
+                {
                     Some(outcome) => Ok(outcome),
                     None if answer.status == 202 => Ok(PollOutcome::InProgress { retry_after }),
-                    None => Err(decode(&Method::GET, &url, "operation status without a 'status' field", None)),
+                    None => Err(decode(
+                        &Method::GET,
+                        &url,
+                        "operation status without a 'status' field",
+                        None,
+                    )),
                 }
             }
             (OperationKind::Location, 200..=299) => {
                 let body = json_body(&Method::GET, &url, &answer.body)?;
-                Ok(read_location_answer(answer.status, body.as_ref(), retry_after))
+                Ok(read_location_answer(
+                    answer.status,
+                    body.as_ref(),
+                    retry_after,
+                ))
             }
             (OperationKind::Location, status @ 400..=499) if !matches!(status, 404 | 408 | 429) => {
                 let mut err = api_error_value(status, &answer);
@@ -300,7 +342,9 @@ impl ArmClient {
         counter: Counter,
     ) -> Result<WriteOutcome, Error> {
         let url = self.resource_url(path, api_version, &[])?;
-        let answer = self.send(sp, method.clone(), url.clone(), Some(body), counter).await?;
+        let answer = self
+            .send(sp, method.clone(), url.clone(), Some(body), counter)
+            .await?;
         match answer.status {
             status @ 200..=299 => {
                 let body = json_body(&method, &url, &answer.body)?;
@@ -316,7 +360,12 @@ impl ArmClient {
     }
 
     /// `{endpoint}{path}?api-version=..&query..`; `path` must be an ARM id.
-    fn resource_url(&self, path: &str, api_version: &str, query: &[(&str, &str)]) -> Result<Url, Error> {
+    fn resource_url(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, Error> {
         if !path.starts_with('/') || path.contains(['?', '#']) || path.contains("//") {
             return Err(Error::config(format!(
                 "'{path}' is not an ARM resource id (it must start with '/' and hold no query)"
@@ -358,8 +407,10 @@ impl ArmClient {
         counter: Counter,
     ) -> Result<Answer, Error> {
         let token = self.inner.credentials.token(sp).await?;
-        let mut auth = HeaderValue::try_from(format!("Bearer {}", token.secret()))
-            .map_err(|_| Error::config("the token endpoint issued a token that is not a header value"))?;
+        let mut auth =
+            HeaderValue::try_from(format!("Bearer {}", token.secret())).map_err(|_| {
+                Error::config("the token endpoint issued a token that is not a header value")
+            })?;
         auth.set_sensitive(true);
         let request_id = self.new_request_id();
         let mut request = self
@@ -382,12 +433,20 @@ impl ArmClient {
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = response.bytes().await?.to_vec();
-            Ok::<_, reqwest::Error>(Answer { status, headers, body })
+            Ok::<_, reqwest::Error>(Answer {
+                status,
+                headers,
+                body,
+            })
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(answer) => {
+                if answer.status == 401 {
+                    // ARM refused the token (revoked, wrong audience...): fetch a new one next time.
+                    self.inner.credentials.forget(sp);
+                }
                 tracing::debug!(
                     method = %method,
                     path,
@@ -425,7 +484,10 @@ impl ArmClient {
     /// A version-4-shaped GUID from a per-client random key, a counter and the clock.
     fn new_request_id(&self) -> String {
         let seq = self.inner.request_seq.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let a = self.inner.request_rand.hash_one((seq, nanos, 1u8));
         let b = self.inner.request_rand.hash_one((seq, nanos, 2u8));
         format!(
@@ -445,17 +507,36 @@ fn json_body(method: &Method, url: &Url, body: &[u8]) -> Result<Option<Value>, E
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| decode(method, url, "ARM answered with a body that is not JSON", Some(e)))
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        decode(
+            method,
+            url,
+            "ARM answered with a body that is not JSON",
+            Some(e),
+        )
+    })
 }
 
-fn decode(method: &Method, url: &Url, detail: &'static str, source: Option<serde_json::Error>) -> Error {
-    Error::Decode { method: method.to_string(), url: without_query(url), detail, source }
+fn decode(
+    method: &Method,
+    url: &Url,
+    detail: &'static str,
+    source: Option<serde_json::Error>,
+) -> Error {
+    Error::Decode {
+        method: method.to_string(),
+        url: without_query(url),
+        detail,
+        source,
+    }
 }
 
 fn api_error_value(status: u16, answer: &Answer) -> ArmError {
-    ArmError::from_response(status, &answer.body, lro::parse_retry_after(&answer.headers))
+    ArmError::from_response(
+        status,
+        &answer.body,
+        lro::parse_retry_after(&answer.headers),
+    )
 }
 
 fn api_error(status: u16, answer: &Answer) -> Error {
@@ -475,15 +556,28 @@ mod tests {
     use super::*;
 
     fn client(endpoint: &str) -> ArmClient {
-        ArmClient::new(&CloudConfig { arm_endpoint: endpoint.into(), ..CloudConfig::default() }).unwrap()
+        ArmClient::new(&CloudConfig {
+            arm_endpoint: endpoint.into(),
+            ..CloudConfig::default()
+        })
+        .unwrap()
     }
 
     #[test]
     fn builds_resource_urls() {
         let c = client("https://management.azure.com/");
         assert_eq!(c.endpoint(), "https://management.azure.com");
-        let url = c.resource_url("/subscriptions/s/resourceGroups/r", "2024-10-01", &[("forceToPurge", "false")]).unwrap();
-        assert_eq!(url.as_str(), "https://management.azure.com/subscriptions/s/resourceGroups/r?api-version=2024-10-01&forceToPurge=false");
+        let url = c
+            .resource_url(
+                "/subscriptions/s/resourceGroups/r",
+                "2024-10-01",
+                &[("forceToPurge", "false")],
+            )
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://management.azure.com/subscriptions/s/resourceGroups/r?api-version=2024-10-01&forceToPurge=false"
+        );
         assert!(c.resource_url("subscriptions/s", "v", &[]).is_err());
         assert!(c.resource_url("/subscriptions/s?x=1", "v", &[]).is_err());
     }
@@ -491,11 +585,17 @@ mod tests {
     #[test]
     fn operation_urls_must_stay_on_the_endpoint() {
         let c = client("https://management.azure.com");
-        assert!(c.operation_url("https://management.azure.com/providers/op/1?api-version=x").is_ok());
+        assert!(
+            c.operation_url("https://management.azure.com/providers/op/1?api-version=x")
+                .is_ok()
+        );
         let err = c.operation_url("https://evil.example/op").unwrap_err();
         assert_eq!(err.reason(), "InvalidConfiguration");
         assert!(c.operation_url("http://management.azure.com/op").is_err());
-        assert!(c.operation_url("https://user:pw@management.azure.com/op").is_err());
+        assert!(
+            c.operation_url("https://user:pw@management.azure.com/op")
+                .is_err()
+        );
     }
 
     #[test]
@@ -511,9 +611,27 @@ mod tests {
     #[test]
     fn rejects_bad_configuration() {
         let bad = |cloud: CloudConfig| ArmClient::new(&cloud).unwrap_err().reason();
-        assert_eq!(bad(CloudConfig { arm_endpoint: "not a url".into(), ..CloudConfig::default() }), "InvalidConfiguration");
-        assert_eq!(bad(CloudConfig { authority_host: "http://login".into(), ..CloudConfig::default() }), "InvalidConfiguration");
-        assert_eq!(bad(CloudConfig { ca_file: Some("/nonexistent/ca.pem".into()), ..CloudConfig::default() }), "InvalidConfiguration");
+        assert_eq!(
+            bad(CloudConfig {
+                arm_endpoint: "not a url".into(),
+                ..CloudConfig::default()
+            }),
+            "InvalidConfiguration"
+        );
+        assert_eq!(
+            bad(CloudConfig {
+                authority_host: "http://login".into(),
+                ..CloudConfig::default()
+            }),
+            "InvalidConfiguration"
+        );
+        assert_eq!(
+            bad(CloudConfig {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..CloudConfig::default()
+            }),
+            "InvalidConfiguration"
+        );
     }
 
     #[test]

@@ -111,7 +111,11 @@ impl ArmError {
                     .filter_map(|d| {
                         let code = d.get("code").and_then(Value::as_str).unwrap_or("");
                         let msg = d.get("message").and_then(Value::as_str)?;
-                        Some(if code.is_empty() { msg.to_string() } else { format!("{code}: {msg}") })
+                        Some(if code.is_empty() {
+                            msg.to_string()
+                        } else {
+                            format!("{code}: {msg}")
+                        })
                     })
                     .collect()
             })
@@ -125,7 +129,13 @@ impl ArmError {
         if message.is_empty() {
             message = "no message".to_string();
         }
-        Self { status, code, message, target: text("target"), retry_after: None }
+        Self {
+            status,
+            code,
+            message,
+            target: text("target"),
+            retry_after: None,
+        }
     }
 }
 
@@ -148,7 +158,9 @@ pub enum ErrorClass {
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     /// No answer: connect, TLS, timeout or body read failed.
-    #[error("{method} {url}: no answer from ARM (connection, TLS or timeout); check --arm-endpoint, --ca-file and the network")]
+    #[error(
+        "{method} {url}: no answer from ARM (connection, TLS or timeout); check --arm-endpoint, --ca-file and the network"
+    )]
     Transport {
         /// HTTP method.
         method: String,
@@ -171,9 +183,10 @@ pub enum Error {
         code: Option<String>,
         /// What went wrong, free of secret values.
         message: String,
-        /// The underlying failure when no answer from Entra explains it (transport errors).
+        /// The underlying failure when no answer from Entra explains it (transport errors);
+        /// boxed to keep `Error` small.
         #[source]
-        source: Option<azure_core::Error>,
+        source: Option<Box<azure_core::Error>>,
     },
     /// ARM answered with an error.
     #[error("ARM answered {err}{hint}", err = .0, hint = api_hint(.0))]
@@ -257,7 +270,10 @@ impl Error {
 
     /// A configuration error without an underlying cause.
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Error::Config { message: message.into(), source: None }
+        Error::Config {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A configuration error with its cause.
@@ -265,7 +281,10 @@ impl Error {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Config { message: message.into(), source: Some(Box::new(source)) }
+        Error::Config {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 }
 
@@ -276,9 +295,8 @@ fn token_display(
     code: Option<&str>,
     message: &str,
 ) -> String {
-    let mut out = format!(
-        "Entra ID refused or failed to issue a token for client '{client_id}' in tenant '{tenant_id}'"
-    );
+    let mut out =
+        format!("cannot get an Entra ID token for client '{client_id}' in tenant '{tenant_id}'");
     if let Some(status) = status {
         out.push_str(&format!(" (HTTP {status}"));
         if let Some(code) = code {
@@ -298,7 +316,9 @@ fn token_display(
 /// What a person should check, from the Entra error code (AADSTS numbers from Entra's error list).
 fn token_hint(status: Option<u16>, code: Option<&str>) -> &'static str {
     let code = code.unwrap_or("");
-    if code.starts_with("AADSTS7000215") || code.starts_with("AADSTS7000222") || code == "invalid_client"
+    if code.starts_with("AADSTS7000215")
+        || code.starts_with("AADSTS7000222")
+        || code == "invalid_client"
     {
         return "check clientSecret in the credentials Secret (it must be the secret's value, not its id, and not expired)";
     }
@@ -308,7 +328,9 @@ fn token_hint(status: Option<u16>, code: Option<&str>) -> &'static str {
     if code.starts_with("AADSTS90002") || code.starts_with("AADSTS900023") {
         return "check tenantId in the credentials Secret (no such tenant)";
     }
-    if code.starts_with("AADSTS70011") || code.starts_with("AADSTS500011") || code == "invalid_scope"
+    if code.starts_with("AADSTS70011")
+        || code.starts_with("AADSTS500011")
+        || code == "invalid_scope"
     {
         return "the token audience is wrong: check --arm-endpoint for this cloud";
     }
@@ -320,11 +342,16 @@ fn token_hint(status: Option<u16>, code: Option<&str>) -> &'static str {
 }
 
 fn api_hint(err: &ArmError) -> &'static str {
-    if err.code.eq_ignore_ascii_case("MissingSubscriptionRegistration") {
+    if err
+        .code
+        .eq_ignore_ascii_case("MissingSubscriptionRegistration")
+    {
         return "; register the provider: az provider register --namespace Microsoft.MachineLearningServices";
     }
     match err.status {
-        401 => "; ARM did not accept the token: check that tenantId is the subscription's tenant and --arm-endpoint matches --authority-host",
+        401 => {
+            "; ARM did not accept the token: check that tenantId is the subscription's tenant and --arm-endpoint matches --authority-host"
+        }
         403 => "; grant the service principal a role (e.g. Contributor) on the resource group",
         404 => "; the resource, its resource group or subscription does not exist",
         409 => "; another operation is running or the resource conflicts; retrying later",
@@ -344,9 +371,16 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// The first `max` characters of `text` on one line.
 pub(crate) fn excerpt(text: &str, max: usize) -> String {
-    let one_line: String =
-        text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
-    if text.chars().count() > max { format!("{one_line}...") } else { one_line }
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    if text.chars().count() > max {
+        format!("{one_line}...")
+    } else {
+        one_line
+    }
 }
 
 #[cfg(test)]
@@ -378,7 +412,10 @@ mod tests {
         assert_eq!(err.message, "Service Unavailable: <html>down</html>");
         assert_eq!(err.retry_after, Some(Duration::from_secs(5)));
         let err = ArmError::from_response(404, b"", None);
-        assert_eq!((err.code.as_str(), err.message.as_str()), ("NotFound", "Not Found"));
+        assert_eq!(
+            (err.code.as_str(), err.message.as_str()),
+            ("NotFound", "Not Found")
+        );
     }
 
     #[test]

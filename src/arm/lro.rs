@@ -94,7 +94,10 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// The operation announced by a write answer's headers: `Azure-AsyncOperation` wins over
 /// `Location`; `location_counts` says whether a bare `Location` means an operation (it does on
 /// 201/202, not on 200).
-pub(crate) fn operation_from_headers(headers: &HeaderMap, location_counts: bool) -> Option<Operation> {
+pub(crate) fn operation_from_headers(
+    headers: &HeaderMap,
+    location_counts: bool,
+) -> Option<Operation> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -109,31 +112,54 @@ pub(crate) fn operation_from_headers(headers: &HeaderMap, location_counts: bool)
         None => return None,
     };
     let retry_after = parse_retry_after(headers).unwrap_or(DEFAULT_RETRY_AFTER);
-    Some(Operation { url, kind, retry_after })
+    Some(Operation {
+        url,
+        kind,
+        retry_after,
+    })
 }
 
 /// Reads an `Azure-AsyncOperation` status answer (HTTP 200/202). `None` when the body is not a
 /// status resource.
-pub(crate) fn read_async_status(status: u16, body: &Value, retry_after: Duration) -> Option<PollOutcome> {
+pub(crate) fn read_async_status(
+    status: u16,
+    body: &Value,
+    retry_after: Duration,
+) -> Option<PollOutcome> {
     let state = body.get("status").and_then(Value::as_str)?;
-    Some(outcome_for_state(status, state, body.get("error"), retry_after))
+    Some(outcome_for_state(
+        status,
+        state,
+        body.get("error"),
+        retry_after,
+    ))
 }
 
 /// Reads a `Location` poll answer with a success status: 202 = running; 200/201/204 = done,
 /// unless the body is itself an operation status (some RPs answer that way).
-pub(crate) fn read_location_answer(status: u16, body: Option<&Value>, retry_after: Duration) -> PollOutcome {
+pub(crate) fn read_location_answer(
+    status: u16,
+    body: Option<&Value>,
+    retry_after: Duration,
+) -> PollOutcome {
     if status == 202 {
         return PollOutcome::InProgress { retry_after };
     }
     let status_resource = body.and_then(|b| {
         let state = b.get("status").and_then(Value::as_str)?;
         // A resource has `properties`; an operation status does not.
-        (b.get("properties").is_none()).then(|| outcome_for_state(status, state, b.get("error"), retry_after))
+        (b.get("properties").is_none())
+            .then(|| outcome_for_state(status, state, b.get("error"), retry_after))
     });
     status_resource.unwrap_or(PollOutcome::Succeeded)
 }
 
-fn outcome_for_state(status: u16, state: &str, error: Option<&Value>, retry_after: Duration) -> PollOutcome {
+fn outcome_for_state(
+    status: u16,
+    state: &str,
+    error: Option<&Value>,
+    retry_after: Duration,
+) -> PollOutcome {
     if state.eq_ignore_ascii_case("Succeeded") {
         PollOutcome::Succeeded
     } else if state.eq_ignore_ascii_case("Failed") || state.eq_ignore_ascii_case("Canceled") {
@@ -205,14 +231,27 @@ mod tests {
 
     #[test]
     fn retry_after_is_integer_seconds_only() {
-        assert_eq!(parse_retry_after(&headers(&[("Retry-After", " 20 ")])), Some(Duration::from_secs(20)));
-        assert_eq!(parse_retry_after(&headers(&[("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT")])), None);
+        assert_eq!(
+            parse_retry_after(&headers(&[("Retry-After", " 20 ")])),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            parse_retry_after(&headers(&[(
+                "Retry-After",
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            )])),
+            None
+        );
         assert_eq!(parse_retry_after(&HeaderMap::new()), None);
     }
 
     #[test]
     fn operation_serializes_seconds() {
-        let op = Operation { url: "u".into(), kind: OperationKind::Location, retry_after: Duration::from_secs(30) };
+        let op = Operation {
+            url: "u".into(),
+            kind: OperationKind::Location,
+            retry_after: Duration::from_secs(30),
+        };
         let v = serde_json::to_value(&op).unwrap();
         assert_eq!(v, json!({"url": "u", "kind": "Location", "retryAfter": 30}));
         assert_eq!(serde_json::from_value::<Operation>(v).unwrap(), op);
@@ -221,11 +260,24 @@ mod tests {
     #[test]
     fn async_status_states() {
         let d = Duration::from_secs(7);
-        assert_eq!(read_async_status(200, &json!({"status": "InProgress"}), d), Some(PollOutcome::InProgress { retry_after: d }));
-        assert_eq!(read_async_status(200, &json!({"status": "succeeded"}), d), Some(PollOutcome::Succeeded));
-        let failed = read_async_status(200, &json!({"status": "Failed", "error": {"code": "OutOfQuota", "message": "no cores"}}), d);
+        assert_eq!(
+            read_async_status(200, &json!({"status": "InProgress"}), d),
+            Some(PollOutcome::InProgress { retry_after: d })
+        );
+        assert_eq!(
+            read_async_status(200, &json!({"status": "succeeded"}), d),
+            Some(PollOutcome::Succeeded)
+        );
+        let failed = read_async_status(
+            200,
+            &json!({"status": "Failed", "error": {"code": "OutOfQuota", "message": "no cores"}}),
+            d,
+        );
         match failed {
-            Some(PollOutcome::Failed(e)) => assert_eq!((e.code.as_str(), e.message.as_str()), ("OutOfQuota", "no cores")),
+            Some(PollOutcome::Failed(e)) => assert_eq!(
+                (e.code.as_str(), e.message.as_str()),
+                ("OutOfQuota", "no cores")
+            ),
             other => panic!("unexpected {other:?}"),
         }
         match read_async_status(200, &json!({"status": "Canceled"}), d) {
@@ -238,9 +290,22 @@ mod tests {
     #[test]
     fn location_answers() {
         let d = Duration::from_secs(3);
-        assert_eq!(read_location_answer(202, None, d), PollOutcome::InProgress { retry_after: d });
+        assert_eq!(
+            read_location_answer(202, None, d),
+            PollOutcome::InProgress { retry_after: d }
+        );
         assert_eq!(read_location_answer(204, None, d), PollOutcome::Succeeded);
-        assert_eq!(read_location_answer(200, Some(&json!({"properties": {"provisioningState": "Succeeded"}})), d), PollOutcome::Succeeded);
-        assert_eq!(read_location_answer(200, Some(&json!({"status": "Running"})), d), PollOutcome::InProgress { retry_after: d });
+        assert_eq!(
+            read_location_answer(
+                200,
+                Some(&json!({"properties": {"provisioningState": "Succeeded"}})),
+                d
+            ),
+            PollOutcome::Succeeded
+        );
+        assert_eq!(
+            read_location_answer(200, Some(&json!({"status": "Running"})), d),
+            PollOutcome::InProgress { retry_after: d }
+        );
     }
 }
