@@ -13,6 +13,14 @@ pub fn diff(desired: &Value, actual: &Value) -> Vec<String> {
     out
 }
 
+/// Like [`diff`], ignoring paths ARM never returns (secrets) and everything under them.
+pub fn diff_except(desired: &Value, actual: &Value, write_only: &[&str]) -> Vec<String> {
+    diff(desired, actual)
+        .into_iter()
+        .filter(|p| !write_only.iter().any(|w| p == w || p.starts_with(&format!("{w}/"))))
+        .collect()
+}
+
 fn walk(path: &str, desired: &Value, actual: &Value, out: &mut Vec<String>) {
     match (desired, actual) {
         (Value::Object(d), Value::Object(a)) => {

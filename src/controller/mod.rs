@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod drift;
 pub mod error;
 pub mod pipeline;
+pub mod resolve;
 pub mod status;
 pub mod workspace;
 
@@ -67,13 +68,22 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object uid, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Locations of parents given by ARM id, learned once.
+    locations: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
     /// A context for the controllers.
     pub fn new(client: Client, arm: ArmClient, config: Config) -> Self {
         let recorder = Recorder::new(client.clone(), "aml-operator".into());
-        Context { client, arm, config, recorder, failures: Mutex::new(HashMap::new()) }
+        Context {
+            client,
+            arm,
+            config,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+            locations: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Records one more consecutive failure for `uid` and returns the count.
@@ -82,6 +92,16 @@ impl Context {
         let n = map.entry(uid.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// The cached location of the ARM resource `id`.
+    pub(crate) fn cached_location(&self, id: &str) -> Option<String> {
+        self.locations.lock().unwrap_or_else(|e| e.into_inner()).get(&id.to_ascii_lowercase()).cloned()
+    }
+
+    /// Remembers the location of the ARM resource `id`.
+    pub(crate) fn cache_location(&self, id: &str, location: &str) {
+        self.locations.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_ascii_lowercase(), location.to_string());
     }
 
     /// Forgets the failures of `uid` after a success.
@@ -142,7 +162,7 @@ pub enum ParentRef<'a> {
 }
 
 /// A resolved, ready parent.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Parent {
     /// ARM id of the parent resource.
     pub arm_id: String,

@@ -9,7 +9,10 @@
 //! requeued at Retry-After, so a restarted operator resumes polling instead of writing again.
 
 use super::status::{self, Cond, Desired};
-use super::{AmlKind, Context, Error, Retry, Target, credentials, drift};
+use super::resolve::{self, Resolution};
+use super::{AmlKind, Context, Error, Refined, Retry, Target, UpdateRequest, credentials, drift};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Patch, PatchParams};
 use crate::arm::{self, DeleteOutcome, Operation, OperationKind, PollOutcome, ServicePrincipal, WriteOutcome};
 use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, OperationStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -111,7 +114,7 @@ fn current<K: AmlKind>(obj: &K) -> Desired {
         .and_then(|v| v.get("status").cloned())
         .and_then(|s| match s {
             Value::Object(mut m) => {
-                for k in ["provisioningState", "armId", "observedGeneration", "conditions", "operation"] {
+                for k in ["provisioningState", "armId", "location", "observedGeneration", "conditions", "operation"] {
                     m.remove(k);
                 }
                 Some(m)
@@ -190,13 +193,27 @@ fn provisioning_errors(v: &Value) -> Option<String> {
 
 async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let policies = obj.policies();
-    let ns = obj.namespace().unwrap_or_default();
-    let (sp, _) = credentials::resolve(ctx, &ns, policies.credentials).await?;
-    let target = obj.target(&sp)?;
-    let desired = obj.desired(&target)?;
-    let api_version = ctx.config.api_version.as_str();
     let mut st = current(obj);
+    let resolved = match resolve::resolve(obj, ctx).await? {
+        Resolution::Ready(resolved, _) => resolved,
+        Resolution::Waiting(w) => {
+            st.reconciling = None;
+            st.stalled = None;
+            st.ready = Some(Cond::no(w.reason, w.message));
+            status::write(ctx, obj, &st).await?;
+            // The watch on the parent wakes this object as soon as the parent is ready.
+            return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+        }
+    };
+    if let Some(owner) = resolved.parent.as_ref().and_then(|p| p.owner.as_ref()) {
+        ensure_owner(ctx, obj, owner).await?;
+    }
+    let sp = resolved.principal.clone();
+    let target = obj.target(&resolved)?;
+    let built = obj.desired(&target)?;
+    let api_version = ctx.config.api_version.as_str();
     st.arm_id = Some(target.arm_id.clone());
+    st.location = Some(target.location.clone());
     st.stalled = None;
 
     // 1. An operation in flight: poll it, never write over it.
@@ -227,9 +244,10 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
-    // 2. Observe.
+    // 2. Observe, then let the kind refine the body with what it learned.
     let observed = ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?;
     let observe_only = policies.management == ManagementPolicy::Observe;
+    let Refined { body: desired, waiting } = obj.refine(ctx, &resolved, &target, built, observed.as_ref()).await?;
     let action = match &observed {
         None if observe_only => {
             st.provisioning_state = None;
@@ -252,8 +270,19 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 status::write(ctx, obj, &st).await?;
                 return Ok(Action::requeue(FOREIGN_OPERATION_POLL));
             }
-            let drifted = drift::diff(&desired, actual);
+            let drifted = drift::diff_except(&desired, actual, K::write_only_paths());
             if drifted.is_empty() || observe_only || failed_at_this_generation(obj) {
+                if drifted.is_empty() && state == "Succeeded" && !observe_only {
+                    obj.after_converged(ctx, &resolved, &target, actual).await?;
+                }
+                let st = if let (Some((reason, message)), true) = (&waiting, drifted.is_empty()) {
+                    st.ready = Some(Cond::no(reason.clone(), message.clone()));
+                    st.reconciling = None;
+                    status::write(ctx, obj, &st).await?;
+                    return Ok(Action::requeue(jitter(ctx.config.slow_retry.min(ctx.config.resync), 0.1)));
+                } else {
+                    st
+                };
                 return converged(obj, ctx, st, &state, actual, &drifted, observe_only).await;
             }
             debug!(paths = ?drifted, "drift from spec");
@@ -266,10 +295,18 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     }
 
     // 3. Act.
-    let outcome = ctx.arm.put(&sp, &target.arm_id, api_version, &desired).await.map_err(arm_error(
-        if action == "Create" { "create" } else { "update" },
-        &target,
-    ))?;
+    let request = match &observed {
+        Some(actual) if action == "Update" => {
+            obj.update_request(&desired, &drift::diff_except(&desired, actual, K::write_only_paths()))
+        }
+        _ => UpdateRequest::Put(desired.clone()),
+    };
+    let verb = if action == "Create" { "create" } else { "update" };
+    let outcome = match &request {
+        UpdateRequest::Put(body) => ctx.arm.put(&sp, &target.arm_id, api_version, body).await,
+        UpdateRequest::Patch(body) => ctx.arm.patch(&sp, &target.arm_id, api_version, body).await,
+    }
+    .map_err(arm_error(verb, &target))?;
     info!(arm_id = %target.arm_id, action, "ARM write accepted");
     publish(ctx, obj, EventType::Normal, &format!("{action}d"), format!("{action} of {} accepted by ARM", target.arm_id), action).await;
     let retry_after = match outcome {
@@ -350,14 +387,23 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         publish(ctx, obj, EventType::Normal, "Orphaned", format!("Azure resource left in place ({why})"), "Delete").await;
         return Ok(Action::await_change());
     }
-    let ns = obj.namespace().unwrap_or_default();
-    let (sp, _) = credentials::resolve(ctx, &ns, policies.credentials).await?;
     let known_id = obj.common_status().and_then(|s| s.arm_id.clone());
-    let target = match (obj.target(&sp), known_id) {
-        (Ok(t), _) => t,
-        // The spec cannot be resolved and nothing was ever created: nothing to delete.
-        (Err(_), None) => return Ok(Action::await_change()),
-        (Err(e), Some(_)) => return Err(e),
+    let Some(known_id) = known_id else {
+        // Nothing was ever written to ARM for this object (no ARM id in status): nothing to delete.
+        return Ok(Action::await_change());
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    // The parent may already be gone: fall back to this object's own (or the default) credentials.
+    let sp = match resolve::resolve(obj, ctx).await {
+        Ok(Resolution::Ready(resolved, _)) => resolved.principal,
+        _ => credentials::resolve(ctx, &ns, policies.credentials).await?.0,
+    };
+    let target = Target {
+        subscription: String::new(),
+        resource_group: String::new(),
+        name: azure_name_of(&known_id),
+        arm_id: known_id,
+        location: String::new(),
     };
     let api_version = ctx.config.api_version.as_str();
     let mut st = current(obj);
@@ -405,6 +451,27 @@ async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target) -> Result<
     info!(arm_id = %target.arm_id, "Azure resource deleted");
     publish(ctx, obj, EventType::Normal, "Deleted", format!("{} deleted in Azure", target.arm_id), "Delete").await;
     Ok(Action::await_change())
+}
+
+fn azure_name_of(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Adds an owner reference to the parent object, once (server-side apply of that field only).
+async fn ensure_owner<K: AmlKind>(ctx: &Context, obj: &K, owner: &OwnerReference) -> Result<(), Error> {
+    if obj.owner_references().iter().any(|o| o.uid == owner.uid) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": obj.name_any(), "ownerReferences": [owner]},
+    });
+    api.patch(&obj.name_any(), &PatchParams::apply(status::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Kube { what: "setting the owner reference", source })?;
+    Ok(())
 }
 
 /// The principal's subscription, or an error naming where to set one.

@@ -40,6 +40,8 @@ pub struct Desired {
     pub provisioning_state: Option<String>,
     /// ARM id.
     pub arm_id: Option<String>,
+    /// Azure region.
+    pub location: Option<String>,
     /// Operation in flight.
     pub operation: Option<OperationStatus>,
     /// Kind-specific outputs.
@@ -71,6 +73,7 @@ impl Desired {
         Desired {
             provisioning_state: current.provisioning_state,
             arm_id: current.arm_id,
+            location: current.location,
             operation: current.operation,
             outputs,
             ready,
@@ -127,6 +130,7 @@ pub fn render<K: AmlKind>(obj: &K, desired: &Desired) -> Value {
     let common = CommonStatus {
         provisioning_state: desired.provisioning_state.clone(),
         arm_id: desired.arm_id.clone(),
+        location: desired.location.clone(),
         observed_generation: generation,
         conditions,
         operation: desired.operation.clone(),

@@ -167,6 +167,9 @@ pub struct CommonStatus {
     /// The ARM resource id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm_id: Option<String>,
+    /// The Azure region of the resource (children inherit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// The `metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
