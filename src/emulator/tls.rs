@@ -32,12 +32,15 @@ pub(crate) struct Certificates {
     pub(crate) key: PrivateKeyDer<'static>,
 }
 
-/// Generates a CA ("aml-operator emulator CA") and a server certificate for `127.0.0.1`,
+/// Generates a CA ("aml-operator emulator CA <random>") and a server certificate for `127.0.0.1`,
 /// `localhost` and `::1` signed by it.
 pub(crate) fn generate() -> Result<Certificates, EmulatorError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(EmulatorError::Certificate)?;
     let mut ca_name = DistinguishedName::new();
-    ca_name.push(DnType::CommonName, "aml-operator emulator CA");
+    // A unique name per run, so a client trusting another run's CA reports an unknown issuer.
+    let mut serial = [0u8; 6];
+    super::util::fill_random(&mut serial);
+    ca_name.push(DnType::CommonName, format!("aml-operator emulator CA {}", super::util::hex(&serial)));
     ca_name.push(DnType::OrganizationName, "aml-operator");
     ca_params.distinguished_name = ca_name;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
