@@ -571,6 +571,18 @@ async fn endpoint_traffic_must_name_succeeded_deployments_and_keys_can_be_listed
         json!({"blue": 100})
     );
 
+    // Scaling a routed deployment does not make the endpoint's unchanged traffic invalid.
+    let mut scaled = deployment_body();
+    scaled["sku"]["capacity"] = json!(3);
+    assert_eq!(h.put(&dep, scaled).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        h.put(&ep, endpoint_body(json!({"blue": 100})))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    h.emu.finish_operations();
+
     // A deployment with traffic cannot be deleted.
     assert_eq!(h.delete(&dep, "").await.status(), StatusCode::BAD_REQUEST);
 
@@ -883,4 +895,47 @@ async fn azure_identity_client_secret_credential_gets_a_token_that_arm_accepts()
         .await
         .expect("answered");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[derive(clap::Parser)]
+struct TestCli {
+    #[command(flatten)]
+    emulator: aml_operator::emulator::EmulatorArgs,
+}
+
+#[tokio::test]
+async fn cli_flags_have_documented_defaults_and_the_cli_serves() {
+    use clap::Parser;
+    let defaults = TestCli::parse_from(["emulator"]).emulator;
+    assert_eq!(defaults.port, 8443);
+    assert_eq!(
+        defaults.ca_file,
+        std::path::PathBuf::from("./emulator-ca.pem")
+    );
+    assert_eq!((defaults.operation_seconds, defaults.retry_after), (2, 1));
+    assert_eq!(defaults.client_id, DEFAULT_CLIENT_ID);
+    assert_eq!(defaults.tenant_id, DEFAULT_TENANT_ID);
+    assert!(!format!("{defaults:?}").contains(&defaults.client_secret));
+
+    let dir = std::env::temp_dir().join(format!("aml-emu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca_file = dir.join("ca.pem");
+    let ca_arg = ca_file.to_string_lossy().into_owned();
+    let args = TestCli::parse_from(["emulator", "--port", "0", "--ca-file", &ca_arg]).emulator;
+    let task = tokio::spawn(aml_operator::emulator::run_cli(args));
+    let mut written = false;
+    for _ in 0..100 {
+        if std::fs::read_to_string(&ca_file).is_ok_and(|pem| pem.contains("BEGIN CERTIFICATE")) {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(written, "run_cli wrote no CA file");
+    assert!(
+        !task.is_finished(),
+        "run_cli must keep serving until Ctrl-C"
+    );
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -379,7 +379,8 @@ impl ArmCall<'_> {
         }
     }
 
-    /// Endpoint traffic may only name deployments of this endpoint that exist and succeeded.
+    /// Endpoint traffic may only name deployments of this endpoint that exist and succeeded
+    /// (or, when already routed, are still being updated).
     fn check_traffic(&self, id: &ResId, body: &Value) -> Result<(), Reply> {
         for (field, max_sum) in [("traffic", 100), ("mirrorTraffic", 50)] {
             let Some(map) =
@@ -409,8 +410,17 @@ impl ArmCall<'_> {
                     .get(&key)
                     .and_then(|r| get_path(&r.body, "properties/provisioningState"))
                     .and_then(Value::as_str);
+                // Deployments already routed keep their traffic while they update or scale;
+                // newly routed ones must have finished provisioning.
+                let already_routed = self
+                    .st
+                    .get(&id.key())
+                    .and_then(|ep| get_path(&ep.body, &format!("properties/{field}")))
+                    .and_then(Value::as_object)
+                    .is_some_and(|old| old.keys().any(|k| k.eq_ignore_ascii_case(deployment)));
                 match state {
                     Some("Succeeded") => {}
+                    Some(other) if already_routed && other != "Deleting" && other != "Failed" => {}
                     Some(other) => {
                         return Err(Reply::arm_error(
                             400,

@@ -173,7 +173,7 @@ impl State {
         Some(fault)
     }
 
-    /// The resource at `key`, after completing due operations.
+    /// The resource at `key` (callers advance operations first).
     pub(crate) fn get(&self, key: &str) -> Option<&Resource> {
         self.resources.get(key)
     }
