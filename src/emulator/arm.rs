@@ -8,7 +8,9 @@ use super::BodyValidator;
 use super::model::{Kind, PROVIDER, RenderCtx, ResId, Route, render, user_part};
 use super::reply::Reply;
 use super::state::{OpKind, OpStatus, Operation, Resource, State};
-use super::util::{get_path, guid, merge_patch, normalize_location, random_token, rfc3339, set_path, unix_secs};
+use super::util::{
+    get_path, guid, merge_patch, normalize_location, random_token, rfc3339, set_path, unix_secs,
+};
 
 /// `x-ms-async-operation-timeout` the ML service sends for endpoint and deployment writes.
 const ASYNC_OPERATION_TIMEOUT: &str = "PT1H";
@@ -41,7 +43,11 @@ fn not_found(id: &ResId) -> Reply {
         format!(
             "The Resource '{}/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
             kind.type_name(),
-            id.chain.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join("/"),
+            id.chain
+                .iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join("/"),
             id.rg
         ),
     )
@@ -53,7 +59,12 @@ fn parent_not_found(parent: &ResId) -> Reply {
         "ParentResourceNotFound",
         format!(
             "Can not perform requested operation on nested resource. Parent resource '{}' not found.",
-            parent.chain.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join("/")
+            parent
+                .chain
+                .iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join("/")
         ),
     )
 }
@@ -88,11 +99,27 @@ impl ArmCall<'_> {
             (Route::Resource { id, action: None }, "PUT") => self.put(&id, body),
             (Route::Resource { id, action: None }, "PATCH") => self.patch(&id, body),
             (Route::Resource { id, action: None }, "DELETE") => self.delete(&id),
-            (Route::Resource { id, action: Some(action) }, "POST") => self.action(&id, &action, body),
-            (Route::Collection { sub, rg, parent, kind }, "GET") => self.list(&sub, &rg, parent.as_ref(), kind),
+            (
+                Route::Resource {
+                    id,
+                    action: Some(action),
+                },
+                "POST",
+            ) => self.action(&id, &action, body),
+            (
+                Route::Collection {
+                    sub,
+                    rg,
+                    parent,
+                    kind,
+                },
+                "GET",
+            ) => self.list(&sub, &rg, parent.as_ref(), kind),
             (Route::OperationStatus { sub, op_id }, "GET") => self.operation_status(&sub, &op_id),
             (Route::OperationResult { sub, op_id }, "GET") => self.operation_result(&sub, &op_id),
-            (Route::UnknownType { type_path, .. }, _) => unknown_type(&type_path, &self.api_version),
+            (Route::UnknownType { type_path, .. }, _) => {
+                unknown_type(&type_path, &self.api_version)
+            }
             (Route::NotFound | Route::Token { .. }, _) => Reply::arm_error(
                 404,
                 "InvalidResourceType",
@@ -107,7 +134,11 @@ impl ArmCall<'_> {
     }
 
     fn ctx(&self) -> RenderCtx<'_> {
-        RenderCtx { tenant_id: &self.tenant_id, client_id: &self.client_id, now: self.now }
+        RenderCtx {
+            tenant_id: &self.tenant_id,
+            client_id: &self.client_id,
+            now: self.now,
+        }
     }
 
     /// The first ancestor of `id` that does not exist.
@@ -118,7 +149,10 @@ impl ArmCall<'_> {
             cur = p.parent();
             ancestors.push(p);
         }
-        ancestors.into_iter().rev().find(|p| self.st.get(&p.key()).is_none())
+        ancestors
+            .into_iter()
+            .rev()
+            .find(|p| self.st.get(&p.key()).is_none())
     }
 
     fn status_url(&self, sub: &str, location: &str, op_id: &str) -> String {
@@ -186,14 +220,23 @@ impl ArmCall<'_> {
     fn list(&self, sub: &str, rg: &str, parent: Option<&ResId>, kind: Kind) -> Reply {
         let prefix = match parent {
             Some(p) => {
-                if let Some(missing) = self.missing_parent(p).or_else(|| self.st.get(&p.key()).is_none().then(|| p.clone())) {
+                if let Some(missing) = self
+                    .missing_parent(p)
+                    .or_else(|| self.st.get(&p.key()).is_none().then(|| p.clone()))
+                {
                     return parent_not_found(&missing);
                 }
                 p.key()
             }
-            None => format!("/subscriptions/{sub}/resourcegroups/{rg}/providers/{PROVIDER}").to_ascii_lowercase(),
+            None => format!("/subscriptions/{sub}/resourcegroups/{rg}/providers/{PROVIDER}")
+                .to_ascii_lowercase(),
         };
-        let value: Vec<Value> = self.st.children(&prefix, kind).into_iter().map(|r| r.body.clone()).collect();
+        let value: Vec<Value> = self
+            .st
+            .children(&prefix, kind)
+            .into_iter()
+            .map(|r| r.body.clone())
+            .collect();
         Reply::json(200, json!({ "value": value }))
     }
 
@@ -223,7 +266,11 @@ impl ArmCall<'_> {
                     "Resource name '{}' is invalid for type '{}'. Names start with a letter or digit and contain only letters, digits, '-' and '_'{}.",
                     id.name(),
                     kind.type_name(),
-                    if kind == Kind::Workspace { " (3 to 33 characters)" } else { "" }
+                    if kind == Kind::Workspace {
+                        " (3 to 33 characters)"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -234,13 +281,22 @@ impl ArmCall<'_> {
             Ok(b) => b,
             Err(reply) => return reply,
         };
-        if !body.get("location").and_then(Value::as_str).is_some_and(|l| !l.trim().is_empty()) {
-            return Reply::arm_error(400, "LocationRequired", "The location property is required for this definition.");
+        if body
+            .get("location")
+            .and_then(Value::as_str)
+            .is_none_or(|l| l.trim().is_empty())
+        {
+            return Reply::arm_error(
+                400,
+                "LocationRequired",
+                "The location property is required for this definition.",
+            );
         }
         if let Some(validator) = self.settings.validator
             && let Err(message) = validator(kind.type_name(), id.name(), &body)
         {
-            return Reply::arm_error(400, "InvalidRequestContent", message).with_target(&id.canonical());
+            return Reply::arm_error(400, "InvalidRequestContent", message)
+                .with_target(&id.canonical());
         }
         if let Err(reply) = required_properties(kind, &body) {
             return reply;
@@ -261,20 +317,32 @@ impl ArmCall<'_> {
             return reply;
         }
 
-        let provisioning = if existing.is_some() { "Updating" } else { "Creating" };
+        let provisioning = if existing.is_some() {
+            "Updating"
+        } else {
+            "Creating"
+        };
         let rendered = render(id, &body, existing.as_ref(), provisioning, &self.ctx());
         if let Some(old) = &existing {
-            let succeeded = get_path(old, "properties/provisioningState").and_then(Value::as_str) == Some("Succeeded");
+            let succeeded = get_path(old, "properties/provisioningState").and_then(Value::as_str)
+                == Some("Succeeded");
             if succeeded && user_part(kind, old) == user_part(kind, &rendered) {
                 return Reply::json(200, old.clone());
             }
         }
         let initial_keys = (kind == Kind::OnlineEndpoint)
             .then(|| {
-                let k = |f: &str| get_path(&body, &format!("properties/keys/{f}")).and_then(Value::as_str).map(str::to_owned);
+                let k = |f: &str| {
+                    get_path(&body, &format!("properties/keys/{f}"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                };
                 match (k("primaryKey"), k("secondaryKey")) {
                     (None, None) => None,
-                    (p, s) => Some((p.unwrap_or_else(|| random_token(32)), s.unwrap_or_else(|| random_token(32)))),
+                    (p, s) => Some((
+                        p.unwrap_or_else(|| random_token(32)),
+                        s.unwrap_or_else(|| random_token(32)),
+                    )),
                 }
             })
             .flatten();
@@ -297,20 +365,27 @@ impl ArmCall<'_> {
             Kind::Workspace => self
                 .with_retry_after(Reply::empty(202))
                 .header("Location", self.result_url(&id.sub, &location, &op_id)),
-            Kind::Compute => self
-                .with_retry_after(Reply::json(201, rendered))
-                .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id)),
+            Kind::Compute => self.with_retry_after(Reply::json(201, rendered)).header(
+                "Azure-AsyncOperation",
+                self.status_url(&id.sub, &location, &op_id),
+            ),
             Kind::OnlineEndpoint | Kind::OnlineDeployment => self
                 .with_retry_after(Reply::json(201, rendered))
-                .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id))
+                .header(
+                    "Azure-AsyncOperation",
+                    self.status_url(&id.sub, &location, &op_id),
+                )
                 .header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
         }
     }
 
-    /// Endpoint traffic may only name deployments of this endpoint that exist and succeeded.
+    /// Endpoint traffic may only name deployments of this endpoint that exist and succeeded
+    /// (or, when already routed, are still being updated).
     fn check_traffic(&self, id: &ResId, body: &Value) -> Result<(), Reply> {
         for (field, max_sum) in [("traffic", 100), ("mirrorTraffic", 50)] {
-            let Some(map) = get_path(body, &format!("properties/{field}")).and_then(Value::as_object) else {
+            let Some(map) =
+                get_path(body, &format!("properties/{field}")).and_then(Value::as_object)
+            else {
                 continue;
             };
             let mut sum = 0u64;
@@ -319,18 +394,33 @@ impl ArmCall<'_> {
                     return Err(Reply::arm_error(
                         400,
                         "BadRequest",
-                        format!("The {field} value for deployment '{deployment}' must be an integer between 0 and 100."),
+                        format!(
+                            "The {field} value for deployment '{deployment}' must be an integer between 0 and 100."
+                        ),
                     ));
                 };
                 sum += percent;
-                let key = format!("{}/deployments/{}", id.key(), deployment.to_ascii_lowercase());
+                let key = format!(
+                    "{}/deployments/{}",
+                    id.key(),
+                    deployment.to_ascii_lowercase()
+                );
                 let state = self
                     .st
                     .get(&key)
                     .and_then(|r| get_path(&r.body, "properties/provisioningState"))
                     .and_then(Value::as_str);
+                // Deployments already routed keep their traffic while they update or scale;
+                // newly routed ones must have finished provisioning.
+                let already_routed = self
+                    .st
+                    .get(&id.key())
+                    .and_then(|ep| get_path(&ep.body, &format!("properties/{field}")))
+                    .and_then(Value::as_object)
+                    .is_some_and(|old| old.keys().any(|k| k.eq_ignore_ascii_case(deployment)));
                 match state {
                     Some("Succeeded") => {}
+                    Some(other) if already_routed && other != "Deleting" && other != "Failed" => {}
                     Some(other) => {
                         return Err(Reply::arm_error(
                             400,
@@ -353,7 +443,11 @@ impl ArmCall<'_> {
                     }
                 }
             }
-            let sum_ok = if field == "traffic" { map.is_empty() || sum == 0 || sum == 100 } else { sum <= max_sum };
+            let sum_ok = if field == "traffic" {
+                map.is_empty() || sum == 0 || sum == 100
+            } else {
+                sum <= max_sum
+            };
             if !sum_ok {
                 return Err(Reply::arm_error(
                     400,
@@ -361,7 +455,11 @@ impl ArmCall<'_> {
                     format!(
                         "The {field} values of endpoint '{}' sum to {sum}; they must sum to {}.",
                         id.name(),
-                        if field == "traffic" { "100" } else { "at most 50" }
+                        if field == "traffic" {
+                            "100"
+                        } else {
+                            "at most 50"
+                        }
                     ),
                 ));
             }
@@ -391,7 +489,8 @@ impl ArmCall<'_> {
             return reply;
         }
         let rendered = render(id, &merged, Some(&existing), "Updating", &self.ctx());
-        let succeeded = get_path(&existing, "properties/provisioningState").and_then(Value::as_str) == Some("Succeeded");
+        let succeeded = get_path(&existing, "properties/provisioningState").and_then(Value::as_str)
+            == Some("Succeeded");
         if succeeded && user_part(kind, &existing) == user_part(kind, &rendered) {
             return Reply::json(200, existing);
         }
@@ -400,9 +499,10 @@ impl ArmCall<'_> {
         }
         let (op_id, location) = self.start_op(id, OpKind::Put);
         match kind {
-            Kind::Compute => self
-                .with_retry_after(Reply::json(200, rendered))
-                .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id)),
+            Kind::Compute => self.with_retry_after(Reply::json(200, rendered)).header(
+                "Azure-AsyncOperation",
+                self.status_url(&id.sub, &location, &op_id),
+            ),
             Kind::Workspace => self
                 .with_retry_after(Reply::empty(202))
                 .header("Location", self.result_url(&id.sub, &location, &op_id)),
@@ -416,7 +516,11 @@ impl ArmCall<'_> {
     fn delete(&mut self, id: &ResId) -> Reply {
         let kind = id.kind();
         if kind == Kind::Compute {
-            let action = self.query.get("underlyingresourceaction").map(String::as_str).unwrap_or_default();
+            let action = self
+                .query
+                .get("underlyingresourceaction")
+                .map(String::as_str)
+                .unwrap_or_default();
             if !(action.eq_ignore_ascii_case("Delete") || action.eq_ignore_ascii_case("Detach")) {
                 return Reply::arm_error(
                     400,
@@ -439,7 +543,11 @@ impl ArmCall<'_> {
         }
         for k in self.st.subtree(&key) {
             if let Some(res) = self.st.resources.get_mut(&k) {
-                set_path(&mut res.body, "properties/provisioningState", Value::from("Deleting"));
+                set_path(
+                    &mut res.body,
+                    "properties/provisioningState",
+                    Value::from("Deleting"),
+                );
             }
         }
         let (op_id, location) = self.start_op(id, OpKind::Delete);
@@ -447,8 +555,13 @@ impl ArmCall<'_> {
             .with_retry_after(Reply::empty(202))
             .header("Location", self.result_url(&id.sub, &location, &op_id));
         match kind {
-            Kind::Compute => reply.header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id)),
-            Kind::OnlineEndpoint => reply.header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
+            Kind::Compute => reply.header(
+                "Azure-AsyncOperation",
+                self.status_url(&id.sub, &location, &op_id),
+            ),
+            Kind::OnlineEndpoint => {
+                reply.header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT)
+            }
             Kind::Workspace | Kind::OnlineDeployment => reply,
         }
     }
@@ -457,7 +570,9 @@ impl ArmCall<'_> {
     fn traffic_blocks_delete(&self, id: &ResId) -> Option<Reply> {
         let endpoint = self.st.get(&id.parent()?.key())?;
         for field in ["traffic", "mirrorTraffic"] {
-            let Some(map) = get_path(&endpoint.body, &format!("properties/{field}")).and_then(Value::as_object) else {
+            let Some(map) =
+                get_path(&endpoint.body, &format!("properties/{field}")).and_then(Value::as_object)
+            else {
                 continue;
             };
             let percent = map
@@ -487,8 +602,12 @@ impl ArmCall<'_> {
         let key = id.key();
         let action_lower = action.to_ascii_lowercase();
         let known = match kind {
-            Kind::OnlineEndpoint => ["listkeys", "regeneratekeys", "token"].contains(&action_lower.as_str()),
-            Kind::Compute => ["start", "stop", "restart", "listnodes"].contains(&action_lower.as_str()),
+            Kind::OnlineEndpoint => {
+                ["listkeys", "regeneratekeys", "token"].contains(&action_lower.as_str())
+            }
+            Kind::Compute => {
+                ["start", "stop", "restart", "listnodes"].contains(&action_lower.as_str())
+            }
             Kind::Workspace | Kind::OnlineDeployment => false,
         };
         if !known {
@@ -500,7 +619,10 @@ impl ArmCall<'_> {
         match action_lower.as_str() {
             "listkeys" => {
                 let (primary, secondary) = res.keys.clone().unwrap_or_default();
-                Reply::json(200, json!({"primaryKey": primary, "secondaryKey": secondary}))
+                Reply::json(
+                    200,
+                    json!({"primaryKey": primary, "secondaryKey": secondary}),
+                )
             }
             "token" => {
                 let now = unix_secs(self.now);
@@ -520,29 +642,45 @@ impl ArmCall<'_> {
                     Ok(b) => b,
                     Err(reply) => return reply,
                 };
-                let key_type = body.get("keyType").and_then(Value::as_str).unwrap_or_default();
+                let key_type = body
+                    .get("keyType")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let secondary = if key_type.eq_ignore_ascii_case("Primary") {
                     false
                 } else if key_type.eq_ignore_ascii_case("Secondary") {
                     true
                 } else {
-                    return Reply::arm_error(400, "BadRequest", "'keyType' must be 'Primary' or 'Secondary'.");
+                    return Reply::arm_error(
+                        400,
+                        "BadRequest",
+                        "'keyType' must be 'Primary' or 'Secondary'.",
+                    );
                 };
                 if self.st.busy(&key) {
                     return conflict(id);
                 }
-                let value = body.get("keyValue").and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
-                let (op_id, location) = self.start_op(id, OpKind::RegenerateKey { secondary, value });
+                let value = body
+                    .get("keyValue")
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned);
+                let (op_id, location) =
+                    self.start_op(id, OpKind::RegenerateKey { secondary, value });
                 self.with_retry_after(Reply::empty(202))
                     .header("Location", self.result_url(&id.sub, &location, &op_id))
             }
             _ => {
-                let is_instance = get_path(&res.body, "properties/computeType").and_then(Value::as_str) == Some("ComputeInstance");
+                let is_instance = get_path(&res.body, "properties/computeType")
+                    .and_then(Value::as_str)
+                    == Some("ComputeInstance");
                 if !is_instance {
                     return Reply::arm_error(
                         400,
                         "BadRequest",
-                        format!("The action '{action}' is only supported for compute type 'ComputeInstance'."),
+                        format!(
+                            "The action '{action}' is only supported for compute type 'ComputeInstance'."
+                        ),
                     );
                 }
                 if self.st.busy(&key) {
@@ -554,12 +692,19 @@ impl ArmCall<'_> {
                     _ => ("Restarting", "Running"),
                 };
                 if let Some(res) = self.st.resources.get_mut(&key) {
-                    set_path(&mut res.body, "properties/properties/state", Value::from(during));
+                    set_path(
+                        &mut res.body,
+                        "properties/properties/state",
+                        Value::from(during),
+                    );
                 }
                 let (op_id, location) = self.start_op(id, OpKind::ComputeState(after));
                 self.with_retry_after(Reply::empty(202))
                     .header("Location", self.result_url(&id.sub, &location, &op_id))
-                    .header("Azure-AsyncOperation", self.status_url(&id.sub, &location, &op_id))
+                    .header(
+                        "Azure-AsyncOperation",
+                        self.status_url(&id.sub, &location, &op_id),
+                    )
             }
         }
     }
@@ -569,7 +714,13 @@ impl ArmCall<'_> {
             .operations
             .get(op_id)
             .filter(|op| op.sub.eq_ignore_ascii_case(sub))
-            .ok_or_else(|| Reply::arm_error(404, "NotFound", format!("The operation '{op_id}' was not found.")))
+            .ok_or_else(|| {
+                Reply::arm_error(
+                    404,
+                    "NotFound",
+                    format!("The operation '{op_id}' was not found."),
+                )
+            })
     }
 
     fn operation_status(&self, sub: &str, op_id: &str) -> Reply {
@@ -591,7 +742,11 @@ impl ArmCall<'_> {
             set_path(&mut body, "error", error.clone());
         }
         let reply = Reply::json(200, body);
-        if op.status == OpStatus::InProgress { self.with_retry_after(reply) } else { reply }
+        if op.status == OpStatus::InProgress {
+            self.with_retry_after(reply)
+        } else {
+            reply
+        }
     }
 
     fn operation_result(&self, sub: &str, op_id: &str) -> Reply {
@@ -604,8 +759,14 @@ impl ArmCall<'_> {
                 .with_retry_after(Reply::empty(202))
                 .header("Location", self.result_url(&op.sub, &op.location, &op.id)),
             OpStatus::Failed | OpStatus::Canceled => {
-                let error = op.error.clone().unwrap_or_else(|| json!({"code": "OperationFailed", "message": "The operation failed."}));
-                let status = if op.status == OpStatus::Canceled { 409 } else { 400 };
+                let error = op.error.clone().unwrap_or_else(
+                    || json!({"code": "OperationFailed", "message": "The operation failed."}),
+                );
+                let status = if op.status == OpStatus::Canceled {
+                    409
+                } else {
+                    400
+                };
                 Reply::json(status, json!({ "error": error }))
             }
             OpStatus::Succeeded => match op.kind {
@@ -613,7 +774,9 @@ impl ArmCall<'_> {
                     Some(res) => Reply::json(200, res.body.clone()),
                     None => Reply::empty(204),
                 },
-                OpKind::Delete | OpKind::RegenerateKey { .. } | OpKind::ComputeState(_) => Reply::empty(200),
+                OpKind::Delete | OpKind::RegenerateKey { .. } | OpKind::ComputeState(_) => {
+                    Reply::empty(200)
+                }
             },
         }
     }
@@ -654,8 +817,14 @@ fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
 
 /// Changes the service refuses on an existing resource.
 fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
-    let old_loc = old.get("location").and_then(Value::as_str).map(normalize_location);
-    let new_loc = new.get("location").and_then(Value::as_str).map(normalize_location);
+    let old_loc = old
+        .get("location")
+        .and_then(Value::as_str)
+        .map(normalize_location);
+    let new_loc = new
+        .get("location")
+        .and_then(Value::as_str)
+        .map(normalize_location);
     if let (Some(old_loc), Some(new_loc)) = (&old_loc, &new_loc)
         && old_loc != new_loc
     {
@@ -669,7 +838,11 @@ fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
         ));
     }
     let fixed: &[&str] = match kind {
-        Kind::Workspace => &["properties/storageAccount", "properties/keyVault", "properties/hbiWorkspace"],
+        Kind::Workspace => &[
+            "properties/storageAccount",
+            "properties/keyVault",
+            "properties/hbiWorkspace",
+        ],
         Kind::Compute => &[
             "properties/computeType",
             "properties/computeLocation",
@@ -680,7 +853,9 @@ fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
         Kind::OnlineDeployment => &["properties/endpointComputeType"],
     };
     for path in fixed {
-        let (Some(a), Some(b)) = (get_path(old, path), get_path(new, path)) else { continue };
+        let (Some(a), Some(b)) = (get_path(old, path), get_path(new, path)) else {
+            continue;
+        };
         let same = match (a.as_str(), b.as_str()) {
             (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
             _ => a == b,
@@ -690,7 +865,9 @@ fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
             return Err(Reply::arm_error(
                 400,
                 "BadRequest",
-                format!("The property '{property}' cannot be changed once the resource has been created."),
+                format!(
+                    "The property '{property}' cannot be changed once the resource has been created."
+                ),
             ));
         }
     }

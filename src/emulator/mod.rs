@@ -205,7 +205,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that matters
         // more than stopping every test; keep serving with whatever is there.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn default_principal(&self) -> (String, String) {
@@ -216,7 +218,14 @@ impl Shared {
     }
 
     /// Answers one request (ARM or token) entirely under the state lock.
-    fn dispatch(&self, method: &str, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+    fn dispatch(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Reply {
         let mut st = self.lock();
         st.advance(Instant::now());
         let route = Route::parse(path);
@@ -233,7 +242,11 @@ impl Shared {
                     }),
                 )
             } else {
-                Reply::arm_error(fault.status, &fault.code, format!("Injected fault '{}'.", fault.code))
+                Reply::arm_error(
+                    fault.status,
+                    &fault.code,
+                    format!("Injected fault '{}'.", fault.code),
+                )
             };
             if let Some(secs) = fault.retry_after_secs {
                 reply.push_header("Retry-After", secs.to_string());
@@ -272,11 +285,22 @@ impl Shared {
         reply
     }
 
-    fn arm(&self, st: &mut State, route: Route, method: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+    fn arm(
+        &self,
+        st: &mut State,
+        route: Route,
+        method: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Reply {
         let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
         let (tenant_id, client_id) = match authorization {
             None => {
-                return unauthorized("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+                return unauthorized(
+                    "AuthenticationFailed",
+                    "Authentication failed. The 'Authorization' header is missing.",
+                );
             }
             Some(value) => {
                 let token = value
@@ -359,7 +383,10 @@ fn finish_arm_reply(reply: &mut Reply, headers: &HeaderMap, rate: Option<(&'stat
         .unwrap_or_else(|| request_id.clone());
     reply.push_header("x-ms-request-id", request_id);
     reply.push_header("x-ms-correlation-request-id", correlation);
-    if let Some(client) = headers.get("x-ms-client-request-id").and_then(|v| v.to_str().ok()) {
+    if let Some(client) = headers
+        .get("x-ms-client-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         reply.push_header("x-ms-client-request-id", client);
     }
     if let Some((name, remaining)) = rate {
@@ -381,15 +408,21 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return Reply::arm_error(413, "RequestEntityTooLarge", "The request body is too large or could not be read.")
-                .into_response();
+            return Reply::arm_error(
+                413,
+                "RequestEntityTooLarge",
+                "The request body is too large or could not be read.",
+            )
+            .into_response();
         }
     };
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
     tracing::debug!(%method, %path, "emulator request");
-    shared.dispatch(&method, &path, &query, &parts.headers, &bytes).into_response()
+    shared
+        .dispatch(&method, &path, &query, &parts.headers, &bytes)
+        .into_response()
 }
 
 /// A running emulator. Dropping it stops the server; [`Emulator::shutdown`] also waits for it.
@@ -403,7 +436,9 @@ pub struct Emulator {
 
 impl fmt::Debug for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Emulator").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("Emulator")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -416,15 +451,27 @@ impl Emulator {
         if let Some(path) = &config.ca_file {
             tokio::fs::write(path, certs.ca_pem.as_bytes())
                 .await
-                .map_err(|source| EmulatorError::WriteCa { path: path.clone(), source })?;
+                .map_err(|source| EmulatorError::WriteCa {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         let tcp = tokio::net::TcpListener::bind(config.bind)
             .await
-            .map_err(|source| EmulatorError::Bind { addr: config.bind, source })?;
-        let listener = tls::TlsListener::new(tcp, server_config)
-            .map_err(|source| EmulatorError::Bind { addr: config.bind, source })?;
-        let local_addr = axum::serve::Listener::local_addr(&listener)
-            .map_err(|source| EmulatorError::Bind { addr: config.bind, source })?;
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let listener =
+            tls::TlsListener::new(tcp, server_config).map_err(|source| EmulatorError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local_addr =
+            axum::serve::Listener::local_addr(&listener).map_err(|source| EmulatorError::Bind {
+                addr: config.bind,
+                source,
+            })?;
 
         let arm_endpoint = format!("https://{local_addr}");
         let shared = Arc::new(Shared {
@@ -435,7 +482,9 @@ impl Emulator {
             validator: config.validator,
             arm_endpoint,
         });
-        let router: Router = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        let router: Router = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -446,7 +495,13 @@ impl Emulator {
             }
         });
         tracing::info!(%local_addr, "emulator listening");
-        Ok(Emulator { shared, local_addr, ca_pem: certs.ca_pem, stop: Some(stop_tx), server: Some(server) })
+        Ok(Emulator {
+            shared,
+            local_addr,
+            ca_pem: certs.ca_pem,
+            stop: Some(stop_tx),
+            server: Some(server),
+        })
     }
 
     /// The ARM base URL, `https://127.0.0.1:PORT` (no trailing slash).
@@ -512,18 +567,33 @@ impl Emulator {
     /// Ids that do not name one of the four types are ignored (with a warning).
     pub fn insert_resource(&self, arm_id: &str, body: Value) {
         let Some(id) = ResId::parse(arm_id) else {
-            tracing::warn!(arm_id, "emulator: insert_resource ignored an id of an unknown type");
+            tracing::warn!(
+                arm_id,
+                "emulator: insert_resource ignored an id of an unknown type"
+            );
             return;
         };
         let (tenant_id, client_id) = self.shared.default_principal();
         let mut st = self.shared.lock();
         let key = id.key();
         let existing = st.get(&key).map(|r| r.body.clone());
-        let ctx = RenderCtx { tenant_id: &tenant_id, client_id: &client_id, now: SystemTime::now() };
+        let ctx = RenderCtx {
+            tenant_id: &tenant_id,
+            client_id: &client_id,
+            now: SystemTime::now(),
+        };
         let rendered = model::render(&id, &body, existing.as_ref(), "Succeeded", &ctx);
         let keys = (id.kind() == model::Kind::OnlineEndpoint)
             .then(|| (util::random_token(32), util::random_token(32)));
-        st.resources.insert(key, Resource { id, body: rendered, op: None, keys });
+        st.resources.insert(
+            key,
+            Resource {
+                id,
+                body: rendered,
+                op: None,
+                keys,
+            },
+        );
     }
 
     /// Adds a fault; faults are tried in the order added.
@@ -542,7 +612,9 @@ impl Emulator {
             let _ = stop.send(());
         }
         if let Some(mut server) = self.server.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err()
+            && tokio::time::timeout(Duration::from_secs(5), &mut server)
+                .await
+                .is_err()
         {
             server.abort();
         }
@@ -624,7 +696,9 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
     println!("  CA file:         {ca_file}");
     println!("  tenant id:       {}", args.tenant_id);
     println!("  client id:       {}", args.client_id);
-    println!("  client secret:   the value of --client-secret (see `aml-operator emulator --help` for the default)");
+    println!(
+        "  client secret:   the value of --client-secret (see `aml-operator emulator --help` for the default)"
+    );
     println!();
     println!("Run the operator against it with:");
     println!(

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::util::{default_path, get_path, guid, normalize_location, remove_path, rfc3339, set_path};
+use super::util::{
+    default_path, get_path, guid, normalize_location, remove_path, rfc3339, set_path,
+};
 
 /// The resource provider namespace the emulator serves.
 pub(crate) const PROVIDER: &str = "Microsoft.MachineLearningServices";
@@ -50,22 +52,31 @@ impl Kind {
             Some(Kind::OnlineEndpoint) => &[Kind::OnlineDeployment],
             Some(_) => &[],
         };
-        candidates.iter().copied().find(|k| k.segment().eq_ignore_ascii_case(segment))
+        candidates
+            .iter()
+            .copied()
+            .find(|k| k.segment().eq_ignore_ascii_case(segment))
     }
 
     /// Whether `name` is a valid name for this type (the spec's / ARM schema's patterns).
     pub(crate) fn name_is_valid(self, name: &str) -> bool {
         let bytes = name.as_bytes();
-        let Some(first) = bytes.first() else { return false };
+        let Some(first) = bytes.first() else {
+            return false;
+        };
         let rest_ok = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
         match self {
             // ^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$
             Kind::Workspace => {
-                first.is_ascii_alphanumeric() && (3..=33).contains(&bytes.len()) && bytes[1..].iter().all(rest_ok)
+                first.is_ascii_alphanumeric()
+                    && (3..=33).contains(&bytes.len())
+                    && bytes[1..].iter().all(rest_ok)
             }
             // ^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$
             Kind::OnlineEndpoint | Kind::OnlineDeployment => {
-                first.is_ascii_alphanumeric() && bytes.len() <= 255 && bytes[1..].iter().all(rest_ok)
+                first.is_ascii_alphanumeric()
+                    && bytes.len() <= 255
+                    && bytes[1..].iter().all(rest_ok)
             }
             // The spec has no pattern for compute names; ARM still rejects odd characters.
             Kind::Compute => bytes.len() <= 255 && bytes.iter().all(rest_ok),
@@ -107,7 +118,11 @@ impl Kind {
                 "properties/properties/sshSettings/adminUserName",
                 "properties/properties/sshSettings/sshPort",
             ],
-            Kind::OnlineEndpoint => &["properties/scoringUri", "properties/swaggerUri", "properties/keys"],
+            Kind::OnlineEndpoint => &[
+                "properties/scoringUri",
+                "properties/swaggerUri",
+                "properties/keys",
+            ],
             Kind::OnlineDeployment => &[],
         }
     }
@@ -146,7 +161,10 @@ impl ResId {
 
     /// The canonical id string (`/subscriptions/.../workspaces/ws/computes/c`).
     pub(crate) fn canonical(&self) -> String {
-        let mut s = format!("/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}", self.sub, self.rg);
+        let mut s = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}",
+            self.sub, self.rg
+        );
         for (kind, name) in &self.chain {
             s.push('/');
             s.push_str(kind.segment());
@@ -187,7 +205,12 @@ pub(crate) enum Route {
     /// A resource, optionally with a POST action after it (`listKeys`).
     Resource { id: ResId, action: Option<String> },
     /// A list of resources of `kind` under `parent` (or in the resource group).
-    Collection { sub: String, rg: String, parent: Option<ResId>, kind: Kind },
+    Collection {
+        sub: String,
+        rg: String,
+        parent: Option<ResId>,
+        kind: Kind,
+    },
     /// Azure-AsyncOperation status resource.
     OperationStatus { sub: String, op_id: String },
     /// Location (operation result) URL.
@@ -205,7 +228,9 @@ impl Route {
         let eq = |i: usize, word: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(word));
 
         if segs.len() == 4 && eq(1, "oauth2") && eq(2, "v2.0") && eq(3, "token") {
-            return Route::Token { tenant: segs[0].to_owned() };
+            return Route::Token {
+                tenant: segs[0].to_owned(),
+            };
         }
         if !eq(0, "subscriptions") || segs.len() < 3 {
             return Route::NotFound;
@@ -226,7 +251,11 @@ impl Route {
         }
         let rg = segs[3].to_owned();
         let rest = &segs[6..];
-        let mut id = ResId { sub: sub.clone(), rg: rg.clone(), chain: Vec::new() };
+        let mut id = ResId {
+            sub: sub.clone(),
+            rg: rg.clone(),
+            chain: Vec::new(),
+        };
         let mut i = 0;
         while i < rest.len() {
             let parent = id.chain.last().map(|(k, _)| *k);
@@ -234,10 +263,18 @@ impl Route {
                 (Some(kind), Some(name)) => id.chain.push((kind, (*name).to_owned())),
                 (Some(kind), None) => {
                     let parent = (!id.chain.is_empty()).then_some(id);
-                    return Route::Collection { sub, rg, parent, kind };
+                    return Route::Collection {
+                        sub,
+                        rg,
+                        parent,
+                        kind,
+                    };
                 }
                 (None, None) if !id.chain.is_empty() => {
-                    return Route::Resource { id, action: Some(rest[i].to_owned()) };
+                    return Route::Resource {
+                        id,
+                        action: Some(rest[i].to_owned()),
+                    };
                 }
                 (None, _) => {
                     let mut type_path = String::from(PROVIDER);
@@ -304,7 +341,12 @@ pub(crate) fn render(
         _ => Value::Object(Map::new()),
     };
     sanitize(kind, &mut body);
-    let keep = |path: &str| existing.and_then(|e| get_path(e, path)).filter(|x| !x.is_null()).cloned();
+    let keep = |path: &str| {
+        existing
+            .and_then(|e| get_path(e, path))
+            .filter(|x| !x.is_null())
+            .cloned()
+    };
     let now = rfc3339(ctx.now);
 
     let mut ordered = Map::new();
@@ -323,7 +365,11 @@ pub(crate) fn render(
     if !v.get("properties").is_some_and(Value::is_object) {
         set_path(&mut v, "properties", json!({}));
     }
-    set_path(&mut v, "properties/provisioningState", Value::from(provisioning_state));
+    set_path(
+        &mut v,
+        "properties/provisioningState",
+        Value::from(provisioning_state),
+    );
     set_path(
         &mut v,
         "systemData",
@@ -338,7 +384,11 @@ pub(crate) fn render(
     );
     render_identity(&mut v, existing, ctx);
 
-    let location = v.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let location = v
+        .get("location")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     match kind {
         Kind::Workspace => render_workspace(&mut v, id, &location, &keep, ctx),
         Kind::Compute => render_compute(&mut v, existing, &keep, provisioning_state, &now),
@@ -349,8 +399,14 @@ pub(crate) fn render(
 }
 
 fn render_identity(v: &mut Value, existing: Option<&Value>, ctx: &RenderCtx<'_>) {
-    let Some(identity) = v.get_mut("identity").filter(|i| i.is_object()) else { return };
-    let ty = identity.get("type").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+    let Some(identity) = v.get_mut("identity").filter(|i| i.is_object()) else {
+        return;
+    };
+    let ty = identity
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let old = existing.and_then(|e| e.get("identity"));
     if ty.split(',').any(|t| t.trim() == "systemassigned") {
         let principal = old
@@ -365,7 +421,11 @@ fn render_identity(v: &mut Value, existing: Option<&Value>, ctx: &RenderCtx<'_>)
             let previous = old
                 .and_then(|o| o.get("userAssignedIdentities"))
                 .and_then(Value::as_object)
-                .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(uai_id)).map(|(_, v)| v));
+                .and_then(|m| {
+                    m.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(uai_id))
+                        .map(|(_, v)| v)
+                });
             for field in ["principalId", "clientId"] {
                 let value = previous
                     .and_then(|p| p.get(field))
@@ -388,7 +448,11 @@ fn render_workspace(
     default_path(v, "sku", json!({"name": "Basic", "tier": "Basic"}));
     default_path(v, "properties/hbiWorkspace", Value::from(false));
     default_path(v, "properties/publicNetworkAccess", Value::from("Enabled"));
-    default_path(v, "properties/allowPublicAccessWhenBehindVnet", Value::from(false));
+    default_path(
+        v,
+        "properties/allowPublicAccessWhenBehindVnet",
+        Value::from(false),
+    );
     default_path(v, "properties/v1LegacyMode", Value::from(false));
     default_path(v, "properties/enableDataIsolation", Value::from(false));
 
@@ -397,11 +461,18 @@ fn render_workspace(
     let short = short.get(..16).unwrap_or(&short).to_owned();
     set_path(v, "properties/workspaceId", workspace_id);
     set_path(v, "properties/tenantId", Value::from(ctx.tenant_id));
-    set_path(v, "properties/discoveryUrl", Value::from(format!("https://{location}.api.azureml.ms/discovery")));
+    set_path(
+        v,
+        "properties/discoveryUrl",
+        Value::from(format!("https://{location}.api.azureml.ms/discovery")),
+    );
     set_path(
         v,
         "properties/mlFlowTrackingUri",
-        Value::from(format!("azureml://{location}.api.azureml.ms/mlflow/v1.0{}", id.canonical())),
+        Value::from(format!(
+            "azureml://{location}.api.azureml.ms/mlflow/v1.0{}",
+            id.canonical()
+        )),
     );
     set_path(
         v,
@@ -425,14 +496,36 @@ fn render_compute(
     set_path(v, "properties/modifiedOn", Value::from(now));
     set_path(v, "properties/isAttachedCompute", Value::from(false));
     set_path(v, "properties/provisioningErrors", Value::Null);
-    let compute_type = get_path(v, "properties/computeType").and_then(Value::as_str).unwrap_or_default();
+    let compute_type = get_path(v, "properties/computeType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if compute_type.eq_ignore_ascii_case("AmlCompute") {
         default_path(v, "properties/properties/osType", Value::from("Linux"));
-        default_path(v, "properties/properties/vmPriority", Value::from("Dedicated"));
-        default_path(v, "properties/properties/isolatedNetwork", Value::from(false));
-        default_path(v, "properties/properties/enableNodePublicIp", Value::from(true));
-        default_path(v, "properties/properties/scaleSettings/minNodeCount", Value::from(0));
-        default_path(v, "properties/properties/scaleSettings/nodeIdleTimeBeforeScaleDown", Value::from("PT120S"));
+        default_path(
+            v,
+            "properties/properties/vmPriority",
+            Value::from("Dedicated"),
+        );
+        default_path(
+            v,
+            "properties/properties/isolatedNetwork",
+            Value::from(false),
+        );
+        default_path(
+            v,
+            "properties/properties/enableNodePublicIp",
+            Value::from(true),
+        );
+        default_path(
+            v,
+            "properties/properties/scaleSettings/minNodeCount",
+            Value::from(0),
+        );
+        default_path(
+            v,
+            "properties/properties/scaleSettings/nodeIdleTimeBeforeScaleDown",
+            Value::from("PT120S"),
+        );
         let target = get_path(v, "properties/properties/scaleSettings/minNodeCount")
             .and_then(Value::as_u64)
             .unwrap_or(0);
@@ -442,14 +535,34 @@ fn render_compute(
             .unwrap_or(0);
         let settled = provisioning_state == "Succeeded";
         let current = if settled { target } else { current };
-        let allocation = if current == target { "Steady" } else { "Resizing" };
+        let allocation = if current == target {
+            "Steady"
+        } else {
+            "Resizing"
+        };
         let transition = keep("properties/properties/allocationStateTransitionTime")
             .filter(|_| allocation == "Steady" && existing.is_some())
             .unwrap_or_else(|| Value::from(now));
-        set_path(v, "properties/properties/allocationState", Value::from(allocation));
-        set_path(v, "properties/properties/allocationStateTransitionTime", transition);
-        set_path(v, "properties/properties/currentNodeCount", Value::from(current));
-        set_path(v, "properties/properties/targetNodeCount", Value::from(target));
+        set_path(
+            v,
+            "properties/properties/allocationState",
+            Value::from(allocation),
+        );
+        set_path(
+            v,
+            "properties/properties/allocationStateTransitionTime",
+            transition,
+        );
+        set_path(
+            v,
+            "properties/properties/currentNodeCount",
+            Value::from(current),
+        );
+        set_path(
+            v,
+            "properties/properties/targetNodeCount",
+            Value::from(target),
+        );
         set_path(
             v,
             "properties/properties/nodeStateCounts",
@@ -460,12 +573,36 @@ fn render_compute(
         );
         set_path(v, "properties/properties/errors", Value::Null);
     } else if compute_type.eq_ignore_ascii_case("ComputeInstance") {
-        default_path(v, "properties/properties/applicationSharingPolicy", Value::from("Shared"));
-        default_path(v, "properties/properties/computeInstanceAuthorizationType", Value::from("personal"));
-        default_path(v, "properties/properties/enableNodePublicIp", Value::from(true));
-        default_path(v, "properties/properties/sshSettings/sshPublicAccess", Value::from("Disabled"));
-        set_path(v, "properties/properties/sshSettings/adminUserName", Value::from("azureuser"));
-        set_path(v, "properties/properties/sshSettings/sshPort", Value::from(22));
+        default_path(
+            v,
+            "properties/properties/applicationSharingPolicy",
+            Value::from("Shared"),
+        );
+        default_path(
+            v,
+            "properties/properties/computeInstanceAuthorizationType",
+            Value::from("personal"),
+        );
+        default_path(
+            v,
+            "properties/properties/enableNodePublicIp",
+            Value::from(true),
+        );
+        default_path(
+            v,
+            "properties/properties/sshSettings/sshPublicAccess",
+            Value::from("Disabled"),
+        );
+        set_path(
+            v,
+            "properties/properties/sshSettings/adminUserName",
+            Value::from("azureuser"),
+        );
+        set_path(
+            v,
+            "properties/properties/sshSettings/sshPort",
+            Value::from(22),
+        );
         let state = match provisioning_state {
             "Succeeded" => keep("properties/properties/state")
                 .filter(|s| s.as_str().is_some_and(|s| s != "Creating"))
@@ -490,7 +627,10 @@ fn render_compute(
 
 /// The host name online endpoints are served at (lowercase, as the service does).
 pub(crate) fn endpoint_host(name: &str, location: &str) -> String {
-    format!("{}.{location}.inference.ml.azure.com", name.to_ascii_lowercase())
+    format!(
+        "{}.{location}.inference.ml.azure.com",
+        name.to_ascii_lowercase()
+    )
 }
 
 fn render_endpoint(v: &mut Value, id: &ResId, location: &str) {
@@ -498,15 +638,31 @@ fn render_endpoint(v: &mut Value, id: &ResId, location: &str) {
     default_path(v, "properties/mirrorTraffic", json!({}));
     default_path(v, "properties/publicNetworkAccess", Value::from("Enabled"));
     let host = endpoint_host(id.name(), location);
-    set_path(v, "properties/scoringUri", Value::from(format!("https://{host}/score")));
-    set_path(v, "properties/swaggerUri", Value::from(format!("https://{host}/swagger.json")));
+    set_path(
+        v,
+        "properties/scoringUri",
+        Value::from(format!("https://{host}/score")),
+    );
+    set_path(
+        v,
+        "properties/swaggerUri",
+        Value::from(format!("https://{host}/swagger.json")),
+    );
 }
 
 fn render_deployment(v: &mut Value) {
     default_path(v, "sku", json!({"name": "Default", "capacity": 1}));
-    default_path(v, "properties/scaleSettings", json!({"scaleType": "Default"}));
+    default_path(
+        v,
+        "properties/scaleSettings",
+        json!({"scaleType": "Default"}),
+    );
     default_path(v, "properties/appInsightsEnabled", Value::from(false));
-    default_path(v, "properties/egressPublicNetworkAccess", Value::from("Enabled"));
+    default_path(
+        v,
+        "properties/egressPublicNetworkAccess",
+        Value::from("Enabled"),
+    );
     default_path(
         v,
         "properties/requestSettings",
@@ -521,7 +677,9 @@ mod tests {
     #[test]
     fn parses_routes() {
         let p = "/subscriptions/s/resourceGroups/RG/providers/microsoft.machinelearningservices/Workspaces/ws/onlineendpoints/Ep/deployments/blue";
-        let Route::Resource { id, action: None } = Route::parse(p) else { panic!("not a resource") };
+        let Route::Resource { id, action: None } = Route::parse(p) else {
+            panic!("not a resource")
+        };
         assert_eq!(id.kind(), Kind::OnlineDeployment);
         assert_eq!(
             id.canonical(),
@@ -530,14 +688,25 @@ mod tests {
         assert_eq!(id.parent().map(|p| p.kind()), Some(Kind::OnlineEndpoint));
 
         let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/ep/listKeys";
-        assert!(matches!(Route::parse(p), Route::Resource { action: Some(a), .. } if a == "listKeys"));
+        assert!(
+            matches!(Route::parse(p), Route::Resource { action: Some(a), .. } if a == "listKeys")
+        );
         let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/computes";
-        assert!(matches!(Route::parse(p), Route::Collection { kind: Kind::Compute, parent: Some(_), .. }));
+        assert!(matches!(
+            Route::parse(p),
+            Route::Collection {
+                kind: Kind::Compute,
+                parent: Some(_),
+                ..
+            }
+        ));
         let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/datastores/d";
         assert!(matches!(Route::parse(p), Route::UnknownType { .. }));
         let p = "/subscriptions/s/providers/Microsoft.MachineLearningServices/locations/eastus/operationResults/ABC";
         assert!(matches!(Route::parse(p), Route::OperationResult { op_id, .. } if op_id == "abc"));
-        assert!(matches!(Route::parse("/tenant/oauth2/v2.0/token"), Route::Token { tenant } if tenant == "tenant"));
+        assert!(
+            matches!(Route::parse("/tenant/oauth2/v2.0/token"), Route::Token { tenant } if tenant == "tenant")
+        );
         assert!(matches!(Route::parse("/"), Route::NotFound));
     }
 
@@ -558,13 +727,23 @@ mod tests {
         ) else {
             panic!("bad id")
         };
-        let ctx = RenderCtx { tenant_id: "t", client_id: "c", now: SystemTime::now() };
+        let ctx = RenderCtx {
+            tenant_id: "t",
+            client_id: "c",
+            now: SystemTime::now(),
+        };
         let body = json!({"location": "East US", "properties": {"friendlyName": "x", "workspaceId": "mine"}});
         let first = render(&id, &body, None, "Creating", &ctx);
         assert_eq!(first["location"], "eastus");
         assert_ne!(first["properties"]["workspaceId"], "mine");
         let second = render(&id, &first, Some(&first), "Succeeded", &ctx);
-        assert_eq!(second["properties"]["workspaceId"], first["properties"]["workspaceId"]);
-        assert_eq!(user_part(Kind::Workspace, &first), user_part(Kind::Workspace, &second));
+        assert_eq!(
+            second["properties"]["workspaceId"],
+            first["properties"]["workspaceId"]
+        );
+        assert_eq!(
+            user_part(Kind::Workspace, &first),
+            user_part(Kind::Workspace, &second)
+        );
     }
 }

@@ -15,17 +15,28 @@ pub(crate) struct Reply {
 impl Reply {
     /// A reply with a JSON body.
     pub(crate) fn json(status: u16, body: Value) -> Self {
-        Self { status, headers: Vec::new(), body: Some(body) }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+        }
     }
 
     /// A reply without a body.
     pub(crate) fn empty(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: None }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+        }
     }
 
     /// An ARM error: `{"error":{"code","message"}}`.
     pub(crate) fn arm_error(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self::json(status, json!({"error": {"code": code, "message": message.into()}}))
+        Self::json(
+            status,
+            json!({"error": {"code": code, "message": message.into()}}),
+        )
     }
 
     /// Adds a header.
@@ -49,7 +60,9 @@ impl IntoResponse for Reply {
         };
         let headers = response.headers_mut();
         for (name, value) in self.headers {
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name), HeaderValue::try_from(value))
+            {
                 headers.append(name, value);
             }
         }

@@ -31,7 +31,10 @@ pub(crate) enum OpKind {
     /// Delete: the resource and its descendants disappear.
     Delete,
     /// Endpoint key regeneration.
-    RegenerateKey { secondary: bool, value: Option<String> },
+    RegenerateKey {
+        secondary: bool,
+        value: Option<String>,
+    },
     /// ComputeInstance start/stop/restart: `state` becomes this value.
     ComputeState(&'static str),
 }
@@ -139,7 +142,10 @@ impl State {
         let bucket = self
             .buckets
             .entry((sub.to_ascii_lowercase(), class.header()))
-            .or_insert(Bucket { level: size, updated: now });
+            .or_insert(Bucket {
+                level: size,
+                updated: now,
+            });
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.level = (bucket.level + elapsed * refill).min(size);
         bucket.updated = now;
@@ -152,8 +158,12 @@ impl State {
         let path_lower = path.to_ascii_lowercase();
         let idx = self.faults.iter().position(|f| {
             f.times > 0
-                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && f.path_contains.as_deref().is_none_or(|p| path_lower.contains(&p.to_ascii_lowercase()))
+                && f.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && f.path_contains
+                    .as_deref()
+                    .is_none_or(|p| path_lower.contains(&p.to_ascii_lowercase()))
         })?;
         let fault = self.faults[idx].clone();
         self.faults[idx].times -= 1;
@@ -163,7 +173,7 @@ impl State {
         Some(fault)
     }
 
-    /// The resource at `key`, after completing due operations.
+    /// The resource at `key` (callers advance operations first).
     pub(crate) fn get(&self, key: &str) -> Option<&Resource> {
         self.resources.get(key)
     }
@@ -213,7 +223,9 @@ impl State {
     }
 
     fn complete(&mut self, op_id: &str) {
-        let Some(op) = self.operations.get(op_id) else { return };
+        let Some(op) = self.operations.get(op_id) else {
+            return;
+        };
         if op.status != OpStatus::InProgress {
             return;
         }
@@ -241,11 +253,16 @@ impl State {
                         .to_owned();
                     if state == "Failed" || state == "Canceled" {
                         // Someone (a test) marked the resource failed while the operation ran.
-                        let code = get_path(&res.body, "properties/provisioningErrors/0/error/code")
-                            .and_then(Value::as_str)
-                            .unwrap_or("InternalServerError")
-                            .to_owned();
-                        let status = if state == "Failed" { OpStatus::Failed } else { OpStatus::Canceled };
+                        let code =
+                            get_path(&res.body, "properties/provisioningErrors/0/error/code")
+                                .and_then(Value::as_str)
+                                .unwrap_or("InternalServerError")
+                                .to_owned();
+                        let status = if state == "Failed" {
+                            OpStatus::Failed
+                        } else {
+                            OpStatus::Canceled
+                        };
                         outcome = (
                             status,
                             Some(json!({
@@ -254,7 +271,11 @@ impl State {
                             })),
                         );
                     } else {
-                        let ctx = RenderCtx { tenant_id: &ctx_tenant, client_id: &ctx_client, now: SystemTime::now() };
+                        let ctx = RenderCtx {
+                            tenant_id: &ctx_tenant,
+                            client_id: &ctx_client,
+                            now: SystemTime::now(),
+                        };
                         let user = user_part(res.id.kind(), &res.body);
                         res.body = render(&res.id, &user, Some(&res.body), "Succeeded", &ctx);
                     }
@@ -266,7 +287,9 @@ impl State {
             OpKind::RegenerateKey { secondary, value } => {
                 if let Some(res) = self.resources.get_mut(&key) {
                     let new_key = value.unwrap_or_else(|| random_token(32));
-                    let keys = res.keys.get_or_insert_with(|| (random_token(32), random_token(32)));
+                    let keys = res
+                        .keys
+                        .get_or_insert_with(|| (random_token(32), random_token(32)));
                     if secondary {
                         keys.1 = new_key;
                     } else {
@@ -277,7 +300,11 @@ impl State {
             }
             OpKind::ComputeState(state) => {
                 if let Some(res) = self.resources.get_mut(&key) {
-                    set_path(&mut res.body, "properties/properties/state", Value::from(state));
+                    set_path(
+                        &mut res.body,
+                        "properties/properties/state",
+                        Value::from(state),
+                    );
                     res.op = None;
                 }
             }
@@ -300,7 +327,9 @@ impl State {
         let prefix = format!("{prefix}/{}/", kind.segment().to_ascii_lowercase());
         self.resources
             .iter()
-            .filter(|(k, r)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/') && r.id.kind() == kind)
+            .filter(|(k, r)| {
+                k.starts_with(&prefix) && !k[prefix.len()..].contains('/') && r.id.kind() == kind
+            })
             .map(|(_, r)| r)
             .collect()
     }

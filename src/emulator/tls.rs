@@ -32,12 +32,19 @@ pub(crate) struct Certificates {
     pub(crate) key: PrivateKeyDer<'static>,
 }
 
-/// Generates a CA ("aml-operator emulator CA") and a server certificate for `127.0.0.1`,
+/// Generates a CA ("aml-operator emulator CA <random>") and a server certificate for `127.0.0.1`,
 /// `localhost` and `::1` signed by it.
 pub(crate) fn generate() -> Result<Certificates, EmulatorError> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(EmulatorError::Certificate)?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(EmulatorError::Certificate)?;
     let mut ca_name = DistinguishedName::new();
-    ca_name.push(DnType::CommonName, "aml-operator emulator CA");
+    // A unique name per run, so a client trusting another run's CA reports an unknown issuer.
+    let mut serial = [0u8; 6];
+    super::util::fill_random(&mut serial);
+    ca_name.push(
+        DnType::CommonName,
+        format!("aml-operator emulator CA {}", super::util::hex(&serial)),
+    );
     ca_name.push(DnType::OrganizationName, "aml-operator");
     ca_params.distinguished_name = ca_name;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -47,7 +54,9 @@ pub(crate) fn generate() -> Result<Certificates, EmulatorError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_key = KeyPair::generate().map_err(EmulatorError::Certificate)?;
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(EmulatorError::Certificate)?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(EmulatorError::Certificate)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut leaf_params = CertificateParams::new(vec![
@@ -100,7 +109,11 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor_task = tokio::spawn(accept_loop(tcp, acceptor, tx));
-        Ok(Self { incoming, local_addr, acceptor_task })
+        Ok(Self {
+            incoming,
+            local_addr,
+            acceptor_task,
+        })
     }
 }
 
@@ -135,7 +148,9 @@ async fn accept_loop(
                 Ok(Ok(tls)) => {
                     let _ = tx.send((tls, peer)).await;
                 }
-                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "emulator: TLS handshake failed"),
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "emulator: TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(%peer, "emulator: TLS handshake timed out"),
             }
         });

@@ -60,7 +60,12 @@ pub(crate) fn handle(
     let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
 
     let Some(grant_type) = field("grant_type") else {
-        return entra_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
+        return entra_error(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        );
     };
     if grant_type != "client_credentials" {
         return entra_error(
@@ -71,11 +76,24 @@ pub(crate) fn handle(
         );
     }
     let basic = basic_credentials(headers);
-    let Some(client_id) = field("client_id").map(str::to_owned).or_else(|| basic.as_ref().map(|b| b.0.clone())) else {
-        return entra_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
+    let Some(client_id) = field("client_id")
+        .map(str::to_owned)
+        .or_else(|| basic.as_ref().map(|b| b.0.clone()))
+    else {
+        return entra_error(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        );
     };
     let Some(scope) = field("scope") else {
-        return entra_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'.");
+        return entra_error(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
+        );
     };
     if !scope.split(' ').all(|s| s.ends_with("/.default")) {
         return entra_error(
@@ -85,7 +103,10 @@ pub(crate) fn handle(
             "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
         );
     }
-    if !principals.iter().any(|p| p.tenant_id.eq_ignore_ascii_case(tenant)) {
+    if !principals
+        .iter()
+        .any(|p| p.tenant_id.eq_ignore_ascii_case(tenant))
+    {
         return entra_error(
             400,
             "invalid_request",
@@ -95,10 +116,9 @@ pub(crate) fn handle(
             ),
         );
     }
-    let Some(principal) = principals
-        .iter()
-        .find(|p| p.tenant_id.eq_ignore_ascii_case(tenant) && p.client_id.eq_ignore_ascii_case(&client_id))
-    else {
+    let Some(principal) = principals.iter().find(|p| {
+        p.tenant_id.eq_ignore_ascii_case(tenant) && p.client_id.eq_ignore_ascii_case(&client_id)
+    }) else {
         return entra_error(
             400,
             "unauthorized_client",
@@ -109,9 +129,15 @@ pub(crate) fn handle(
         );
     };
 
-    let presented = match (field("client_secret"), field("client_assertion"), basic.as_ref()) {
+    let presented = match (
+        field("client_secret"),
+        field("client_assertion"),
+        basic.as_ref(),
+    ) {
         (Some(secret), _, _) => Some(secret.to_owned()),
-        (None, Some(assertion), _) if field("client_assertion_type") == Some(ASSERTION_TYPE_JWT) => {
+        (None, Some(assertion), _)
+            if field("client_assertion_type") == Some(ASSERTION_TYPE_JWT) =>
+        {
             Some(assertion.trim().to_owned())
         }
         (None, None, Some((_, secret))) => Some(secret.clone()),
@@ -160,11 +186,17 @@ pub(crate) fn handle(
 /// `Authorization: Basic base64(client_id:client_secret)`, decoded.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
     let decoded = base64_decode(encoded.trim())?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
-    let decode = |s: &str| parse_form(&format!("x={s}")).remove("x").unwrap_or_default();
+    let decode = |s: &str| {
+        parse_form(&format!("x={s}"))
+            .remove("x")
+            .unwrap_or_default()
+    };
     Some((decode(id), decode(secret)))
 }
 
@@ -204,7 +236,13 @@ mod tests {
     fn decodes_basic_auth() {
         let mut headers = HeaderMap::new();
         // "client:se%3Acret" -> secret "se:cret"
-        headers.insert("authorization", "Basic Y2xpZW50OnNlJTNBY3JldA==".parse().unwrap());
-        assert_eq!(basic_credentials(&headers), Some(("client".into(), "se:cret".into())));
+        headers.insert(
+            "authorization",
+            "Basic Y2xpZW50OnNlJTNBY3JldA==".parse().unwrap(),
+        );
+        assert_eq!(
+            basic_credentials(&headers),
+            Some(("client".into(), "se:cret".into()))
+        );
     }
 }

@@ -51,10 +51,12 @@ pub(crate) fn guid() -> String {
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// `n` random bytes as unpadded base64url (opaque tokens and endpoint keys).
@@ -64,7 +66,11 @@ pub(crate) fn random_token(n: usize) -> String {
     fill_random(&mut bytes);
     let mut out = String::with_capacity(n * 4 / 3 + 3);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -77,7 +83,9 @@ pub(crate) fn random_token(n: usize) -> String {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Civil date (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
@@ -99,14 +107,25 @@ fn split_time(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let secs = d.as_secs();
     let (y, mo, da) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    (y, mo, da, rem / 3600, (rem % 3600) / 60, rem % 60, d.subsec_nanos())
+    (
+        y,
+        mo,
+        da,
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_nanos(),
+    )
 }
 
 /// RFC 3339 UTC timestamp with 7 fractional digits, as ARM writes them
 /// (`2024-05-01T10:11:12.1234567Z`).
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s, nanos) = split_time(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:07}Z", nanos / 100)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:07}Z",
+        nanos / 100
+    )
 }
 
 /// The timestamp format of Entra error bodies (`2024-05-01 10:11:12Z`).
@@ -164,7 +183,11 @@ fn percent_decode(s: &str) -> String {
 
 /// Lowercase, without spaces: ARM's canonical region name (`East US` -> `eastus`).
 pub(crate) fn normalize_location(location: &str) -> String {
-    location.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+    location
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// The value at a `/`-separated path of object keys.
@@ -185,7 +208,9 @@ pub(crate) fn set_path(v: &mut Value, path: &str, value: Value) {
             map.insert(key.to_owned(), value);
             return;
         }
-        cur = map.entry(key.to_owned()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+        cur = map
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
     }
 }
 
