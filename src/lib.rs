@@ -8,6 +8,7 @@ pub mod armspec;
 pub mod controller;
 pub mod crd;
 pub mod emulator;
+pub mod localkube;
 pub mod manager;
 pub mod telemetry;
 

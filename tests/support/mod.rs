@@ -1,14 +1,14 @@
 //! Shared fixtures: the fake Kubernetes API, an emulator-backed ARM, object builders.
 #![allow(dead_code)]
 
-pub mod kube;
+pub use aml_operator::localkube as kube;
 
 use aml_operator::arm::{ArmClient, CloudConfig};
 use aml_operator::controller::{AmlKind, Config, Context, pipeline};
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::FakeKube;
+use kube::LocalKube as FakeKube;
 use ::kube::api::ObjectMeta;
 use ::kube::runtime::controller::Action;
 use serde_json::Value;

@@ -1,7 +1,8 @@
-//! A stateful fake Kubernetes API server, plugged in at the transport (a tower service under
-//! `kube::Client`). It stores objects as JSON, applies JSON patches (finalizers) and server-side
-//! applies on `/status`, accepts events, and records every request so tests can assert on the exact
-//! calls made — and on the ones not made.
+//! An in-memory Kubernetes API server, plugged in at the transport (a tower service under
+//! `kube::Client`). It stores objects as JSON, applies JSON patches (finalizers), merge patches and
+//! server-side applies, accepts events, and records every request. The tests use it as the fake API
+//! server (asserting on the exact calls made, and on the ones not made); `plan` and `apply` use it to
+//! run the same pipeline without a cluster.
 
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -27,9 +28,9 @@ struct State {
     resource_version: u64,
 }
 
-/// The fake API server; clone it freely.
+/// The in-memory API server; clones share the same state.
 #[derive(Clone, Default)]
-pub struct FakeKube {
+pub struct LocalKube {
     state: Arc<Mutex<State>>,
 }
 
@@ -44,10 +45,14 @@ pub fn path_of(obj: &Value) -> String {
     format!("{prefix}/namespaces/{ns}/{plural}/{name}")
 }
 
-impl FakeKube {
-    /// A fake and a client talking to it.
-    pub fn new() -> (FakeKube, kube::Client) {
-        let fake = FakeKube::default();
+impl LocalKube {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty API server and a client talking to it.
+    pub fn new() -> (LocalKube, kube::Client) {
+        let fake = LocalKube::default();
         let f = fake.clone();
         let service = tower::service_fn(move |req: Request<Body>| {
             let f = f.clone();
@@ -58,13 +63,16 @@ impl FakeKube {
 
     /// Stores (creates or replaces) an object; sets uid, generation and resourceVersion like the API server.
     pub fn put(&self, obj: impl Serialize) {
-        let mut v = serde_json::to_value(obj).expect("serializable object");
+        let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
         let path = path_of(&v);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.lock();
         st.resource_version += 1;
         let rv = st.resource_version;
         let previous = st.objects.get(&path).cloned();
-        let meta = v["metadata"].as_object_mut().expect("metadata");
+        if !v["metadata"].is_object() {
+            v["metadata"] = json!({});
+        }
+        let Some(meta) = v["metadata"].as_object_mut() else { return };
         meta.entry("namespace").or_insert(json!("default"));
         meta.entry("uid").or_insert(json!(format!("uid-{}", path.replace('/', "-"))));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
@@ -82,10 +90,10 @@ impl FakeKube {
 
     /// Changes a stored object in place, as `kubectl edit` would (a spec change bumps the generation).
     pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.lock();
         st.resource_version += 1;
         let rv = st.resource_version;
-        let obj = st.objects.get_mut(path).expect("object to edit exists");
+        let Some(obj) = st.objects.get_mut(path) else { return };
         let before = obj["spec"].clone();
         f(obj);
         if obj["spec"] != before {
@@ -97,18 +105,18 @@ impl FakeKube {
 
     /// The stored object at `path`, typed.
     pub fn get<K: DeserializeOwned>(&self, path: &str) -> Option<K> {
-        let st = self.state.lock().unwrap();
-        st.objects.get(path).map(|v| serde_json::from_value(v.clone()).expect("stored object deserializes"))
+        let st = self.lock();
+        st.objects.get(path).and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
     /// The stored object at `path` as JSON.
     pub fn raw(&self, path: &str) -> Option<Value> {
-        self.state.lock().unwrap().objects.get(path).cloned()
+        self.lock().objects.get(path).cloned()
     }
 
     /// Marks an object deleted, as `kubectl delete` does for an object with finalizers.
     pub fn delete(&self, path: &str) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.lock();
         let gone = match st.objects.get_mut(path) {
             Some(obj) => {
                 obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
@@ -123,12 +131,12 @@ impl FakeKube {
 
     /// Every request served so far.
     pub fn calls(&self) -> Vec<Call> {
-        self.state.lock().unwrap().calls.clone()
+        self.lock().calls.clone()
     }
 
     /// Forgets the recorded requests.
     pub fn clear_calls(&self) {
-        self.state.lock().unwrap().calls.clear();
+        self.lock().calls.clear();
     }
 
     /// Requests that wrote an object's status.
@@ -156,7 +164,7 @@ impl FakeKube {
             .to_string();
         let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.lock();
         st.calls.push(Call { method: method.to_string(), path: path.clone(), body: body.clone() });
         st.resource_version += 1;
         let rv = st.resource_version.to_string();
@@ -227,5 +235,5 @@ fn reply(status: StatusCode, body: &Value) -> Response<Body> {
         .status(status)
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
-        .expect("valid response")
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
