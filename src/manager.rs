@@ -1,12 +1,14 @@
 //! `aml-operator run`: the controller manager.
 
 use crate::arm::{ArmClient, CloudConfig};
-use crate::controller::{self, Config, Context};
+use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
 use crate::crd::AmlWorkspace;
 use axum::{Router, routing::get};
 use futures::StreamExt;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,25 +134,63 @@ fn health_router(ready: Arc<AtomicBool>) -> Router {
 }
 
 /// Runs every controller on `ctx` until they stop. Used by `run` and by the end-to-end tests.
+/// `ready` turns true once every controller's cache has synced.
 pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>) {
-    let workspaces: Api<AmlWorkspace> = match namespace {
+    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // One per kind joined below.
+    let kinds = 1;
+    let mark = |synced: Arc<std::sync::atomic::AtomicUsize>, ready: Arc<AtomicBool>| {
+        move || {
+            if synced.fetch_add(1, Ordering::SeqCst) + 1 == kinds {
+                ready.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    futures::join!(
+        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
+    );
+}
+
+/// The controller of one kind: watches its objects and, for children, their parents, so a child
+/// starts as soon as its parent becomes ready.
+async fn kind_controller<K: AmlKind>(ctx: Arc<Context>, namespace: Option<&str>, on_synced: impl FnOnce() + Send + 'static) {
+    let objects: Api<K> = match namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let controller = Controller::new(workspaces, watcher::Config::default().any_semantic());
+    let mut controller = Controller::new(objects, watcher::Config::default().any_semantic());
     let store = controller.store();
-    let ready_flag = ready.clone();
+    for parent in K::PARENT_KINDS {
+        let resource = resolve::parent_resource(*parent);
+        let parents: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        let store = store.clone();
+        let kind = *parent;
+        controller = controller.watches_with(parents, resource, watcher::Config::default().any_semantic(), move |p: DynamicObject| {
+            let ns = p.namespace();
+            let name = p.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace() == ns && c.parent() == Some(ParentRef::Object { kind, name: &name }))
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        });
+    }
+    let ready_store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready_flag.store(true, Ordering::Relaxed);
+        if ready_store.wait_until_ready().await.is_ok() {
+            on_synced();
         }
     });
     controller
         .shutdown_on_signal()
-        .run(controller::pipeline::reconcile::<AmlWorkspace>, controller::pipeline::error_policy::<AmlWorkspace>, ctx)
+        .run(pipeline::reconcile::<K>, pipeline::error_policy::<K>, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile ended with an error");
+                tracing::debug!(kind = %K::kind(&()), error = %e, "reconcile ended with an error");
             }
         })
         .await;

@@ -226,6 +226,9 @@ pub trait AmlKind:
     /// The status fields every kind shares, if status exists.
     fn common_status(&self) -> Option<&CommonStatus>;
 
+    /// Kinds of parent objects this kind can name (watched, so children start when parents are ready).
+    const PARENT_KINDS: &'static [ParentKind] = &[];
+
     /// The parent this object names, if it is a child.
     fn parent(&self) -> Option<ParentRef<'_>> {
         None

@@ -29,7 +29,8 @@ pub enum Resolution {
     Waiting(Waiting),
 }
 
-fn resource(kind: ParentKind) -> ApiResource {
+/// The API resource of a parent kind.
+pub fn parent_resource(kind: ParentKind) -> ApiResource {
     let (kind, plural) = match kind {
         ParentKind::Workspace => ("AmlWorkspace", "amlworkspaces"),
         ParentKind::Endpoint => ("AmlOnlineEndpoint", "amlonlineendpoints"),
@@ -52,13 +53,13 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             Err(w) => return Ok(Resolution::Waiting(w)),
         },
         Some(ParentRef::Object { kind, name }) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &resource(kind));
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &parent_resource(kind));
             let Some(parent) = api
                 .get_opt(name)
                 .await
                 .map_err(|source| Error::Kube { what: "reading the parent object", source })?
             else {
-                return Ok(waiting(format!("{} {ns}/{name} does not exist yet", resource(kind).kind)));
+                return Ok(waiting(format!("{} {ns}/{name} does not exist yet", parent_resource(kind).kind)));
             };
             let data = &parent.data;
             let ready = data["status"]["conditions"]
@@ -66,7 +67,7 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
                 .is_some_and(|cs| cs.iter().any(|c| c["type"] == condition::READY && c["status"] == "True"));
             let arm_id = data["status"]["armId"].as_str().map(str::to_string);
             let (Some(arm_id), true) = (arm_id, ready) else {
-                return Ok(waiting(format!("{} {ns}/{name} is not ready yet", resource(kind).kind)));
+                return Ok(waiting(format!("{} {ns}/{name} is not ready yet", parent_resource(kind).kind)));
             };
             let credentials = match own {
                 Some(c) => Some(c),
@@ -80,7 +81,7 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
                 .to_string();
             let owner = OwnerReference {
                 api_version: format!("{GROUP}/{VERSION}"),
-                kind: resource(kind).kind,
+                kind: parent_resource(kind).kind,
                 name: parent.name_any(),
                 uid: parent.uid().unwrap_or_default(),
                 controller: None,
@@ -105,7 +106,7 @@ async fn inherited_credentials(
     }
     if kind == ParentKind::Endpoint {
         if let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str() {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource(ParentKind::Workspace));
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &parent_resource(ParentKind::Workspace));
             if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
                 return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
             }
