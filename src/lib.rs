@@ -8,8 +8,10 @@ pub mod armspec;
 pub mod controller;
 pub mod crd;
 pub mod emulator;
+pub mod leader;
 pub mod localkube;
 pub mod manager;
+pub mod metrics;
 pub mod telemetry;
 
 /// Installs rustls' ring crypto provider for the process (idempotent). kube, reqwest and the

@@ -1,6 +1,8 @@
 //! `aml-operator run`: the controller manager.
 
+use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
+use crate::leader::{LeaderConfig, run_when_leader};
 use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
 use crate::crd::AmlWorkspace;
 use axum::{Router, routing::get};
@@ -42,6 +44,27 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "AML_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
+    /// Reconcile only while holding the leader Lease (use with more than one replica).
+    #[arg(long, env = "AML_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "aml-operator")]
+    pub lease_name: String,
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "aml-operator")]
+    pub identity: String,
+    /// Client-side ARM budget: sustained reads per second per (subscription, client id).
+    #[arg(long, env = "AML_ARM_READ_RATE", default_value_t = 20)]
+    pub arm_read_rate: u32,
+    /// Client-side ARM budget: sustained writes and deletes per second per (subscription, client id).
+    #[arg(long, env = "AML_ARM_WRITE_RATE", default_value_t = 8)]
+    pub arm_write_rate: u32,
+    /// Objects reconciled at once per kind.
+    #[arg(long, env = "AML_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
 }
 
 impl RunArgs {
@@ -58,6 +81,7 @@ impl RunArgs {
             resync: Duration::from_secs(self.resync_seconds.max(10)),
             api_version: self.api_version.clone(),
             default_credentials,
+            concurrency: self.concurrency,
             ..Config::default()
         })
     }
@@ -68,6 +92,12 @@ impl RunArgs {
             arm_endpoint: self.arm_endpoint.clone(),
             authority_host: self.authority_host.clone(),
             ca_file: self.ca_file.clone(),
+            rate_limits: RateLimits {
+                reads_per_second: self.arm_read_rate.max(1),
+                read_burst: self.arm_read_rate.max(1) * 10,
+                writes_per_second: self.arm_write_rate.max(1),
+                write_burst: self.arm_write_rate.max(1) * 20,
+            },
             ..CloudConfig::default()
         }
     }
@@ -88,6 +118,9 @@ pub enum ManagerError {
     /// The health server could not bind.
     #[error("cannot listen on {0}")]
     Listen(String, #[source] std::io::Error),
+    /// Leader election failed.
+    #[error("leader election failed")]
+    Leader(#[source] crate::leader::LeaderError),
 }
 
 /// Runs the controllers until Ctrl-C / SIGTERM.
@@ -95,7 +128,7 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
     let config = args.config().map_err(ManagerError::Config)?;
     let client = Client::try_default().await.map_err(ManagerError::Kube)?;
     let arm = ArmClient::new(&args.cloud()).map_err(ManagerError::Arm)?;
-    let ctx = Arc::new(Context::new(client, arm, config));
+    let ctx = Arc::new(Context::new(client.clone(), arm, config));
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
         .await
@@ -106,19 +139,44 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
             warn!(error = %e, "health server stopped");
         }
     });
-    info!(arm_endpoint = %args.arm_endpoint, namespace = ?args.namespace, "starting controllers");
+    info!(arm_endpoint = %args.arm_endpoint, namespace = ?args.namespace, leader_elect = args.leader_elect, "starting");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    tokio::select! {
-        _ = run_controllers(ctx, args.namespace.as_deref(), ready) => {},
-        _ = shutdown => info!("shutting down"),
+    let namespace = args.namespace.clone();
+    let work = move || {
+        let ctx = ctx.clone();
+        let namespace = namespace.clone();
+        let ready = ready.clone();
+        async move { run_controllers(ctx, namespace.as_deref(), ready).await }
+    };
+    if args.leader_elect {
+        let leader = LeaderConfig {
+            lease_name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: args.identity.clone(),
+            duration_seconds: 15,
+            grace_seconds: 5,
+        };
+        tokio::select! {
+            r = run_when_leader(client, leader, work) => r.map_err(ManagerError::Leader)?,
+            _ = shutdown => info!("shutting down"),
+        }
+    } else {
+        tokio::select! {
+            _ = work() => {},
+            _ = shutdown => info!("shutting down"),
+        }
     }
     Ok(())
 }
 
-fn health_router(ready: Arc<AtomicBool>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route(
+/// `/metrics`, `/healthz` and `/readyz` (ready once every controller's cache has synced).
+pub fn health_router(ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/metrics", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
         "/readyz",
         get(move || {
             let ready = ready.clone();
@@ -158,7 +216,10 @@ async fn kind_controller<K: AmlKind>(ctx: Arc<Context>, namespace: Option<&str>,
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let mut controller = Controller::new(objects, watcher::Config::default().any_semantic());
+    let concurrency = ctx.config.concurrency;
+    crate::metrics::max_concurrent_reconciles(&K::kind(&()), usize::from(concurrency));
+    let mut controller = Controller::new(objects, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     for parent in K::PARENT_KINDS {
         let resource = resolve::parent_resource(*parent);

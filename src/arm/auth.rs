@@ -62,6 +62,7 @@ impl HttpClient for TokenTransport {
             let answer = match self.http.execute_request(request).await {
                 Ok(answer) => answer,
                 Err(err) => {
+                    crate::metrics::token_request("error");
                     tracing::debug!(
                         host,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -78,8 +79,10 @@ impl HttpClient for TokenTransport {
                 "token request"
             );
             if status.is_success() {
+                crate::metrics::token_request("ok");
                 return Ok(answer);
             }
+            crate::metrics::token_request("error");
             let (status, mut headers, body) = answer.deconstruct();
             let body = body.collect().await?;
             headers.remove(azure_core::http::headers::CONTENT_LENGTH);

@@ -64,6 +64,7 @@ struct Inner {
     counters: Arc<Counters>,
     request_seq: AtomicU64,
     request_rand: RandomState,
+    limiter: super::limit::Limiter,
 }
 
 impl std::fmt::Debug for ArmClient {
@@ -88,6 +89,20 @@ enum Counter {
     Delete,
     Post,
     Poll,
+}
+
+impl Counter {
+    /// The bounded `op` label of the metrics.
+    fn op(&self) -> &'static str {
+        match self {
+            Counter::Get => "GET",
+            Counter::Put => "PUT",
+            Counter::Patch => "PATCH",
+            Counter::Delete => "DELETE",
+            Counter::Post => "POST",
+            Counter::Poll => "POLL",
+        }
+    }
 }
 
 impl ArmClient {
@@ -166,6 +181,7 @@ impl ArmClient {
                 counters,
                 request_seq: AtomicU64::new(0),
                 request_rand: RandomState::new(),
+                limiter: super::limit::Limiter::new(cloud.rate_limits),
             }),
         })
     }
@@ -425,9 +441,14 @@ impl ArmClient {
                 .map_err(|e| Error::config_with("the request body cannot be serialized", e))?;
             request = request.header(CONTENT_TYPE, "application/json").body(bytes);
         }
+        let op = counter.op();
         self.count(counter);
-        let started = Instant::now();
         let path = url.path().to_string();
+        let subscription = super::limit::subscription_of(&path).to_string();
+        let class = super::limit::OpClass::of(&method);
+        let waited = self.inner.limiter.acquire(&subscription, &sp.client_id, class).await;
+        crate::metrics::arm_client_wait(waited);
+        let started = Instant::now();
         let outcome = async {
             let response = request.send().await?;
             let status = response.status().as_u16();
@@ -441,8 +462,21 @@ impl ArmClient {
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::arm_request(op, outcome.as_ref().map(|a| a.status).unwrap_or(0), started.elapsed());
         match outcome {
             Ok(answer) => {
+                if answer.status == 429 {
+                    let pause = parse_retry_after(&answer.headers).unwrap_or(DEFAULT_RETRY_AFTER);
+                    self.inner.limiter.pause(&subscription, &sp.client_id, pause);
+                }
+                if let Some(remaining) = answer
+                    .headers
+                    .get(class.remaining_header())
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    self.inner.limiter.observe_remaining(&subscription, &sp.client_id, class, remaining);
+                }
                 if answer.status == 401 {
                     // ARM refused the token (revoked, wrong audience...): fetch a new one next time.
                     self.inner.credentials.forget(sp);

@@ -13,6 +13,7 @@ mod auth;
 mod client;
 mod error;
 pub mod ids;
+pub mod limit;
 mod lro;
 
 use std::fmt;
@@ -55,6 +56,8 @@ pub struct CloudConfig {
     pub ca_file: Option<PathBuf>,
     /// Timeout of one HTTP request, connect to last body byte.
     pub timeout: Duration,
+    /// Client-side ARM budget per (subscription, client id).
+    pub rate_limits: limit::RateLimits,
 }
 
 impl Default for CloudConfig {
@@ -64,6 +67,7 @@ impl Default for CloudConfig {
             authority_host: DEFAULT_AUTHORITY_HOST.to_string(),
             ca_file: None,
             timeout: DEFAULT_TIMEOUT,
+            rate_limits: limit::RateLimits::default(),
         }
     }
 }

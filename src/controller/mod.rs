@@ -41,6 +41,8 @@ pub struct Config {
     pub base_backoff: Duration,
     /// Upper bound of the backoff.
     pub max_backoff: Duration,
+    /// Objects reconciled at once per kind.
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             slow_retry: Duration::from_secs(120),
             base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            concurrency: 16,
         }
     }
 }

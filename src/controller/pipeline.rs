@@ -34,6 +34,21 @@ const FOREIGN_OPERATION_POLL: Duration = Duration::from_secs(15);
 /// Reconciles one object: the controller's entry point.
 #[instrument(skip_all, fields(kind = %K::kind(&()), namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
 pub async fn reconcile<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    crate::metrics::active_workers(&kind, 1.0);
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(obj, ctx).await;
+    crate::metrics::active_workers(&kind, -1.0);
+    let (label, reason) = match &result {
+        Ok(_) => ("success", None),
+        Err(Error::DeletePending { .. }) => ("requeue", None),
+        Err(e) => ("error", Some(e.reason())),
+    };
+    crate::metrics::reconcile(&kind, label, started.elapsed(), reason);
+    result
+}
+
+async fn reconcile_inner<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {

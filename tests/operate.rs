@@ -1,0 +1,142 @@
+//! Operating it: metrics with the controller-runtime names, health endpoints, leader election.
+
+mod support;
+
+use aml_operator::crd::AmlWorkspace;
+use aml_operator::leader::{LeaderConfig, run_when_leader};
+use aml_operator::localkube::LocalKube;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::{NS, World};
+
+const PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/ws1";
+
+async fn serve(ready: Arc<AtomicBool>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, aml_operator::manager::health_router(ready)).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn metrics_carry_controller_runtime_and_arm_series_and_health_follows_cache_sync() {
+    let w = World::new().await;
+    w.good_credentials();
+    let ws: AmlWorkspace = serde_json::from_value(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+        "metadata": {"name": "ws1", "namespace": NS},
+        "spec": {"resourceGroup": "rg", "location": "eastus"}
+    }))
+    .unwrap();
+    w.kube.put(ws);
+    w.converge::<AmlWorkspace>(PATH).await;
+    aml_operator::metrics::max_concurrent_reconciles("AmlWorkspace", 16);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let base = serve(ready.clone()).await;
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 503, "not ready before caches sync");
+    ready.store(true, Ordering::Relaxed);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        "controller_runtime_reconcile_total{controller=\"AmlWorkspace\",result=\"success\"}",
+        "controller_runtime_reconcile_errors_total",
+        "controller_runtime_reconcile_time_seconds_bucket{controller=\"AmlWorkspace\",le=\"",
+        "controller_runtime_reconcile_time_seconds_count{controller=\"AmlWorkspace\"}",
+        "controller_runtime_active_workers{controller=\"AmlWorkspace\"} 0",
+        "controller_runtime_max_concurrent_reconciles{controller=\"AmlWorkspace\"} 16",
+        "aml_arm_requests_total{op=\"PUT\",status_class=\"2xx\"}",
+        "aml_arm_requests_total{op=\"GET\",status_class=\"2xx\"}",
+        "aml_arm_request_duration_seconds_count{op=\"GET\"}",
+        "aml_token_requests_total{result=\"ok\"}",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    // Bounded labels: no object names or ARM ids.
+    assert!(!text.contains("ws1") && !text.contains("/subscriptions/"), "{text}");
+}
+
+fn leader(identity: &str) -> LeaderConfig {
+    LeaderConfig {
+        lease_name: "aml-operator".into(),
+        namespace: "aml-system".into(),
+        identity: identity.into(),
+        duration_seconds: 2,
+        grace_seconds: 1,
+    }
+}
+
+/// Starts a manager that counts how often its "controllers" started and whether they run now.
+fn manager(client: kube::Client, id: &str, running: Arc<AtomicUsize>, starts: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+    let config = leader(id);
+    tokio::spawn(async move {
+        let work = move || {
+            let running = running.clone();
+            let starts = starts.clone();
+            async move {
+                struct Guard(Arc<AtomicUsize>);
+                impl Drop for Guard {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                running.fetch_add(1, Ordering::SeqCst);
+                starts.fetch_add(1, Ordering::SeqCst);
+                let _guard = Guard(running);
+                std::future::pending::<()>().await;
+            }
+        };
+        let _ = run_when_leader(client, config, work).await;
+    })
+}
+
+async fn wait_for(what: &str, timeout: Duration, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let (kube, client) = LocalKube::new();
+    let (a_running, a_starts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (b_running, b_starts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let a = manager(client.clone(), "replica-a", a_running.clone(), a_starts.clone());
+    wait_for("a leader", Duration::from_secs(10), || a_running.load(Ordering::SeqCst) == 1).await;
+    let b = manager(client.clone(), "replica-b", b_running.clone(), b_starts.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(b_running.load(Ordering::SeqCst), 0, "the standby must not reconcile while the leader renews");
+    let lease = kube.raw("/apis/coordination.k8s.io/v1/namespaces/aml-system/leases/aml-operator").expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+
+    // The leader dies: the standby takes over.
+    a.abort();
+    wait_for("the standby to lead", Duration::from_secs(15), || b_running.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(b_starts.load(Ordering::SeqCst), 1);
+    b.abort();
+}
+
+#[tokio::test]
+async fn losing_the_lease_stops_reconciling() {
+    let (kube, client) = LocalKube::new();
+    let (running, starts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let m = manager(client, "replica-a", running.clone(), starts.clone());
+    wait_for("leadership", Duration::from_secs(10), || running.load(Ordering::SeqCst) == 1).await;
+
+    // Someone else takes the lease (e.g. after a network partition): this replica must stop.
+    let path = "/apis/coordination.k8s.io/v1/namespaces/aml-system/leases/aml-operator";
+    kube.edit(path, |l| {
+        l["spec"]["holderIdentity"] = json!("replica-z");
+        l["spec"]["renewTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+        l["spec"]["leaseDurationSeconds"] = json!(3600);
+    });
+    wait_for("controllers to stop", Duration::from_secs(15), || running.load(Ordering::SeqCst) == 0).await;
+    m.abort();
+}
