@@ -151,6 +151,7 @@ impl Fake {
             authority_host: format!("{}/", self.base),
             ca_file: Some(self.ca_file.clone()),
             timeout: Duration::from_secs(10),
+            ..CloudConfig::default()
         }
     }
 
@@ -945,7 +946,6 @@ async fn poll_refuses_operation_urls_off_the_arm_endpoint() {
 #[tokio::test]
 async fn arm_errors_are_parsed_and_classified() {
     let fake = Fake::start().await;
-    let client = fake.client();
     let cases: Vec<(Reply, &str, ErrorClass, &str)> = vec![
         (
             Reply::new(400)
@@ -1019,6 +1019,8 @@ async fn arm_errors_are_parsed_and_classified() {
     for (reply, code, class, reason) in cases {
         let status = reply.status;
         fake.script("PUT", &ws_id(), reply);
+        // A fresh client per case: a 429 pauses the principal in the client that received it.
+        let client = fake.client();
         let err = client
             .put(&sp(), &ws_id(), API, &json!({}))
             .await
@@ -1165,4 +1167,17 @@ fn url_form(body: &str) -> HashMap<String, String> {
     url.query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+#[tokio::test]
+async fn a_429_pauses_every_request_of_the_principal_on_that_subscription() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    fake.script("PUT", &ws_id(), Reply::new(429).header("Retry-After", "1").json(json!({"error": {"code": "TooManyRequests", "message": "slow down"}})));
+    let err = client.put(&sp(), &ws_id(), API, &json!({})).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Throttled(Duration::from_secs(1)));
+    let started = std::time::Instant::now();
+    // A read of another resource on the same subscription waits out the Retry-After too.
+    let _ = client.get(&sp(), &ws_id(), API).await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
 }
