@@ -127,8 +127,12 @@ fn writes(w: &World) -> usize {
     w.arm_calls("PUT") + w.arm_calls("PATCH") + w.arm_calls("DELETE") + w.arm_calls("POST")
 }
 
+const SSH_KEY: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 admin@example";
+
 fn password_secret(w: &World) {
-    w.kube.put(support::secret("cpu-admin", &[("password", PASSWORD)]));
+    // The key file's final newline (as `kubectl create secret --from-file` keeps it) is not sent.
+    let key_file = format!("{SSH_KEY}\n");
+    w.kube.put(support::secret("cpu-admin", &[("password", PASSWORD), ("id_rsa.pub", key_file.as_str())]));
 }
 
 fn cluster_with_admin() -> AmlCompute {
@@ -136,7 +140,8 @@ fn cluster_with_admin() -> AmlCompute {
     c.spec.aml_compute.as_mut().expect("cluster settings").user_account_credentials =
         serde_json::from_value(json!({
             "adminUserName": "azureuser",
-            "adminUserPasswordSecretRef": {"name": "cpu-admin", "key": "password"}
+            "adminUserPasswordSecretRef": {"name": "cpu-admin", "key": "password"},
+            "adminUserSshPublicKeySecretRef": {"name": "cpu-admin", "key": "id_rsa.pub"}
         }))
         .expect("valid credentials");
     c
@@ -482,6 +487,7 @@ async fn the_admin_password_comes_only_from_the_secret_and_never_shows() {
     let creds = w.emulator.resource(&arm_id(CLUSTER)).unwrap()["properties"]["properties"]["userAccountCredentials"].clone();
     assert_eq!(creds["adminUserName"], "azureuser");
     assert_eq!(creds["adminUserPassword"], PASSWORD);
+    assert_eq!(creds["adminUserSshPublicKey"], SSH_KEY);
 
     // Nothing the operator wrote to Kubernetes holds it (status, conditions, events, owner patch).
     let written: Vec<String> = w
@@ -500,6 +506,7 @@ async fn the_admin_password_comes_only_from_the_secret_and_never_shows() {
     w.emulator.update_resource(&arm_id(CLUSTER), |v| {
         if let Some(c) = v["properties"]["properties"]["userAccountCredentials"].as_object_mut() {
             c.remove("adminUserPassword");
+            c.remove("adminUserSshPublicKey");
         }
     });
     w.emulator.clear_requests();
