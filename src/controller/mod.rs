@@ -4,6 +4,7 @@
 //! which outputs it reports. Everything else — credentials, observe/act, long-running operations,
 //! status, finalizer, requeue — lives once in [`pipeline`].
 
+pub mod compute;
 pub mod credentials;
 pub mod drift;
 pub mod error;
