@@ -175,7 +175,23 @@ impl LocalKube {
         match method {
             Method::GET => match st.objects.get(&path) {
                 Some(obj) => reply(StatusCode::OK, obj),
-                None => not_found(&path),
+                None => {
+                    // A namespaced collection: the objects one segment below `path`.
+                    let prefix = format!("{path}/");
+                    let items: Vec<Value> = st
+                        .objects
+                        .iter()
+                        .filter(|(p, _)| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
+                        .map(|(_, o)| o.clone())
+                        .collect();
+                    let segs: Vec<&str> = path.split('/').collect();
+                    let is_collection = segs.len() >= 3 && segs[segs.len() - 3] == "namespaces";
+                    if !is_collection {
+                        not_found(&path)
+                    } else {
+                        reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}))
+                    }
+                }
             },
             Method::PATCH if path.ends_with("/status") => {
                 let object_path = path.trim_end_matches("/status").to_string();

@@ -533,13 +533,14 @@ async fn a_missing_password_secret_or_key_makes_zero_arm_writes_and_says_what_to
     w.reconcile::<AmlCompute>(&p).await.expect("finalizer");
 
     let err = w.reconcile::<AmlCompute>(&p).await.expect_err("no Secret");
-    assert!(matches!(err, Error::InvalidSpec(_)), "{err:?}");
+    assert!(matches!(err, Error::SecretNotFound(_)), "{err:?}");
+    assert_eq!(err.retry(), Retry::Slow, "retried slowly, so a Secret created later is picked up");
     assert!(err.is_stalled());
     let message = err.message();
     assert!(message.contains("team-a/cpu-admin") && message.contains("password"), "{message}");
     assert_eq!(writes(&w), 0, "{:?}", w.emulator.requests());
     let ready = w.condition(&p, "Ready").unwrap();
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("SecretNotFound")));
     assert_eq!(w.condition(&p, "Stalled").unwrap()["status"], "True");
 
     // The Secret exists but lacks the key.

@@ -314,3 +314,54 @@ async fn an_explicit_secret_name_is_used_and_never_falls_back() {
     assert!(err.message().contains("team-a/other"), "{}", err.message());
     assert!(w.emulator.requests().is_empty());
 }
+
+#[tokio::test]
+async fn deleting_the_namespace_still_deletes_the_azure_resource() {
+    const SECRET: &str = "/api/v1/namespaces/team-a/secrets/aml-credentials";
+    let w = created(|_| {}).await;
+    w.converge::<AmlWorkspace>(PATH).await;
+    assert_eq!(
+        w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"],
+        json!(["amloperator.io/credentials-in-use"]),
+        "the credentials Secret in use is protected"
+    );
+
+    // A namespace deletion deletes the Secret and the object at once, the Secret first.
+    w.kube.delete(SECRET);
+    w.kube.delete(PATH);
+    assert!(w.kube.raw(SECRET).is_some(), "the protected Secret stays readable while terminating");
+
+    for _ in 0..5 {
+        let _ = w.reconcile::<AmlWorkspace>(PATH).await;
+        w.emulator.finish_operations();
+        if w.kube.raw(PATH).is_none() {
+            break;
+        }
+    }
+    assert!(w.kube.raw(PATH).is_none(), "object finalized");
+    assert!(w.emulator.resource(ARM_ID).is_none(), "the Azure resource was deleted, not orphaned");
+    assert!(w.kube.raw(SECRET).is_none(), "the Secret is released once no object needs it");
+}
+
+#[tokio::test]
+async fn the_credentials_secret_is_released_only_after_the_last_object() {
+    const SECRET: &str = "/api/v1/namespaces/team-a/secrets/aml-credentials";
+    let w = created(|_| {}).await;
+    let mut second = workspace();
+    second.metadata.name = Some("ws2".into());
+    w.kube.put(second);
+    let path2 = PATH.replace("/ws1", "/ws2");
+    w.converge::<AmlWorkspace>(PATH).await;
+    w.converge::<AmlWorkspace>(&path2).await;
+
+    w.kube.edit(PATH, |o| o["spec"]["deletionPolicy"] = json!("Orphan"));
+    w.kube.delete(PATH);
+    w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
+    assert!(w.kube.raw(PATH).is_none());
+    assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!(["amloperator.io/credentials-in-use"]), "ws2 still needs it");
+
+    w.kube.edit(&path2, |o| o["spec"]["deletionPolicy"] = json!("Orphan"));
+    w.kube.delete(&path2);
+    w.reconcile::<AmlWorkspace>(&path2).await.unwrap();
+    assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!([]));
+}

@@ -216,7 +216,7 @@ async fn secret_value(ctx: &Context, ns: &str, reference: &SecretKeyRef, what: &
         .await
         .map_err(|source| Error::Kube { what: "reading the userAccountCredentials Secret", source })?;
     let missing = || {
-        Error::InvalidSpec(format!(
+        Error::SecretNotFound(format!(
             "Secret {ns}/{} with key {} (amlCompute.userAccountCredentials.{what}) not found: create it",
             reference.name, reference.key
         ))
@@ -230,12 +230,12 @@ async fn secret_value(ctx: &Context, ns: &str, reference: &SecretKeyRef, what: &
         .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&reference.key)).map(|s| s.clone().into_bytes()))
         .ok_or_else(missing)?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        Error::InvalidSpec(format!("Secret {ns}/{} key {} is not UTF-8 text", reference.name, reference.key))
+        Error::SecretNotFound(format!("Secret {ns}/{} key {} is not UTF-8 text", reference.name, reference.key))
     })?;
     // `kubectl create secret --from-file` keeps the file's final newline; ARM must not get it.
     let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_string();
     if text.is_empty() {
-        return Err(Error::InvalidSpec(format!(
+        return Err(Error::SecretNotFound(format!(
             "Secret {ns}/{} key {} is empty: put the value there",
             reference.name, reference.key
         )));

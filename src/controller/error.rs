@@ -18,6 +18,9 @@ pub enum Error {
     /// No subscription id in the spec, the Secret or the parent.
     #[error("no subscription id for {namespace}/{name}: set spec.subscriptionId or the subscriptionId key of the credentials Secret")]
     NoSubscription { namespace: String, name: String },
+    /// A Secret the spec references (e.g. a compute's admin password) is missing or unusable.
+    #[error("{0}")]
+    SecretNotFound(String),
     /// The spec cannot be turned into a valid ARM request.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -71,6 +74,7 @@ impl Error {
             Error::CredentialsInvalid { .. } => "CredentialsInvalid",
             Error::NoSubscription { .. } => "SubscriptionUnknown",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::SecretNotFound(_) => "SecretNotFound",
             Error::Arm { source, .. } => source.reason(),
             Error::OperationFailed { .. } => "ArmOperationFailed",
             Error::Kube { .. } => "KubernetesApiError",
@@ -95,6 +99,7 @@ impl Error {
             | Error::CredentialsInvalid { .. }
             | Error::NoSubscription { .. }
             | Error::InvalidSpec(_)
+            | Error::SecretNotFound(_)
             | Error::OperationFailed { .. } => true,
             Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
             _ => false,
@@ -108,6 +113,7 @@ impl Error {
             Error::CredentialsNotFound { .. }
             | Error::CredentialsInvalid { .. }
             | Error::NoSubscription { .. }
+            | Error::SecretNotFound(_)
             | Error::OperationFailed { .. } => Retry::Slow,
             Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),
             Error::Arm { source, .. } => match source.class() {

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod drift;
 pub mod error;
 pub mod pipeline;
+pub mod protect;
 pub mod resolve;
 pub mod status;
 pub mod workspace;

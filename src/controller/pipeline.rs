@@ -10,7 +10,7 @@
 
 use super::status::{self, Cond, Desired};
 use super::resolve::{self, Resolution};
-use super::{AmlKind, Context, Error, Refined, Retry, Target, UpdateRequest, credentials, drift};
+use super::{AmlKind, Context, Error, Refined, Retry, Target, UpdateRequest, credentials, drift, protect};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use crate::arm::{self, DeleteOutcome, Operation, OperationKind, PollOutcome, ServicePrincipal, WriteOutcome};
@@ -210,7 +210,10 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let policies = obj.policies();
     let mut st = current(obj);
     let resolved = match resolve::resolve(obj, ctx).await? {
-        Resolution::Ready(resolved, _) => resolved,
+        Resolution::Ready(resolved, secret) => {
+            protect::hold(ctx, &obj.namespace().unwrap_or_default(), &secret).await?;
+            resolved
+        }
         Resolution::Waiting(w) => {
             st.reconciling = None;
             st.stalled = None;
@@ -400,12 +403,12 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         let why = if policies.deletion == DeletionPolicy::Orphan { "deletionPolicy Orphan" } else { "managementPolicy Observe" };
         info!(why, "releasing without deleting the Azure resource");
         publish(ctx, obj, EventType::Normal, "Orphaned", format!("Azure resource left in place ({why})"), "Delete").await;
-        return Ok(Action::await_change());
+        return released(obj, ctx).await;
     }
     let known_id = obj.common_status().and_then(|s| s.arm_id.clone());
     let Some(known_id) = known_id else {
         // Nothing was ever written to ARM for this object (no ARM id in status): nothing to delete.
-        return Ok(Action::await_change());
+        return released(obj, ctx).await;
     };
     let ns = obj.namespace().unwrap_or_default();
     // The parent may already be gone: fall back to this object's own (or the default) credentials.
@@ -465,6 +468,12 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
 async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target) -> Result<Action, Error> {
     info!(arm_id = %target.arm_id, "Azure resource deleted");
     publish(ctx, obj, EventType::Normal, "Deleted", format!("{} deleted in Azure", target.arm_id), "Delete").await;
+    released(obj, ctx).await
+}
+
+/// The object no longer needs Azure: let its namespace's credentials Secrets go if it was the last.
+async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default()).await?;
     Ok(Action::await_change())
 }
 

@@ -1,0 +1,81 @@
+//! Closing the namespace-deletion trap: deleting a namespace deletes its credentials Secret
+//! together with the objects that need it to delete their Azure resources. The operator therefore
+//! puts a finalizer on every credentials Secret in use in an object's namespace, and removes it
+//! only when no amloperator.io object is left in that namespace. A Secret being deleted stays
+//! readable until then, so every object can still delete its Azure resource.
+
+use super::credentials::SecretLocation;
+use super::{Context, Error, ParentKind, resolve};
+use crate::crd::GROUP;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+
+/// Finalizer the operator puts on credentials Secrets in use.
+pub const SECRET_FINALIZER: &str = "amloperator.io/credentials-in-use";
+
+/// Every kind whose objects may need a credentials Secret.
+fn kinds() -> Vec<ApiResource> {
+    let mut v = vec![resolve::parent_resource(ParentKind::Workspace), resolve::parent_resource(ParentKind::Endpoint)];
+    for (kind, plural) in [("AmlCompute", "amlcomputes"), ("AmlOnlineDeployment", "amlonlinedeployments")] {
+        v.push(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, crate::crd::VERSION, kind), plural));
+    }
+    v
+}
+
+/// Adds the finalizer to the credentials Secret an object uses, when it lives in the object's
+/// namespace (the operator-wide default lives with the operator and is not at risk).
+pub async fn hold(ctx: &Context, object_namespace: &str, secret: &SecretLocation) -> Result<(), Error> {
+    if secret.namespace != object_namespace {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace);
+    let Some(current) = api
+        .get_opt(&secret.name)
+        .await
+        .map_err(|source| Error::Kube { what: "reading the credentials Secret", source })?
+    else {
+        return Ok(());
+    };
+    if current.finalizers().iter().any(|f| f == SECRET_FINALIZER) || current.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let mut finalizers = current.finalizers().to_vec();
+    finalizers.push(SECRET_FINALIZER.to_string());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": current.resource_version()}});
+    api.patch(&secret.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Kube { what: "protecting the credentials Secret with a finalizer", source })?;
+    Ok(())
+}
+
+/// After an object released its Azure resource: when no other amloperator.io object is left in
+/// `namespace`, removes the finalizer from every Secret there.
+pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str) -> Result<(), Error> {
+    for resource in kinds() {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+        let list = match api.list(&ListParams::default()).await {
+            Ok(l) => l,
+            // A kind whose CRD is not installed holds no objects.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(source) => return Err(Error::Kube { what: "listing objects that may need credentials", source }),
+        };
+        if list.items.iter().any(|o| o.uid().as_deref() != Some(released_uid)) {
+            return Ok(());
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secrets = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Kube { what: "listing Secrets to release", source })?;
+    for secret in secrets.items.iter().filter(|s| s.finalizers().iter().any(|f| f == SECRET_FINALIZER)) {
+        let finalizers: Vec<&String> = secret.finalizers().iter().filter(|f| *f != SECRET_FINALIZER).collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
+        api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Kube { what: "releasing the credentials Secret", source })?;
+    }
+    Ok(())
+}
