@@ -1181,3 +1181,31 @@ async fn a_429_pauses_every_request_of_the_principal_on_that_subscription() {
     let _ = client.get(&sp(), &ws_id(), API).await;
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
 }
+
+#[test]
+fn errors_a_person_must_fix_have_distinct_reasons_and_say_what_to_do() {
+    use aml_operator::arm::{ArmError, Error};
+    let api = |status: u16, code: &str, message: &str| {
+        Error::Api(ArmError { status, code: code.into(), message: message.into(), target: None, retry_after: None })
+    };
+    let cases = [
+        (api(409, "MissingSubscriptionRegistration", "The subscription is not registered to use namespace 'Microsoft.MachineLearningServices'."), "SubscriptionNotRegistered", "az provider register --namespace Microsoft.MachineLearningServices"),
+        (api(400, "QuotaExceeded", "Operation could not be completed as it results in exceeding approved standardDSv2Family Cores quota."), "QuotaExceeded", "quota increase"),
+        (api(400, "InvalidResourceName", "Resource name x is invalid."), "InvalidResourceName", "spec.azureName"),
+        (
+            api(403, "AuthorizationFailed", "The client 'abc' with object id 'abc' does not have authorization to perform action 'Microsoft.MachineLearningServices/workspaces/computes/write' over scope '/subscriptions/s'."),
+            "AuthorizationFailed",
+            "Microsoft.MachineLearningServices/workspaces/computes/write: assign it a role that grants it, e.g. AzureML Compute Operator",
+        ),
+        (
+            api(403, "AuthorizationFailed", "does not have authorization to perform action 'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/write' over scope"),
+            "AuthorizationFailed",
+            "AzureML Data Scientist",
+        ),
+    ];
+    for (err, reason, says) in cases {
+        assert_eq!(err.reason(), reason, "{err}");
+        assert_eq!(err.class(), ErrorClass::NeedsPerson, "{err}");
+        assert!(err.to_string().contains(says), "{reason}: {err}");
+    }
+}

@@ -32,6 +32,24 @@ pub mod reason {
     pub const ARM_BAD_RESPONSE: &str = "ArmBadResponse";
     /// The client or the call is misconfigured (endpoint, CA file, credentials shape, path).
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// The subscription is not registered for Microsoft.MachineLearningServices.
+    pub const SUBSCRIPTION_NOT_REGISTERED: &str = "SubscriptionNotRegistered";
+    /// A quota (cores, endpoints, ...) is exhausted.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// ARM refused the resource name.
+    pub const INVALID_RESOURCE_NAME: &str = "InvalidResourceName";
+}
+
+/// ARM error codes that mean the subscription lacks the resource provider registration.
+const NOT_REGISTERED_CODES: &[&str] =
+    &["MissingSubscriptionRegistration", "MissingRegistrationForLocation", "NoRegisteredProviderFound", "SubscriptionNotRegistered"];
+/// ARM error codes that mean a quota is exhausted.
+const QUOTA_CODES: &[&str] = &["QuotaExceeded", "OutOfQuota", "OperationNotAllowed", "InsufficientQuota", "SkuNotAvailable", "OutOfCapacity"];
+/// ARM error codes that mean the name is refused.
+const NAME_CODES: &[&str] = &["InvalidResourceName", "InvalidWorkspaceName", "InvalidName", "ReservedResourceName"];
+
+fn code_in(code: &str, list: &[&str]) -> bool {
+    list.iter().any(|c| c.eq_ignore_ascii_case(code))
 }
 
 /// An error answer from ARM (or a failed long-running operation), from its
@@ -228,6 +246,13 @@ impl Error {
                 None if source.is_some() => ErrorClass::Transient,
                 None => ErrorClass::NeedsPerson,
             },
+            Error::Api(err)
+                if code_in(&err.code, NOT_REGISTERED_CODES)
+                    || (err.status != 429 && code_in(&err.code, QUOTA_CODES))
+                    || code_in(&err.code, NAME_CODES) =>
+            {
+                ErrorClass::NeedsPerson
+            }
             Error::Api(err) => match err.status {
                 404 => ErrorClass::NotFound,
                 429 => ErrorClass::Throttled(err.retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
@@ -248,6 +273,9 @@ impl Error {
                 ErrorClass::NeedsPerson => reason::AUTHENTICATION_FAILED,
                 _ => reason::TOKEN_ENDPOINT_UNAVAILABLE,
             },
+            Error::Api(err) if code_in(&err.code, NOT_REGISTERED_CODES) => reason::SUBSCRIPTION_NOT_REGISTERED,
+            Error::Api(err) if err.status != 429 && code_in(&err.code, QUOTA_CODES) => reason::QUOTA_EXCEEDED,
+            Error::Api(err) if code_in(&err.code, NAME_CODES) => reason::INVALID_RESOURCE_NAME,
             Error::Api(err) => match err.status {
                 404 => reason::ARM_NOT_FOUND,
                 429 => reason::ARM_THROTTLED,
@@ -341,23 +369,48 @@ fn token_hint(status: Option<u16>, code: Option<&str>) -> &'static str {
     }
 }
 
-fn api_hint(err: &ArmError) -> &'static str {
-    if err
-        .code
-        .eq_ignore_ascii_case("MissingSubscriptionRegistration")
-    {
-        return "; register the provider: az provider register --namespace Microsoft.MachineLearningServices";
+fn api_hint(err: &ArmError) -> String {
+    if code_in(&err.code, NOT_REGISTERED_CODES) {
+        return "; register the provider once per subscription: az provider register --namespace Microsoft.MachineLearningServices".into();
+    }
+    if err.status != 429 && code_in(&err.code, QUOTA_CODES) {
+        return "; request a quota increase for this subscription and region (Azure portal: Quotas), or choose a smaller or different VM size / instance count".into();
+    }
+    if code_in(&err.code, NAME_CODES) {
+        return "; choose a name ARM accepts (set spec.azureName): letters, digits, '-' and '_', starting with a letter or digit".into();
+    }
+    if err.status == 403 {
+        return authorization_hint(&err.message);
     }
     match err.status {
         401 => {
             "; ARM did not accept the token: check that tenantId is the subscription's tenant and --arm-endpoint matches --authority-host"
         }
-        403 => "; grant the service principal a role (e.g. Contributor) on the resource group",
         404 => "; the resource, its resource group or subscription does not exist",
         409 => "; another operation is running or the resource conflicts; retrying later",
         429 => "; ARM is throttling; retrying after Retry-After",
         408 | 500..=599 => "; ARM is unavailable; retrying",
         _ => "",
+    }
+    .to_string()
+}
+
+/// For a 403: the action ARM names (`... perform action 'X' over scope ...`) and a built-in role
+/// that grants it.
+fn authorization_hint(message: &str) -> String {
+    let action = message
+        .split("action '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .filter(|a| !a.is_empty());
+    let role = match action.map(str::to_ascii_lowercase) {
+        Some(a) if a.contains("/computes/") => "AzureML Compute Operator (or Contributor)",
+        Some(a) if a.contains("/onlineendpoints/") => "AzureML Data Scientist (or Contributor)",
+        _ => "Contributor (or Azure AI Administrator) on the resource group",
+    };
+    match action {
+        Some(a) => format!("; the service principal may not perform {a}: assign it a role that grants it, e.g. {role}"),
+        None => format!("; grant the service principal a role on the resource group, e.g. {role}"),
     }
 }
 

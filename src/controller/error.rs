@@ -138,23 +138,6 @@ impl Error {
             }
             source = s.source();
         }
-        if let Some(hint) = self.hint() {
-            out.push_str(". ");
-            out.push_str(hint);
-        }
         out
-    }
-
-    fn hint(&self) -> Option<&'static str> {
-        match self.root() {
-            Error::Arm { source, .. } => match source.reason() {
-                "AuthenticationFailed" => Some("Check tenantId, clientId and clientSecret in the credentials Secret"),
-                "AuthorizationFailed" => Some(
-                    "Grant the service principal a role on the resource group that allows this action (e.g. AzureML Data Scientist, AzureML Compute Operator or Contributor)",
-                ),
-                _ => None,
-            },
-            _ => None,
-        }
     }
 }
