@@ -192,3 +192,41 @@ async fn workspace_lifecycle_against_a_real_api_server() {
     assert!(env.emulator.resource(&arm_id).is_none(), "ARM resource deleted");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_azure_resources() {
+    let Some(client) = cluster().await else { return };
+    let env = Env::start(client.clone(), "aml-e2e-nsdel").await;
+    let api: Api<AmlWorkspace> = Api::namespaced(client.clone(), &env.ns);
+    let ws: AmlWorkspace = serde_json::from_value(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+        "metadata": {"name": "doomed", "namespace": env.ns},
+        "spec": {"resourceGroup": "rg-e2e", "location": "eastus"}
+    }))
+    .unwrap();
+    api.patch("doomed", &PatchParams::apply(MANAGER), &Patch::Apply(&ws)).await.expect("applied");
+    let obj = eventually("workspace Ready", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let obj = serde_json::to_value(api.get("doomed").await.ok()?).ok()?;
+            ready(&obj).then_some(obj)
+        }
+    })
+    .await;
+    let arm_id = obj["status"]["armId"].as_str().unwrap().to_string();
+    // The credentials Secret is protected while the workspace needs it.
+    let secret = Api::<Secret>::namespaced(client.clone(), &env.ns).get("aml-credentials").await.unwrap();
+    assert!(secret.finalizers().iter().any(|f| f == "amloperator.io/credentials-in-use"));
+
+    // Deleting the namespace deletes the Secret and the object together; the Azure resource must still go.
+    let emulator_has = |id: &str| env.emulator.resource(id).is_some();
+    assert!(emulator_has(&arm_id));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.delete(&env.ns, &DeleteParams::default()).await.expect("namespace delete accepted");
+    eventually("Azure resource deleted", Duration::from_secs(120), || {
+        let gone = !emulator_has(&arm_id);
+        async move { gone.then_some(()) }
+    })
+    .await;
+    env.finish().await;
+}
