@@ -51,3 +51,17 @@ pub fn write_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, Box
     }
     Ok(written)
 }
+
+/// Deserializes a manifest of one of our kinds into its Rust type: the same check the controller's
+/// watcher makes. Errors name the kind and what did not fit.
+pub fn parse_typed(manifest: &serde_json::Value) -> Result<(), String> {
+    fn parse<K: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
+        serde_json::from_value::<K>(v.clone()).map(|_| ()).map_err(|e| e.to_string())
+    }
+    match manifest["kind"].as_str().unwrap_or_default() {
+        "AmlWorkspace" => parse::<AmlWorkspace>(manifest),
+        "AmlCompute" => parse::<AmlCompute>(manifest),
+        other => Err(format!("{other:?} is not an amloperator.io kind")),
+    }
+    .map_err(|e| format!("{}: {e}", manifest["kind"].as_str().unwrap_or_default()))
+}
