@@ -2,7 +2,7 @@
 
 use crate::arm::{ArmClient, CloudConfig};
 use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
-use crate::crd::AmlWorkspace;
+use crate::crd::{AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::StreamExt;
 use kube::api::DynamicObject;
@@ -138,7 +138,7 @@ fn health_router(ready: Arc<AtomicBool>) -> Router {
 pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>) {
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One per kind joined below.
-    let kinds = 1;
+    let kinds = 3;
     let mark = |synced: Arc<std::sync::atomic::AtomicUsize>, ready: Arc<AtomicBool>| {
         move || {
             if synced.fetch_add(1, Ordering::SeqCst) + 1 == kinds {
@@ -148,6 +148,8 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
     };
     futures::join!(
         kind_controller::<AmlWorkspace>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlOnlineEndpoint>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
     );
 }
 

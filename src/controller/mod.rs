@@ -5,7 +5,9 @@
 //! status, finalizer, requeue — lives once in [`pipeline`].
 
 pub mod credentials;
+pub mod deployment;
 pub mod drift;
+pub mod endpoint;
 pub mod error;
 pub mod pipeline;
 pub mod resolve;

@@ -1,9 +1,13 @@
 //! The custom resources: one file per kind plus the types they share.
 
 pub mod common;
+pub mod deployment;
+pub mod endpoint;
 pub mod workspace;
 
 pub use common::*;
+pub use deployment::{AmlOnlineDeployment, AmlOnlineDeploymentSpec, AmlOnlineDeploymentStatus};
+pub use endpoint::{AmlOnlineEndpoint, AmlOnlineEndpointSpec, AmlOnlineEndpointStatus};
 pub use workspace::{AmlWorkspace, AmlWorkspaceSpec, AmlWorkspaceStatus};
 
 use kube::CustomResourceExt;
@@ -11,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 /// Every CRD this operator serves, generated from the Rust types.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![AmlWorkspace::crd()]
+    vec![AmlWorkspace::crd(), AmlOnlineEndpoint::crd(), AmlOnlineDeployment::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream (what `aml-operator crds` prints and `crds/` holds).
