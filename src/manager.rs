@@ -4,7 +4,7 @@ use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
 use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
-use crate::crd::{AmlCompute, AmlWorkspace};
+use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::StreamExt;
 use kube::api::DynamicObject;
@@ -196,7 +196,7 @@ pub fn health_router(ready: Arc<AtomicBool>) -> Router {
 pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>) {
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One per kind joined below.
-    let kinds = 2;
+    let kinds = 4;
     let mark = |synced: Arc<std::sync::atomic::AtomicUsize>, ready: Arc<AtomicBool>| {
         move || {
             if synced.fetch_add(1, Ordering::SeqCst) + 1 == kinds {
@@ -207,6 +207,8 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
     futures::join!(
         kind_controller::<AmlWorkspace>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
         kind_controller::<AmlCompute>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlOnlineEndpoint>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
     );
 }
 

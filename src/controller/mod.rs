@@ -6,7 +6,9 @@
 
 pub mod compute;
 pub mod credentials;
+pub mod deployment;
 pub mod drift;
+pub mod endpoint;
 pub mod error;
 pub mod pipeline;
 pub mod protect;

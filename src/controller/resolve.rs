@@ -62,9 +62,9 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
                 return Ok(waiting(format!("{} {ns}/{name} does not exist yet", parent_resource(kind).kind)));
             };
             let data = &parent.data;
-            let ready = data["status"]["conditions"]
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == condition::READY && c["status"] == "True"));
+            let ready = data["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| c["type"] == condition::READY && (c["status"] == "True" || waits_for_children(kind, c)))
+            });
             let arm_id = data["status"]["armId"].as_str().map(str::to_string);
             let (Some(arm_id), true) = (arm_id, ready) else {
                 return Ok(waiting(format!("{} {ns}/{name} is not ready yet", parent_resource(kind).kind)));
@@ -92,6 +92,12 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
     };
     let (principal, location) = credentials::resolve(ctx, &ns, credentials.as_ref()).await?;
     Ok(Resolution::Ready(Resolved { principal, parent }, location))
+}
+
+/// Whether a parent's Ready condition says it waits only for its children (an endpoint whose traffic
+/// names deployments that are not ready yet): the children must then go ahead, or neither ever will.
+fn waits_for_children(kind: ParentKind, ready: &Value) -> bool {
+    kind == ParentKind::Endpoint && ready["reason"] == super::endpoint::WAITING_FOR_DEPLOYMENTS
 }
 
 /// The credentials a parent uses: its own `spec.credentials`, else its workspace's.

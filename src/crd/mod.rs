@@ -2,10 +2,14 @@
 
 pub mod common;
 pub mod compute;
+pub mod deployment;
+pub mod endpoint;
 pub mod workspace;
 
 pub use common::*;
 pub use compute::{AmlCompute, AmlComputeSpec, AmlComputeStatus, ComputeType};
+pub use deployment::{AmlOnlineDeployment, AmlOnlineDeploymentSpec, AmlOnlineDeploymentStatus};
+pub use endpoint::{AmlOnlineEndpoint, AmlOnlineEndpointSpec, AmlOnlineEndpointStatus};
 pub use workspace::{AmlWorkspace, AmlWorkspaceSpec, AmlWorkspaceStatus};
 
 use kube::CustomResourceExt;
@@ -13,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 /// Every CRD this operator serves, generated from the Rust types.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![AmlWorkspace::crd(), AmlCompute::crd()]
+    vec![AmlWorkspace::crd(), AmlCompute::crd(), AmlOnlineEndpoint::crd(), AmlOnlineDeployment::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream (what `aml-operator crds` prints and `crds/` holds).
@@ -61,6 +65,8 @@ pub fn parse_typed(manifest: &serde_json::Value) -> Result<(), String> {
     match manifest["kind"].as_str().unwrap_or_default() {
         "AmlWorkspace" => parse::<AmlWorkspace>(manifest),
         "AmlCompute" => parse::<AmlCompute>(manifest),
+        "AmlOnlineEndpoint" => parse::<AmlOnlineEndpoint>(manifest),
+        "AmlOnlineDeployment" => parse::<AmlOnlineDeployment>(manifest),
         other => Err(format!("{other:?} is not an amloperator.io kind")),
     }
     .map_err(|e| format!("{}: {e}", manifest["kind"].as_str().unwrap_or_default()))

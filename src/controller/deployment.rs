@@ -1,0 +1,148 @@
+//! AmlOnlineDeployment on the pipeline: a managed deployment under its endpoint.
+//!
+//! The instance count is ARM's `sku.capacity` (`{name: "Default", capacity: N}`, as the Azure ML SDK
+//! sends it); a change of only the instance count or tags is sent as a PATCH, anything else as a PUT.
+//! When ARM reports the deployment `Failed`, the pipeline shows ARM's error (e.g. `OutOfQuota`,
+//! `ImageBuildFailure`) in the Ready condition and does not write again until the spec changes.
+
+use super::{AmlKind, Error, ParentKind, ParentRef, Policies, Resolved, Target, UpdateRequest, azure_name};
+use crate::arm::ids;
+use crate::crd::{AmlOnlineDeployment, CommonStatus};
+use serde_json::{Map, Value, json};
+
+/// Spec fields that are operator settings, envelope fields or renamed, not deployment `properties`.
+const NOT_PROPERTIES: &[&str] = &[
+    "azureName",
+    "endpointRef",
+    "credentials",
+    "deletionPolicy",
+    "managementPolicy",
+    "tags",
+    "instanceCount",
+];
+
+/// Top-level body fields ARM's PATCH of a deployment accepts (`PartialMinimalTrackedResourceWithSku`).
+const PATCHABLE: &[&str] = &["sku", "tags"];
+
+impl AmlKind for AmlOnlineDeployment {
+    const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments";
+    const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Endpoint];
+
+    fn policies(&self) -> Policies<'_> {
+        Policies {
+            azure_name: self.spec.azure_name.as_deref(),
+            credentials: self.spec.credentials.as_ref(),
+            deletion: self.spec.deletion_policy.unwrap_or_default(),
+            management: self.spec.management_policy.unwrap_or_default(),
+        }
+    }
+
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+
+    fn parent(&self) -> Option<ParentRef<'_>> {
+        Some(ParentRef::Object { kind: ParentKind::Endpoint, name: &self.spec.endpoint_ref.name })
+    }
+
+    fn target(&self, resolved: &Resolved) -> Result<Target, Error> {
+        let parent = resolved
+            .parent
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("spec.endpointRef names no ready endpoint".into()))?;
+        let name = azure_name(self);
+        Ok(Target {
+            subscription: parent.subscription.clone(),
+            resource_group: parent.resource_group.clone(),
+            arm_id: ids::child_id(&parent.arm_id, ids::DEPLOYMENTS, &name),
+            name,
+            location: parent.location.clone(),
+        })
+    }
+
+    fn desired(&self, target: &Target) -> Result<Value, Error> {
+        let spec = serde_json::to_value(&self.spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let Value::Object(mut props) = spec else {
+            return Err(Error::InvalidSpec("spec is not an object".into()));
+        };
+        for key in NOT_PROPERTIES {
+            props.remove(*key);
+        }
+        props.insert("endpointComputeType".into(), json!("Managed"));
+        let mut body = json!({ "location": target.location, "properties": props });
+        if let Some(tags) = &self.spec.tags {
+            body["tags"] = json!(tags);
+        }
+        if let Some(n) = self.spec.instance_count {
+            body["sku"] = json!({ "name": "Default", "capacity": n });
+        }
+        Ok(body)
+    }
+
+    fn outputs(arm: &Value) -> Map<String, Value> {
+        let mut out = Map::new();
+        if let Some(n) = arm.pointer("/sku/capacity").and_then(Value::as_i64) {
+            out.insert("instanceCount".into(), json!(n));
+        }
+        out
+    }
+
+    fn update_request(&self, desired: &Value, drifted: &[String]) -> UpdateRequest {
+        let patchable = |path: &String| PATCHABLE.iter().any(|f| path == &format!("/{f}") || path.starts_with(&format!("/{f}/")));
+        if drifted.is_empty() || !drifted.iter().all(patchable) {
+            return UpdateRequest::Put(desired.clone());
+        }
+        let mut patch = Map::new();
+        for field in PATCHABLE {
+            if let Some(v) = desired.get(*field) {
+                patch.insert((*field).into(), v.clone());
+            }
+        }
+        UpdateRequest::Patch(Value::Object(patch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn deployment(spec: Value) -> AmlOnlineDeployment {
+        AmlOnlineDeployment {
+            metadata: ObjectMeta { name: Some("blue".into()), ..Default::default() },
+            spec: serde_json::from_value(spec).expect("valid spec"),
+            status: None,
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            subscription: "s".into(),
+            resource_group: "rg".into(),
+            name: "blue".into(),
+            arm_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/onlineEndpoints/e/deployments/blue".into(),
+            location: "eastus".into(),
+        }
+    }
+
+    #[test]
+    fn instance_count_becomes_the_sku_and_operator_fields_stay_out() {
+        let d = deployment(json!({"endpointRef": {"name": "e"}, "instanceCount": 3, "instanceType": "Standard_DS3_v2",
+            "deletionPolicy": "Orphan", "tags": {"a": "b"}}));
+        let body = d.desired(&target()).unwrap();
+        assert_eq!(body["sku"], json!({"name": "Default", "capacity": 3}));
+        assert_eq!(body["tags"], json!({"a": "b"}));
+        assert_eq!(body["properties"], json!({"endpointComputeType": "Managed", "instanceType": "Standard_DS3_v2"}));
+    }
+
+    #[test]
+    fn scaling_alone_is_a_patch_and_anything_else_a_put() {
+        let d = deployment(json!({"endpointRef": {"name": "e"}, "instanceCount": 2, "model": "m"}));
+        let body = d.desired(&target()).unwrap();
+        assert_eq!(
+            d.update_request(&body, &["/sku/capacity".into()]),
+            UpdateRequest::Patch(json!({"sku": {"name": "Default", "capacity": 2}}))
+        );
+        assert!(matches!(d.update_request(&body, &["/sku/capacity".into(), "/properties/model".into()]), UpdateRequest::Put(_)));
+    }
+}

@@ -1,0 +1,446 @@
+//! AmlOnlineEndpoint on the pipeline: ARM location, body and outputs, plus two refinements:
+//!
+//! - **Traffic to deployments that exist.** ARM refuses (400) an endpoint whose `traffic` or
+//!   `mirrorTraffic` names a deployment that does not exist or has not succeeded. [`refine`] sends
+//!   only the routing that can be applied now and reports `WaitingForDeployments` until the rest
+//!   can; it costs nothing once ARM already routes as the spec says.
+//! - **The keys Secret.** After ARM matches the spec, `keysSecret` gets the scoring URI and, for
+//!   `authMode: Key`, the keys from `listKeys`.
+//!
+//! [`refine`]: AmlKind::refine
+
+use super::status::FIELD_MANAGER;
+use super::{AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Policies, Refined, Resolved, Target, azure_name};
+use crate::arm::{self, PostOutcome, ids};
+use crate::crd::endpoint::AuthMode;
+use crate::crd::{AmlOnlineEndpoint, CommonStatus};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tracing::debug;
+
+/// Ready reason while `traffic` or `mirrorTraffic` names deployments that cannot be routed yet.
+pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
+/// Annotation on the keys Secret: when the operator last compared it with ARM's `listKeys` (RFC 3339).
+pub const KEYS_CHECKED_AT: &str = "amloperator.io/keys-checked-at";
+
+/// The routing maps of an endpoint body.
+const ROUTING: [&str; 2] = ["traffic", "mirrorTraffic"];
+
+impl AmlKind for AmlOnlineEndpoint {
+    const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints";
+    const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
+
+    fn policies(&self) -> Policies<'_> {
+        Policies {
+            azure_name: self.spec.azure_name.as_deref(),
+            credentials: self.spec.credentials.as_ref(),
+            deletion: self.spec.deletion_policy.unwrap_or_default(),
+            management: self.spec.management_policy.unwrap_or_default(),
+        }
+    }
+
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+
+    fn parent(&self) -> Option<ParentRef<'_>> {
+        match (&self.spec.workspace_ref, &self.spec.workspace_id) {
+            (Some(r), _) => Some(ParentRef::Object { kind: ParentKind::Workspace, name: &r.name }),
+            (None, Some(id)) => Some(ParentRef::ArmId(id)),
+            (None, None) => None,
+        }
+    }
+
+    fn target(&self, resolved: &Resolved) -> Result<Target, Error> {
+        let parent = resolved
+            .parent
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("set spec.workspaceRef or spec.workspaceId".into()))?;
+        let name = azure_name(self);
+        Ok(Target {
+            subscription: parent.subscription.clone(),
+            resource_group: parent.resource_group.clone(),
+            arm_id: ids::child_id(&parent.arm_id, ids::ONLINE_ENDPOINTS, &name),
+            name,
+            location: self.spec.location.clone().unwrap_or_else(|| parent.location.clone()),
+        })
+    }
+
+    fn desired(&self, target: &Target) -> Result<Value, Error> {
+        let spec = &self.spec;
+        let mut props = Map::new();
+        props.insert("authMode".into(), json!(spec.auth_mode));
+        if let Some(d) = &spec.description {
+            props.insert("description".into(), json!(d));
+        }
+        if let Some(t) = &spec.traffic {
+            props.insert("traffic".into(), json!(t));
+        }
+        if let Some(t) = &spec.mirror_traffic {
+            props.insert("mirrorTraffic".into(), json!(t));
+        }
+        if let Some(p) = &spec.public_network_access {
+            props.insert("publicNetworkAccess".into(), json!(p));
+        }
+        let mut body = json!({ "location": target.location, "properties": props });
+        if let Some(tags) = &spec.tags {
+            body["tags"] = json!(tags);
+        }
+        if let Some(identity) = &spec.identity {
+            body["identity"] = identity.to_arm();
+        }
+        Ok(body)
+    }
+
+    fn outputs(arm: &Value) -> Map<String, Value> {
+        let mut out = Map::new();
+        for key in ["scoringUri", "swaggerUri"] {
+            if let Some(v) = arm.pointer(&format!("/properties/{key}")).filter(|v| !v.is_null()) {
+                out.insert(key.into(), v.clone());
+            }
+        }
+        out
+    }
+
+    fn refine<'a>(
+        &'a self,
+        ctx: &'a Context,
+        resolved: &'a Resolved,
+        target: &'a Target,
+        desired: Value,
+        actual: Option<&'a Value>,
+    ) -> BoxFuture<'a, Result<Refined, Error>> {
+        Box::pin(async move {
+            // Nothing to decide while ARM is busy (the pipeline only polls then), and nothing to
+            // look up when ARM already routes as the spec says.
+            let busy = actual
+                .and_then(|a| a.pointer("/properties/provisioningState"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !matches!(s, "Succeeded" | "Failed" | "Canceled"));
+            if busy || routing_applied(&desired, actual) {
+                return Ok(Refined { body: desired, waiting: None });
+            }
+            let mut states = BTreeMap::new();
+            for name in routed_names(&desired, actual) {
+                let id = ids::child_id(&target.arm_id, ids::DEPLOYMENTS, &name);
+                let found = ctx
+                    .arm
+                    .get(&resolved.principal, &id, &ctx.config.api_version)
+                    .await
+                    .map_err(|source| Error::Arm { action: "read", arm_id: id.clone(), source })?;
+                let state = found.map(|d| {
+                    d.pointer("/properties/provisioningState").and_then(Value::as_str).unwrap_or("Succeeded").to_string()
+                });
+                states.insert(name, state);
+            }
+            Ok(plan_routing(desired, actual, &states))
+        })
+    }
+
+    fn after_converged<'a>(
+        &'a self,
+        ctx: &'a Context,
+        resolved: &'a Resolved,
+        target: &'a Target,
+        actual: &'a Value,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let Some(keys_secret) = &self.spec.keys_secret else {
+                return Ok(());
+            };
+            sync_keys_secret(self, &keys_secret.name, ctx, resolved, target, actual).await
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic
+
+fn routing<'v>(body: &'v Value, field: &str) -> Option<&'v Map<String, Value>> {
+    body.pointer(&format!("/properties/{field}")).and_then(Value::as_object)
+}
+
+/// The entry for deployment `name` (ARM compares deployment names case-insensitively).
+fn entry<'m>(map: &'m Map<String, Value>, name: &str) -> Option<&'m Value> {
+    map.get(name).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+fn percent(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+/// Whether ARM already routes exactly as `desired` says: every desired entry has the same
+/// percentage in ARM, and every other deployment ARM routes to gets 0.
+pub fn routing_applied(desired: &Value, actual: Option<&Value>) -> bool {
+    ROUTING.iter().all(|field| {
+        let Some(want) = routing(desired, field) else {
+            return true;
+        };
+        let empty = Map::new();
+        let have = actual.and_then(|a| routing(a, field)).unwrap_or(&empty);
+        want.iter().all(|(k, v)| entry(have, k).is_some_and(|h| percent(h) == percent(v)))
+            && have.iter().all(|(k, v)| entry(want, k).is_some() || percent(v) == 0)
+    })
+}
+
+/// Lowercased names of every deployment the desired or the current routing mentions.
+fn routed_names(desired: &Value, actual: Option<&Value>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for body in std::iter::once(desired).chain(actual) {
+        for field in ROUTING {
+            if let Some(map) = routing(body, field) {
+                names.extend(map.keys().map(|k| k.to_ascii_lowercase()));
+            }
+        }
+    }
+    names
+}
+
+/// Decides the routing to send, given each mentioned deployment's provisioning state in ARM
+/// (`None`: it does not exist; keys are lowercased names). Pure.
+///
+/// - Every deployment the spec routes to has succeeded: send the spec's routing, with 0 for
+///   deployments ARM routes to that the spec no longer names (so the change is seen as drift).
+/// - Otherwise send what can be applied now (on create `traffic: {}` and no mirror traffic; on
+///   update ARM's current routing, minus deployments that can no longer be routed) and wait.
+pub fn plan_routing(mut desired: Value, actual: Option<&Value>, states: &BTreeMap<String, Option<String>>) -> Refined {
+    let state = |name: &str| states.get(&name.to_ascii_lowercase()).cloned().flatten();
+    let mut not_ready: Vec<String> = Vec::new();
+    for field in ROUTING {
+        for name in routing(&desired, field).into_iter().flat_map(|m| m.keys()) {
+            let ready = state(name).as_deref() == Some("Succeeded");
+            if !ready && !not_ready.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                not_ready.push(name.clone());
+            }
+        }
+    }
+    // ARM accepts a deployment it already routes to unless it is failed or going away.
+    let keeps_routing = |name: &str| matches!(state(name).as_deref(), Some(s) if s != "Failed" && s != "Deleting");
+    let Some(props) = desired.get_mut("properties").and_then(Value::as_object_mut) else {
+        return Refined { body: desired, waiting: None };
+    };
+    if not_ready.is_empty() {
+        for field in ROUTING {
+            let Some(have) = actual.and_then(|a| routing(a, field)) else { continue };
+            let Some(want) = props.get_mut(field).and_then(Value::as_object_mut) else { continue };
+            for (name, v) in have {
+                if entry(want, name).is_none() && percent(v) != 0 && keeps_routing(name) {
+                    want.insert(name.clone(), json!(0));
+                }
+            }
+        }
+        return Refined { body: desired, waiting: None };
+    }
+    match actual {
+        None => {
+            props.insert("traffic".into(), json!({}));
+            props.remove("mirrorTraffic");
+        }
+        Some(actual) => {
+            for field in ROUTING {
+                let kept: Map<String, Value> = routing(actual, field)
+                    .map(|m| m.iter().filter(|(k, _)| keeps_routing(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                props.insert(field.into(), Value::Object(kept));
+            }
+        }
+    }
+    not_ready.sort();
+    let message = format!("traffic names deployments that are not ready yet: {}", not_ready.join(", "));
+    Refined { body: desired, waiting: Some((WAITING_FOR_DEPLOYMENTS.to_string(), message)) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys Secret
+
+/// Keeps `keysSecret` equal to what ARM says. ARM calls are bounded: `listKeys` (authMode Key) is
+/// called only when the Secret is missing, its `scoringUri` differs from ARM's, or its
+/// [`KEYS_CHECKED_AT`] annotation is older than the resync period (so a key regenerated outside the
+/// operator shows up within one resync period). The Secret is written only when its values differ,
+/// or to refresh a stale check time.
+async fn sync_keys_secret(
+    endpoint: &AmlOnlineEndpoint,
+    secret_name: &str,
+    ctx: &Context,
+    resolved: &Resolved,
+    target: &Target,
+    actual: &Value,
+) -> Result<(), Error> {
+    let ns = endpoint.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = api
+        .get_opt(secret_name)
+        .await
+        .map_err(|source| Error::Kube { what: "reading the keys Secret", source })?;
+    let uid = endpoint.uid().unwrap_or_default();
+    if let Some(owner) = existing.as_ref().and_then(|s| foreign_controller(s, &uid)) {
+        return Err(Error::InvalidSpec(format!(
+            "keysSecret {ns}/{secret_name} is controlled by {} {}; choose another name",
+            owner.kind, owner.name
+        )));
+    }
+    let scoring_uri = actual.pointer("/properties/scoringUri").and_then(Value::as_str).unwrap_or_default();
+    let current = existing.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
+    let mut data = BTreeMap::from([("scoringUri".to_string(), ByteString(scoring_uri.as_bytes().to_vec()))]);
+    let now = Timestamp::now();
+    let mut checked_at = None;
+    if endpoint.spec.auth_mode == AuthMode::Key {
+        let last_check = existing
+            .as_ref()
+            .and_then(|s| s.annotations().get(KEYS_CHECKED_AT))
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        let fresh = last_check.is_some_and(|t| is_recent(t, now, ctx.config.resync));
+        if existing.is_some() && current.get("scoringUri") == data.get("scoringUri") && fresh {
+            return Ok(());
+        }
+        let (primary, secondary) = list_keys(ctx, resolved, target).await?;
+        data.insert("primaryKey".into(), ByteString(primary.expose().as_bytes().to_vec()));
+        data.insert("secondaryKey".into(), ByteString(secondary.expose().as_bytes().to_vec()));
+        if existing.is_some() && current == data && fresh {
+            return Ok(());
+        }
+        checked_at = Some(now.to_string());
+    } else if existing.is_some() && current == data {
+        return Ok(());
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.to_string()),
+            namespace: Some(ns.clone()),
+            annotations: checked_at.map(|t| BTreeMap::from([(KEYS_CHECKED_AT.to_string(), t)])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: AmlOnlineEndpoint::api_version(&()).into_owned(),
+                kind: AmlOnlineEndpoint::kind(&()).into_owned(),
+                name: endpoint.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    };
+    if existing.is_none() {
+        // Created with the operator's field manager; later changes are server-side applies.
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        api.create(&params, &secret).await.map_err(|source| Error::Kube { what: "creating the keys Secret", source })?;
+    } else {
+        api.patch(secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+            .await
+            .map_err(|source| Error::Kube { what: "updating the keys Secret", source })?;
+    }
+    debug!(secret = secret_name, "keys Secret written");
+    Ok(())
+}
+
+/// The controller owner of `secret` when it is not the endpoint with `uid`.
+fn foreign_controller<'s>(secret: &'s Secret, uid: &str) -> Option<&'s OwnerReference> {
+    secret.owner_references().iter().find(|o| o.controller == Some(true) && o.uid != uid)
+}
+
+/// Whether `then` is less than `period` before `now` (a time in the future counts as recent).
+fn is_recent(then: Timestamp, now: Timestamp, period: Duration) -> bool {
+    let period = SignedDuration::try_from(period).unwrap_or(SignedDuration::MAX);
+    now.duration_since(then) < period
+}
+
+/// POST `listKeys`: the endpoint's primary and secondary key.
+async fn list_keys(ctx: &Context, resolved: &Resolved, target: &Target) -> Result<(arm::Secret, arm::Secret), Error> {
+    let path = format!("{}/listKeys", target.arm_id);
+    let outcome = ctx
+        .arm
+        .post(&resolved.principal, &path, &ctx.config.api_version, None)
+        .await
+        .map_err(|source| Error::Arm { action: "listKeys", arm_id: target.arm_id.clone(), source })?;
+    let body = match outcome {
+        PostOutcome::Done(Some(body)) => body,
+        PostOutcome::Done(None) | PostOutcome::Accepted(_) => Value::Null,
+    };
+    let key = |name: &str| body.get(name).and_then(Value::as_str).map(|s| arm::Secret::new(s.to_string()));
+    match (key("primaryKey"), key("secondaryKey")) {
+        (Some(p), Some(s)) => Ok((p, s)),
+        _ => Err(Error::Arm {
+            action: "listKeys",
+            arm_id: target.arm_id.clone(),
+            source: arm::Error::Decode {
+                method: "POST".into(),
+                url: path,
+                detail: "listKeys answered without primaryKey and secondaryKey",
+                source: None,
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(list: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
+        list.iter().map(|(n, s)| (n.to_string(), s.map(str::to_string))).collect()
+    }
+
+    fn body(traffic: Value) -> Value {
+        json!({"location": "eastus", "properties": {"authMode": "Key", "traffic": traffic}})
+    }
+
+    #[test]
+    fn routing_is_applied_when_arm_has_the_same_percentages() {
+        let desired = body(json!({"blue": 100}));
+        assert!(routing_applied(&desired, Some(&body(json!({"Blue": 100, "green": 0})))));
+        assert!(!routing_applied(&desired, Some(&body(json!({"blue": 90, "green": 10})))));
+        assert!(!routing_applied(&desired, None));
+        assert!(routing_applied(&body(json!({})), None));
+        assert!(!routing_applied(&body(json!({})), Some(&body(json!({"blue": 100})))), "clearing is a change");
+        let unset = json!({"location": "eastus", "properties": {"authMode": "Key"}});
+        assert!(routing_applied(&unset, Some(&body(json!({"blue": 100})))), "an unset map is not managed");
+    }
+
+    #[test]
+    fn a_missing_deployment_sends_empty_traffic_on_create_and_waits() {
+        let mut desired = body(json!({"blue": 100}));
+        desired["properties"]["mirrorTraffic"] = json!({"green": 10});
+        let r = plan_routing(desired, None, &states(&[("blue", None), ("green", Some("Succeeded"))]));
+        assert_eq!(r.body["properties"]["traffic"], json!({}));
+        assert!(r.body["properties"].get("mirrorTraffic").is_none());
+        let (reason, message) = r.waiting.expect("waits");
+        assert_eq!(reason, "WaitingForDeployments");
+        assert_eq!(message, "traffic names deployments that are not ready yet: blue");
+    }
+
+    #[test]
+    fn on_update_the_current_routing_is_kept_until_all_are_ready() {
+        let desired = body(json!({"blue": 50, "green": 50}));
+        let actual = body(json!({"blue": 100, "old": 0}));
+        let r = plan_routing(desired, Some(&actual), &states(&[("blue", Some("Succeeded")), ("green", Some("Creating")), ("old", None)]));
+        assert_eq!(r.body["properties"]["traffic"], json!({"blue": 100}));
+        assert!(r.waiting.unwrap().1.ends_with(": green"));
+    }
+
+    #[test]
+    fn once_all_succeeded_the_full_split_is_sent_with_zero_for_dropped_ones() {
+        let desired = body(json!({"green": 100}));
+        let actual = body(json!({"blue": 100}));
+        let r = plan_routing(desired, Some(&actual), &states(&[("blue", Some("Succeeded")), ("green", Some("Succeeded"))]));
+        assert!(r.waiting.is_none());
+        assert_eq!(r.body["properties"]["traffic"], json!({"green": 100, "blue": 0}));
+    }
+
+    #[test]
+    fn recent_means_within_the_period() {
+        let now = Timestamp::now();
+        let period = Duration::from_secs(600);
+        assert!(is_recent(now, now, period));
+        assert!(!is_recent(now - SignedDuration::from_secs(601), now, period));
+        assert!(is_recent(now + SignedDuration::from_secs(5), now, period));
+    }
+}

@@ -1,0 +1,158 @@
+//! AmlOnlineEndpoint: `Microsoft.MachineLearningServices/workspaces/onlineEndpoints`.
+
+use super::common::*;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An Azure Machine Learning managed online endpoint
+/// (`Microsoft.MachineLearningServices/workspaces/onlineEndpoints`).
+///
+/// `traffic` and `mirrorTraffic` are checked in the API server with CEL: the traffic percentages sum
+/// to 100 (or the map is empty) and the mirrored ones to at most 50. The rules use the Kubernetes CEL
+/// list library's `sum()` over `self.map(k, self[k])` (a map's keys), available in CRD validation
+/// rules since Kubernetes 1.25; both maps are bounded to 20 entries (ARM's deployments-per-endpoint
+/// limit) to keep the rules' estimated cost small.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "amloperator.io",
+    version = "v1alpha1",
+    kind = "AmlOnlineEndpoint",
+    namespaced,
+    status = "AmlOnlineEndpointStatus",
+    shortname = "amloe",
+    category = "aml",
+    doc = "An Azure Machine Learning managed online endpoint managed through ARM. See the README for credentials, policies, traffic and the keys Secret.",
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.provisioningState"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"ScoringURI","type":"string","jsonPath":".status.scoringUri","priority":1}"#,
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.workspaceRef) != has(self.workspaceId)", "message": "set exactly one of workspaceRef and workspaceId"},
+    {"rule": "has(self.workspaceRef) == has(oldSelf.workspaceRef)", "message": "workspaceRef is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.workspaceId) == has(oldSelf.workspaceId)", "message": "workspaceId is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.azureName) == has(oldSelf.azureName)", "message": "azureName is immutable: it cannot be added or removed after creation"},
+    {"rule": "has(self.location) == has(oldSelf.location)", "message": "location is immutable: it cannot be added or removed after creation"},
+]))]
+pub struct AmlOnlineEndpointSpec {
+    /// Name of the endpoint in Azure. Defaults to `metadata.name`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
+    pub azure_name: Option<String>,
+    /// The AmlWorkspace in this namespace that holds the endpoint. Set this or `workspaceId`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceRef is immutable"}]))]
+    pub workspace_ref: Option<WorkspaceRef>,
+    /// ARM id of a workspace not managed here
+    /// (`/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}`).
+    /// Set this or `workspaceRef`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceId is immutable"}]))]
+    pub workspace_id: Option<String>,
+    /// Azure region; defaults to the workspace's. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
+    pub location: Option<String>,
+    /// Secret with the service principal to use; defaults to the workspace's (see README, "Credentials").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
+    /// time, also while the object is being deleted (to release a stuck delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
+    /// Resource tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Managed identity of the endpoint (used to pull images and models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<ManagedIdentity>,
+    /// Description of the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How callers authenticate to the scoring URI: `Key`, `AMLToken` or `AADToken`. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "authMode is immutable"}]))]
+    pub auth_mode: AuthMode,
+    /// Percentage of live traffic per deployment name (0..100); the values sum to 100, or the map is
+    /// empty. Deployments that do not exist yet are routed once they have succeeded; until then the
+    /// endpoint reports `WaitingForDeployments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
+        "maxProperties" = 20,
+        "x-kubernetes-validations" = [{"rule": "self.size() == 0 || self.map(k, self[k]).sum() == 100", "message": "traffic values must sum to 100 (or traffic must be empty)"}]
+    ))]
+    pub traffic: Option<BTreeMap<String, i32>>,
+    /// Percentage of traffic mirrored to each deployment name (0..100), without returning its
+    /// answers; the values sum to at most 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
+        "maxProperties" = 20,
+        "x-kubernetes-validations" = [{"rule": "self.map(k, self[k]).sum() <= 50", "message": "mirrorTraffic values must sum to at most 50"}]
+    ))]
+    pub mirror_traffic: Option<BTreeMap<String, i32>>,
+    /// Whether the scoring URI accepts requests from the public network: `Enabled` or `Disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_network_access: Option<EnabledDisabled>,
+    /// Write the scoring URI (and, for `authMode: Key`, the keys) into this Secret, owned by the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_secret: Option<KeysSecret>,
+}
+
+/// A reference to an AmlWorkspace in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRef {
+    /// `metadata.name` of the AmlWorkspace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Authentication methods of an online endpoint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthMode {
+    /// Key-based authentication (keys from `listKeys`).
+    Key,
+    /// Azure Machine Learning token-based authentication.
+    #[serde(rename = "AMLToken")]
+    AmlToken,
+    /// Microsoft Entra token-based authentication.
+    #[serde(rename = "AADToken")]
+    AadToken,
+}
+
+/// The Secret the operator writes the endpoint's scoring URI and keys into.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysSecret {
+    /// Name of the Secret in the endpoint's namespace. It gets keys `scoringUri` and, for
+    /// `authMode: Key`, `primaryKey` and `secondaryKey`; it is owned by the endpoint and deleted with it.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What the operator and ARM report about the endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmlOnlineEndpointStatus {
+    /// Fields every kind reports.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// URI to send scoring requests to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring_uri: Option<String>,
+    /// URI of the endpoint's OpenAPI (swagger) document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swagger_uri: Option<String>,
+}
