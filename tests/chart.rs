@@ -142,15 +142,10 @@ const ENTRY_POINTS: &[(&str, Needs)] = &[
 /// Grants the chart makes before the code that uses them is on this branch, each with its reason.
 /// The least-privilege check accepts these; it notes when one has become visible in the code.
 const AHEAD_OF_CODE: &[(&str, &str, &str, &str)] = &[
-    ("", "secrets", "create", "the AmlOnlineEndpoint keys Secret (spec.keysSecret) is written by the operator"),
-    ("", "secrets", "patch", "the AmlOnlineEndpoint keys Secret is updated by server-side apply"),
     (GROUP, "amlworkspaces/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlcomputes/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlonlineendpoints/finalizers", "update", "blockOwnerDeletion on owner references to our objects (keys Secret)"),
     (GROUP, "amlonlinedeployments/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
-    ("coordination.k8s.io", "leases", "get", "leader election (--leader-elect, kube-lease-manager)"),
-    ("coordination.k8s.io", "leases", "create", "leader election (--leader-elect, kube-lease-manager)"),
-    ("coordination.k8s.io", "leases", "patch", "leader election (--leader-elect, kube-lease-manager)"),
 ];
 
 /// One permission: (API group, resource[/subresource], verb).
@@ -606,7 +601,7 @@ fn the_deployment_is_hardened_sized_and_probed() {
 
 /// Flags the chart may pass that the operator on this branch does not define yet (the leader
 /// election and ARM rate-limit work). Once `RunArgs` has them they are checked like any other.
-const FLAGS_COMING: &[&str] = &["--leader-elect", "--lease-name", "--arm-read-rate", "--arm-write-rate"];
+const FLAGS_COMING: &[&str] = &[];
 
 #[test]
 fn every_flag_the_chart_passes_is_one_the_operator_accepts() {

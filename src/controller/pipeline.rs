@@ -129,7 +129,7 @@ fn current<K: AmlKind>(obj: &K) -> Desired {
         .and_then(|v| v.get("status").cloned())
         .and_then(|s| match s {
             Value::Object(mut m) => {
-                for k in ["provisioningState", "armId", "location", "observedGeneration", "conditions", "operation"] {
+                for k in ["provisioningState", "armId", "credentialsSecret", "location", "observedGeneration", "conditions", "operation"] {
                     m.remove(k);
                 }
                 Some(m)
@@ -211,7 +211,9 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let mut st = current(obj);
     let resolved = match resolve::resolve(obj, ctx).await? {
         Resolution::Ready(resolved, secret) => {
-            protect::hold(ctx, &obj.namespace().unwrap_or_default(), &secret).await?;
+            let ns = obj.namespace().unwrap_or_default();
+            protect::hold(ctx, &ns, &secret).await?;
+            st.credentials_secret = (secret.namespace == ns).then(|| secret.name.clone());
             resolved
         }
         Resolution::Waiting(w) => {
@@ -473,7 +475,9 @@ async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target) -> Result<
 
 /// The object no longer needs Azure: let its namespace's credentials Secrets go if it was the last.
 async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default()).await?;
+    if let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) {
+        protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default(), &secret).await?;
+    }
     Ok(Action::await_change())
 }
 

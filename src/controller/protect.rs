@@ -50,9 +50,11 @@ pub async fn hold(ctx: &Context, object_namespace: &str, secret: &SecretLocation
     Ok(())
 }
 
-/// After an object released its Azure resource: when no other amloperator.io object is left in
-/// `namespace`, removes the finalizer from every Secret there.
-pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str) -> Result<(), Error> {
+/// After an object released its Azure resource: when no other amloperator.io object in
+/// `namespace` uses the Secret `secret` (by `status.credentialsSecret` or
+/// `spec.credentials.secretName`), removes the finalizer from it. Only that Secret is read; the
+/// operator never lists Secrets.
+pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str, secret: &str) -> Result<(), Error> {
     for resource in kinds() {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
         let list = match api.list(&ListParams::default()).await {
@@ -61,21 +63,29 @@ pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str)
             Err(kube::Error::Api(e)) if e.code == 404 => continue,
             Err(source) => return Err(Error::Kube { what: "listing objects that may need credentials", source }),
         };
-        if list.items.iter().any(|o| o.uid().as_deref() != Some(released_uid)) {
+        let uses = |o: &DynamicObject| {
+            o.data["status"]["credentialsSecret"].as_str() == Some(secret)
+                || o.data["spec"]["credentials"]["secretName"].as_str() == Some(secret)
+        };
+        if list.items.iter().any(|o| o.uid().as_deref() != Some(released_uid) && uses(o)) {
             return Ok(());
         }
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secrets = api
-        .list(&ListParams::default())
+    let Some(current) = api
+        .get_opt(secret)
         .await
-        .map_err(|source| Error::Kube { what: "listing Secrets to release", source })?;
-    for secret in secrets.items.iter().filter(|s| s.finalizers().iter().any(|f| f == SECRET_FINALIZER)) {
-        let finalizers: Vec<&String> = secret.finalizers().iter().filter(|f| *f != SECRET_FINALIZER).collect();
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
-        api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::Kube { what: "releasing the credentials Secret", source })?;
+        .map_err(|source| Error::Kube { what: "reading the credentials Secret to release", source })?
+    else {
+        return Ok(());
+    };
+    if !current.finalizers().iter().any(|f| f == SECRET_FINALIZER) {
+        return Ok(());
     }
+    let finalizers: Vec<&String> = current.finalizers().iter().filter(|f| *f != SECRET_FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": current.resource_version()}});
+    api.patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Kube { what: "releasing the credentials Secret", source })?;
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct Desired {
     pub arm_id: Option<String>,
     /// Azure region.
     pub location: Option<String>,
+    /// The credentials Secret used, when in the object's namespace.
+    pub credentials_secret: Option<String>,
     /// Operation in flight.
     pub operation: Option<OperationStatus>,
     /// Kind-specific outputs.
@@ -74,6 +76,7 @@ impl Desired {
             provisioning_state: current.provisioning_state,
             arm_id: current.arm_id,
             location: current.location,
+            credentials_secret: current.credentials_secret,
             operation: current.operation,
             outputs,
             ready,
@@ -131,6 +134,7 @@ pub fn render<K: AmlKind>(obj: &K, desired: &Desired) -> Value {
         provisioning_state: desired.provisioning_state.clone(),
         arm_id: desired.arm_id.clone(),
         location: desired.location.clone(),
+        credentials_secret: desired.credentials_secret.clone(),
         observed_generation: generation,
         conditions,
         operation: desired.operation.clone(),

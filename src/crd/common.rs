@@ -167,6 +167,11 @@ pub struct CommonStatus {
     /// The ARM resource id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm_id: Option<String>,
+    /// Name of the credentials Secret in this namespace the operator used (omitted when the
+    /// operator-wide default was used). The operator keeps that Secret, via a finalizer, until no
+    /// object needs it, so deleting a namespace cannot orphan Azure resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
     /// The Azure region of the resource (children inherit it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
