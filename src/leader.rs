@@ -5,6 +5,8 @@
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{info, warn};
 
 /// Where the lease lives and who we are.
@@ -40,7 +42,15 @@ pub enum LeaderError {
 
 /// Runs `work()` while this process holds the lease and stops it (drops its future) when the lease
 /// is lost; then waits to become leader again. Returns only on error.
-pub async fn run_when_leader<F, Fut>(client: Client, config: LeaderConfig, mut work: F) -> Result<(), LeaderError>
+///
+/// `ready` is set while this replica is a healthy standby (so rollouts of a multi-replica
+/// Deployment proceed); `work` is expected to clear and set it itself once its caches synced.
+pub async fn run_when_leader<F, Fut>(
+    client: Client,
+    config: LeaderConfig,
+    ready: Arc<AtomicBool>,
+    mut work: F,
+) -> Result<(), LeaderError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -59,10 +69,12 @@ where
         })?;
     let (mut leading, _watcher) = manager.watch().await;
     loop {
+        ready.store(true, Ordering::Relaxed);
         while !*leading.borrow_and_update() {
             leading.changed().await.map_err(|_| LeaderError::WatcherStopped)?;
         }
         info!(identity = %config.identity, lease = %config.lease_name, "acquired leadership: starting controllers");
+        ready.store(false, Ordering::Relaxed);
         let task = tokio::spawn(work());
         let lost = loop {
             if leading.changed().await.is_err() {

@@ -202,6 +202,14 @@ impl LocalKube {
                 reply(StatusCode::OK, obj)
             }
             Method::PATCH => {
+                if content_type.contains("apply-patch") && !st.objects.contains_key(&path) {
+                    // Server-side apply of an object that does not exist creates it.
+                    let mut created = body.clone();
+                    created["metadata"]["resourceVersion"] = json!(rv);
+                    created["metadata"]["uid"] = json!(format!("uid-{}", path.replace('/', "-")));
+                    st.objects.insert(path.clone(), created.clone());
+                    return reply(StatusCode::CREATED, &created);
+                }
                 let Some(obj) = st.objects.get_mut(&path) else { return not_found(&path) };
                 if content_type.contains("json-patch") {
                     // Like the API server, a JSON-patch `test` of an absent field against null passes.

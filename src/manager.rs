@@ -7,7 +7,7 @@ use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
 use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::StreamExt;
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -144,6 +144,7 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let namespace = args.namespace.clone();
+    let standby_ready = ready.clone();
     let work = move || {
         let ctx = ctx.clone();
         let namespace = namespace.clone();
@@ -159,7 +160,7 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
             grace_seconds: 5,
         };
         tokio::select! {
-            r = run_when_leader(client, leader, work) => r.map_err(ManagerError::Leader)?,
+            r = run_when_leader(client, leader, standby_ready, work) => r.map_err(ManagerError::Leader)?,
             _ = shutdown => info!("shutting down"),
         }
     } else {
@@ -205,16 +206,30 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
         }
     };
     futures::join!(
-        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
-        kind_controller::<AmlCompute>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
-        kind_controller::<AmlOnlineEndpoint>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
-        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlCompute>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlOnlineEndpoint>(
+            ctx.clone(),
+            namespace,
+            Some((ApiResource::erase::<AmlOnlineDeployment>(&()), "/spec/endpointRef/name")),
+            mark(synced.clone(), ready.clone())
+        ),
+        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
     );
 }
 
 /// The controller of one kind: watches its objects and, for children, their parents, so a child
 /// starts as soon as its parent becomes ready.
-async fn kind_controller<K: AmlKind>(ctx: Arc<Context>, namespace: Option<&str>, on_synced: impl FnOnce() + Send + 'static) {
+///
+/// `children`: a child kind to watch too, with the JSON pointer of its reference to this kind, so
+/// a parent that waits for its children (an endpoint's traffic waits for its deployments) is
+/// reconciled as soon as one changes.
+async fn kind_controller<K: AmlKind>(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    children: Option<(ApiResource, &'static str)>,
+    on_synced: impl FnOnce() + Send + 'static,
+) {
     let objects: Api<K> = match namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -241,6 +256,23 @@ async fn kind_controller<K: AmlKind>(ctx: Arc<Context>, namespace: Option<&str>,
                 .filter(|c| c.namespace() == ns && c.parent() == Some(ParentRef::Object { kind, name: &name }))
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
+        });
+    }
+    if let Some((resource, pointer)) = children {
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        controller = controller.watches_with(api, resource, watcher::Config::default().any_semantic(), move |child: DynamicObject| {
+            let parent = child.data.pointer(pointer).and_then(|v| v.as_str()).map(str::to_string);
+            let ns = child.namespace();
+            parent.map(|name| {
+                let r = ObjectRef::<K>::new(&name);
+                match ns {
+                    Some(ns) => r.within(&ns),
+                    None => r,
+                }
+            })
         });
     }
     let ready_store = controller.store();

@@ -206,7 +206,6 @@ async fn deleting_is_terminating_until_the_object_is_gone() {
 /// tools (Flux, kpt) would report the workspace Current before it exists in Azure. The pipeline
 /// should set Reconciling=True (reason = the error's reason) while it retries.
 #[tokio::test]
-#[ignore = "gap in src/controller/pipeline.rs report_failure: a retried transient error sets neither Reconciling nor Stalled"]
 async fn a_transient_arm_failure_is_in_progress_not_current() {
     let w = World::new().await;
     w.good_credentials();

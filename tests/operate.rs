@@ -91,7 +91,7 @@ fn manager(client: kube::Client, id: &str, running: Arc<AtomicUsize>, starts: Ar
                 std::future::pending::<()>().await;
             }
         };
-        let _ = run_when_leader(client, config, work).await;
+        let _ = run_when_leader(client, config, Arc::new(AtomicBool::new(false)), work).await;
     })
 }
 

@@ -98,7 +98,9 @@ pub fn jitter(d: Duration, fraction: f64) -> Duration {
 async fn report_failure<K: AmlKind>(obj: &K, error: &Error, ctx: &Context) {
     let mut st = current(obj);
     st.ready = Some(Cond::no(error.reason(), error.message()));
-    st.reconciling = None;
+    // kstatus: a failure the operator retries on its own is still in progress; one that needs a
+    // person is Stalled.
+    st.reconciling = (!error.is_stalled()).then(|| Cond::yes(error.reason(), "Retrying after a transient failure"));
     st.stalled = error.is_stalled().then(|| Cond::yes(error.reason(), error.message()));
     match status::write(ctx, obj, &st).await {
         // Publish only when the condition changed, so a repeating failure does not flood events.
@@ -217,7 +219,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             resolved
         }
         Resolution::Waiting(w) => {
-            st.reconciling = None;
+            st.reconciling = Some(Cond::yes(w.reason, w.message.clone()));
             st.stalled = None;
             st.ready = Some(Cond::no(w.reason, w.message));
             status::write(ctx, obj, &st).await?;

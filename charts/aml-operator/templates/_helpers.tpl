@@ -75,7 +75,7 @@ Each verb is there because src/ calls it (tests/chart.rs checks both ways):
   kinds/finalizers update - setting blockOwnerDeletion on an owner reference to one of our objects
                        (the endpoint keys Secret) when OwnerReferencesPermissionEnforcement is on
   secrets get        - credentials Secrets (controller/credentials.rs)
-  secrets list, patch - the credentials-in-use finalizer on credentials Secrets (controller/protect.rs)
+  secrets patch      - the credentials-in-use finalizer on credentials Secrets (controller/protect.rs)
   secrets create, patch - the endpoint keys Secret (spec.keysSecret of AmlOnlineEndpoint)
   events create, patch  - kube's event Recorder (events.k8s.io/v1; patch bumps a repeated event's series)
 */}}
@@ -100,7 +100,7 @@ Each verb is there because src/ calls it (tests/chart.rs checks both ways):
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
