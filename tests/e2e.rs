@@ -230,3 +230,71 @@ async fn deleting_a_namespace_deletes_its_azure_resources() {
     .await;
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace() {
+    let Some(client) = cluster().await else { return };
+    let env = Env::start(client.clone(), "aml-e2e-stack").await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut objects = Vec::new();
+    // Children first: the order must not matter.
+    for (file, plural) in [
+        ("deployment.yaml", "amlonlinedeployments"),
+        ("endpoint.yaml", "amlonlineendpoints"),
+        ("compute.yaml", "amlcomputes"),
+        ("workspace.yaml", "amlworkspaces"),
+    ] {
+        let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        manifest["metadata"]["namespace"] = json!(env.ns);
+        let kind = manifest["kind"].as_str().unwrap().to_string();
+        let resource = kube::api::ApiResource {
+            group: "amloperator.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "amloperator.io/v1alpha1".into(),
+            kind: kind.clone(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &resource);
+        let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+        objects.push((api, name));
+    }
+    eventually("all four Ready", Duration::from_secs(180), || {
+        let objects = objects.clone();
+        async move {
+            for (api, name) in &objects {
+                let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+                if !ready(&obj) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    let (ep_api, ep_name) = &objects[1];
+    let ep = serde_json::to_value(ep_api.get(ep_name).await.unwrap()).unwrap();
+    let ep_id = ep["status"]["armId"].as_str().unwrap().to_string();
+    assert_eq!(env.emulator.resource(&ep_id).unwrap()["properties"]["traffic"], json!({"blue": 100}));
+    let keys = Api::<Secret>::namespaced(client.clone(), &env.ns).get("team-a-scoring-keys").await.expect("keys Secret");
+    assert!(keys.data.as_ref().is_some_and(|d| d.contains_key("primaryKey") && d.contains_key("scoringUri")));
+
+    // Deleting the workspace object deletes everything: ARM cascades, Kubernetes garbage-collects
+    // the children through their owner references.
+    let (ws_api, ws_name) = &objects[3];
+    ws_api.delete(ws_name, &DeleteParams::default()).await.expect("workspace delete accepted");
+    eventually("every object gone", Duration::from_secs(180), || {
+        let objects = objects.clone();
+        async move {
+            for (api, name) in &objects {
+                if api.get_opt(name).await.ok()?.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    assert!(env.emulator.resource_ids().is_empty(), "left in Azure: {:?}", env.emulator.resource_ids());
+    env.finish().await;
+}
