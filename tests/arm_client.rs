@@ -4,7 +4,7 @@
 mod support;
 
 use aml_operator::arm::{
-    ArmClient, CloudConfig, DeleteOutcome, ErrorClass, OperationKind, PollOutcome, PostOutcome, Secret,
+    ArmClient, ClientCredential, CloudConfig, DeleteOutcome, ErrorClass, OperationKind, PollOutcome, PostOutcome, Secret,
     ServicePrincipal, WriteOutcome,
 };
 use aml_operator::emulator::{Emulator, Fault, Principal};
@@ -33,7 +33,7 @@ fn sp(secret: &str) -> ServicePrincipal {
     ServicePrincipal {
         tenant_id: p.tenant_id,
         client_id: p.client_id,
-        client_secret: Secret::new(secret.into()),
+        credential: ClientCredential::Secret(Secret::new(secret.into())),
         subscription_id: None,
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aml_operator::arm::{
-    ArmClient, CloudConfig, DEFAULT_API_VERSION, DEFAULT_RETRY_AFTER, DeleteOutcome, Error,
+    ArmClient, ClientCredential, CloudConfig, DEFAULT_API_VERSION, DEFAULT_RETRY_AFTER, DeleteOutcome, Error,
     ErrorClass, Operation, OperationKind, PollOutcome, PostOutcome, Secret, ServicePrincipal,
     WriteOutcome, ids,
 };
@@ -272,7 +272,7 @@ fn sp() -> ServicePrincipal {
     ServicePrincipal {
         tenant_id: "00000000-0000-0000-0000-00000000000a".into(),
         client_id: "11111111-1111-1111-1111-11111111111b".into(),
-        client_secret: Secret::new(SECRET.into()),
+        credential: ClientCredential::Secret(Secret::new(SECRET.into())),
         subscription_id: Some("sub".into()),
     }
 }
@@ -377,7 +377,7 @@ async fn rotated_secret_gets_a_new_credential() {
     let client = fake.client();
     client.get(&sp(), &ws_id(), API).await.unwrap();
     let mut rotated = sp();
-    rotated.client_secret = Secret::new("a-brand-new-secret".into());
+    rotated.credential = ClientCredential::Secret(Secret::new("a-brand-new-secret".into()));
     client.get(&rotated, &ws_id(), API).await.unwrap();
     client.get(&rotated, &ws_id(), API).await.unwrap();
 
@@ -521,7 +521,7 @@ async fn malformed_credentials_need_a_person_before_any_request() {
     assert_eq!(err.class(), ErrorClass::NeedsPerson);
     assert!(err.to_string().contains("tenantId"), "{err}");
     let mut empty = sp();
-    empty.client_secret = Secret::new(String::new());
+    empty.credential = ClientCredential::Secret(Secret::new(String::new()));
     let err = client.get(&empty, &ws_id(), API).await.unwrap_err();
     assert!(err.to_string().contains("clientSecret is empty"), "{err}");
     assert!(fake.seen().is_empty());

@@ -250,6 +250,7 @@ async fn extra_principals_are_accepted() {
         tenant_id: "t2".into(),
         client_id: "c2".into(),
         client_secret: "s2".into(),
+        ..Principal::default()
     };
     let h = Harness::start(EmulatorConfig {
         principals: vec![Principal::default(), other],

@@ -2,7 +2,7 @@
 
 use aml_operator::armspec;
 use aml_operator::controller::{AmlKind, Resolved, Target};
-use aml_operator::arm::{Secret, ServicePrincipal};
+use aml_operator::arm::{ClientCredential, Secret, ServicePrincipal};
 use aml_operator::crd::AmlWorkspace;
 use serde_json::{Value, json};
 
@@ -11,7 +11,7 @@ fn resolved(sub: &str) -> Resolved {
         principal: ServicePrincipal {
             tenant_id: "t".into(),
             client_id: "c".into(),
-            client_secret: Secret::new("s".into()),
+            credential: ClientCredential::Secret(Secret::new("s".into())),
             subscription_id: Some(sub.into()),
         },
         parent: None,

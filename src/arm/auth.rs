@@ -1,25 +1,41 @@
-//! Entra ID tokens through `azure_identity`: one cached `ClientSecretCredential` per
-//! (tenant, client, secret), sending through the operator's own reqwest client.
+//! Entra ID tokens through `azure_identity`, sending through the operator's own reqwest client:
+//! one cached credential per (tenant, client, credential). A client secret uses
+//! `ClientSecretCredential`; a certificate uses `ClientAssertionCredential` with an RS256 assertion
+//! signed here (ring); workload identity uses `ClientAssertionCredential` with the federated token
+//! file, re-read at every token request.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret as AzureSecret, TokenCredential};
 use azure_core::error::ErrorKind;
 use azure_core::http::{
-    AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, Transport,
+    AsyncRawResponse, ClientMethodOptions, ClientOptions, HttpClient, Request, RetryOptions,
+    Transport,
 };
-use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
-use super::{Error, ServicePrincipal};
+use super::{ClientCredential, Error, ServicePrincipal};
 
 /// Most credentials kept; beyond this the cache starts over (rotations and many principals).
 const MAX_CREDENTIALS: usize = 64;
@@ -138,14 +154,15 @@ pub(crate) fn normalize_entra_error(status: u16, body: &[u8]) -> Vec<u8> {
 
 type CacheKey = (String, String, u64);
 
-/// Credentials by (tenant, client, secret hash). The hash uses a per-process random key, so it
-/// reveals nothing stable about the secret.
+/// Credentials by (tenant, client, hash of what identifies the credential: the secret, the PEM or
+/// the token file path). The hash uses a per-process random key, so it reveals nothing stable
+/// about the secret; a rotated Secret gets a new key and so a new credential.
 pub(crate) struct CredentialCache {
     authority_host: String,
     scope: String,
     transport: Arc<TokenTransport>,
     hasher: RandomState,
-    entries: Mutex<HashMap<CacheKey, Arc<ClientSecretCredential>>>,
+    entries: Mutex<HashMap<CacheKey, Arc<dyn TokenCredential>>>,
 }
 
 impl CredentialCache {
@@ -181,14 +198,48 @@ impl CredentialCache {
     }
 
     fn key(&self, sp: &ServicePrincipal) -> CacheKey {
-        (
-            sp.tenant_id.clone(),
-            sp.client_id.clone(),
-            self.hasher.hash_one(sp.client_secret.expose()),
-        )
+        let identity = match &sp.credential {
+            ClientCredential::Secret(secret) => self.hasher.hash_one(("secret", secret.expose())),
+            ClientCredential::Certificate { pem } => {
+                self.hasher.hash_one(("certificate", pem.expose()))
+            }
+            ClientCredential::WorkloadIdentity { token_file } => {
+                self.hasher.hash_one(("workload-identity", token_file))
+            }
+        };
+        (sp.tenant_id.clone(), sp.client_id.clone(), identity)
     }
 
-    fn credential(&self, sp: &ServicePrincipal) -> Result<Arc<ClientSecretCredential>, Error> {
+    fn client_options(&self) -> ClientOptions {
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = self.authority_host.clone();
+        ClientOptions {
+            cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
+            transport: Some(Transport::new(self.transport.clone())),
+            // The operator's error policy retries; a hidden retry loop would stall reconciles.
+            retry: RetryOptions::none(),
+            ..Default::default()
+        }
+    }
+
+    /// The token endpoint URL, built as `azure_identity` builds it: the audience of certificate
+    /// assertions.
+    fn token_endpoint(&self, sp: &ServicePrincipal) -> Result<String, Error> {
+        reqwest::Url::parse(&self.authority_host)
+            .and_then(|host| host.join(&format!("/{}/oauth2/v2.0/token", sp.tenant_id)))
+            .map(String::from)
+            .map_err(|_| {
+                refused(
+                    sp,
+                    format!(
+                        "no token endpoint URL for authority host '{}' and tenantId '{}'",
+                        self.authority_host, sp.tenant_id
+                    ),
+                )
+            })
+    }
+
+    fn credential(&self, sp: &ServicePrincipal) -> Result<Arc<dyn TokenCredential>, Error> {
         validate(sp)?;
         let key = self.key(sp);
         // A poisoned lock only means another thread panicked while inserting; the map is still valid.
@@ -196,24 +247,41 @@ impl CredentialCache {
         if let Some(found) = entries.get(&key) {
             return Ok(found.clone());
         }
-        let mut custom = CustomConfiguration::default();
-        custom.authority_host = self.authority_host.clone();
-        let options = ClientSecretCredentialOptions {
-            client_options: ClientOptions {
-                cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
-                transport: Some(Transport::new(self.transport.clone())),
-                // The operator's error policy retries; a hidden retry loop would stall reconciles.
-                retry: RetryOptions::none(),
-                ..Default::default()
-            },
+        let client_options = self.client_options();
+        let created: azure_core::Result<Arc<dyn TokenCredential>> = match &sp.credential {
+            ClientCredential::Secret(secret) => ClientSecretCredential::new(
+                &sp.tenant_id,
+                sp.client_id.clone(),
+                AzureSecret::new(secret.expose().to_string()),
+                Some(ClientSecretCredentialOptions { client_options }),
+            )
+            .map(|c| c as Arc<dyn TokenCredential>),
+            ClientCredential::Certificate { pem } => {
+                let assertion = CertificateAssertion::from_pem(
+                    pem.expose(),
+                    sp.client_id.clone(),
+                    self.token_endpoint(sp)?,
+                )
+                .map_err(|message| refused(sp, message))?;
+                ClientAssertionCredential::new(
+                    sp.tenant_id.clone(),
+                    sp.client_id.clone(),
+                    assertion,
+                    Some(ClientAssertionCredentialOptions { client_options }),
+                )
+                .map(|c| c as Arc<dyn TokenCredential>)
+            }
+            ClientCredential::WorkloadIdentity { token_file } => ClientAssertionCredential::new(
+                sp.tenant_id.clone(),
+                sp.client_id.clone(),
+                TokenFileAssertion {
+                    path: token_file.clone(),
+                },
+                Some(ClientAssertionCredentialOptions { client_options }),
+            )
+            .map(|c| c as Arc<dyn TokenCredential>),
         };
-        let credential = ClientSecretCredential::new(
-            &sp.tenant_id,
-            sp.client_id.clone(),
-            AzureSecret::new(sp.client_secret.expose().to_string()),
-            Some(options),
-        )
-        .map_err(|err| Error::Token {
+        let credential = created.map_err(|err| Error::Token {
             tenant_id: sp.tenant_id.clone(),
             client_id: sp.client_id.clone(),
             status: None,
@@ -238,6 +306,18 @@ impl CredentialCache {
     }
 }
 
+/// An input the operator refuses before asking Entra (needs a person; no source).
+fn refused(sp: &ServicePrincipal, message: impl Into<String>) -> Error {
+    Error::Token {
+        tenant_id: sp.tenant_id.clone(),
+        client_id: sp.client_id.clone(),
+        status: None,
+        code: None,
+        message: message.into(),
+        source: None,
+    }
+}
+
 /// Rejects credentials `azure_identity` would refuse, with messages that name the Secret key.
 fn validate(sp: &ServicePrincipal) -> Result<(), Error> {
     let problem = if sp.tenant_id.is_empty()
@@ -249,37 +329,347 @@ fn validate(sp: &ServicePrincipal) -> Result<(), Error> {
         Some("tenantId must be a tenant GUID or domain (letters, digits, '.', '-')")
     } else if sp.client_id.trim().is_empty() {
         Some("clientId is empty in the credentials Secret")
-    } else if sp.client_secret.expose().is_empty() {
-        Some("clientSecret is empty in the credentials Secret")
     } else {
-        None
+        match &sp.credential {
+            ClientCredential::Secret(secret) if secret.expose().is_empty() => {
+                Some("clientSecret is empty in the credentials Secret")
+            }
+            ClientCredential::Certificate { pem } if pem.expose().trim().is_empty() => {
+                Some("clientCertificate is empty in the credentials Secret")
+            }
+            ClientCredential::WorkloadIdentity { token_file }
+                if token_file.as_os_str().is_empty() =>
+            {
+                Some("AZURE_FEDERATED_TOKEN_FILE is empty")
+            }
+            _ => None,
+        }
     };
     match problem {
-        Some(message) => Err(Error::Token {
-            tenant_id: sp.tenant_id.clone(),
-            client_id: sp.client_id.clone(),
-            status: None,
-            code: None,
-            message: message.to_string(),
-            source: None,
-        }),
+        Some(message) => Err(refused(sp, message)),
         None => Ok(()),
     }
+}
+
+/// Why a client assertion could not be produced; the message names the Secret key or
+/// environment variable and never holds key material or token contents.
+#[derive(Debug)]
+struct AssertionFailure(String);
+
+impl fmt::Display for AssertionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AssertionFailure {}
+
+impl AssertionFailure {
+    fn into_azure(self) -> azure_core::Error {
+        azure_core::Error::new(ErrorKind::Credential, self)
+    }
+}
+
+/// Lifetime of a certificate assertion (Entra asks for a short one).
+const ASSERTION_LIFETIME_SECS: u64 = 600;
+
+/// Signs RS256 client assertions with a certificate's private key.
+struct CertificateAssertion {
+    key: RsaKeyPair,
+    /// Base64url SHA-1 thumbprint of the certificate DER (the `x5t` header).
+    x5t: String,
+    client_id: String,
+    audience: String,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for CertificateAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAssertion")
+            .field("x5t", &self.x5t)
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAssertion {
+    /// Reads the certificate and its RSA private key from `pem`. The certificate used is the
+    /// one whose public key belongs to the private key (a chain may follow it in any order).
+    /// Messages name `clientCertificate` and never quote the PEM.
+    fn from_pem(pem: &str, client_id: String, audience: String) -> Result<Self, String> {
+        let bytes = pem.as_bytes();
+        let mut certificates = Vec::new();
+        for item in CertificateDer::pem_slice_iter(bytes) {
+            match item {
+                Ok(der) => certificates.push(der),
+                Err(_) => {
+                    return Err(
+                        "clientCertificate in the credentials Secret is not valid PEM".to_string(),
+                    );
+                }
+            }
+        }
+        if certificates.is_empty() {
+            return Err(
+                "clientCertificate in the credentials Secret holds no CERTIFICATE block: \
+                 it must hold the certificate and its private key, both in PEM"
+                    .to_string(),
+            );
+        }
+        let key = match PrivateKeyDer::from_pem_slice(bytes) {
+            Ok(key) => key,
+            Err(_) if pem.contains("ENCRYPTED") => {
+                return Err(
+                    "clientCertificate in the credentials Secret holds an encrypted \
+                     private key: store the key unencrypted (clientCertificatePassword is not \
+                     supported)"
+                        .to_string(),
+                );
+            }
+            Err(_) => {
+                return Err(
+                    "clientCertificate in the credentials Secret holds no private key: \
+                     add its PRIVATE KEY or RSA PRIVATE KEY block"
+                        .to_string(),
+                );
+            }
+        };
+        let key = match &key {
+            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
+            _ => {
+                return Err("the private key in clientCertificate is not an RSA key: \
+                     only RSA certificates are supported"
+                    .to_string());
+            }
+        }
+        .map_err(|rejected| match rejected.to_string().as_str() {
+            "WrongAlgorithm" => "the private key in clientCertificate is not an RSA key: \
+                 only RSA certificates are supported"
+                .to_string(),
+            why => format!(
+                "the private key in clientCertificate is not a usable RSA key of 2048 bits or \
+                 more ({why})"
+            ),
+        })?;
+        let public = key.public().as_ref();
+        let certificate = certificates
+            .iter()
+            .find(|cert| rsa_public_key_of_certificate(cert.as_ref()) == Some(public))
+            .ok_or_else(|| {
+                "the private key in clientCertificate does not belong to any of its certificates"
+                    .to_string()
+            })?;
+        let thumbprint = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref());
+        Ok(Self {
+            key,
+            x5t: URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+            client_id,
+            audience,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A fresh signed assertion valid from now for [`ASSERTION_LIFETIME_SECS`].
+    fn assertion(&self, now: u64) -> Result<String, AssertionFailure> {
+        let failed = || {
+            AssertionFailure(
+                "the client assertion could not be signed with the clientCertificate key"
+                    .to_string(),
+            )
+        };
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id).map_err(|_| failed())?;
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t});
+        let claims = serde_json::json!({
+            "aud": self.audience,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": guid(id),
+            "nbf": now,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let mut jwt = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0u8; self.key.public().modulus_len()];
+        self.key
+            .sign(&RSA_PKCS1_SHA256, &self.rng, jwt.as_bytes(), &mut signature)
+            .map_err(|_| failed())?;
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(jwt)
+    }
+}
+
+/// 16 random bytes as a version-4 GUID (the `jti` claim).
+fn guid(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+// `ClientAssertion` is declared with `#[async_trait]`; this is the signature it expands to.
+impl ClientAssertion for CertificateAssertion {
+    fn secret<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        _options: Option<ClientMethodOptions<'life1>>,
+    ) -> Pin<Box<dyn Future<Output = azure_core::Result<String>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            self.assertion(now).map_err(AssertionFailure::into_azure)
+        })
+    }
+}
+
+/// Workload identity: the assertion is the projected service-account token, read from the file
+/// at every token request (the kubelet rotates it).
+#[derive(Debug)]
+struct TokenFileAssertion {
+    path: PathBuf,
+}
+
+impl ClientAssertion for TokenFileAssertion {
+    fn secret<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        _options: Option<ClientMethodOptions<'life1>>,
+    ) -> Pin<Box<dyn Future<Output = azure_core::Result<String>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            read_token_file(&self.path)
+                .await
+                .map_err(AssertionFailure::into_azure)
+        })
+    }
+}
+
+async fn read_token_file(path: &Path) -> Result<String, AssertionFailure> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|err| {
+        AssertionFailure(format!(
+            "cannot read the federated token file {} named by AZURE_FEDERATED_TOKEN_FILE ({})",
+            path.display(),
+            err.kind()
+        ))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(AssertionFailure(format!(
+            "the federated token file {} named by AZURE_FEDERATED_TOKEN_FILE is empty",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
+}
+
+/// The PKCS#1 `RSAPublicKey` DER inside a certificate's subjectPublicKeyInfo, when the
+/// certificate is X.509 DER with an `rsaEncryption` key.
+fn rsa_public_key_of_certificate(cert: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (certificate, _) = der_take(cert, SEQUENCE)?;
+    let (mut tbs, _) = der_take(certificate, SEQUENCE)?;
+    // Optional `[0] EXPLICIT version`, then serialNumber, signature, issuer, validity, subject.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_next(tbs)?.1;
+    }
+    for _ in 0..5 {
+        tbs = der_next(tbs)?.1;
+    }
+    let (spki, _) = der_take(tbs, SEQUENCE)?;
+    let (algorithm, rest) = der_take(spki, SEQUENCE)?;
+    let (oid, _) = der_take(algorithm, 0x06)?;
+    if oid != RSA_ENCRYPTION {
+        return None;
+    }
+    let (bits, _) = der_take(rest, 0x03)?;
+    // The first content byte of a BIT STRING counts unused bits; a key has none.
+    match bits.split_first()? {
+        (0, key) => Some(key),
+        _ => None,
+    }
+}
+
+/// Splits one DER element with tag `tag` off `input`: `(contents, rest)`.
+fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *input.first()? != tag {
+        return None;
+    }
+    der_next(input)
+}
+
+/// Splits any one DER element off `input`: `(contents, rest)` (single-byte tags only).
+fn der_next(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = input
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((input.get(header..end)?, input.get(end..)?))
 }
 
 /// Maps an `azure_identity` failure. An Entra answer becomes status/code/message (its raw
 /// response is dropped); any other failure keeps the azure error as the source.
 pub(crate) fn token_error(sp: &ServicePrincipal, err: azure_core::Error) -> Error {
+    // No assertion (unreadable token file...): our own message, which names the Secret key or
+    // environment variable; nothing was sent.
+    let assertion = std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .find_map(|e| e.downcast_ref::<AssertionFailure>());
+    if let Some(failure) = assertion {
+        return refused(sp, failure.0.clone());
+    }
     let http = std::iter::once(&err)
         .chain(err.downcast_ref::<azure_core::Error>())
         .find(|e| matches!(e.kind(), ErrorKind::HttpResponse { .. }));
-    let secret = sp.client_secret.expose();
+    let secret = match &sp.credential {
+        ClientCredential::Secret(secret) => secret.expose(),
+        _ => "",
+    };
     let scrub = |text: &str| -> String {
         let flat = super::error::excerpt(text.trim(), 600);
-        if secret.len() >= 4 {
+        let flat = if secret.len() >= 4 {
             flat.replace(secret, "<redacted>")
         } else {
             flat
+        };
+        match &sp.credential {
+            ClientCredential::Secret(_) => flat,
+            other => format!("{flat} (credential: {})", other.origin()),
         }
     };
     if let Some(http) = http
@@ -359,7 +749,7 @@ mod tests {
         ServicePrincipal {
             tenant_id: "tenant-1".into(),
             client_id: "client-1".into(),
-            client_secret: Secret::new(secret.into()),
+            credential: ClientCredential::Secret(Secret::new(secret.into())),
             subscription_id: None,
         }
     }
@@ -453,5 +843,76 @@ mod tests {
                 .contains("clientSecret is empty")
         );
         assert!(validate(&sp("ok-secret")).is_ok());
+    }
+
+    #[test]
+    fn an_assertion_failure_is_our_own_message_and_needs_a_person() {
+        let failure = AssertionFailure(
+            "cannot read the federated token file /t named by \
+             AZURE_FEDERATED_TOKEN_FILE (entity not found)"
+                .to_string(),
+        )
+        .into_azure();
+        // As azure_identity wraps it.
+        let outer = azure_core::Error::with_error(ErrorKind::Credential, failure, "failed");
+        let mut wi = sp("unused");
+        wi.credential = ClientCredential::WorkloadIdentity {
+            token_file: PathBuf::from("/t"),
+        };
+        let err = token_error(&wi, outer);
+        assert_eq!(err.class(), ErrorClass::NeedsPerson);
+        assert!(
+            err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_certificate_or_token_path_is_refused() {
+        let mut cert = sp("unused");
+        cert.credential = ClientCredential::Certificate {
+            pem: Secret::new(" \n".into()),
+        };
+        assert!(
+            validate(&cert)
+                .unwrap_err()
+                .to_string()
+                .contains("clientCertificate is empty")
+        );
+        cert.credential = ClientCredential::WorkloadIdentity {
+            token_file: PathBuf::new(),
+        };
+        assert!(
+            validate(&cert)
+                .unwrap_err()
+                .to_string()
+                .contains("AZURE_FEDERATED_TOKEN_FILE")
+        );
+    }
+
+    #[test]
+    fn der_walking_never_panics_on_garbage() {
+        for input in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x85, 1, 2, 3, 4, 5],
+            &[0x30, 0x82, 0xff, 0xff, 0x00],
+            &[0x30, 0x03, 0xa0, 0x01],
+            &[0x30, 0x80],
+        ] {
+            assert_eq!(rsa_public_key_of_certificate(input), None);
+        }
+        assert_eq!(
+            der_next(&[0x04, 0x02, 7, 8, 9]),
+            Some((&[7u8, 8][..], &[9u8][..]))
+        );
+    }
+
+    #[test]
+    fn jti_is_a_version_4_guid() {
+        let id = guid([0xff; 16]);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_eq!(id.matches('-').count(), 4);
     }
 }

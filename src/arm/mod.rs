@@ -4,8 +4,11 @@
 //! * [`ArmClient`] sends one ARM request per call and never sleeps or polls on its own: writes
 //!   return a [`WriteOutcome`]/[`DeleteOutcome`]/[`PostOutcome`] that may carry an [`Operation`],
 //!   which the caller stores and later hands to [`ArmClient::poll`].
-//! * Tokens come from `azure_identity`'s `ClientSecretCredential`, one per (tenant, client, secret)
-//!   and cached inside the client; `azure_identity` refreshes a token 5 minutes before it expires.
+//! * Tokens come from `azure_identity`: a `ClientSecretCredential` for a client secret, a
+//!   `ClientAssertionCredential` for a certificate (an RS256 assertion built here) or workload
+//!   identity (the federated token file, re-read per request); one credential per (tenant, client,
+//!   credential) cached inside the client; `azure_identity` refreshes a token 5 minutes before it
+//!   expires.
 //! * Every failure is an [`Error`] with a [`ErrorClass`] (what to do next) and a bounded
 //!   PascalCase [`Error::reason`] (for conditions, events and metric labels).
 
@@ -107,15 +110,49 @@ impl From<String> for Secret {
     }
 }
 
-/// Service principal credentials (from a Kubernetes Secret). Debug redacts the secret.
+/// How a service principal proves its identity to Entra ID.
+///
+/// `Debug` redacts secret values and PEM contents; the token file path is shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// A client secret (Secret key `clientSecret`).
+    Secret(Secret),
+    /// A PEM holding the certificate and its unencrypted RSA private key (Secret key
+    /// `clientCertificate`; PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`). Tokens are requested
+    /// with an RS256 client assertion signed by that key. Encrypted keys
+    /// (`clientCertificatePassword`) are not supported.
+    Certificate {
+        /// The PEM text.
+        pem: Secret,
+    },
+    /// Workload identity: a federated service-account token read from `token_file` (the file named
+    /// by `AZURE_FEDERATED_TOKEN_FILE`) at every token request, since the kubelet rotates it.
+    WorkloadIdentity {
+        /// Path of the projected service-account token.
+        token_file: PathBuf,
+    },
+}
+
+impl ClientCredential {
+    /// Where this credential comes from, for messages: the Secret key or environment variable.
+    pub fn origin(&self) -> &'static str {
+        match self {
+            ClientCredential::Secret(_) => "clientSecret",
+            ClientCredential::Certificate { .. } => "clientCertificate",
+            ClientCredential::WorkloadIdentity { .. } => "AZURE_FEDERATED_TOKEN_FILE",
+        }
+    }
+}
+
+/// Service principal credentials (from a Kubernetes Secret). Debug redacts the credential.
 #[derive(Clone, Debug)]
 pub struct ServicePrincipal {
     /// Entra tenant (directory) id.
     pub tenant_id: String,
     /// Application (client) id.
     pub client_id: String,
-    /// Client secret value.
-    pub client_secret: Secret,
+    /// How the principal authenticates.
+    pub credential: ClientCredential,
     /// Default subscription for resources that do not name one.
     pub subscription_id: Option<String>,
 }

@@ -3,12 +3,19 @@
 //! Lookup order: `spec.credentials.secretName` in the object's namespace; else `aml-credentials` in
 //! the object's namespace; else the operator-wide default. An object can never name a Secret in
 //! another namespace. Values are read into `arm::Secret`, whose Debug and Display redact them.
+//!
+//! A Secret holds `tenantId`, `clientId`, optionally `subscriptionId`, and one credential:
+//! `clientSecret`, or `clientCertificate` (PEM: certificate and unencrypted RSA private key), or
+//! neither, for workload identity through the operator's own federated service-account token
+//! (`AZURE_FEDERATED_TOKEN_FILE`; `tenantId`/`clientId` may then come from `AZURE_TENANT_ID` /
+//! `AZURE_CLIENT_ID`).
 
 use super::{Context, Error};
-use crate::arm::{Secret as SecretValue, ServicePrincipal};
+use crate::arm::{ClientCredential, Secret as SecretValue, ServicePrincipal};
 use crate::crd::{CredentialsRef, DEFAULT_CREDENTIALS_SECRET};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use std::path::PathBuf;
 
 /// Where the credentials of an object come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,31 +52,151 @@ pub async fn resolve(
             .await
             .map_err(|source| Error::Kube { what: "reading the credentials Secret", source })?;
         if let Some(secret) = secret {
-            return Ok((principal(&secret, location)?, location.clone()));
+            return Ok((principal(&secret, location, &process_env)?, location.clone()));
         }
     }
     let first = &candidates[0];
     Err(Error::CredentialsNotFound { namespace: first.namespace.clone(), name: first.name.clone() })
 }
 
-fn principal(secret: &Secret, location: &SecretLocation) -> Result<ServicePrincipal, Error> {
+/// Environment variable naming the projected service-account token (workload identity).
+pub const ENV_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+/// Environment variable with the tenant id (workload identity), used when the Secret has none.
+pub const ENV_TENANT_ID: &str = "AZURE_TENANT_ID";
+/// Environment variable with the client id (workload identity), used when the Secret has none.
+pub const ENV_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+
+/// What a Secret must hold besides tenantId and clientId, for the `CredentialsInvalid` message.
+const CREDENTIAL_KEYS: &str =
+    "clientSecret or clientCertificate (or set AZURE_FEDERATED_TOKEN_FILE for workload identity)";
+
+/// The operator's environment, non-empty values only.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// Reads the principal from the Secret's data, with `env` as the process environment.
+///
+/// The credential is the first of: `clientSecret`; `clientCertificate` (PEM with the certificate
+/// and its unencrypted private key; `clientCertificatePassword` is not supported); workload
+/// identity when `AZURE_FEDERATED_TOKEN_FILE` is set, with `tenantId`/`clientId` falling back to
+/// `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`.
+fn principal(
+    secret: &Secret,
+    location: &SecretLocation,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServicePrincipal, Error> {
     let value = |key: &'static str| -> Option<String> {
         let bytes = secret.data.as_ref()?.get(key)?;
         let s = String::from_utf8(bytes.0.clone()).ok()?;
         let s = s.trim();
         (!s.is_empty()).then(|| s.to_string())
     };
-    let require = |key: &'static str| {
-        value(key).ok_or_else(|| Error::CredentialsInvalid {
-            namespace: location.namespace.clone(),
-            name: location.name.clone(),
-            key,
-        })
+    let invalid = |key: &'static str| Error::CredentialsInvalid {
+        namespace: location.namespace.clone(),
+        name: location.name.clone(),
+        key,
     };
+    let credential = if let Some(secret) = value("clientSecret") {
+        Some(ClientCredential::Secret(SecretValue::new(secret)))
+    } else if let Some(pem) = value("clientCertificate") {
+        Some(ClientCredential::Certificate { pem: SecretValue::new(pem) })
+    } else {
+        env(ENV_FEDERATED_TOKEN_FILE)
+            .map(|path| ClientCredential::WorkloadIdentity { token_file: PathBuf::from(path) })
+    };
+    let workload = matches!(credential, Some(ClientCredential::WorkloadIdentity { .. }));
+    let fallback = |name: &str| if workload { env(name) } else { None };
+    let tenant_id = value("tenantId").or_else(|| fallback(ENV_TENANT_ID)).ok_or_else(|| invalid("tenantId"))?;
+    let client_id = value("clientId").or_else(|| fallback(ENV_CLIENT_ID)).ok_or_else(|| invalid("clientId"))?;
     Ok(ServicePrincipal {
-        tenant_id: require("tenantId")?,
-        client_id: require("clientId")?,
-        client_secret: SecretValue::new(require("clientSecret")?),
+        tenant_id,
+        client_id,
+        credential: credential.ok_or_else(|| invalid(CREDENTIAL_KEYS))?,
         subscription_id: value("subscriptionId"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn location() -> SecretLocation {
+        SecretLocation { namespace: "team-a".into(), name: "aml-credentials".into() }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn workload_env(name: &str) -> Option<String> {
+        match name {
+            ENV_FEDERATED_TOKEN_FILE => Some("/var/run/secrets/azure/tokens/azure-identity-token".into()),
+            ENV_TENANT_ID => Some("env-tenant".into()),
+            ENV_CLIENT_ID => Some("env-client".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn client_secret_comes_first() {
+        let s = secret(&[("tenantId", "t"), ("clientId", "c"), ("clientSecret", " s3cr3t \n"), ("clientCertificate", "pem")]);
+        let sp = principal(&s, &location(), &workload_env).unwrap();
+        assert_eq!(sp.credential, ClientCredential::Secret(SecretValue::new("s3cr3t".into())));
+        assert_eq!((sp.tenant_id.as_str(), sp.client_id.as_str()), ("t", "c"));
+        assert!(!format!("{sp:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn client_certificate_is_read_and_redacted() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        let s = secret(&[("tenantId", "t"), ("clientId", "c"), ("clientCertificate", pem), ("subscriptionId", "sub")]);
+        let sp = principal(&s, &location(), &no_env).unwrap();
+        assert_eq!(sp.credential, ClientCredential::Certificate { pem: SecretValue::new(pem.into()) });
+        assert_eq!(sp.subscription_id.as_deref(), Some("sub"));
+        assert!(!format!("{sp:?}").contains("MIIB"));
+    }
+
+    #[test]
+    fn workload_identity_uses_the_token_file_and_env_ids() {
+        let sp = principal(&secret(&[("subscriptionId", "sub")]), &location(), &workload_env).unwrap();
+        assert_eq!(
+            sp.credential,
+            ClientCredential::WorkloadIdentity {
+                token_file: PathBuf::from("/var/run/secrets/azure/tokens/azure-identity-token")
+            }
+        );
+        assert_eq!((sp.tenant_id.as_str(), sp.client_id.as_str()), ("env-tenant", "env-client"));
+        // The Secret's ids win over the environment.
+        let sp = principal(&secret(&[("tenantId", "t"), ("clientId", "c")]), &location(), &workload_env).unwrap();
+        assert_eq!((sp.tenant_id.as_str(), sp.client_id.as_str()), ("t", "c"));
+    }
+
+    #[test]
+    fn environment_ids_do_not_complete_a_secret_or_certificate() {
+        let err = principal(&secret(&[("clientSecret", "s")]), &location(), &workload_env).unwrap_err();
+        assert!(matches!(err, Error::CredentialsInvalid { key: "tenantId", .. }), "{err}");
+    }
+
+    #[test]
+    fn no_credential_names_the_keys() {
+        let err = principal(&secret(&[("tenantId", "t"), ("clientId", "c")]), &location(), &no_env).unwrap_err();
+        let Error::CredentialsInvalid { key, .. } = &err else { panic!("unexpected {err}") };
+        for name in ["clientSecret", "clientCertificate", "AZURE_FEDERATED_TOKEN_FILE"] {
+            assert!(key.contains(name), "{key}");
+        }
+        assert_eq!(err.reason(), "CredentialsInvalid");
+        // Without a token file there is no workload identity, so no fallback to the environment.
+        let only_ids = |name: &str| workload_env(name).filter(|_| name != ENV_FEDERATED_TOKEN_FILE);
+        let err = principal(&secret(&[]), &location(), &only_ids).unwrap_err();
+        assert!(matches!(err, Error::CredentialsInvalid { key: "tenantId", .. }), "{err}");
+    }
 }

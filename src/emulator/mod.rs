@@ -62,15 +62,27 @@ pub struct Principal {
     pub client_id: String,
     /// Client secret (never logged; redacted in `Debug`).
     pub client_secret: String,
+    /// PEM certificates registered for the principal: a `client_assertion` JWT (RS256 or PS256)
+    /// whose `x5t`/`x5t#S256` names one of them must be signed by its key. Default none.
+    pub certificates: Vec<String>,
+    /// Federated tokens (workload identity) accepted verbatim as `client_assertion`; stands in for
+    /// Entra's federated identity credentials. Default none; redacted in `Debug`.
+    pub federated_tokens: Vec<String>,
+    /// `expires_in` of the tokens issued to this principal; default `None`: 3599 s.
+    pub token_lifetime_secs: Option<u64>,
 }
 
 impl Default for Principal {
-    /// [`DEFAULT_TENANT_ID`], [`DEFAULT_CLIENT_ID`], [`DEFAULT_CLIENT_SECRET`].
+    /// [`DEFAULT_TENANT_ID`], [`DEFAULT_CLIENT_ID`], [`DEFAULT_CLIENT_SECRET`], no certificates,
+    /// no federated tokens, the default token lifetime.
     fn default() -> Self {
         Self {
             tenant_id: DEFAULT_TENANT_ID.to_owned(),
             client_id: DEFAULT_CLIENT_ID.to_owned(),
             client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            certificates: Vec::new(),
+            federated_tokens: Vec::new(),
+            token_lifetime_secs: None,
         }
     }
 }
@@ -81,6 +93,9 @@ impl fmt::Debug for Principal {
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("certificates", &self.certificates.len())
+            .field("federated_tokens", &self.federated_tokens.len())
+            .field("token_lifetime_secs", &self.token_lifetime_secs)
             .finish()
     }
 }
@@ -683,6 +698,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
             tenant_id: args.tenant_id.clone(),
             client_id: args.client_id.clone(),
             client_secret: args.client_secret.clone(),
+            ..Principal::default()
         }],
         validator: None,
         ca_file: Some(args.ca_file.clone()),

@@ -3,6 +3,15 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest;
+use ring::signature::{
+    RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, UnparsedPublicKey, VerificationAlgorithm,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::server::ParsedCertificate;
 use serde_json::json;
 
 use super::Principal;
@@ -38,8 +47,12 @@ fn entra_error(status: u16, error: &str, aadsts: u32, description: &str) -> Repl
 
 /// Handles `POST /{tenant}/oauth2/v2.0/token`.
 ///
-/// Accepts `client_secret` (form field or HTTP Basic). To let workload-identity flows be tried
-/// locally, a `client_assertion` (type jwt-bearer) equal to the principal's secret is accepted too.
+/// Accepts `client_secret` (form field or HTTP Basic), or a `client_assertion` (type jwt-bearer)
+/// that is one of the principal's federated tokens (workload identity), or a certificate
+/// assertion: a JWT signed (RS256 or PS256) by the key of a certificate registered for the
+/// principal and named by its `x5t` (SHA-1) or `x5t#S256` thumbprint, with `aud` this token
+/// endpoint, `iss` = `sub` = the client id and `nbf`..`exp` around now. For quick local trials an
+/// assertion equal to the principal's secret is accepted too.
 pub(crate) fn handle(
     state: &mut State,
     principals: &[Principal],
@@ -129,58 +142,254 @@ pub(crate) fn handle(
         );
     };
 
-    let presented = match (
-        field("client_secret"),
-        field("client_assertion"),
-        basic.as_ref(),
-    ) {
-        (Some(secret), _, _) => Some(secret.to_owned()),
-        (None, Some(assertion), _)
-            if field("client_assertion_type") == Some(ASSERTION_TYPE_JWT) =>
-        {
-            Some(assertion.trim().to_owned())
+    let assertion = field("client_assertion")
+        .filter(|_| field("client_assertion_type") == Some(ASSERTION_TYPE_JWT))
+        .map(str::trim);
+    let presented = match (field("client_secret"), assertion, basic.as_ref()) {
+        (Some(secret), _, _) => Presented::Secret(secret.to_owned()),
+        (None, Some(assertion), _) => Presented::Assertion(assertion.to_owned()),
+        (None, None, Some((_, secret))) => Presented::Secret(secret.clone()),
+        (None, None, None) => {
+            return entra_error(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            );
         }
-        (None, None, Some((_, secret))) => Some(secret.clone()),
-        _ => None,
     };
-    let Some(presented) = presented else {
-        return entra_error(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        );
-    };
-    if !constant_time_eq(presented.as_bytes(), principal.client_secret.as_bytes()) {
-        return entra_error(
-            401,
-            "invalid_client",
-            7000215,
-            &format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
-                principal.client_id
-            ),
-        );
+    match presented {
+        Presented::Secret(secret) => {
+            if !constant_time_eq(secret.as_bytes(), principal.client_secret.as_bytes()) {
+                return entra_error(
+                    401,
+                    "invalid_client",
+                    7000215,
+                    &format!(
+                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                        principal.client_id
+                    ),
+                );
+            }
+        }
+        Presented::Assertion(assertion) => {
+            // The principal's secret as an assertion stays accepted (quick local trials).
+            let known = std::iter::once(&principal.client_secret)
+                .chain(&principal.federated_tokens)
+                .any(|t| constant_time_eq(assertion.as_bytes(), t.trim().as_bytes()));
+            if !known {
+                let host = headers.get("host").and_then(|h| h.to_str().ok());
+                if let Err(reply) = check_certificate_assertion(principal, &assertion, tenant, host)
+                {
+                    return reply;
+                }
+            }
+        }
     }
 
+    let lifetime = principal.token_lifetime_secs.unwrap_or(TOKEN_LIFETIME_SECS);
     let access_token = format!("emu.{}", random_token(32));
     state.tokens.insert(
         access_token.clone(),
         IssuedToken {
             tenant_id: principal.tenant_id.clone(),
             client_id: principal.client_id.clone(),
-            expires: Instant::now() + Duration::from_secs(TOKEN_LIFETIME_SECS),
+            expires: Instant::now() + Duration::from_secs(lifetime),
         },
     );
     Reply::json(
         200,
         json!({
             "token_type": "Bearer",
-            "expires_in": TOKEN_LIFETIME_SECS,
-            "ext_expires_in": TOKEN_LIFETIME_SECS,
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
             "access_token": access_token,
         }),
     )
+}
+
+/// What the client proved its identity with.
+enum Presented {
+    Secret(String),
+    Assertion(String),
+}
+
+/// Clock skew tolerated on `nbf` and `exp` (Entra allows a few minutes).
+const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Checks a certificate client assertion; `Err` is the Entra error to answer.
+fn check_certificate_assertion(
+    principal: &Principal,
+    jwt: &str,
+    tenant: &str,
+    host: Option<&str>,
+) -> Result<(), Reply> {
+    let malformed = |why: &str| {
+        entra_error(
+            400,
+            "invalid_request",
+            50027,
+            &format!("JWT token is invalid or malformed: {why}."),
+        )
+    };
+    let mut parts = jwt.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        // Not a JWT: as Entra, a federated credential that matches nothing.
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            70021,
+            "No matching federated identity record found for presented assertion.",
+        ));
+    };
+    let json_part = |b64: &str| -> Option<serde_json::Value> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64).ok()?).ok()
+    };
+    let (Some(header), Some(claims), Ok(signature)) = (
+        json_part(header_b64),
+        json_part(claims_b64),
+        URL_SAFE_NO_PAD.decode(signature_b64),
+    ) else {
+        return Err(malformed(
+            "the header, claims or signature is not base64url JSON",
+        ));
+    };
+    let sha1 = header.get("x5t").and_then(serde_json::Value::as_str);
+    let sha256 = header.get("x5t#S256").and_then(serde_json::Value::as_str);
+    if sha1.is_none() && sha256.is_none() {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            70021,
+            "No matching federated identity record found for presented assertion.",
+        ));
+    }
+    let algorithm: &'static dyn VerificationAlgorithm =
+        match header.get("alg").and_then(serde_json::Value::as_str) {
+            Some("RS256") => &RSA_PKCS1_2048_8192_SHA256,
+            Some("PS256") => &RSA_PSS_2048_8192_SHA256,
+            _ => return Err(malformed("the alg header must be RS256 or PS256")),
+        };
+    let thumbprint = sha256.or(sha1).unwrap_or_default().to_owned();
+    let certificate = principal
+        .certificates
+        .iter()
+        .filter_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok())
+        .find(|der| {
+            let hash = |alg| URL_SAFE_NO_PAD.encode(digest::digest(alg, der.as_ref()));
+            sha1 == Some(hash(&digest::SHA1_FOR_LEGACY_USE_ONLY).as_str())
+                || sha256 == Some(hash(&digest::SHA256).as_str())
+        });
+    let Some(certificate) = certificate else {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            700027,
+            &format!(
+                "Client assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'.]",
+                principal.client_id
+            ),
+        ));
+    };
+    let public_key = ParsedCertificate::try_from(&certificate)
+        .ok()
+        .map(|parsed| parsed.subject_public_key_info())
+        .and_then(|spki| rsa_key_of_spki(spki.as_ref()).map(<[u8]>::to_vec));
+    let signed = format!("{header_b64}.{claims_b64}");
+    let verified = public_key.is_some_and(|key| {
+        UnparsedPublicKey::new(algorithm, key)
+            .verify(signed.as_bytes(), &signature)
+            .is_ok()
+    });
+    if !verified {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            700027,
+            &format!(
+                "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{thumbprint}']"
+            ),
+        ));
+    }
+
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    };
+    let audience = text("aud");
+    let audience_ok = match host {
+        Some(host) => {
+            audience.eq_ignore_ascii_case(&format!("https://{host}/{tenant}/oauth2/v2.0/token"))
+        }
+        None => audience.to_ascii_lowercase().ends_with(&format!(
+            "/{}/oauth2/v2.0/token",
+            tenant.to_ascii_lowercase()
+        )),
+    };
+    if !audience_ok {
+        return Err(malformed(&format!(
+            "the audience '{audience}' is not this token endpoint"
+        )));
+    }
+    if !text("iss").eq_ignore_ascii_case(&principal.client_id)
+        || !text("sub").eq_ignore_ascii_case(&principal.client_id)
+    {
+        return Err(malformed("iss and sub must both be the client id"));
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let time = |k: &str| claims.get(k).and_then(serde_json::Value::as_i64);
+    let (Some(nbf), Some(exp)) = (time("nbf"), time("exp")) else {
+        return Err(malformed("nbf and exp are required"));
+    };
+    if nbf > now + CLOCK_SKEW_SECS || exp < now - CLOCK_SKEW_SECS || exp < nbf {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            700024,
+            "Client assertion is not within its valid time range.",
+        ));
+    }
+    Ok(())
+}
+
+/// The PKCS#1 RSA public key inside an `rsaEncryption` SubjectPublicKeyInfo (DER).
+fn rsa_key_of_spki(spki: &[u8]) -> Option<&[u8]> {
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (spki, _) = der_element(spki, 0x30)?;
+    let (algorithm, rest) = der_element(spki, 0x30)?;
+    let (oid, _) = der_element(algorithm, 0x06)?;
+    let (bits, _) = der_element(rest, 0x03)?;
+    match (oid == RSA_ENCRYPTION, bits.split_first()?) {
+        (true, (0, key)) => Some(key),
+        _ => None,
+    }
+}
+
+/// One DER element with `tag` at the start of `input`: `(contents, rest)`.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, input) = input.split_first()?;
+    let (&first, input) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (len, input) = if first < 0x80 {
+        (usize::from(first), input)
+    } else {
+        let n = usize::from(first & 0x7f);
+        let bytes = input.get(..n).filter(|_| (1..=4).contains(&n))?;
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &input[n..])
+    };
+    Some((input.get(..len)?, input.get(len..)?))
 }
 
 /// `Authorization: Basic base64(client_id:client_secret)`, decoded.
