@@ -584,7 +584,7 @@ fn resolved_under(workspace_id: &str, location: &str) -> Resolved {
         principal: ServicePrincipal {
             tenant_id: "t".into(),
             client_id: "c".into(),
-            client_secret: SecretValue::new("not-used".into()),
+            credential: aml_operator::arm::ClientCredential::Secret(SecretValue::new("not-used".into())),
             subscription_id: None,
         },
         parent: Some(Parent {

@@ -113,7 +113,7 @@ fn principal() -> ServicePrincipal {
     ServicePrincipal {
         tenant_id: p.tenant_id,
         client_id: p.client_id,
-        client_secret: ArmSecret::new(p.client_secret),
+        credential: aml_operator::arm::ClientCredential::Secret(ArmSecret::new(p.client_secret)),
         subscription_id: Some(SUBSCRIPTION.into()),
     }
 }

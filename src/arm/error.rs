@@ -350,6 +350,12 @@ fn token_hint(status: Option<u16>, code: Option<&str>) -> &'static str {
     {
         return "check clientSecret in the credentials Secret (it must be the secret's value, not its id, and not expired)";
     }
+    if code.starts_with("AADSTS700027") {
+        return "check clientCertificate in the credentials Secret (its certificate must be uploaded to the application, and the key must match it)";
+    }
+    if code.starts_with("AADSTS70021") || code.starts_with("AADSTS700213") {
+        return "the federated token matches no federated credential of the application: check the workload identity setup (issuer, subject system:serviceaccount:<namespace>:<name>)";
+    }
     if code.starts_with("AADSTS700016") || code == "unauthorized_client" {
         return "check clientId in the credentials Secret (no such application in this tenant)";
     }
@@ -364,7 +370,7 @@ fn token_hint(status: Option<u16>, code: Option<&str>) -> &'static str {
     }
     match status {
         Some(408 | 429) | Some(500..=599) => "the token endpoint is unavailable; retrying",
-        Some(_) => "check tenantId, clientId and clientSecret in the credentials Secret",
+        Some(_) => "check tenantId, clientId and the credential (clientSecret, clientCertificate or the federated token) in the credentials Secret",
         None => "check --authority-host, --ca-file and the network, and the credentials Secret",
     }
 }

@@ -13,7 +13,7 @@ pub enum Error {
     )]
     CredentialsNotFound { namespace: String, name: String },
     /// The Secret exists but lacks a key.
-    #[error("credentials Secret {namespace}/{name} has no usable key {key}: add it (tenantId, clientId and clientSecret are required)")]
+    #[error("credentials Secret {namespace}/{name} has no usable key {key}: add it (tenantId, clientId, and clientSecret or clientCertificate, are required)")]
     CredentialsInvalid { namespace: String, name: String, key: &'static str },
     /// No subscription id in the spec, the Secret or the parent.
     #[error("no subscription id for {namespace}/{name}: set spec.subscriptionId or the subscriptionId key of the credentials Secret")]
