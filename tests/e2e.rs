@@ -79,6 +79,11 @@ struct Env {
 
 impl Env {
     async fn start(client: Client, prefix: &str) -> Env {
+        Self::start_with(client, prefix, true).await
+    }
+
+    /// `controllers`: whether to run the controllers with `client` (the RBAC test runs its own).
+    async fn start_with(client: Client, prefix: &str, controllers: bool) -> Env {
         aml_operator::install_crypto_provider();
         install_crds(&client).await;
         let ns = format!("{prefix}-{}", std::process::id() % 100000);
@@ -114,7 +119,9 @@ impl Env {
         let ctx = Arc::new(Context::new(client.clone(), ArmClient::new(&cloud).expect("ARM client"), config));
         let watch_ns = ns.clone();
         let controllers = tokio::spawn(async move {
-            aml_operator::manager::run_controllers(ctx, Some(&watch_ns), Arc::new(AtomicBool::new(false))).await;
+            if controllers {
+                aml_operator::manager::run_controllers(ctx, Some(&watch_ns), Arc::new(AtomicBool::new(false))).await;
+            }
         });
         Env { client, ns, emulator, controllers }
     }
@@ -296,5 +303,105 @@ async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace
     })
     .await;
     assert!(env.emulator.resource_ids().is_empty(), "left in Azure: {:?}", env.emulator.resource_ids());
+    env.finish().await;
+}
+
+/// The helm binary for rendering the chart: `AML_HELM3`, `AML_HELM4`, else `helm` on PATH.
+fn helm() -> Option<String> {
+    for var in ["AML_HELM3", "AML_HELM4"] {
+        if let Ok(path) = std::env::var(var) {
+            return Some(path);
+        }
+    }
+    std::process::Command::new("helm").arg("version").output().ok().filter(|o| o.status.success()).map(|_| "helm".into())
+}
+
+#[tokio::test]
+async fn the_charts_rbac_is_enough_to_reconcile() {
+    let Some(admin) = cluster().await else { return };
+    let Some(helm) = helm() else {
+        eprintln!("skipping RBAC end-to-end test: no helm (set AML_HELM3 or put helm on PATH)");
+        return;
+    };
+    let env = Env::start_with(admin.clone(), "aml-e2e-rbac", false).await;
+    // Render the chart for this namespace and install its ServiceAccount, ClusterRole and binding
+    // under names unique to this test.
+    let release = env.ns.clone();
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/aml-operator");
+    let out = std::process::Command::new(&helm)
+        .args(["template", &release, chart.to_str().unwrap(), "--namespace", &env.ns])
+        .output()
+        .expect("helm runs");
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let kind = v["kind"].as_str().unwrap_or_default().to_string();
+        if !["ServiceAccount", "ClusterRole", "ClusterRoleBinding"].contains(&kind.as_str()) {
+            continue;
+        }
+        let obj: kube::api::DynamicObject = serde_json::from_value(v.clone()).unwrap();
+        let (group, version) = match v["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, ver)) => (g.to_string(), ver.to_string()),
+            None => (String::new(), v["apiVersion"].as_str().unwrap().to_string()),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &kind);
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        let api: Api<kube::api::DynamicObject> = if kind == "ServiceAccount" {
+            Api::namespaced_with(admin.clone(), &env.ns, &resource)
+        } else {
+            Api::all_with(admin.clone(), &resource)
+        };
+        api.patch(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj)).await.unwrap_or_else(|e| panic!("{kind}: {e}"));
+        applied.push((api, obj.name_any(), kind));
+    }
+    assert_eq!(applied.len(), 3, "ServiceAccount, ClusterRole and ClusterRoleBinding rendered");
+    let sa = applied.iter().find(|(_, _, k)| k == "ServiceAccount").map(|(_, n, _)| n.clone()).unwrap();
+
+    // The operator's client impersonates that ServiceAccount: a permission the chart lacks fails here.
+    let path = std::env::var(ENV).unwrap();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{}:{sa}", env.ns));
+    let operator_client = Client::try_from(config).unwrap();
+    let cloud = CloudConfig {
+        arm_endpoint: env.emulator.arm_endpoint(),
+        authority_host: env.emulator.authority_host(),
+        ca_file: Some(support::temp_path("rbac-ca.pem")),
+        ..CloudConfig::default()
+    };
+    std::fs::write(cloud.ca_file.as_ref().unwrap(), env.emulator.ca_pem()).unwrap();
+    let ctx = Arc::new(Context::new(operator_client, ArmClient::new(&cloud).unwrap(), Config::default()));
+    let ns = env.ns.clone();
+    let controllers = tokio::spawn(async move {
+        aml_operator::manager::run_controllers(ctx, Some(&ns), Arc::new(AtomicBool::new(false))).await;
+    });
+
+    let api: Api<AmlWorkspace> = Api::namespaced(admin.clone(), &env.ns);
+    let ws: AmlWorkspace = serde_json::from_value(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+        "metadata": {"name": "rbac-ws", "namespace": env.ns},
+        "spec": {"resourceGroup": "rg-e2e", "location": "eastus"}
+    }))
+    .unwrap();
+    api.patch("rbac-ws", &PatchParams::apply(MANAGER), &Patch::Apply(&ws)).await.unwrap();
+    eventually("workspace Ready under the chart's RBAC", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move { ready(&serde_json::to_value(api.get("rbac-ws").await.ok()?).ok()?).then_some(()) }
+    })
+    .await;
+    api.delete("rbac-ws", &DeleteParams::default()).await.unwrap();
+    eventually("workspace deleted under the chart's RBAC", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move { api.get_opt("rbac-ws").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    controllers.abort();
+    for (api, name, kind) in applied {
+        if kind != "ServiceAccount" {
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+        }
+    }
     env.finish().await;
 }
