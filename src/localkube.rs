@@ -4,14 +4,24 @@
 //! server (asserting on the exact calls made, and on the ones not made); `plan` and `apply` use it to
 //! run the same pipeline without a cluster.
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The body of every answer: a whole JSON document, or a watch stream.
+pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Watch events kept for watchers that resume from a resourceVersion.
+const EVENT_LOG: usize = 20_000;
 
 /// One request the fake served.
 #[derive(Clone, Debug)]
@@ -21,11 +31,58 @@ pub struct Call {
     pub body: Value,
 }
 
+struct Watcher {
+    collection: String,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
     calls: Vec<Call>,
+    /// When false, requests are not recorded (a benchmark with thousands of objects).
+    quiet: bool,
     resource_version: u64,
+    /// (resourceVersion, path, watch event line) of recent changes.
+    log: VecDeque<(u64, String, Bytes)>,
+    watchers: Vec<Watcher>,
+}
+
+impl State {
+    /// Tells watchers (and the replay log) that the object at `path` changed.
+    fn emit(&mut self, type_: &str, path: &str, object: &Value) {
+        let rv = self.resource_version;
+        let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        let line = Bytes::from(line);
+        self.watchers.retain(|w| !in_collection(&w.collection, path) || w.tx.send(line.clone()).is_ok());
+        self.log.push_back((rv, path.to_string(), line));
+        if self.log.len() > EVENT_LOG {
+            self.log.pop_front();
+        }
+    }
+}
+
+/// Whether the object at `path` belongs to the collection `collection` (namespaced, or all
+/// namespaces when the collection path has no namespace).
+fn in_collection(collection: &str, path: &str) -> bool {
+    if let Some(rest) = path.strip_prefix(collection).and_then(|r| r.strip_prefix('/')) {
+        return !rest.is_empty() && !rest.contains('/');
+    }
+    let Some((prefix, plural)) = collection.rsplit_once('/') else { return false };
+    path.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix("/namespaces/"))
+        .map(|r| {
+            let parts: Vec<&str> = r.split('/').collect();
+            parts.len() == 3 && parts[1] == plural
+        })
+        .unwrap_or(false)
+}
+
+/// An object path is `.../namespaces/{ns}/{plural}/{name}`; anything else is a collection.
+fn is_object_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').collect();
+    segs.len() >= 4 && segs[segs.len() - 4] == "namespaces"
 }
 
 /// The in-memory API server; clones share the same state.
@@ -61,6 +118,11 @@ impl LocalKube {
         (fake, kube::Client::new(service, "default"))
     }
 
+    /// Stops recording requests (for benchmarks with thousands of objects).
+    pub fn set_quiet(&self, quiet: bool) {
+        self.lock().quiet = quiet;
+    }
+
     /// Stores (creates or replaces) an object; sets uid, generation and resourceVersion like the API server.
     pub fn put(&self, obj: impl Serialize) {
         let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
@@ -85,6 +147,7 @@ impl LocalKube {
         if v.get("spec").is_some() {
             v["metadata"]["generation"] = json!(generation);
         }
+        st.emit(if previous.is_some() { "MODIFIED" } else { "ADDED" }, &path, &v);
         st.objects.insert(path, v);
     }
 
@@ -101,6 +164,8 @@ impl LocalKube {
             obj["metadata"]["generation"] = json!(generation);
         }
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let obj = obj.clone();
+        st.emit("MODIFIED", path, &obj);
     }
 
     /// The stored object at `path`, typed.
@@ -117,15 +182,18 @@ impl LocalKube {
     /// Marks an object deleted, as `kubectl delete` does for an object with finalizers.
     pub fn delete(&self, path: &str) {
         let mut st = self.lock();
-        let gone = match st.objects.get_mut(path) {
-            Some(obj) => {
-                obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-                obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
-            }
-            None => false,
-        };
+        st.resource_version += 1;
+        let rv = st.resource_version;
+        let Some(obj) = st.objects.get_mut(path) else { return };
+        obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let gone = obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        let obj = obj.clone();
         if gone {
             st.objects.remove(path);
+            st.emit("DELETED", path, &obj);
+        } else {
+            st.emit("MODIFIED", path, &obj);
         }
     }
 
@@ -153,9 +221,10 @@ impl LocalKube {
             .collect()
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    async fn handle(&self, req: Request<Body>) -> Response<ResponseBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
         let content_type = req
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -165,7 +234,9 @@ impl LocalKube {
         let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let mut st = self.lock();
-        st.calls.push(Call { method: method.to_string(), path: path.clone(), body: body.clone() });
+        if !st.quiet {
+            st.calls.push(Call { method: method.to_string(), path: path.clone(), body: body.clone() });
+        }
         st.resource_version += 1;
         let rv = st.resource_version.to_string();
 
@@ -175,22 +246,12 @@ impl LocalKube {
         match method {
             Method::GET => match st.objects.get(&path) {
                 Some(obj) => reply(StatusCode::OK, obj),
+                None if is_object_path(&path) => not_found(&path),
+                None if query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") => watch(&mut st, &path, &query),
                 None => {
-                    // A namespaced collection: the objects one segment below `path`.
-                    let prefix = format!("{path}/");
-                    let items: Vec<Value> = st
-                        .objects
-                        .iter()
-                        .filter(|(p, _)| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
-                        .map(|(_, o)| o.clone())
-                        .collect();
-                    let segs: Vec<&str> = path.split('/').collect();
-                    let is_collection = segs.len() >= 3 && segs[segs.len() - 3] == "namespaces";
-                    if !is_collection {
-                        not_found(&path)
-                    } else {
-                        reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}))
-                    }
+                    let items: Vec<Value> =
+                        st.objects.iter().filter(|(p, _)| in_collection(&path, p)).map(|(_, o)| o.clone()).collect();
+                    reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}))
                 }
             },
             Method::PATCH if path.ends_with("/status") => {
@@ -199,7 +260,9 @@ impl LocalKube {
                 // Server-side apply by the operator's single field manager: its status replaces the old one.
                 obj["status"] = body.get("status").cloned().unwrap_or(Value::Null);
                 obj["metadata"]["resourceVersion"] = json!(rv);
-                reply(StatusCode::OK, obj)
+                let out = obj.clone();
+                st.emit("MODIFIED", &object_path, &out);
+                reply(StatusCode::OK, &out)
             }
             Method::PATCH => {
                 if content_type.contains("apply-patch") && !st.objects.contains_key(&path) {
@@ -208,6 +271,7 @@ impl LocalKube {
                     created["metadata"]["resourceVersion"] = json!(rv);
                     created["metadata"]["uid"] = json!(format!("uid-{}", path.replace('/', "-")));
                     st.objects.insert(path.clone(), created.clone());
+                    st.emit("ADDED", &path, &created);
                     return reply(StatusCode::CREATED, &created);
                 }
                 let Some(obj) = st.objects.get_mut(&path) else { return not_found(&path) };
@@ -232,14 +296,21 @@ impl LocalKube {
                     && out["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
                 if finished {
                     st.objects.remove(&path);
+                    st.emit("DELETED", &path, &out);
+                } else {
+                    st.emit("MODIFIED", &path, &out);
                 }
                 reply(StatusCode::OK, &out)
             }
             Method::POST => {
                 let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
                 let obj_path = format!("{path}/{name}");
-                st.objects.insert(obj_path, body.clone());
-                reply(StatusCode::CREATED, &body)
+                let mut created = body.clone();
+                created["metadata"]["resourceVersion"] = json!(rv);
+                created["metadata"]["uid"] = json!(format!("uid-{}", obj_path.replace('/', "-")));
+                st.objects.insert(obj_path.clone(), created.clone());
+                st.emit("ADDED", &obj_path, &created);
+                reply(StatusCode::CREATED, &created)
             }
             _ => reply(StatusCode::METHOD_NOT_ALLOWED, &status_body(405, "not supported by the fake")),
         }
@@ -250,14 +321,48 @@ fn status_body(code: u16, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": "", "code": code})
 }
 
-fn not_found(path: &str) -> Response<Body> {
+/// A watch on `collection`: replays logged changes after the requested resourceVersion, then
+/// streams new ones. A resourceVersion older than the log is answered 410 Gone, so the client
+/// lists again, as with a real API server.
+fn watch(st: &mut State, collection: &str, query: &str) -> Response<ResponseBody> {
+    let from: u64 = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("resourceVersion="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let oldest = st.log.front().map(|(rv, _, _)| *rv).unwrap_or(st.resource_version);
+    if from != 0 && from + 1 < oldest {
+        return reply(
+            StatusCode::GONE,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}),
+        );
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    for (_, path, line) in st.log.iter().filter(|(rv, _, _)| *rv > from) {
+        if in_collection(collection, path) {
+            let _ = tx.send(line.clone());
+        }
+    }
+    st.watchers.push(Watcher { collection: collection.to_string(), tx });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok::<_, Infallible>(http_body::Frame::data(line)), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(StreamBody::new(stream).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
+fn not_found(path: &str) -> Response<ResponseBody> {
     reply(StatusCode::NOT_FOUND, &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{path} not found"), "reason": "NotFound", "code": 404}))
 }
 
-fn reply(status: StatusCode, body: &Value) -> Response<Body> {
+fn reply(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+        .body(Full::new(bytes).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
 }

@@ -277,9 +277,16 @@ async fn kind_controller<K: AmlKind>(
     }
     let ready_store = controller.store();
     tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            on_synced();
+        // The store's readiness future keeps only the last waiter's waker (the controller waits on
+        // it too), so poll it again now and then instead of trusting one wake-up.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), ready_store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
+        on_synced();
     });
     controller
         .shutdown_on_signal()
