@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod drift;
 pub mod error;
 pub mod pipeline;
+pub mod plan;
 pub mod resolve;
 pub mod status;
 pub mod workspace;
@@ -270,6 +271,12 @@ pub trait AmlKind:
 
     /// JSON pointers ARM never returns (secrets): left out of drift detection.
     fn write_only_paths() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// JSON pointers of the ARM body that cannot change in place (e.g. `/location`): a difference
+    /// under one of them means the resource must be recreated. Used by `plan`. Default: none.
+    fn immutable_paths() -> &'static [&'static str] {
         &[]
     }
 
