@@ -27,11 +27,14 @@ enum Command {
     Emulator(aml_operator::emulator::EmulatorArgs),
     /// Without a cluster: show what applying manifests would change in Azure (exit 0: nothing,
     /// 2: changes pending, 1: error). Never writes to Azure.
+    #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
     Plan(aml_operator::cli::PlanArgs),
     /// Without a cluster: create or update the manifests' Azure resources until Ready, or delete
     /// them with --delete.
+    #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
     Apply(aml_operator::cli::ApplyArgs),
     /// Write manifests for the ML resources that already exist in a resource group.
+    #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
     Import(aml_operator::cli::ImportArgs),
 }
 

@@ -270,6 +270,12 @@ impl<'a> Run<'a> {
                     }
                 } else if matches!(reason.as_str(), "NotFoundInAzure" | "Drifted") {
                     self.slots[i].done = Some(Outcome::Settled(message));
+                    let label = self.objects[i].label();
+                    for j in self.children(i) {
+                        if self.slots[j].done.is_none() {
+                            self.fail(j, format!("its parent {label} will not become ready (managementPolicy Observe)"));
+                        }
+                    }
                 } else {
                     self.reschedule(i, &r.action);
                 }

@@ -60,9 +60,12 @@ pub struct ImportKind {
     pub segment: &'static str,
     /// Kind of the parent, for children.
     pub parent: Option<&'static str>,
-    /// One ARM resource (as GET shows it) to (metadata.name, manifest YAML).
-    pub manifest: fn(&Value, &ImportContext<'_>) -> Result<(String, String), String>,
+    /// Builds the manifest.
+    pub manifest: ManifestFn,
 }
+
+/// One ARM resource (as GET shows it) to (`metadata.name`, manifest YAML), or why not.
+pub type ManifestFn = fn(&Value, &ImportContext<'_>) -> Result<(String, String), String>;
 
 /// Every kind `import` reads, parents before children.
 pub const IMPORT_KINDS: &[ImportKind] =
@@ -91,7 +94,7 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
             .arm
             .get(&sp, &collection, &session.setup.api_version)
             .await
-            .map_err(|source| CliError::ArmRead { path: collection.clone(), source })?;
+            .map_err(|source| CliError::ArmRead { path: collection.clone(), source: Box::new(source) })?;
         let Some(listed) = listed else {
             report.warnings.push(format!("{collection} was not found"));
             continue;

@@ -150,3 +150,60 @@ pub(crate) fn parents_first(nodes: &[Node]) -> Vec<usize> {
     order.sort_by_key(|&i| nodes[i].depth);
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A kind whose objects name their parent in `spec.parent` as `Kind/name`.
+    struct Fake(&'static str);
+
+    impl KindHandle for Fake {
+        fn kind(&self) -> &'static str {
+            self.0
+        }
+        fn check(&self, _: &Value) -> Result<(), String> {
+            Ok(())
+        }
+        fn parent(&self, obj: &Value) -> Option<(String, String)> {
+            let (k, n) = obj["spec"]["parent"].as_str()?.split_once('/')?;
+            Some((k.to_string(), n.to_string()))
+        }
+        fn keeps_azure(&self, _: &Value) -> bool {
+            false
+        }
+        fn plan<'a>(&'a self, _: &'a Value, _: &'a Context) -> BoxFuture<'a, Planned> {
+            unimplemented!("not used by the ordering tests")
+        }
+        fn reconcile(&self, _: &LocalKube, _: &str, _: Arc<Context>) -> BoxFuture<'static, Option<Reconciled>> {
+            unimplemented!("not used by the ordering tests")
+        }
+    }
+
+    fn object(kind: &str, ns: &str, name: &str, parent: Option<&str>) -> super::super::Manifest {
+        super::super::Manifest {
+            source: "test".into(),
+            value: json!({"kind": kind, "metadata": {"name": name, "namespace": ns}, "spec": {"parent": parent}}),
+        }
+    }
+
+    #[test]
+    fn parents_go_before_their_children_whatever_the_file_order() {
+        let kinds: Vec<Box<dyn KindHandle>> = vec![Box::new(Fake("Ws")), Box::new(Fake("Ep")), Box::new(Fake("Dep"))];
+        let objects = vec![
+            object("Dep", "a", "blue", Some("Ep/ep")),
+            object("Ep", "a", "ep", Some("Ws/ws")),
+            object("Ws", "a", "ws", None),
+            // Same names in another namespace are other objects; a parent outside the set is ignored.
+            object("Ep", "b", "ep", Some("Ws/ws")),
+            object("Dep", "a", "green", Some("Ep/missing")),
+        ];
+        let nodes = graph(&objects, &kinds);
+        assert_eq!(nodes[0], Node { parent: Some(1), depth: 2 });
+        assert_eq!(nodes[1], Node { parent: Some(2), depth: 1 });
+        assert_eq!(nodes[3], Node { parent: None, depth: 0 });
+        assert_eq!(nodes[4], Node { parent: None, depth: 0 });
+        assert_eq!(parents_first(&nodes), vec![2, 3, 4, 1, 0]);
+    }
+}

@@ -60,7 +60,7 @@ pub fn load(paths: &[PathBuf], kinds: &[Box<dyn KindHandle>]) -> Result<Loaded, 
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| CliError::Read { path: file.clone(), source })?;
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-            .map(|doc| Value::deserialize(doc))
+            .map(Value::deserialize)
             .collect::<Result<_, _>>()
             .map_err(|e| CliError::Manifest(format!("{}: not valid YAML: {e}", file.display())))?;
         let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();

@@ -41,6 +41,12 @@ pub const EMBEDDED_SUBSCRIPTION: &str = "11111111-2222-3333-4444-555555555555";
 /// emulator); it is the operator-wide default, so a Secret in the manifests still wins.
 pub const CLI_CREDENTIALS_NAMESPACE: &str = "aml-operator";
 
+/// Help text on where `plan`, `apply` and `import` get Azure and credentials from.
+pub const CREDENTIALS_HELP: &str = "Azure: --arm-endpoint / AML_ARM_ENDPOINT (default: public ARM). Credentials: a Secret \
+among the manifests (the object's namespace, `aml-credentials` unless spec.credentials names another; \
+see examples/secret.yaml.template), else AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and \
+AZURE_SUBSCRIPTION_ID. With none of these, the built-in ARM emulator is started and used.";
+
 /// How long an operation takes in the embedded emulator.
 const EMBEDDED_OPERATION: Duration = Duration::from_millis(300);
 
@@ -237,7 +243,7 @@ pub enum CliError {
     },
     /// The ARM client could not be built.
     #[error("cannot build the ARM client")]
-    Arm(#[source] crate::arm::Error),
+    Arm(#[source] Box<crate::arm::Error>),
     /// An ARM read needed by `import` failed.
     #[error("ARM read of {path} failed")]
     ArmRead {
@@ -245,7 +251,7 @@ pub enum CliError {
         path: String,
         /// The cause.
         #[source]
-        source: crate::arm::Error,
+        source: Box<crate::arm::Error>,
     },
     /// The embedded emulator could not start.
     #[error("cannot start the embedded ARM emulator")]
@@ -339,7 +345,9 @@ impl Session {
                 (setup, None)
             }
             None => {
-                let ca_file = std::env::temp_dir().join(format!("aml-operator-cli-{}-ca.pem", std::process::id()));
+                static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let ca_file = std::env::temp_dir().join(format!("aml-operator-cli-{}-{n}-ca.pem", std::process::id()));
                 let emulator = Emulator::start(EmulatorConfig {
                     operation_duration: EMBEDDED_OPERATION,
                     retry_after_secs: 0,
@@ -354,7 +362,7 @@ impl Session {
                 (setup, Some(Embedded { _emulator: emulator, ca_file }))
             }
         };
-        let arm = ArmClient::new(&setup.cloud).map_err(CliError::Arm)?;
+        let arm = ArmClient::new(&setup.cloud).map_err(|e| CliError::Arm(Box::new(e)))?;
         let (kube, client) = LocalKube::new();
         let mut config = Config { api_version: setup.api_version.clone(), ..Config::default() };
         if setup.emulator {

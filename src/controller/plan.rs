@@ -114,7 +114,7 @@ pub async fn plan<K: AmlKind>(obj: &K, ctx: &Context) -> Planned {
 async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error> {
     let resolved = match resolve::resolve(obj, ctx).await? {
         Resolution::Ready(resolved, _) => resolved,
-        Resolution::Waiting(w) => return Ok(waiting_plan(obj, ctx, w).await?),
+        Resolution::Waiting(w) => return waiting_plan(obj, ctx, w).await,
     };
     let target = obj.target(&resolved)?;
     let built = obj.desired(&target)?;
@@ -146,6 +146,10 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
     };
     if let Some(location) = actual.get("location").and_then(Value::as_str) {
         planned.location = Some(location.to_string());
+    }
+    let state = actual.pointer("/properties/provisioningState").and_then(Value::as_str).unwrap_or("Succeeded");
+    if state != "Succeeded" {
+        planned.note = Some(format!("ARM reports provisioningState {state}"));
     }
     let drifted = drift::diff_except(&desired, &actual, K::write_only_paths());
     planned.fields = drifted
