@@ -420,3 +420,21 @@ fn the_binary_exits_1_on_errors() {
     let missing = binary(&["plan", "-f", "/nonexistent/manifests"]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn import_without_a_principal_says_which_variables_to_set() {
+    let azure = Azure::start().await;
+    let mut setup = azure.setup.clone();
+    setup.principal = None;
+    let args = ImportArgs {
+        subscription: SUBSCRIPTION.into(),
+        resource_group: "rg-ml".into(),
+        workspace: None,
+        management_policy: ManagementPolicy::Observe,
+        output_dir: None,
+        arm: Default::default(),
+    };
+    let err = cli::import(&args, Some(setup), &mut Vec::new()).await.expect_err("no principal");
+    assert!(err.to_string().contains("AZURE_CLIENT_SECRET"), "{err}");
+    assert!(azure.emulator.requests().is_empty());
+}

@@ -5,7 +5,8 @@
 //! holds only what a user sets — no read-only outputs, no values ARM fills in by default — so
 //! `plan` of the result reports no change. Adding a kind is one [`ImportKind`] row and one function.
 
-use super::{ArmSetup, CliError, ImportArgs, Session, say};
+use super::{ArmSetup, CLI_CREDENTIALS_NAMESPACE, CliError, ImportArgs, Session, say};
+use crate::controller::credentials;
 use crate::arm::ids::{self, PROVIDER};
 use crate::crd::{AmlWorkspace, AmlWorkspaceSpec, ManagementPolicy};
 use serde_json::{Map, Value, json};
@@ -75,11 +76,10 @@ pub const IMPORT_KINDS: &[ImportKind] =
 pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn Write + Send)) -> Result<ImportReport, CliError> {
     // The manifests may go to stdout: keep every other line a YAML comment.
     let session = Session::start(&args.arm, false, given, out, "# ").await?;
-    let Some(sp) = session.setup.principal.clone() else {
-        return Err(CliError::Config(
-            "import needs a service principal: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into(),
-        ));
-    };
+    // The principal the CLI was given, read back like the pipeline reads any credentials Secret.
+    let (sp, _) = credentials::resolve(&session.ctx, CLI_CREDENTIALS_NAMESPACE, None).await.map_err(|_| {
+        CliError::Config("import needs a service principal: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into())
+    })?;
     let mut report = ImportReport::default();
     let top = format!("/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}", args.subscription, args.resource_group);
     // (kind, collection path, parent) still to list.

@@ -21,7 +21,7 @@ pub use kinds::{KindHandle, registry};
 pub use manifests::{Loaded, Manifest, load};
 pub use plan::{PlanReport, plan};
 
-use crate::arm::{ArmClient, CloudConfig, Secret as SecretValue, ServicePrincipal};
+use crate::arm::{ArmClient, CloudConfig, Secret as SecretValue};
 use crate::controller::{Config, Context};
 use crate::crd::{DEFAULT_CREDENTIALS_SECRET, ManagementPolicy};
 use crate::emulator::{Emulator, EmulatorConfig, Principal};
@@ -117,10 +117,10 @@ impl std::fmt::Debug for ArmArgs {
 
 impl ArmArgs {
     /// The service principal from `AZURE_*`, if any is set; an error when only some are.
-    fn env_principal(&self) -> Result<Option<ServicePrincipal>, CliError> {
+    fn env_principal(&self) -> Result<Option<CliPrincipal>, CliError> {
         match (&self.azure_tenant_id, &self.azure_client_id, &self.azure_client_secret) {
             (None, None, None) => Ok(None),
-            (Some(tenant), Some(client), Some(secret)) => Ok(Some(ServicePrincipal {
+            (Some(tenant), Some(client), Some(secret)) => Ok(Some(CliPrincipal {
                 tenant_id: tenant.clone(),
                 client_id: client.clone(),
                 client_secret: secret.clone(),
@@ -261,6 +261,21 @@ pub enum CliError {
     Yaml(#[source] serde_yaml::Error),
 }
 
+/// A service principal the CLI was given (`AZURE_*`, or the embedded emulator's). It only ever
+/// becomes a Secret in the local API server, read by the pipeline like any other. Debug redacts
+/// the secret.
+#[derive(Clone, Debug)]
+pub struct CliPrincipal {
+    /// Entra tenant id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: SecretValue,
+    /// Default subscription.
+    pub subscription_id: Option<String>,
+}
+
 /// Where ARM is and which principal the CLI brings when the manifests bring no Secret. Tests build
 /// one for an emulator they started, so several commands share one Azure.
 #[derive(Clone, Debug)]
@@ -268,7 +283,7 @@ pub struct ArmSetup {
     /// Endpoint, authority and CA.
     pub cloud: CloudConfig,
     /// Stored as the operator-wide default credentials (`aml-operator/aml-credentials`).
-    pub principal: Option<ServicePrincipal>,
+    pub principal: Option<CliPrincipal>,
     /// ARM api-version.
     pub api_version: String,
     /// Whether ARM is an emulator: waits are capped at 2 s and backoff is short.
@@ -287,7 +302,7 @@ impl ArmSetup {
                 ca_file: Some(ca_file),
                 ..CloudConfig::default()
             },
-            principal: Some(ServicePrincipal {
+            principal: Some(CliPrincipal {
                 tenant_id: p.tenant_id,
                 client_id: p.client_id,
                 client_secret: SecretValue::new(p.client_secret),
@@ -384,7 +399,7 @@ impl Session {
 }
 
 /// The Secret the CLI stores for a principal it was given.
-fn credentials_secret(p: &ServicePrincipal) -> Secret {
+fn credentials_secret(p: &CliPrincipal) -> Secret {
     let mut data = std::collections::BTreeMap::new();
     data.insert("tenantId".to_string(), ByteString(p.tenant_id.as_bytes().to_vec()));
     data.insert("clientId".to_string(), ByteString(p.client_id.as_bytes().to_vec()));
