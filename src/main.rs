@@ -25,11 +25,27 @@ enum Command {
     },
     /// Serve a local ARM + Entra token emulator over HTTPS.
     Emulator(aml_operator::emulator::EmulatorArgs),
+    /// Without a cluster: show what applying manifests would change in Azure (exit 0: nothing,
+    /// 2: changes pending, 1: error). Never writes to Azure.
+    #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
+    Plan(aml_operator::cli::PlanArgs),
+    /// Without a cluster: create or update the manifests' Azure resources until Ready, or delete
+    /// them with --delete.
+    #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
+    Apply(aml_operator::cli::ApplyArgs),
+    /// Write manifests for the ML resources that already exist in a resource group.
+    #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
+    Import(aml_operator::cli::ImportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    aml_operator::telemetry::init(&cli.log_format);
+    // The one-shot commands print their own output; their logs default to warnings only.
+    let default_level = match cli.command {
+        Command::Plan(_) | Command::Apply(_) | Command::Import(_) => "warn",
+        _ => "info",
+    };
+    aml_operator::telemetry::init(&cli.log_format, default_level);
     aml_operator::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -38,7 +54,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
+    let result: Result<u8, Box<dyn std::error::Error>> = runtime.block_on(async {
+        let mut out = std::io::stdout();
         match cli.command {
             Command::Run(args) => aml_operator::manager::run(args).await?,
             Command::Crds { out_dir: None } => print!("{}", aml_operator::crd::to_yaml()?),
@@ -48,11 +65,18 @@ fn main() -> ExitCode {
                 }
             }
             Command::Emulator(args) => aml_operator::emulator::run_cli(args).await?,
+            Command::Plan(args) => return Ok(aml_operator::cli::plan(&args, None, &mut out).await?.exit_code()),
+            Command::Apply(args) => {
+                use std::io::IsTerminal;
+                let progress = if out.is_terminal() { aml_operator::cli::Progress::Terminal } else { aml_operator::cli::Progress::Lines };
+                return Ok(aml_operator::cli::apply(&args, None, &mut out, progress).await?.exit_code());
+            }
+            Command::Import(args) => return Ok(aml_operator::cli::import(&args, None, &mut out).await?.exit_code()),
         }
-        Ok(())
+        Ok(0)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let mut msg = e.to_string();
             let mut source = e.source();

@@ -11,6 +11,7 @@ pub mod drift;
 pub mod endpoint;
 pub mod error;
 pub mod pipeline;
+pub mod plan;
 pub mod protect;
 pub mod resolve;
 pub mod status;
@@ -277,6 +278,12 @@ pub trait AmlKind:
 
     /// JSON pointers ARM never returns (secrets): left out of drift detection.
     fn write_only_paths() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// JSON pointers of the ARM body that cannot change in place (e.g. `/location`): a difference
+    /// under one of them means the resource must be recreated. Used by `plan`. Default: none.
+    fn immutable_paths() -> &'static [&'static str] {
         &[]
     }
 

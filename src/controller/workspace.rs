@@ -85,6 +85,17 @@ impl AmlKind for AmlWorkspace {
         Ok(Value::Object(body))
     }
 
+    fn immutable_paths() -> &'static [&'static str] {
+        &[
+            "/location",
+            "/kind",
+            "/properties/storageAccount",
+            "/properties/keyVault",
+            "/properties/hbiWorkspace",
+            "/properties/encryption/keyVaultProperties/keyVaultArmId",
+        ]
+    }
+
     fn outputs(arm: &Value) -> Map<String, Value> {
         let mut out = Map::new();
         for key in ["workspaceId", "discoveryUrl", "mlFlowTrackingUri"] {

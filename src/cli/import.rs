@@ -1,0 +1,268 @@
+//! `aml-operator import`: manifests for ML resources that already exist in Azure.
+//!
+//! Collections are listed top-down (workspaces in the resource group, then each registered child
+//! collection under every imported parent). Each kind turns one ARM resource into a manifest that
+//! holds only what a user sets — no read-only outputs, no values ARM fills in by default — so
+//! `plan` of the result reports no change. Adding a kind is one [`ImportKind`] row and one function.
+
+use super::{ArmSetup, CLI_CREDENTIALS_NAMESPACE, CliError, ImportArgs, Session, say};
+use crate::controller::credentials;
+use crate::arm::ids::{self, PROVIDER};
+use crate::crd::{AmlWorkspace, AmlWorkspaceSpec, ManagementPolicy};
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// What an import produced.
+#[derive(Clone, Debug, Default)]
+pub struct ImportReport {
+    /// Per object: `Kind name`, its YAML, and the ARM id it came from.
+    pub manifests: Vec<Imported>,
+    /// Files written (with `-o`).
+    pub written: Vec<PathBuf>,
+    /// Things not imported, with the reason.
+    pub warnings: Vec<String>,
+}
+
+impl ImportReport {
+    /// 0 when every listed resource was imported, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.warnings.is_empty() { 0 } else { 1 }
+    }
+}
+
+/// One imported object.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    /// `kind`.
+    pub kind: &'static str,
+    /// `metadata.name`.
+    pub name: String,
+    /// The ARM id it describes.
+    pub arm_id: String,
+    /// The manifest, as YAML (fields in the CRD's order).
+    pub yaml: String,
+}
+
+/// What a kind's import function knows besides the ARM resource.
+pub struct ImportContext<'a> {
+    /// `--management-policy`.
+    pub management_policy: ManagementPolicy,
+    /// The parent imported just before (children use its `metadata.name` for their reference).
+    pub parent: Option<&'a Imported>,
+}
+
+/// How to import one kind.
+pub struct ImportKind {
+    /// `kind` of the manifests.
+    pub kind: &'static str,
+    /// Collection segment: under the resource group's provider for top-level kinds, else under the
+    /// parent resource (`computes`, `onlineEndpoints`, `deployments`).
+    pub segment: &'static str,
+    /// Kind of the parent, for children.
+    pub parent: Option<&'static str>,
+    /// Builds the manifest.
+    pub manifest: ManifestFn,
+}
+
+/// One ARM resource (as GET shows it) to (`metadata.name`, manifest YAML), or why not.
+pub type ManifestFn = fn(&Value, &ImportContext<'_>) -> Result<(String, String), String>;
+
+/// Every kind `import` reads, parents before children.
+pub const IMPORT_KINDS: &[ImportKind] =
+    &[ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest }];
+
+/// Runs `import`: lists, converts, and prints the manifests (or writes them into `-o DIR`).
+pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn Write + Send)) -> Result<ImportReport, CliError> {
+    // The manifests may go to stdout: keep every other line a YAML comment.
+    let session = Session::start(&args.arm, false, given, out, "# ").await?;
+    // The principal the CLI was given, read back like the pipeline reads any credentials Secret.
+    let (sp, _) = credentials::resolve(&session.ctx, CLI_CREDENTIALS_NAMESPACE, None).await.map_err(|_| {
+        CliError::Config("import needs a service principal: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into())
+    })?;
+    let mut report = ImportReport::default();
+    let top = format!("/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}", args.subscription, args.resource_group);
+    // (kind, collection path, parent) still to list.
+    let mut queue: Vec<(&ImportKind, String, Option<Imported>)> = IMPORT_KINDS
+        .iter()
+        .filter(|k| k.parent.is_none())
+        .map(|k| (k, format!("{top}/{}", k.segment), None))
+        .collect();
+    while let Some((kind, collection, parent)) = queue.pop() {
+        let listed = session
+            .ctx
+            .arm
+            .get(&sp, &collection, &session.setup.api_version)
+            .await
+            .map_err(|source| CliError::ArmRead { path: collection.clone(), source: Box::new(source) })?;
+        let Some(listed) = listed else {
+            report.warnings.push(format!("{collection} was not found"));
+            continue;
+        };
+        if listed.get("nextLink").and_then(Value::as_str).is_some_and(|l| !l.is_empty()) {
+            report.warnings.push(format!("{collection} has more pages; only the first was imported"));
+        }
+        for resource in listed["value"].as_array().cloned().unwrap_or_default() {
+            let arm_name = resource["name"].as_str().unwrap_or_default();
+            if parent.is_none()
+                && let Some(w) = &args.workspace
+                && !w.eq_ignore_ascii_case(arm_name)
+            {
+                continue;
+            }
+            let arm_id = resource["id"].as_str().unwrap_or_default().to_string();
+            let ctx = ImportContext { management_policy: args.management_policy, parent: parent.as_ref() };
+            match (kind.manifest)(&resource, &ctx) {
+                Ok((name, yaml)) => {
+                    let imported = Imported { kind: kind.kind, name, arm_id: arm_id.clone(), yaml };
+                    for child in IMPORT_KINDS.iter().filter(|c| c.parent == Some(kind.kind)) {
+                        queue.push((child, format!("{arm_id}/{}", child.segment), Some(imported.clone())));
+                    }
+                    report.manifests.push(imported);
+                }
+                Err(e) => report.warnings.push(format!("{arm_id}: not imported: {e}")),
+            }
+        }
+    }
+    let io = |what: String| move |source| CliError::Write { what, source };
+    match &args.output_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
+            for m in &report.manifests {
+                let path = dir.join(format!("{}-{}.yaml", m.kind.to_lowercase(), m.name));
+                std::fs::write(&path, format!("# Imported from {}\n{}", m.arm_id, m.yaml)).map_err(io(path.display().to_string()))?;
+                say(out, &format!("# wrote {}", path.display()))?;
+                report.written.push(path);
+            }
+        }
+        None => {
+            for m in &report.manifests {
+                write!(out, "---\n# Imported from {}\n{}", m.arm_id, m.yaml).map_err(io("output".into()))?;
+            }
+        }
+    }
+    for w in &report.warnings {
+        say(out, &format!("# warning: {w}"))?;
+    }
+    say(out, &format!("# imported {} object(s)", report.manifests.len()))?;
+    Ok(report)
+}
+
+/// A Kubernetes object name for an ARM name: lowercase, `[a-z0-9-]`, starting and ending
+/// alphanumeric, at most 63 characters.
+pub fn k8s_name(arm_name: &str) -> String {
+    let mapped: String = arm_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
+    let trimmed = trimmed.trim_end_matches('-').to_string();
+    if trimmed.is_empty() { "imported".into() } else { trimmed }
+}
+
+/// Workspace properties that ARM reports but a user never sets.
+const WORKSPACE_READ_ONLY: &[&str] = &[
+    "provisioningState",
+    "workspaceId",
+    "discoveryUrl",
+    "mlFlowTrackingUri",
+    "tenantId",
+    "serviceProvisionedResourceGroup",
+    "privateLinkCount",
+    "privateEndpointConnections",
+    "notebookInfo",
+    "storageHnsEnabled",
+];
+
+/// Spec values equal to what ARM fills in when they are not set: left out of imported manifests.
+fn workspace_defaults() -> [(&'static str, Value); 8] {
+    [
+        ("kind", json!("Default")),
+        ("sku", json!({"name": "Basic", "tier": "Basic"})),
+        ("hbiWorkspace", json!(false)),
+        ("allowPublicAccessWhenBehindVnet", json!(false)),
+        ("v1LegacyMode", json!(false)),
+        ("enableDataIsolation", json!(false)),
+        ("publicNetworkAccess", json!("Enabled")),
+        ("managedNetwork", json!({"isolationMode": "Disabled"})),
+    ]
+}
+
+/// The identity as the CRD takes it: the type, and user-assigned identities as a list of ids.
+fn identity_spec(arm: &Value) -> Option<Value> {
+    let ty: String = arm.get("type")?.as_str()?.chars().filter(|c| !c.is_whitespace()).collect();
+    if ty.eq_ignore_ascii_case("None") {
+        return None;
+    }
+    let mut out = json!({ "type": ty });
+    if let Some(uais) = arm.get("userAssignedIdentities").and_then(Value::as_object).filter(|m| !m.is_empty()) {
+        out["userAssignedIdentities"] = json!(uais.keys().collect::<Vec<_>>());
+    }
+    Some(out)
+}
+
+fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    let arm_name = arm["name"].as_str().ok_or("no name")?;
+    let id = arm["id"].as_str().ok_or("no id")?;
+    let (subscription, resource_group, _) = ids::parse_workspace_id(id).ok_or_else(|| format!("{id} is not a workspace id"))?;
+    let mut spec: Map<String, Value> = arm["properties"].as_object().cloned().unwrap_or_default();
+    for key in WORKSPACE_READ_ONLY {
+        spec.remove(*key);
+    }
+    if let Some(links) = spec.get("sharedPrivateLinkResources").and_then(Value::as_array) {
+        let flat: Vec<Value> = links
+            .iter()
+            .map(|l| {
+                let mut m = l["properties"].as_object().cloned().unwrap_or_default();
+                m.insert("name".into(), l["name"].clone());
+                Value::Object(m)
+            })
+            .collect();
+        spec.insert("sharedPrivateLinkResources".into(), Value::Array(flat));
+    }
+    spec.insert("resourceGroup".into(), json!(resource_group));
+    spec.insert("subscriptionId".into(), json!(subscription));
+    for key in ["location", "tags", "sku", "kind"] {
+        if let Some(v) = arm.get(key).filter(|v| !v.is_null()) {
+            spec.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(identity) = arm.get("identity").and_then(identity_spec) {
+        spec.insert("identity".into(), identity);
+    }
+    let name = k8s_name(arm_name);
+    if name != arm_name {
+        spec.insert("azureName".into(), json!(arm_name));
+    }
+    spec.insert("managementPolicy".into(), serde_json::to_value(ctx.management_policy).map_err(|e| e.to_string())?);
+    // Through the typed spec: whatever the CRD has no field for (read-only, unknown) falls away.
+    let typed: AmlWorkspaceSpec = serde_json::from_value(Value::Object(spec)).map_err(|e| e.to_string())?;
+    let mut spec = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    if let Value::Object(m) = &mut spec {
+        for (key, default) in workspace_defaults() {
+            if m.get(key) == Some(&default) {
+                m.remove(key);
+            }
+        }
+        if m.get("tags").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            m.remove("tags");
+        }
+    }
+    let typed: AmlWorkspaceSpec = serde_json::from_value(spec).map_err(|e| e.to_string())?;
+    let object = AmlWorkspace::new(&name, typed);
+    let yaml = serde_yaml::to_string(&object).map_err(|e| e.to_string())?;
+    Ok((name, yaml))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::k8s_name;
+
+    #[test]
+    fn arm_names_become_kubernetes_names() {
+        assert_eq!(k8s_name("team-a"), "team-a");
+        assert_eq!(k8s_name("Team_A"), "team-a");
+        assert_eq!(k8s_name("_x_"), "x");
+        assert_eq!(k8s_name("___"), "imported");
+    }
+}
