@@ -174,6 +174,10 @@ pub struct Fault {
     pub times: usize,
 }
 
+/// Names an injected [`FaultRule`] (from [`Emulator::inject_rule`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FaultId(u64);
+
 /// Why the emulator could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -704,15 +708,42 @@ impl Emulator {
 
     /// Adds a fault; faults (and rules) are tried in the order added.
     pub fn inject(&self, fault: Fault) {
-        self.inject_rule(FaultRule::from(fault));
+        let _ = self.inject_rule(FaultRule::from(fault));
     }
 
-    /// Adds a fault rule; rules (and faults) are tried in the order added.
-    pub fn inject_rule(&self, rule: FaultRule) {
+    /// Adds a fault rule; rules (and faults) are tried in the order added. The id tells how often
+    /// it fired ([`Emulator::fault_uses`]) and removes it ([`Emulator::remove_fault`]).
+    pub fn inject_rule(&self, rule: FaultRule) -> FaultId {
+        let mut st = self.shared.lock();
+        st.next_fault_id += 1;
+        let id = st.next_fault_id;
+        st.faults.push(ActiveFault {
+            id,
+            rule,
+            seen: 0,
+            used: 0,
+        });
+        FaultId(id)
+    }
+
+    /// How many requests the rule `id` has answered so far.
+    pub fn fault_uses(&self, id: FaultId) -> usize {
         self.shared
             .lock()
             .faults
-            .push(ActiveFault { rule, seen: 0 });
+            .iter()
+            .find(|f| f.id == id.0)
+            .map_or(0, |f| f.used)
+    }
+
+    /// Removes the rule `id`, used or not.
+    pub fn remove_fault(&self, id: FaultId) {
+        self.shared.lock().faults.retain(|f| f.id != id.0);
+    }
+
+    /// Removes every injected fault and rule, used or not.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
     }
 
     /// Uses of injected faults and rules not consumed yet (their remaining `times`, summed).
@@ -845,7 +876,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
     };
     let emulator = Emulator::start(config).await?;
     for rule in &args.faults {
-        emulator.inject_rule(rule.clone());
+        let _ = emulator.inject_rule(rule.clone());
     }
     let ca_file = std::fs::canonicalize(&args.ca_file).unwrap_or_else(|_| args.ca_file.clone());
     let ca_file = ca_file.display();

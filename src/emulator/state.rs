@@ -95,8 +95,11 @@ pub(crate) enum OpOverride {
 
 /// An injected fault rule and how many matching requests it has seen.
 pub(crate) struct ActiveFault {
+    pub(crate) id: u64,
     pub(crate) rule: FaultRule,
     pub(crate) seen: u32,
+    /// Requests that got the fault so far (the rule stays listed once used up).
+    pub(crate) used: usize,
 }
 
 /// A bearer token the emulator issued.
@@ -121,6 +124,8 @@ pub(crate) struct State {
     pub(crate) token_requests: usize,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) faults: Vec<ActiveFault>,
+    /// Id of the next fault added.
+    pub(crate) next_fault_id: u64,
     buckets: HashMap<(String, &'static str), Bucket>,
     /// The enforced write bucket per subscription (only with `EmulatorConfig::write_limit`).
     write_buckets: HashMap<String, Bucket>,
@@ -210,8 +215,7 @@ impl State {
     /// Consumes one use of the first fault rule matching this request whose rate lets it fire.
     pub(crate) fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
         let path_lower = path.to_ascii_lowercase();
-        for idx in 0..self.faults.len() {
-            let active = &mut self.faults[idx];
+        for active in &mut self.faults {
             if !active.rule.matches(method, &path_lower) {
                 continue;
             }
@@ -221,9 +225,7 @@ impl State {
             }
             let kind = active.rule.kind.clone();
             active.rule.times -= 1;
-            if active.rule.times == 0 {
-                self.faults.remove(idx);
-            }
+            active.used += 1;
             return Some(kind);
         }
         None
