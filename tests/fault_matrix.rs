@@ -598,6 +598,15 @@ impl Outcome {
     }
 }
 
+/// Where a case's fault is aimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum On {
+    /// The phase's write to the case's resource (PUT, PATCH or DELETE); everything for keep phases.
+    Writes,
+    /// Every operation poll (the route is shared: such cases run one at a time).
+    Polls,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Until {
     Ready,
@@ -671,9 +680,9 @@ fn case_object<K: Kind>(name: &str, phase: Phase) -> K {
 
 /// One case: the object is set up (converged unless the phase is Create), the fault injected on the
 /// phase's route, the pipeline driven to the phase's end, then the state checked.
-async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str) -> Outcome {
+async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) -> Outcome {
     let mut out = Outcome::default();
-    let label = format!("{} {f:?} {phase:?} {name}", K::kind(&()));
+    let label = format!("{} {f:?} {phase:?} {on:?} {name}", K::kind(&()));
     let path = kpath::<K>(name);
     let arm_id = K::arm_id(name);
     let ctx = fresh_ctx(w);
@@ -697,13 +706,18 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str) -> Outcome
     let (kind, times) = f.kind();
     let method = match phase {
         _ if f.on_token_endpoint() => None,
+        _ if on == On::Polls => Some("GET"),
         Phase::Create => Some("PUT"),
         Phase::Update => Some(K::UPDATE_METHOD),
         Phase::Delete => Some("DELETE"),
         // Nothing should reach ARM for these: a fault on any request would show it.
         Phase::DeleteOrphan | Phase::DeleteObserve => None,
     };
-    let route = if f.on_token_endpoint() { "/oauth2/".to_string() } else { arm_id.clone() };
+    let route = match on {
+        _ if f.on_token_endpoint() => "/oauth2/".to_string(),
+        On::Polls => "/operation".to_string(), // operations/ and operationResults/
+        On::Writes => arm_id.clone(),
+    };
     let fault = w.emulator.inject_rule(FaultRule::new(method, Some(&route), kind, times));
 
     let until = if phase.deletes() { Until::Gone } else { Until::Ready };
@@ -753,6 +767,11 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str) -> Outcome
                         if !drifted.is_empty() {
                             out.failures.push(format!("{label}: ARM differs from the spec at {drifted:?}"));
                         }
+                        for stale in ["Stalled", "Reconciling"] {
+                            if w.condition(&path, stale).is_some_and(|c| c["status"] == "True") {
+                                out.failures.push(format!("{label}: {stale}=True left after convergence"));
+                            }
+                        }
                         if phase == Phase::Update && actual["tags"]["phase"] != "update" {
                             out.failures.push(format!("{label}: the update never reached ARM"));
                         }
@@ -800,28 +819,37 @@ async fn world_for<K: Kind>() -> World {
     w
 }
 
+/// Faults that make sense on an operation poll (a GET starts no operation), and the phases that poll.
+const POLL_FAULTS: [F; 6] = [F::Throttled429, F::Error500, F::Unavailable503, F::SlowAnswer, F::DropBeforeHandling, F::DropAfterHandling];
+const POLL_PHASES: [Phase; 3] = [Phase::Create, Phase::Update, Phase::Delete];
+
 /// Every fault in every phase for kind `K`, in one world: the objects of the phases that start from
-/// an existing resource are created together first; then the cases run concurrently, except the
-/// token endpoint faults, which cannot be aimed at one case and run one by one.
+/// an existing resource are created together first; then the cases aimed at one resource's writes
+/// run concurrently; the token endpoint faults and the faults on operation polls, which cannot be
+/// aimed at one case, run one by one.
 async fn matrix_for<K: Kind>() -> (usize, Outcome) {
     let w = world_for::<K>().await;
     let mut out = Outcome::default();
-    let cases: Vec<(F, Phase, String)> = FAULTS
-        .iter()
-        .enumerate()
-        .flat_map(|(i, f)| PHASES.iter().enumerate().map(move |(j, p)| (*f, *p, format!("{}{:02}{}x", K::PREFIX, i, j))))
-        .collect();
+    let mut cases: Vec<(F, Phase, String, On)> = Vec::new();
+    for (i, f) in FAULTS.iter().enumerate() {
+        for (j, p) in PHASES.iter().enumerate() {
+            cases.push((*f, *p, format!("{}{i:02}{j}x", K::PREFIX), On::Writes));
+        }
+    }
+    for (i, f) in POLL_FAULTS.iter().enumerate() {
+        for (j, p) in POLL_PHASES.iter().enumerate() {
+            cases.push((*f, *p, format!("{}p{i:02}{j}x", K::PREFIX), On::Polls));
+        }
+    }
 
     // Setup: every object of a phase other than Create, converged.
     let ctx = fresh_ctx(&w);
-    for (_, phase, name) in cases.iter().filter(|(_, p, _)| *p != Phase::Create) {
+    let existing: Vec<_> = cases.iter().filter(|c| c.1 != Phase::Create).collect();
+    for (_, phase, name, _) in &existing {
         w.kube.put(case_object::<K>(name, *phase));
     }
-    let setups = join_all(
-        cases.iter().filter(|(_, p, _)| *p != Phase::Create).map(|(_, _, name)| drive::<K>(&w, &ctx, name, Until::Ready, false)),
-    )
-    .await;
-    for (r, (f, p, name)) in setups.into_iter().zip(cases.iter().filter(|(_, p, _)| *p != Phase::Create)) {
+    let setups = join_all(existing.iter().map(|(_, _, name, _)| drive::<K>(&w, &ctx, name, Until::Ready, false))).await;
+    for (r, (f, p, name, _)) in setups.into_iter().zip(&existing) {
         if let Err(e) = r {
             out.failures.push(format!("{} {f:?} {p:?} {name}: setup: {e}", K::kind(&())));
         }
@@ -830,18 +858,18 @@ async fn matrix_for<K: Kind>() -> (usize, Outcome) {
         return (cases.len(), out);
     }
 
-    let (token, aimed): (Vec<_>, Vec<_>) = cases.iter().partition(|(f, _, _)| f.on_token_endpoint());
-    for o in join_all(aimed.iter().map(|(f, p, name)| run_case::<K>(&w, *f, *p, name))).await {
+    let (shared, aimed): (Vec<_>, Vec<_>) = cases.iter().partition(|(f, _, _, on)| f.on_token_endpoint() || *on == On::Polls);
+    for o in join_all(aimed.iter().map(|(f, p, name, on)| run_case::<K>(&w, *f, *p, name, *on))).await {
         out.add(o);
     }
-    for (f, p, name) in token {
-        out.add(run_case::<K>(&w, *f, *p, name).await);
+    for (f, p, name, on) in shared {
+        out.add(run_case::<K>(&w, *f, *p, name, *on).await);
     }
 
     // Leaks: every ARM resource left must belong to an object, or to one a policy kept.
     for id in w.emulator.resource_ids() {
         let name = id.rsplit('/').next().unwrap_or_default().to_string();
-        let kept = cases.iter().any(|(_, p, n)| p.keeps_azure() && n.eq_ignore_ascii_case(&name));
+        let kept = cases.iter().any(|(_, p, n, _)| p.keeps_azure() && n.eq_ignore_ascii_case(&name));
         let parent = ["ws1", "ep1"].contains(&name.as_str());
         let has_object = w.kube.raw(&kpath::<K>(&name)).is_some();
         if !kept && !parent && !has_object {
@@ -871,9 +899,11 @@ async fn every_fault_on_every_kind_and_phase_converges_without_duplicates_orphan
         total.add(o);
     }
     let line = format!(
-        "fault matrix: 4 kinds x {} faults x {} phases = {cases} cases, {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
+        "fault matrix: 4 kinds x ({} faults x {} phases on writes + {} faults x {} phases on polls) = {cases} cases, {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
         FAULTS.len(),
         PHASES.len(),
+        POLL_FAULTS.len(),
+        POLL_PHASES.len(),
         total.duplicate_creates,
         total.orphans,
         total.deletes_of_kept,
@@ -882,7 +912,7 @@ async fn every_fault_on_every_kind_and_phase_converges_without_duplicates_orphan
     );
     println!("{line}");
     eprintln!("{line}");
-    assert_eq!(cases, 4 * FAULTS.len() * PHASES.len());
+    assert_eq!(cases, 4 * (FAULTS.len() * PHASES.len() + POLL_FAULTS.len() * POLL_PHASES.len()));
     assert!(total.failures.is_empty(), "{} failing cases:\n{}", total.failures.len(), total.failures.join("\n"));
     assert_eq!((total.duplicate_creates, total.orphans, total.deletes_of_kept, total.lost_deletes), (0, 0, 0, 0));
 }
