@@ -260,16 +260,21 @@ fn check<K: AmlKind>(spec: &Value, validator: Option<&aml_operator::armspec::Sch
     };
     // Serializing back must work too (the operator writes these objects).
     serde_json::to_value(&obj).map_err(|e| format!("the deserialized object does not serialize: {e}"))?;
-    let body = match obj.target(&resolved::<K>()).and_then(|t| obj.desired(&t).map(|b| (t, b))) {
-        Err(e) => {
-            if e.reason().is_empty() || e.message().trim().is_empty() {
-                return Err(format!("refused without a reason: {e:?}"));
-            }
-            return Ok(Verdict::Refused);
+    let refused = |e: aml_operator::controller::Error| {
+        if e.reason().is_empty() || e.message().trim().is_empty() {
+            Err(format!("refused without a reason: {e:?}"))
+        } else {
+            Ok(Verdict::Refused)
         }
-        Ok(body) => body,
     };
-    let (target, body) = body;
+    let target = match obj.target(&resolved::<K>()) {
+        Ok(t) => t,
+        Err(e) => return refused(e),
+    };
+    let body = match obj.desired(&target) {
+        Ok(b) => b,
+        Err(e) => return refused(e),
+    };
     if !body.is_object() {
         return Err(format!("desired is not a JSON object: {body}"));
     }

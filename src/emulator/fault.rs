@@ -272,7 +272,7 @@ pub(crate) enum Delivery {
 
 /// ISO-8601 duration of `ms` milliseconds, e.g. `PT1.5S`.
 pub(crate) fn iso_duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("PT{}S", ms / 1000)
     } else {
         let s = format!("{}.{:03}", ms / 1000, ms % 1000);
