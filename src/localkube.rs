@@ -46,6 +46,7 @@ struct State {
     /// (resourceVersion, path, watch event line) of recent changes.
     log: VecDeque<(u64, String, Bytes)>,
     watchers: Vec<Watcher>,
+    faults: Vec<KubeFault>,
 }
 
 impl State {
@@ -83,6 +84,24 @@ fn in_collection(collection: &str, path: &str) -> bool {
 fn is_object_path(path: &str) -> bool {
     let segs: Vec<&str> = path.split('/').collect();
     segs.len() >= 4 && segs[segs.len() - 4] == "namespaces"
+}
+
+/// A scripted failure of the fake API server (see [`LocalKube::fail_next`]).
+#[derive(Clone, Debug)]
+struct KubeFault {
+    method: String,
+    path: String,
+    anchored: bool,
+    status: u16,
+    times: usize,
+}
+
+impl KubeFault {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.times > 0
+            && (self.method.is_empty() || self.method.eq_ignore_ascii_case(method))
+            && if self.anchored { path.ends_with(&self.path) } else { path.contains(&self.path) }
+    }
 }
 
 /// The in-memory API server; clones share the same state.
@@ -202,6 +221,25 @@ impl LocalKube {
         self.lock().calls.clone()
     }
 
+    /// Makes the next `times` requests with `method` (any if empty) whose path contains
+    /// `path_contains` fail with `status` and a Kubernetes `Status` body, without effect. A
+    /// `path_contains` ending in `$` must end the path: `"amlworkspaces/ws1$"` matches the finalizer
+    /// patch of ws1 but not its `/status` writes. Failed requests are still recorded in [`calls`].
+    ///
+    /// [`calls`]: LocalKube::calls
+    pub fn fail_next(&self, method: &str, path_contains: &str, status: u16, times: usize) {
+        let (path, anchored) = match path_contains.strip_suffix('$') {
+            Some(p) => (p.to_string(), true),
+            None => (path_contains.to_string(), false),
+        };
+        self.lock().faults.push(KubeFault { method: method.to_string(), path, anchored, status, times });
+    }
+
+    /// Uses of [`fail_next`](LocalKube::fail_next) faults not consumed yet.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.iter().map(|f| f.times).sum()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
@@ -236,6 +274,15 @@ impl LocalKube {
         let mut st = self.lock();
         if !st.quiet {
             st.calls.push(Call { method: method.to_string(), path: path.clone(), body: body.clone() });
+        }
+        if let Some(i) = st.faults.iter().position(|f| f.matches(method.as_str(), &path)) {
+            let status = st.faults[i].status;
+            st.faults[i].times -= 1;
+            if st.faults[i].times == 0 {
+                st.faults.remove(i);
+            }
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return reply(code, &status_body(code.as_u16(), "injected fault"));
         }
         st.resource_version += 1;
         let rv = st.resource_version.to_string();

@@ -180,6 +180,11 @@ impl ArmCall<'_> {
             .map(normalize_location)
             .unwrap_or_else(|| "global".to_owned());
         let op_id = guid();
+        let forced = self.st.pending_override.take();
+        let runs = match &forced {
+            Some(super::state::OpOverride::Outlast(d)) => *d,
+            _ => self.settings.operation_duration,
+        };
         self.st.operations.insert(
             op_id.clone(),
             Operation {
@@ -189,12 +194,13 @@ impl ArmCall<'_> {
                 resource_key: key.clone(),
                 kind,
                 started: self.now,
-                due: Instant::now() + self.settings.operation_duration,
+                due: Instant::now() + runs,
                 status: OpStatus::InProgress,
                 ended: None,
                 error: None,
                 tenant_id: self.tenant_id.clone(),
                 client_id: self.client_id.clone(),
+                forced,
             },
         );
         if let Some(res) = self.st.resources.get_mut(&key) {

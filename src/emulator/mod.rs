@@ -9,10 +9,12 @@
 //!
 //! Differences from Azure worth knowing: every subscription and resource group exists; operations
 //! only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`]) while the
-//! operation runs; rate-limit headers count down but never throttle (inject a 429 [`Fault`] for
-//! that); GET during a workspace creation shows `Creating` rather than 404.
+//! operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
+//! throttle with [`EmulatorConfig::write_limit`] (or an injected 429 [`Fault`]); GET during a
+//! workspace creation shows `Creating` rather than 404.
 
 mod arm;
+mod fault;
 mod model;
 mod reply;
 mod state;
@@ -27,17 +29,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::{Request, State as AxumState};
+use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use self::fault::{FaultKind, FaultParseError, FaultRule, OperationEnd};
+
 use self::arm::{ArmCall, ArmSettings};
+use self::fault::Delivery;
 use self::model::{RenderCtx, ResId, Route};
 use self::reply::Reply;
-use self::state::{RateClass, Resource, State};
+use self::state::{ActiveFault, RateClass, Resource, State};
 
 /// Tenant id of the default accepted principal.
 pub const DEFAULT_TENANT_ID: &str = "00000000-0000-0000-0000-0000000000aa";
@@ -114,6 +119,10 @@ pub struct EmulatorConfig {
     pub validator: Option<BodyValidator>,
     /// Where to write the PEM of the CA clients must trust.
     pub ca_file: Option<PathBuf>,
+    /// When set, writes (PUT, PATCH, POST, DELETE) draw from a per-subscription bucket of `burst`
+    /// tokens refilled at `per_second`, and are answered 429 with `Retry-After` when it is empty
+    /// (ARM's write bucket is 200 burst, 10 per second). Default: not enforced.
+    pub write_limit: Option<(u32 /* burst */, f64 /* per second */)>,
 }
 
 impl Default for EmulatorConfig {
@@ -125,6 +134,7 @@ impl Default for EmulatorConfig {
             principals: vec![Principal::default()],
             validator: None,
             ca_file: None,
+            write_limit: None,
         }
     }
 }
@@ -138,6 +148,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("principals", &self.principals)
             .field("validator", &self.validator.as_ref().map(|_| "<fn>"))
             .field("ca_file", &self.ca_file)
+            .field("write_limit", &self.write_limit)
             .finish()
     }
 }
@@ -151,8 +162,12 @@ pub struct RecordedRequest {
     pub path: String,
     /// Raw query string without `?` (empty if none).
     pub query: String,
-    /// Status code the emulator answered.
+    /// Status code the emulator answered; 0 when an injected fault closed the connection
+    /// without an answer.
     pub status: u16,
+    /// Whether this request created the resource (a PUT of a resource that did not exist, which
+    /// the emulator accepted), whether or not the client saw the answer.
+    pub created: bool,
 }
 
 /// A scripted failure: the next `times` requests matching `method` (any if `None`) and whose path
@@ -173,6 +188,10 @@ pub struct Fault {
     /// How many matching requests fail (0 = none).
     pub times: usize,
 }
+
+/// Names an injected [`FaultRule`] (from [`Emulator::inject_rule`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FaultId(u64);
 
 /// Why the emulator could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +233,7 @@ struct Shared {
     principals: Vec<Principal>,
     validator: Option<BodyValidator>,
     arm_endpoint: String,
+    write_limit: Option<(u32, f64)>,
 }
 
 impl Shared {
@@ -232,7 +252,7 @@ impl Shared {
             .unwrap_or_else(|| (DEFAULT_TENANT_ID.to_owned(), DEFAULT_CLIENT_ID.to_owned()))
     }
 
-    /// Answers one request (ARM or token) entirely under the state lock.
+    /// Answers one request (ARM or token) entirely under the state lock; says how to deliver it.
     fn dispatch(
         &self,
         method: &str,
@@ -240,64 +260,139 @@ impl Shared {
         query: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Reply {
+    ) -> (Reply, Delivery) {
         let mut st = self.lock();
         st.advance(Instant::now());
         let route = Route::parse(path);
         let is_token = matches!(route, Route::Token { .. });
 
-        if let Some(fault) = st.take_fault(method, path) {
-            let mut reply = if is_token {
-                Reply::json(
-                    fault.status,
-                    serde_json::json!({
-                        "error": fault.code,
-                        "error_description": format!("{}: injected fault.", fault.code),
-                        "error_codes": [],
-                    }),
-                )
-            } else {
-                Reply::arm_error(
-                    fault.status,
-                    &fault.code,
-                    format!("Injected fault '{}'.", fault.code),
-                )
-            };
-            if let Some(secs) = fault.retry_after_secs {
-                reply.push_header("Retry-After", secs.to_string());
+        let mut delivery = Delivery::Now;
+        let mut outlast = None;
+        match st.take_fault(method, path) {
+            None => {}
+            Some(FaultKind::Status {
+                status,
+                code,
+                retry_after_secs,
+            }) => {
+                let mut reply = if is_token {
+                    Reply::json(
+                        status,
+                        serde_json::json!({
+                            "error": code,
+                            "error_description": format!("{code}: injected fault."),
+                            "error_codes": [],
+                        }),
+                    )
+                } else {
+                    Reply::arm_error(status, &code, format!("Injected fault '{code}'."))
+                };
+                if let Some(secs) = retry_after_secs {
+                    reply.push_header("Retry-After", secs.to_string());
+                }
+                if is_token {
+                    st.token_requests += 1;
+                } else {
+                    finish_arm_reply(&mut reply, headers, None);
+                    record(&mut st, method, path, query, reply.status, false);
+                }
+                return (reply, Delivery::Now);
             }
-            if is_token {
-                st.token_requests += 1;
-            } else {
-                finish_arm_reply(&mut reply, headers, None);
-                record(&mut st, method, path, query, reply.status);
+            Some(FaultKind::Drop {
+                after_handling: false,
+            }) => {
+                if is_token {
+                    st.token_requests += 1;
+                } else {
+                    record(&mut st, method, path, query, 0, false);
+                }
+                return (Reply::empty(500), Delivery::Drop);
             }
-            return reply;
+            Some(FaultKind::Drop {
+                after_handling: true,
+            }) => delivery = Delivery::Drop,
+            Some(FaultKind::Delay { ms }) => delivery = Delivery::After(ms),
+            Some(kind) => {
+                if let FaultKind::OperationOutlasts { timeout_ms } = &kind {
+                    outlast = Some(*timeout_ms);
+                }
+                st.set_override(&kind);
+            }
         }
 
         if let Route::Token { tenant } = &route {
             st.token_requests += 1;
-            return token::handle(&mut st, &self.principals, tenant, method, headers, body);
+            st.pending_override = None;
+            let reply = token::handle(&mut st, &self.principals, tenant, method, headers, body);
+            return (reply, delivery);
         }
 
-        let mut reply = self.arm(&mut st, route, method, query, headers, body);
         let sub = path
             .split('/')
             .filter(|s| !s.is_empty())
             .nth(1)
             .filter(|_| path.to_ascii_lowercase().starts_with("/subscriptions/"))
             .map(str::to_owned);
+        let class = match method {
+            "GET" | "HEAD" => RateClass::Reads,
+            "DELETE" => RateClass::Deletes,
+            _ => RateClass::Writes,
+        };
+        let mut enforced_remaining = None;
+        if let (Some((burst, per_second)), Some(sub), false) =
+            (self.write_limit, sub.as_deref(), matches!(class, RateClass::Reads))
+        {
+            match st.take_write(sub, burst, per_second) {
+                Ok(remaining) => enforced_remaining = Some(remaining),
+                Err(wait) => {
+                    st.throttled += 1;
+                    st.pending_override = None;
+                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    let mut reply = Reply::arm_error(
+                        429,
+                        "TooManyRequests",
+                        format!(
+                            "The subscription '{sub}' exceeded its write limit of {burst} requests refilled at {per_second} per second. Retry after {secs} seconds."
+                        ),
+                    )
+                    .header("Retry-After", secs.to_string());
+                    finish_arm_reply(&mut reply, headers, Some((class.header(), 0)));
+                    record(&mut st, method, path, query, 429, false);
+                    return (reply, Delivery::Now);
+                }
+            }
+        }
+
+        let created_key = match (&route, method) {
+            (Route::Resource { id, action: None }, "PUT") => {
+                let key = id.key();
+                st.get(&key).is_none().then_some(key)
+            }
+            _ => None,
+        };
+        let mut reply = self.arm(&mut st, route, method, query, headers, body);
+        st.pending_override = None;
+        let created = reply.status / 100 == 2
+            && created_key.is_some_and(|key| st.get(&key).is_some());
+        if let Some(ms) = outlast
+            && reply.status / 100 == 2
+        {
+            reply
+                .headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case("x-ms-async-operation-timeout"));
+            reply.push_header("x-ms-async-operation-timeout", fault::iso_duration(ms));
+        }
         let rate = (reply.status != 401).then_some(sub).flatten().map(|sub| {
-            let class = match method {
-                "GET" | "HEAD" => RateClass::Reads,
-                "DELETE" => RateClass::Deletes,
-                _ => RateClass::Writes,
+            let remaining = match enforced_remaining {
+                Some(r) => r,
+                None => st.take_rate(&sub, class),
             };
-            (class.header(), st.take_rate(&sub, class))
+            (class.header(), remaining)
         });
         finish_arm_reply(&mut reply, headers, rate);
-        record(&mut st, method, path, query, reply.status);
-        reply
+        let recorded = if delivery == Delivery::Drop { 0 } else { reply.status };
+        record(&mut st, method, path, query, recorded, created);
+        (reply, delivery)
     }
 
     fn arm(
@@ -409,16 +504,21 @@ fn finish_arm_reply(reply: &mut Reply, headers: &HeaderMap, rate: Option<(&'stat
     }
 }
 
-fn record(st: &mut State, method: &str, path: &str, query: &str, status: u16) {
+fn record(st: &mut State, method: &str, path: &str, query: &str, status: u16, created: bool) {
     st.requests.push(RecordedRequest {
         method: method.to_owned(),
         path: path.to_owned(),
         query: query.to_owned(),
         status,
+        created,
     });
 }
 
-async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+async fn handle(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<tls::ConnHandle>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -434,10 +534,17 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    tracing::debug!(%method, %path, "emulator request");
-    shared
-        .dispatch(&method, &path, &query, &parts.headers, &bytes)
-        .into_response()
+    tracing::debug!(%method, %path, peer = %conn.peer, "emulator request");
+    let (reply, delivery) = shared.dispatch(&method, &path, &query, &parts.headers, &bytes);
+    match delivery {
+        Delivery::Now => {}
+        Delivery::After(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Delivery::Drop => {
+            tracing::debug!(%method, %path, "emulator: dropping the connection (injected fault)");
+            conn.kill();
+        }
+    }
+    reply.into_response()
 }
 
 /// A running emulator. Dropping it stops the server; [`Emulator::shutdown`] also waits for it.
@@ -482,11 +589,12 @@ impl Emulator {
                 addr: config.bind,
                 source,
             })?;
-        let local_addr =
-            axum::serve::Listener::local_addr(&listener).map_err(|source| EmulatorError::Bind {
+        let local_addr = axum::serve::Listener::local_addr(&listener)
+            .map_err(|source| EmulatorError::Bind {
                 addr: config.bind,
                 source,
-            })?;
+            })?
+            .peer;
 
         let arm_endpoint = format!("https://{local_addr}");
         let shared = Arc::new(Shared {
@@ -496,13 +604,15 @@ impl Emulator {
             principals: config.principals,
             validator: config.validator,
             arm_endpoint,
+            write_limit: config.write_limit,
         });
         let router: Router = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let service = router.into_make_service_with_connect_info::<tls::ConnHandle>();
+            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
                 let _ = stop_rx.await;
             });
             if let Err(err) = serve.await {
@@ -611,9 +721,54 @@ impl Emulator {
         );
     }
 
-    /// Adds a fault; faults are tried in the order added.
+    /// Adds a fault; faults (and rules) are tried in the order added.
     pub fn inject(&self, fault: Fault) {
-        self.shared.lock().faults.push(fault);
+        let _ = self.inject_rule(FaultRule::from(fault));
+    }
+
+    /// Adds a fault rule; rules (and faults) are tried in the order added. The id tells how often
+    /// it fired ([`Emulator::fault_uses`]) and removes it ([`Emulator::remove_fault`]).
+    pub fn inject_rule(&self, rule: FaultRule) -> FaultId {
+        let mut st = self.shared.lock();
+        st.next_fault_id += 1;
+        let id = st.next_fault_id;
+        st.faults.push(ActiveFault {
+            id,
+            rule,
+            seen: 0,
+            used: 0,
+        });
+        FaultId(id)
+    }
+
+    /// How many requests the rule `id` has answered so far.
+    pub fn fault_uses(&self, id: FaultId) -> usize {
+        self.shared
+            .lock()
+            .faults
+            .iter()
+            .find(|f| f.id == id.0)
+            .map_or(0, |f| f.used)
+    }
+
+    /// Removes the rule `id`, used or not.
+    pub fn remove_fault(&self, id: FaultId) {
+        self.shared.lock().faults.retain(|f| f.id != id.0);
+    }
+
+    /// Removes every injected fault and rule, used or not.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Uses of injected faults and rules not consumed yet (their remaining `times`, summed).
+    pub fn pending_faults(&self) -> usize {
+        self.shared.lock().faults.iter().map(|f| f.rule.times).sum()
+    }
+
+    /// Writes answered 429 because the [`EmulatorConfig::write_limit`] bucket was empty.
+    pub fn throttled(&self) -> usize {
+        self.shared.lock().throttled
     }
 
     /// Completes every running operation now.
@@ -671,6 +826,35 @@ pub struct EmulatorArgs {
     /// Tenant id of the accepted service principal.
     #[arg(long, default_value = DEFAULT_TENANT_ID)]
     pub tenant_id: String,
+    /// Inject a fault, `METHOD:PATH_SUBSTRING:KIND:TIMES[:ONE_IN]` (repeatable; `*` or empty
+    /// METHOD/PATH match any). KIND: a status `STATUS[=CODE][@RETRY_AFTER]` (`429@5`, `503`,
+    /// `400=invalid_client` on `oauth2`), `delay=MS` (answer late), `drop` / `drop-after` (close
+    /// the connection without an answer, before / after handling), `failed[=CODE]` /
+    /// `canceled[=CODE]` (the operation started ends so), `outlast=MS` (the operation outlasts the
+    /// `x-ms-async-operation-timeout` it announces). Example: `--fault PUT:/workspaces/:503:2`.
+    #[arg(long = "fault", value_name = "METHOD:PATH:KIND:TIMES")]
+    pub faults: Vec<FaultRule>,
+    /// Enforce ARM's write bucket, `BURST:PER_SECOND` (ARM: `200:10`): writes beyond it get 429.
+    #[arg(long, value_name = "BURST:PER_SECOND", value_parser = parse_write_limit)]
+    pub write_limit: Option<(u32, f64)>,
+}
+
+/// Reads `--write-limit BURST:PER_SECOND`.
+fn parse_write_limit(value: &str) -> Result<(u32, f64), String> {
+    let (burst, rate) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?} is not BURST:PER_SECOND, e.g. 200:10"))?;
+    let burst = burst
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("burst {burst:?} is not a count"))?;
+    let rate = rate
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("rate {rate:?} is not a positive number"))?;
+    Ok((burst, rate))
 }
 
 impl fmt::Debug for EmulatorArgs {
@@ -683,6 +867,8 @@ impl fmt::Debug for EmulatorArgs {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("tenant_id", &self.tenant_id)
+            .field("faults", &self.faults)
+            .field("write_limit", &self.write_limit)
             .finish()
     }
 }
@@ -702,8 +888,12 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
         }],
         validator: None,
         ca_file: Some(args.ca_file.clone()),
+        write_limit: args.write_limit,
     };
     let emulator = Emulator::start(config).await?;
+    for rule in &args.faults {
+        let _ = emulator.inject_rule(rule.clone());
+    }
     let ca_file = std::fs::canonicalize(&args.ca_file).unwrap_or_else(|_| args.ca_file.clone());
     let ca_file = ca_file.display();
     println!("aml-operator emulator (ARM + Entra ID token endpoint) is running.");

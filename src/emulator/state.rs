@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::model::{Kind, RenderCtx, ResId, render, user_part};
 use super::util::{get_path, random_token, set_path};
-use super::{Fault, RecordedRequest};
+use super::RecordedRequest;
+use super::fault::{FaultKind, FaultRule, OperationEnd};
 
 /// A stored resource.
 pub(crate) struct Resource {
@@ -79,6 +80,26 @@ pub(crate) struct Operation {
     /// Caller tenant and client, for re-rendering the resource.
     pub(crate) tenant_id: String,
     pub(crate) client_id: String,
+    /// An injected fault's say in how this operation ends.
+    pub(crate) forced: Option<OpOverride>,
+}
+
+/// How an injected fault changes the next operation started.
+#[derive(Clone, Debug)]
+pub(crate) enum OpOverride {
+    /// It ends with this status and error code.
+    End(OpStatus, String),
+    /// It runs this long, and `finish_operations` does not shorten it.
+    Outlast(std::time::Duration),
+}
+
+/// An injected fault rule and how many matching requests it has seen.
+pub(crate) struct ActiveFault {
+    pub(crate) id: u64,
+    pub(crate) rule: FaultRule,
+    pub(crate) seen: u32,
+    /// Requests that got the fault so far (the rule stays listed once used up).
+    pub(crate) used: usize,
 }
 
 /// A bearer token the emulator issued.
@@ -102,8 +123,16 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, IssuedToken>,
     pub(crate) token_requests: usize,
     pub(crate) requests: Vec<RecordedRequest>,
-    pub(crate) faults: Vec<Fault>,
+    pub(crate) faults: Vec<ActiveFault>,
+    /// Id of the next fault added.
+    pub(crate) next_fault_id: u64,
     buckets: HashMap<(String, &'static str), Bucket>,
+    /// The enforced write bucket per subscription (only with `EmulatorConfig::write_limit`).
+    write_buckets: HashMap<String, Bucket>,
+    /// Writes answered 429 by the enforced write bucket.
+    pub(crate) throttled: usize,
+    /// Set by a fault for the operation the current request starts (taken by `start_op`).
+    pub(crate) pending_override: Option<OpOverride>,
 }
 
 /// The rate-limit class of a request.
@@ -153,24 +182,70 @@ impl State {
         bucket.level.floor() as u64
     }
 
-    /// Consumes one use of the first fault matching this request, if any.
-    pub(crate) fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let path_lower = path.to_ascii_lowercase();
-        let idx = self.faults.iter().position(|f| {
-            f.times > 0
-                && f.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && f.path_contains
-                    .as_deref()
-                    .is_none_or(|p| path_lower.contains(&p.to_ascii_lowercase()))
-        })?;
-        let fault = self.faults[idx].clone();
-        self.faults[idx].times -= 1;
-        if self.faults[idx].times == 0 {
-            self.faults.remove(idx);
+    /// Takes one token from the enforced write bucket of `sub` (`burst` tokens, refilled at
+    /// `per_second`): `Ok(remaining)`, or `Err(wait)` until one token is back when it is empty.
+    pub(crate) fn take_write(
+        &mut self,
+        sub: &str,
+        burst: u32,
+        per_second: f64,
+    ) -> Result<u64, std::time::Duration> {
+        let size = f64::from(burst.max(1));
+        let refill = per_second.max(f64::MIN_POSITIVE);
+        let now = Instant::now();
+        let bucket = self
+            .write_buckets
+            .entry(sub.to_ascii_lowercase())
+            .or_insert(Bucket {
+                level: size,
+                updated: now,
+            });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.level = (bucket.level + elapsed * refill).min(size);
+        bucket.updated = now;
+        if bucket.level < 1.0 {
+            return Err(std::time::Duration::from_secs_f64(
+                ((1.0 - bucket.level) / refill).min(3600.0),
+            ));
         }
-        Some(fault)
+        bucket.level -= 1.0;
+        Ok(bucket.level.floor() as u64)
+    }
+
+    /// Consumes one use of the first fault rule matching this request whose rate lets it fire.
+    pub(crate) fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
+        let path_lower = path.to_ascii_lowercase();
+        for active in &mut self.faults {
+            if !active.rule.matches(method, &path_lower) {
+                continue;
+            }
+            active.seen = active.seen.saturating_add(1);
+            if active.seen % active.rule.one_in.max(1) != 0 {
+                continue;
+            }
+            let kind = active.rule.kind.clone();
+            active.rule.times -= 1;
+            active.used += 1;
+            return Some(kind);
+        }
+        None
+    }
+
+    /// Remembers what a fault does to the operation this request starts, if it starts one.
+    pub(crate) fn set_override(&mut self, kind: &FaultKind) {
+        self.pending_override = match kind {
+            FaultKind::OperationEnds { end, code } => Some(OpOverride::End(
+                match end {
+                    OperationEnd::Failed => OpStatus::Failed,
+                    OperationEnd::Canceled => OpStatus::Canceled,
+                },
+                code.clone(),
+            )),
+            FaultKind::OperationOutlasts { timeout_ms } => Some(OpOverride::Outlast(
+                std::time::Duration::from_millis(timeout_ms.saturating_mul(2)),
+            )),
+            _ => None,
+        };
     }
 
     /// The resource at `key` (callers advance operations first).
@@ -215,7 +290,9 @@ impl State {
     pub(crate) fn finish_all(&mut self) {
         let now = Instant::now();
         for op in self.operations.values_mut() {
-            if op.status == OpStatus::InProgress {
+            if op.status == OpStatus::InProgress
+                && !matches!(op.forced, Some(OpOverride::Outlast(_)))
+            {
                 op.due = op.due.min(now);
             }
         }
@@ -234,6 +311,10 @@ impl State {
         let ctx_tenant = op.tenant_id.clone();
         let ctx_client = op.client_id.clone();
         let mut outcome = (OpStatus::Succeeded, None);
+        if let Some(OpOverride::End(status, code)) = op.forced.clone() {
+            self.force_end(op_id, &key, status, &code);
+            return;
+        }
 
         match kind {
             OpKind::Delete => {
@@ -310,6 +391,38 @@ impl State {
             }
         }
         self.end_op(op_id, outcome.0, outcome.1);
+    }
+
+    /// Ends an operation the way an injected fault asked: the resource stays, in that state.
+    fn force_end(&mut self, op_id: &str, key: &str, status: OpStatus, code: &str) {
+        let state = status.as_str();
+        // A delete marked the whole subtree `Deleting`: the children survive unharmed.
+        for k in self.subtree(key) {
+            if k != key
+                && let Some(res) = self.resources.get_mut(&k)
+                && get_path(&res.body, "properties/provisioningState").and_then(Value::as_str)
+                    == Some("Deleting")
+            {
+                set_path(
+                    &mut res.body,
+                    "properties/provisioningState",
+                    Value::from("Succeeded"),
+                );
+            }
+        }
+        if let Some(res) = self.resources.get_mut(key) {
+            set_path(
+                &mut res.body,
+                "properties/provisioningState",
+                Value::from(state),
+            );
+            res.op = None;
+        }
+        let error = json!({
+            "code": code,
+            "message": format!("The resource operation completed with terminal provisioning state '{state}' (injected fault)."),
+        });
+        self.end_op(op_id, status, Some(error));
     }
 
     fn end_op(&mut self, op_id: &str, status: OpStatus, error: Option<Value>) {

@@ -1,7 +1,11 @@
 //! The emulator's certificates and its TLS-terminating listener for `axum::serve`.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rcgen::{
@@ -9,6 +13,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -157,19 +162,117 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+/// A connection's peer and the switch that closes it without another byte (handlers receive it
+/// as `ConnectInfo`, to answer a "dropped connection" fault).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHandle {
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    kill: Arc<AtomicBool>,
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(conn) => conn,
-            // The accept loop only ends when aborted; nothing more will ever arrive.
-            None => std::future::pending().await,
+impl ConnHandle {
+    fn new(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            kill: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    /// From now on the connection refuses to write: the server closes it without answering.
+    pub(crate) fn kill(&self) {
+        self.kill.store(true, Ordering::SeqCst);
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for ConnHandle
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TLS stream that fails every write once its [`ConnHandle`] was killed, so the HTTP server
+/// drops the connection instead of sending the response.
+pub(crate) struct KillableIo {
+    inner: TlsStream<TcpStream>,
+    kill: Arc<AtomicBool>,
+}
+
+impl KillableIo {
+    fn killed(&self) -> bool {
+        self.kill.load(Ordering::SeqCst)
+    }
+}
+
+fn aborted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by an injected fault",
+    )
+}
+
+impl AsyncRead for KillableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.killed() {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.killed() {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.killed() {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.killed() {
+            // No TLS close_notify either: the peer sees the connection end mid-exchange.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = KillableIo;
+    type Addr = ConnHandle;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (inner, peer) = match self.incoming.recv().await {
+            Some(conn) => conn,
+            // The accept loop only ends when aborted; nothing more will ever arrive.
+            None => std::future::pending().await,
+        };
+        let handle = ConnHandle::new(peer);
+        let io = KillableIo {
+            inner,
+            kill: Arc::clone(&handle.kill),
+        };
+        (io, handle)
+    }
+
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
+        Ok(ConnHandle::new(self.local_addr))
     }
 }

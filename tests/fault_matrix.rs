@@ -1,0 +1,1067 @@
+//! "Never lose, duplicate or leak": every fault the emulator can inject, on the route of every kind,
+//! in every phase (create, update, delete with each policy), driven through the real pipeline until
+//! it converges; and the restart points (killed after the PUT, while polling, after the DELETE).
+//!
+//! The first part unit-tests each fault against the ARM client (and `LocalKube::fail_next`); the
+//! second is the matrix; the third, the restart scenarios.
+
+mod support;
+
+use aml_operator::arm::{
+    ArmClient, CloudConfig, DeleteOutcome, ErrorClass, PollOutcome, Secret as ArmSecret, ServicePrincipal,
+    WriteOutcome,
+};
+use aml_operator::controller::{AmlKind, Config, Context, Parent, Resolved, drift, pipeline};
+use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
+use aml_operator::emulator::{
+    EmulatorArgs, EmulatorConfig, Fault, FaultKind, FaultRule, OperationEnd, Principal,
+};
+use futures::future::join_all;
+use kube::api::ObjectMeta;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{NS, SUBSCRIPTION, World};
+
+const API: &str = "2024-10-01";
+const RG: &str = "rg-ml";
+/// The ARM client's timeout in these tests: a slow answer is delayed past it.
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How late a slow answer comes.
+const SLOW_MS: u64 = 1500;
+/// `x-ms-async-operation-timeout` announced by an operation that outlasts it (it runs twice that).
+const OUTLAST_MS: u64 = 200;
+
+fn ws_id(name: &str) -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{name}")
+}
+
+fn ep_id(name: &str) -> String {
+    format!("{}/onlineEndpoints/{name}", ws_id("ws1"))
+}
+
+fn principal() -> ServicePrincipal {
+    let p = Principal::default();
+    ServicePrincipal {
+        tenant_id: p.tenant_id,
+        client_id: p.client_id,
+        credential: aml_operator::arm::ClientCredential::Secret(ArmSecret::new(p.client_secret)),
+        subscription_id: Some(SUBSCRIPTION.into()),
+    }
+}
+
+fn fast_emulator() -> EmulatorConfig {
+    EmulatorConfig { operation_duration: Duration::from_millis(30), retry_after_secs: 0, ..support::emulator_config() }
+}
+
+fn cloud(w: &World) -> CloudConfig {
+    CloudConfig {
+        arm_endpoint: w.emulator.arm_endpoint(),
+        authority_host: w.emulator.authority_host(),
+        ca_file: Some(w.ca_file.clone()),
+        timeout: CLIENT_TIMEOUT,
+        ..CloudConfig::default()
+    }
+}
+
+/// A fresh controller context (no token, no caches) whose ARM client times out after [`CLIENT_TIMEOUT`].
+fn fresh_ctx(w: &World) -> Arc<Context> {
+    let arm = ArmClient::new(&cloud(w)).expect("ARM client");
+    Arc::new(Context::new(w.client.clone(), arm, Config { resync: Duration::from_secs(300), ..Config::default() }))
+}
+
+fn status_fault(method: &str, path: &str, status: u16, code: &str, retry_after: Option<u64>, times: usize) -> Fault {
+    Fault {
+        method: Some(method.into()),
+        path_contains: Some(path.into()),
+        status,
+        code: code.into(),
+        retry_after_secs: retry_after,
+        times,
+    }
+}
+
+// =============================================================================================
+// Part 1: each fault, seen from the ARM client
+
+async fn client_world() -> (World, ArmClient) {
+    let w = World::with_emulator(fast_emulator()).await;
+    let arm = ArmClient::new(&cloud(&w)).expect("ARM client");
+    (w, arm)
+}
+
+fn ws_body() -> Value {
+    json!({"location": "eastus", "properties": {"friendlyName": "x"}})
+}
+
+#[tokio::test]
+async fn status_faults_answer_429_with_retry_after_and_500_503_as_transient() {
+    let (w, arm) = client_world().await;
+    let id = ws_id("wsf");
+    // The original `Fault` still works, as a rule of kind Status.
+    w.emulator.inject(status_fault("GET", "/workspaces/wsf", 429, "TooManyRequests", Some(1), 1));
+    let err = arm.get(&principal(), &id, API).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Throttled(Duration::from_secs(1)));
+    let started = Instant::now();
+    assert!(arm.get(&principal(), &id, API).await.unwrap().is_none(), "used up: 404 again");
+    assert!(started.elapsed() >= Duration::from_millis(900), "the client waited out Retry-After");
+
+    for status in [500u16, 503] {
+        w.emulator.inject_rule(format!("PUT:/workspaces/wsf:{status}:1").parse().unwrap());
+        let err = arm.put(&principal(), &id, API, &ws_body()).await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Transient, "{status}: {err:?}");
+        assert_eq!(err.arm().map(|e| e.status), Some(status));
+        assert!(w.emulator.resource(&id).is_none(), "an error answer has no effect");
+    }
+    let statuses: Vec<u16> = w.emulator.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![429, 404, 500, 503]);
+    assert!(w.emulator.requests().iter().all(|r| !r.created));
+}
+
+#[tokio::test]
+async fn a_slow_answer_past_the_client_timeout_is_a_transport_error_yet_takes_effect() {
+    let (w, arm) = client_world().await;
+    let id = ws_id("wsf");
+    w.emulator.inject_rule(FaultRule::new(Some("PUT"), Some("/workspaces/wsf"), FaultKind::Delay { ms: SLOW_MS }, 1));
+    let started = Instant::now();
+    let err = arm.put(&principal(), &id, API, &ws_body()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(SLOW_MS), "the client gave up at its timeout");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.reason(), "ArmUnreachable", "{err:?}");
+    assert!(w.emulator.resource(&id).is_some(), "the emulator did the work before answering late");
+    let log = w.emulator.requests();
+    assert_eq!((log.len(), log[0].status, log[0].created), (1, 202, true));
+    // A delay on a GET is just as slow, and the fault is used up after one request.
+    w.emulator.inject_rule("GET:/workspaces/wsf:delay=300:1".parse().unwrap());
+    let started = Instant::now();
+    assert!(arm.get(&principal(), &id, API).await.unwrap().is_some());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_a_transport_error_before_or_after_handling() {
+    let (w, arm) = client_world().await;
+    let id = ws_id("wsf");
+    w.emulator.inject_rule(FaultRule::new(Some("PUT"), Some("/workspaces/wsf"), FaultKind::Drop { after_handling: false }, 1));
+    let err = arm.put(&principal(), &id, API, &ws_body()).await.unwrap_err();
+    assert_eq!(err.reason(), "ArmUnreachable", "{err:?}");
+    assert!(w.emulator.resource(&id).is_none(), "dropped before handling: no effect");
+
+    w.emulator.inject_rule("PUT:/workspaces/wsf:drop-after:1".parse().unwrap());
+    let err = arm.put(&principal(), &id, API, &ws_body()).await.unwrap_err();
+    assert_eq!(err.reason(), "ArmUnreachable", "{err:?}");
+    assert!(w.emulator.resource(&id).is_some(), "handled, only the answer was lost");
+
+    let log: Vec<(u16, bool)> = w.emulator.requests().iter().map(|r| (r.status, r.created)).collect();
+    assert_eq!(log, vec![(0, false), (0, true)], "recorded without an answer; the client did not resend");
+    // The client recovers on a new connection.
+    assert!(arm.get(&principal(), &id, API).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn operations_can_be_made_to_end_failed_or_canceled() {
+    let (w, arm) = client_world().await;
+    let id = ws_id("wsf");
+    w.emulator.inject_rule(FaultRule::new(
+        Some("PUT"),
+        Some("/workspaces/wsf"),
+        FaultKind::OperationEnds { end: OperationEnd::Failed, code: "QuotaExceeded".into() },
+        1,
+    ));
+    let WriteOutcome::Accepted { operation, .. } = arm.put(&principal(), &id, API, &ws_body()).await.unwrap() else {
+        panic!("a workspace PUT is asynchronous")
+    };
+    w.emulator.finish_operations();
+    match arm.poll(&principal(), &operation).await.unwrap() {
+        PollOutcome::Failed(e) => assert_eq!(e.code, "QuotaExceeded"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(w.emulator.resource(&id).unwrap()["properties"]["provisioningState"], "Failed");
+
+    // A PUT again (the person fixed the cause) succeeds; then a canceled delete leaves it in place.
+    let WriteOutcome::Accepted { operation, .. } = arm.put(&principal(), &id, API, &ws_body()).await.unwrap() else {
+        panic!("asynchronous")
+    };
+    w.emulator.finish_operations();
+    assert_eq!(arm.poll(&principal(), &operation).await.unwrap(), PollOutcome::Succeeded);
+    w.emulator.inject_rule("DELETE:/workspaces/wsf:canceled:1".parse().unwrap());
+    let DeleteOutcome::Accepted(op) = arm.delete(&principal(), &id, API, &[]).await.unwrap() else {
+        panic!("a delete is asynchronous")
+    };
+    w.emulator.finish_operations();
+    assert!(matches!(arm.poll(&principal(), &op).await.unwrap(), PollOutcome::Failed(_)));
+    assert_eq!(w.emulator.resource(&id).unwrap()["properties"]["provisioningState"], "Canceled");
+    // Deleting again works.
+    let DeleteOutcome::Accepted(op) = arm.delete(&principal(), &id, API, &[]).await.unwrap() else { panic!() };
+    w.emulator.finish_operations();
+    assert_eq!(arm.poll(&principal(), &op).await.unwrap(), PollOutcome::Succeeded);
+    assert!(w.emulator.resource(&id).is_none());
+}
+
+#[tokio::test]
+async fn an_operation_can_outlast_its_announced_timeout() {
+    let (w, arm) = client_world().await;
+    let id = ws_id("wsf");
+    w.emulator.inject_rule(FaultRule::new(
+        Some("PUT"),
+        Some("/workspaces/wsf"),
+        FaultKind::OperationOutlasts { timeout_ms: 300 },
+        1,
+    ));
+    // The header, seen on the wire.
+    let token = raw_token(&w).await;
+    let http = raw_client(&w);
+    let resp = http
+        .put(format!("{}{id}?api-version={API}", w.emulator.arm_endpoint()))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(ws_body().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(resp.headers()["x-ms-async-operation-timeout"], "PT0.3S");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let operation = aml_operator::arm::Operation {
+        url: location,
+        kind: aml_operator::arm::OperationKind::Location,
+        retry_after: Duration::ZERO,
+    };
+    // finish_operations does not end it, and it still runs past the timeout it announced.
+    w.emulator.finish_operations();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    w.emulator.finish_operations();
+    assert!(matches!(arm.poll(&principal(), &operation).await.unwrap(), PollOutcome::InProgress { .. }));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(arm.poll(&principal(), &operation).await.unwrap(), PollOutcome::Succeeded);
+    assert_eq!(w.emulator.resource(&id).unwrap()["properties"]["provisioningState"], "Succeeded");
+}
+
+#[tokio::test]
+async fn token_endpoint_failures_503_and_invalid_client_fail_the_call_and_pass() {
+    let (w, _) = client_world().await;
+    let id = ws_id("wsf");
+    for (kind, _what) in [("503=temporarily_unavailable", "unavailable"), ("400=invalid_client", "invalid client")] {
+        // A fresh client has no token yet.
+        let arm = ArmClient::new(&cloud(&w)).unwrap();
+        w.emulator.inject_rule(format!("POST:/oauth2/:{kind}:1").parse().unwrap());
+        let before = w.emulator.token_requests();
+        let err = arm.get(&principal(), &id, API).await.unwrap_err();
+        assert!(err.arm().is_none(), "not an ARM answer: {err:?}");
+        assert!(!format!("{err:?}").contains(&Principal::default().client_secret), "no secret in the error");
+        assert!(w.emulator.token_requests() > before);
+        assert_eq!(w.emulator.pending_faults(), 0);
+        // The next call gets a token and reaches ARM (404: absent).
+        assert!(arm.get(&principal(), &id, API).await.unwrap().is_none(), "{kind}");
+    }
+    assert!(w.emulator.requests().iter().all(|r| r.status == 404), "no ARM request was sent without a token");
+}
+
+#[tokio::test]
+async fn a_rule_fires_for_one_in_n_matching_requests_up_to_its_count() {
+    let (w, arm) = client_world().await;
+    let id = ws_id("wsf");
+    w.emulator.inject_rule("get:/workspaces/WSF:503:2:2".parse().unwrap());
+    for _ in 0..6 {
+        let _ = arm.get(&principal(), &id, API).await;
+    }
+    let statuses: Vec<u16> = w.emulator.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![404, 503, 404, 503, 404, 404]);
+    // Rules only match their method and path.
+    w.emulator.inject_rule("DELETE::500:1".parse().unwrap());
+    assert!(arm.get(&principal(), &id, API).await.unwrap().is_none());
+    assert_eq!(w.emulator.pending_faults(), 1);
+    w.emulator.clear_faults();
+    assert_eq!(w.emulator.pending_faults(), 0);
+}
+
+#[test]
+fn the_emulator_command_takes_repeatable_fault_flags() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "emulator",
+        "--fault",
+        "PUT:/workspaces/:503:2",
+        "--fault",
+        "*:oauth2:400=invalid_client:1",
+        "--fault",
+        "GET:/computes/:delay=3000:1:3",
+        "--write-limit",
+        "200:10",
+    ])
+    .unwrap();
+    let faults = &cli.args.faults;
+    assert_eq!(faults.len(), 3);
+    assert_eq!(faults[0].kind, FaultKind::Status { status: 503, code: "ServiceUnavailable".into(), retry_after_secs: None });
+    assert_eq!((faults[0].method.as_deref(), faults[0].times), (Some("PUT"), 2));
+    assert_eq!(faults[1].method, None);
+    assert_eq!(faults[2].kind, FaultKind::Delay { ms: 3000 });
+    assert_eq!(faults[2].one_in, 3);
+    assert_eq!(cli.args.write_limit, Some((200, 10.0)));
+    let err = Cli::try_parse_from(["emulator", "--fault", "PUT:/x:sometimes:1"]).err().unwrap().to_string();
+    assert!(err.contains("unknown kind"), "{err}");
+}
+
+#[tokio::test]
+async fn localkube_fails_the_next_matching_requests_and_only_those() {
+    let w = World::new().await;
+    w.good_credentials();
+    w.kube.put(workspace("wsk", json!({})));
+    let path = kpath::<AmlWorkspace>("wsk");
+    // Anchored: the finalizer patch of the object, not its status.
+    w.kube.fail_next("PATCH", "amlworkspaces/wsk$", 500, 1);
+    let err = w.reconcile::<AmlWorkspace>(&path).await.unwrap_err();
+    assert_eq!(err.reason(), "FinalizerError", "{err:?}");
+    assert!(w.kube.raw(&path).unwrap()["metadata"].get("finalizers").is_none_or(Value::is_null));
+    assert_eq!(w.kube.pending_faults(), 0);
+    w.reconcile::<AmlWorkspace>(&path).await.expect("finalizer added");
+    // A status write fails twice (the write and the failure report), then works.
+    w.kube.fail_next("PATCH", "amlworkspaces/wsk/status", 409, 2);
+    let err = w.reconcile::<AmlWorkspace>(&path).await.unwrap_err();
+    assert_eq!(err.reason(), "KubernetesApiError", "{err:?}");
+    let status = w.kube.raw(&path).unwrap()["status"].clone();
+    assert!(status["operation"].is_null() && status["armId"].is_null(), "no status written: {status}");
+    assert_eq!(w.kube.pending_faults(), 0);
+}
+
+async fn raw_token(w: &World) -> String {
+    let p = Principal::default();
+    let body = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}&scope={}%2F.default",
+        p.client_id,
+        p.client_secret,
+        w.emulator.arm_endpoint().replace(':', "%3A").replace('/', "%2F")
+    );
+    let resp = raw_client(w)
+        .post(format!("{}{}/oauth2/v2.0/token", w.emulator.authority_host(), p.tenant_id))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+fn raw_client(w: &World) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_pem(w.emulator.ca_pem().as_bytes()).unwrap();
+    reqwest::Client::builder().tls_certs_only([cert]).timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+// =============================================================================================
+// Part 2: the matrix
+
+/// What the matrix needs of a kind, beyond [`AmlKind`].
+trait Kind: AmlKind {
+    /// Prefix of the case object names.
+    const PREFIX: &'static str;
+    /// How an update of tags reaches ARM.
+    const UPDATE_METHOD: &'static str;
+    /// The object `name` with `extra` merged into a valid spec.
+    fn build(name: &str, extra: Value) -> Self;
+    /// Its ARM id.
+    fn arm_id(name: &str) -> String;
+    /// The ready parent, as the pipeline resolves it.
+    fn ready_parent() -> Option<Parent>;
+}
+
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() }
+}
+
+fn parent(arm_id: String) -> Option<Parent> {
+    Some(Parent {
+        arm_id,
+        subscription: SUBSCRIPTION.into(),
+        resource_group: RG.into(),
+        location: "eastus".into(),
+        owner: None,
+    })
+}
+
+fn workspace(name: &str, extra: Value) -> AmlWorkspace {
+    let spec = merged(
+        json!({
+            "resourceGroup": RG,
+            "location": "eastus",
+            "friendlyName": format!("Workspace {name}"),
+            "tags": {"team": "a"},
+            "storageAccount": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Storage/storageAccounts/sa1"),
+            "keyVault": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/kv1"),
+        }),
+        extra,
+    );
+    AmlWorkspace { metadata: meta(name), spec: serde_json::from_value(spec).expect("valid workspace spec"), status: None }
+}
+
+impl Kind for AmlWorkspace {
+    const PREFIX: &'static str = "w";
+    const UPDATE_METHOD: &'static str = "PUT";
+    fn build(name: &str, extra: Value) -> Self {
+        workspace(name, extra)
+    }
+    fn arm_id(name: &str) -> String {
+        ws_id(name)
+    }
+    fn ready_parent() -> Option<Parent> {
+        None
+    }
+}
+
+impl Kind for AmlCompute {
+    const PREFIX: &'static str = "c";
+    const UPDATE_METHOD: &'static str = "PUT";
+    fn build(name: &str, extra: Value) -> Self {
+        let spec = merged(
+            json!({
+                "workspaceRef": {"name": "ws1"},
+                "computeType": "AmlCompute",
+                "description": "training cluster",
+                "tags": {"team": "a"},
+                "amlCompute": {
+                    "vmSize": "STANDARD_DS3_V2",
+                    "vmPriority": "Dedicated",
+                    "osType": "Linux",
+                    "scaleSettings": {"maxNodeCount": 4, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT5M"}
+                }
+            }),
+            extra,
+        );
+        AmlCompute { metadata: meta(name), spec: serde_json::from_value(spec).expect("valid compute spec"), status: None }
+    }
+    fn arm_id(name: &str) -> String {
+        format!("{}/computes/{name}", ws_id("ws1"))
+    }
+    fn ready_parent() -> Option<Parent> {
+        parent(ws_id("ws1"))
+    }
+}
+
+impl Kind for AmlOnlineEndpoint {
+    const PREFIX: &'static str = "e";
+    const UPDATE_METHOD: &'static str = "PUT";
+    fn build(name: &str, extra: Value) -> Self {
+        let spec = merged(
+            json!({"workspaceRef": {"name": "ws1"}, "authMode": "Key", "description": "scoring", "tags": {"team": "a"}}),
+            extra,
+        );
+        AmlOnlineEndpoint { metadata: meta(name), spec: serde_json::from_value(spec).expect("valid endpoint spec"), status: None }
+    }
+    fn arm_id(name: &str) -> String {
+        ep_id(name)
+    }
+    fn ready_parent() -> Option<Parent> {
+        parent(ws_id("ws1"))
+    }
+}
+
+impl Kind for AmlOnlineDeployment {
+    const PREFIX: &'static str = "d";
+    /// Tags alone go by PATCH for a deployment.
+    const UPDATE_METHOD: &'static str = "PATCH";
+    fn build(name: &str, extra: Value) -> Self {
+        let spec = merged(
+            json!({
+                "endpointRef": {"name": "ep1"},
+                "model": "azureml:sklearn-model:1",
+                "environmentId": "azureml:sklearn-env:3",
+                "codeConfiguration": {"codeId": "azureml:score-code:1", "scoringScript": "score.py"},
+                "instanceType": "Standard_DS3_v2",
+                "instanceCount": 1,
+                "tags": {"team": "a"},
+            }),
+            extra,
+        );
+        AmlOnlineDeployment { metadata: meta(name), spec: serde_json::from_value(spec).expect("valid deployment spec"), status: None }
+    }
+    fn arm_id(name: &str) -> String {
+        format!("{}/deployments/{name}", ep_id("ep1"))
+    }
+    fn ready_parent() -> Option<Parent> {
+        parent(ep_id("ep1"))
+    }
+}
+
+fn kpath<K: AmlKind>(name: &str) -> String {
+    let plural = format!("{}s", K::kind(&()).to_lowercase());
+    format!("/apis/amloperator.io/v1alpha1/namespaces/{NS}/{plural}/{name}")
+}
+
+/// The faults of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum F {
+    Throttled429,
+    Error500,
+    Unavailable503,
+    SlowAnswer,
+    DropBeforeHandling,
+    DropAfterHandling,
+    OperationFailed,
+    OperationCanceled,
+    OperationOutlastsTimeout,
+    Token503,
+    TokenInvalidClient,
+}
+
+const FAULTS: [F; 11] = [
+    F::Throttled429,
+    F::Error500,
+    F::Unavailable503,
+    F::SlowAnswer,
+    F::DropBeforeHandling,
+    F::DropAfterHandling,
+    F::OperationFailed,
+    F::OperationCanceled,
+    F::OperationOutlastsTimeout,
+    F::Token503,
+    F::TokenInvalidClient,
+];
+
+impl F {
+    fn kind(self) -> (FaultKind, usize) {
+        let status = |status, code: &str, retry_after_secs| FaultKind::Status { status, code: code.into(), retry_after_secs };
+        match self {
+            F::Throttled429 => (status(429, "TooManyRequests", Some(1)), 1),
+            F::Error500 => (status(500, "InternalServerError", None), 1),
+            F::Unavailable503 => (status(503, "ServiceUnavailable", None), 3),
+            F::SlowAnswer => (FaultKind::Delay { ms: SLOW_MS }, 1),
+            F::DropBeforeHandling => (FaultKind::Drop { after_handling: false }, 1),
+            F::DropAfterHandling => (FaultKind::Drop { after_handling: true }, 1),
+            F::OperationFailed => (FaultKind::OperationEnds { end: OperationEnd::Failed, code: "InternalServerError".into() }, 1),
+            F::OperationCanceled => (FaultKind::OperationEnds { end: OperationEnd::Canceled, code: "OperationCanceled".into() }, 1),
+            F::OperationOutlastsTimeout => (FaultKind::OperationOutlasts { timeout_ms: OUTLAST_MS }, 1),
+            F::Token503 => (status(503, "temporarily_unavailable", None), 1),
+            F::TokenInvalidClient => (status(400, "invalid_client", None), 1),
+        }
+    }
+
+    fn on_token_endpoint(self) -> bool {
+        matches!(self, F::Token503 | F::TokenInvalidClient)
+    }
+
+    /// A write whose operation fails needs a person: the matrix plays one and edits the spec.
+    fn needs_a_spec_edit(self) -> bool {
+        matches!(self, F::OperationFailed | F::OperationCanceled)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Create,
+    Update,
+    Delete,
+    DeleteOrphan,
+    DeleteObserve,
+}
+
+const PHASES: [Phase; 5] = [Phase::Create, Phase::Update, Phase::Delete, Phase::DeleteOrphan, Phase::DeleteObserve];
+
+impl Phase {
+    fn keeps_azure(self) -> bool {
+        matches!(self, Phase::DeleteOrphan | Phase::DeleteObserve)
+    }
+    fn deletes(self) -> bool {
+        matches!(self, Phase::Delete | Phase::DeleteOrphan | Phase::DeleteObserve)
+    }
+}
+
+/// What one case found.
+#[derive(Default, Debug)]
+struct Outcome {
+    failures: Vec<String>,
+    duplicate_creates: usize,
+    orphans: usize,
+    deletes_of_kept: usize,
+    lost_deletes: usize,
+}
+
+impl Outcome {
+    fn add(&mut self, o: Outcome) {
+        self.failures.extend(o.failures);
+        self.duplicate_creates += o.duplicate_creates;
+        self.orphans += o.orphans;
+        self.deletes_of_kept += o.deletes_of_kept;
+        self.lost_deletes += o.lost_deletes;
+    }
+}
+
+/// Where a case's fault is aimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum On {
+    /// The phase's write to the case's resource (PUT, PATCH or DELETE); everything for keep phases.
+    Writes,
+    /// Every operation poll (the route is shared: such cases run one at a time).
+    Polls,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Ready,
+    Gone,
+}
+
+fn ready_condition(w: &World, path: &str) -> Option<Value> {
+    w.condition(path, "Ready")
+}
+
+fn converged(w: &World, path: &str) -> bool {
+    let Some(obj) = w.kube.raw(path) else { return false };
+    obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+        && ready_condition(w, path).is_some_and(|c| c["status"] == "True")
+}
+
+/// Reconciles `name` until `until`, finishing ARM operations between rounds, ignoring errors. When
+/// `edit_on_failure`, a Ready=False/ArmOperationFailed object gets one spec edit (a person retrying).
+async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until, edit_on_failure: bool) -> Result<usize, String> {
+    let path = kpath::<K>(name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut edited = false;
+    for round in 0..80 {
+        let Some(obj) = w.kube.get::<K>(&path) else {
+            return if until == Until::Gone { Ok(round) } else { Err("the object vanished".into()) };
+        };
+        let _ = pipeline::reconcile(Arc::new(obj), ctx.clone()).await;
+        match until {
+            Until::Ready if converged(w, &path) => return Ok(round + 1),
+            Until::Gone if w.kube.raw(&path).is_none() => return Ok(round + 1),
+            _ => {}
+        }
+        if edit_on_failure
+            && !edited
+            && ready_condition(w, &path).is_some_and(|c| c["reason"] == "ArmOperationFailed")
+        {
+            w.kube.edit(&path, |o| o["spec"]["tags"]["retry"] = json!("1"));
+            edited = true;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        w.emulator.finish_operations();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!(
+        "did not reach {} (status {})",
+        if until == Until::Ready { "Ready" } else { "deletion" },
+        w.kube.raw(&path).map(|o| o["status"].to_string()).unwrap_or_default()
+    ))
+}
+
+/// The ARM body the spec asks for, as the pipeline builds it.
+fn desired<K: Kind>(obj: &K) -> Result<Value, String> {
+    let resolved = Resolved { principal: principal(), parent: K::ready_parent() };
+    let target = obj.target(&resolved).map_err(|e| e.message())?;
+    obj.desired(&target).map_err(|e| e.message())
+}
+
+fn same_path(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Puts the case object, converged when the phase starts from an existing resource.
+fn case_object<K: Kind>(name: &str, phase: Phase) -> K {
+    match phase {
+        Phase::DeleteOrphan => K::build(name, json!({"deletionPolicy": "Orphan"})),
+        _ => K::build(name, json!({})),
+    }
+}
+
+/// One case: the object is set up (converged unless the phase is Create), the fault injected on the
+/// phase's route, the pipeline driven to the phase's end, then the state checked.
+async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) -> Outcome {
+    let mut out = Outcome::default();
+    let label = format!("{} {f:?} {phase:?} {on:?} {name}", K::kind(&()));
+    let path = kpath::<K>(name);
+    let arm_id = K::arm_id(name);
+    let ctx = fresh_ctx(w);
+
+    // The phase's starting point.
+    match phase {
+        Phase::Create => w.kube.put(case_object::<K>(name, phase)),
+        Phase::Update => w.kube.edit(&path, |o| o["spec"]["tags"]["phase"] = json!("update")),
+        Phase::DeleteObserve => {
+            w.kube.edit(&path, |o| o["spec"]["managementPolicy"] = json!("Observe"));
+            if let Err(e) = drive::<K>(w, &ctx, name, Until::Ready, false).await {
+                out.failures.push(format!("{label}: setting Observe: {e}"));
+                return out;
+            }
+            w.kube.delete(&path);
+        }
+        Phase::Delete | Phase::DeleteOrphan => w.kube.delete(&path),
+    }
+    let mark = w.emulator.requests().len();
+
+    let (kind, times) = f.kind();
+    let method = match phase {
+        _ if f.on_token_endpoint() => None,
+        _ if on == On::Polls => Some("GET"),
+        Phase::Create => Some("PUT"),
+        Phase::Update => Some(K::UPDATE_METHOD),
+        Phase::Delete => Some("DELETE"),
+        // Nothing should reach ARM for these: a fault on any request would show it.
+        Phase::DeleteOrphan | Phase::DeleteObserve => None,
+    };
+    let route = match on {
+        _ if f.on_token_endpoint() => "/oauth2/".to_string(),
+        On::Polls => "/operation".to_string(), // operations/ and operationResults/
+        On::Writes => arm_id.clone(),
+    };
+    let fault = w.emulator.inject_rule(FaultRule::new(method, Some(&route), kind, times));
+
+    let until = if phase.deletes() { Until::Gone } else { Until::Ready };
+    let edit = f.needs_a_spec_edit() && !phase.deletes();
+    if let Err(e) = drive::<K>(w, &ctx, name, until, edit).await {
+        out.failures.push(format!("{label}: {e}"));
+    }
+
+    // The checks. First, that the case tested something: the fault fired (nothing may reach ARM
+    // when a policy keeps the resource, so there it must not).
+    let used = w.emulator.fault_uses(fault);
+    w.emulator.remove_fault(fault);
+    if phase.keeps_azure() && used > 0 {
+        out.failures.push(format!("{label}: a request reached ARM (or the token endpoint) while releasing"));
+    }
+    if !phase.keeps_azure() && used == 0 {
+        out.failures.push(format!("{label}: the fault never fired"));
+    }
+    let log: Vec<_> = w.emulator.requests().into_iter().skip(mark).filter(|r| same_path(&r.path, &arm_id)).collect();
+    if std::env::var_os("FAULT_MATRIX_TRACE").is_some() {
+        // `FAULT_MATRIX_TRACE=1 cargo test --test fault_matrix -- --nocapture`: each case's ARM calls
+        // on its resource (`*` = created it, status 0 = no answer).
+        let calls: Vec<String> =
+            log.iter().map(|r| format!("{} {}{}", r.method, r.status, if r.created { "*" } else { "" })).collect();
+        eprintln!("{label}: fault fired {used}x; {calls:?}");
+    }
+    let creates = log.iter().filter(|r| r.created).count();
+    let expected_creates = usize::from(phase == Phase::Create);
+    if creates > expected_creates {
+        out.duplicate_creates += creates - expected_creates;
+        out.failures.push(format!("{label}: {creates} creating PUTs, expected {expected_creates}"));
+    }
+    if creates < expected_creates {
+        out.failures.push(format!("{label}: the resource was never created"));
+    }
+    let deletes = log.iter().filter(|r| r.method == "DELETE").count();
+    let actual = w.emulator.resource(&arm_id);
+    match phase {
+        Phase::Create | Phase::Update => {
+            if deletes > 0 {
+                out.failures.push(format!("{label}: {deletes} DELETEs while creating or updating"));
+            }
+            match (w.kube.get::<K>(&path), &actual) {
+                (Some(obj), Some(actual)) => match desired(&obj) {
+                    Ok(desired) => {
+                        let drifted = drift::diff_except(&desired, actual, K::write_only_paths());
+                        if !drifted.is_empty() {
+                            out.failures.push(format!("{label}: ARM differs from the spec at {drifted:?}"));
+                        }
+                        for stale in ["Stalled", "Reconciling"] {
+                            if w.condition(&path, stale).is_some_and(|c| c["status"] == "True") {
+                                out.failures.push(format!("{label}: {stale}=True left after convergence"));
+                            }
+                        }
+                        if phase == Phase::Update && actual["tags"]["phase"] != "update" {
+                            out.failures.push(format!("{label}: the update never reached ARM"));
+                        }
+                    }
+                    Err(e) => out.failures.push(format!("{label}: desired body: {e}")),
+                },
+                (None, _) => out.failures.push(format!("{label}: the object is gone")),
+                (_, None) => out.failures.push(format!("{label}: the resource is missing in ARM")),
+            }
+        }
+        Phase::Delete => {
+            if actual.is_some() {
+                out.orphans += 1;
+                out.failures.push(format!("{label}: the ARM resource outlived its object (orphan)"));
+            }
+            if w.kube.raw(&path).is_some() {
+                out.lost_deletes += 1;
+            }
+        }
+        Phase::DeleteOrphan | Phase::DeleteObserve => {
+            if deletes > 0 {
+                out.deletes_of_kept += deletes;
+                out.failures.push(format!("{label}: {deletes} DELETEs of a resource the policy keeps"));
+            }
+            if actual.is_none() {
+                out.failures.push(format!("{label}: the resource the policy keeps is gone"));
+            }
+        }
+    }
+    out
+}
+
+/// A world with the parents `K` needs, converged.
+async fn world_for<K: Kind>() -> World {
+    let w = World::with_emulator(fast_emulator()).await;
+    w.good_credentials();
+    if K::ready_parent().is_some() {
+        w.kube.put(workspace("ws1", json!({})));
+        w.converge::<AmlWorkspace>(&kpath::<AmlWorkspace>("ws1")).await;
+    }
+    if K::kind(&()) == "AmlOnlineDeployment" {
+        w.kube.put(AmlOnlineEndpoint::build("ep1", json!({})));
+        w.converge::<AmlOnlineEndpoint>(&kpath::<AmlOnlineEndpoint>("ep1")).await;
+    }
+    w
+}
+
+/// Faults that make sense on an operation poll (a GET starts no operation), and the phases that poll.
+const POLL_FAULTS: [F; 6] = [F::Throttled429, F::Error500, F::Unavailable503, F::SlowAnswer, F::DropBeforeHandling, F::DropAfterHandling];
+const POLL_PHASES: [Phase; 3] = [Phase::Create, Phase::Update, Phase::Delete];
+
+/// Every fault in every phase for kind `K`, in one world: the objects of the phases that start from
+/// an existing resource are created together first; then the cases aimed at one resource's writes
+/// run concurrently; the token endpoint faults and the faults on operation polls, which cannot be
+/// aimed at one case, run one by one.
+async fn matrix_for<K: Kind>() -> (usize, Outcome) {
+    let w = world_for::<K>().await;
+    let mut out = Outcome::default();
+    let mut cases: Vec<(F, Phase, String, On)> = Vec::new();
+    for (i, f) in FAULTS.iter().enumerate() {
+        for (j, p) in PHASES.iter().enumerate() {
+            cases.push((*f, *p, format!("{}{i:02}{j}x", K::PREFIX), On::Writes));
+        }
+    }
+    for (i, f) in POLL_FAULTS.iter().enumerate() {
+        for (j, p) in POLL_PHASES.iter().enumerate() {
+            cases.push((*f, *p, format!("{}p{i:02}{j}x", K::PREFIX), On::Polls));
+        }
+    }
+
+    // Setup: every object of a phase other than Create, converged.
+    let ctx = fresh_ctx(&w);
+    let existing: Vec<_> = cases.iter().filter(|c| c.1 != Phase::Create).collect();
+    for (_, phase, name, _) in &existing {
+        w.kube.put(case_object::<K>(name, *phase));
+    }
+    let setups = join_all(existing.iter().map(|(_, _, name, _)| drive::<K>(&w, &ctx, name, Until::Ready, false))).await;
+    for (r, (f, p, name, _)) in setups.into_iter().zip(&existing) {
+        if let Err(e) = r {
+            out.failures.push(format!("{} {f:?} {p:?} {name}: setup: {e}", K::kind(&())));
+        }
+    }
+    if !out.failures.is_empty() {
+        return (cases.len(), out);
+    }
+
+    let (shared, aimed): (Vec<_>, Vec<_>) = cases.iter().partition(|(f, _, _, on)| f.on_token_endpoint() || *on == On::Polls);
+    for o in join_all(aimed.iter().map(|(f, p, name, on)| run_case::<K>(&w, *f, *p, name, *on))).await {
+        out.add(o);
+    }
+    for (f, p, name, on) in shared {
+        out.add(run_case::<K>(&w, *f, *p, name, *on).await);
+    }
+
+    // Leaks: every ARM resource left must belong to an object, or to one a policy kept.
+    for id in w.emulator.resource_ids() {
+        let name = id.rsplit('/').next().unwrap_or_default().to_string();
+        let kept = cases.iter().any(|(_, p, n, _)| p.keeps_azure() && n.eq_ignore_ascii_case(&name));
+        let parent = ["ws1", "ep1"].contains(&name.as_str());
+        let has_object = w.kube.raw(&kpath::<K>(&name)).is_some();
+        if !kept && !parent && !has_object {
+            out.orphans += 1;
+            out.failures.push(format!("{}: {id} has no object (orphan)", K::kind(&())));
+        }
+    }
+    (cases.len(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_on_every_kind_and_phase_converges_without_duplicates_orphans_or_unwanted_deletes() {
+    if support::validator().is_none() && std::env::var("AML_REQUIRE_ARM_SPECS").is_ok_and(|v| v == "1") {
+        panic!("AML_REQUIRE_ARM_SPECS=1 but ../shared/arm-specs is absent");
+    }
+    let started = Instant::now();
+    let (a, b, c, d) = tokio::join!(
+        matrix_for::<AmlWorkspace>(),
+        matrix_for::<AmlCompute>(),
+        matrix_for::<AmlOnlineEndpoint>(),
+        matrix_for::<AmlOnlineDeployment>(),
+    );
+    let mut total = Outcome::default();
+    let mut cases = 0;
+    for (n, o) in [a, b, c, d] {
+        cases += n;
+        total.add(o);
+    }
+    let line = format!(
+        "fault matrix: 4 kinds x ({} faults x {} phases on writes + {} faults x {} phases on polls) = {cases} cases, {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
+        FAULTS.len(),
+        PHASES.len(),
+        POLL_FAULTS.len(),
+        POLL_PHASES.len(),
+        total.duplicate_creates,
+        total.orphans,
+        total.deletes_of_kept,
+        total.lost_deletes,
+        started.elapsed().as_secs_f64(),
+    );
+    println!("{line}");
+    eprintln!("{line}");
+    assert_eq!(cases, 4 * (FAULTS.len() * PHASES.len() + POLL_FAULTS.len() * POLL_PHASES.len()));
+    assert!(total.failures.is_empty(), "{} failing cases:\n{}", total.failures.len(), total.failures.join("\n"));
+    assert_eq!((total.duplicate_creates, total.orphans, total.deletes_of_kept, total.lost_deletes), (0, 0, 0, 0));
+}
+
+// =============================================================================================
+// Part 3: killed at every step, restarted
+
+fn puts_creating(w: &World, arm_id: &str) -> usize {
+    w.emulator.requests().iter().filter(|r| r.created && same_path(&r.path, arm_id)).count()
+}
+
+fn accepted_deletes(w: &World, arm_id: &str) -> usize {
+    w.emulator.requests().iter().filter(|r| r.method == "DELETE" && r.status == 202 && same_path(&r.path, arm_id)).count()
+}
+
+/// Killed after the PUT was accepted but before the status (with the operation URL) was written:
+/// the restarted operator finds the resource in ARM and never creates it twice.
+async fn killed_after_put<K: Kind>() {
+    let w = world_for::<K>().await;
+    let name = format!("{}kp", K::PREFIX);
+    let path = kpath::<K>(&name);
+    let arm_id = K::arm_id(&name);
+    w.kube.put(K::build(&name, json!({})));
+    w.reconcile::<K>(&path).await.expect("finalizer added");
+    // The status write after the PUT fails, and so does the failure report: nothing reaches status.
+    w.kube.fail_next("PATCH", &format!("{}/status", path.rsplit_once("/namespaces/").unwrap().1), 500, 2);
+    let err = w.reconcile::<K>(&path).await.expect_err("status write fails");
+    assert_eq!(err.reason(), "KubernetesApiError", "{err:?}");
+    assert_eq!(puts_creating(&w, &arm_id), 1, "the PUT went out");
+    assert!(w.kube.raw(&path).unwrap()["status"]["operation"].is_null(), "no operation recorded");
+
+    let ctx = fresh_ctx(&w);
+    drive::<K>(&w, &ctx, &name, Until::Ready, false).await.unwrap();
+    assert_eq!(puts_creating(&w, &arm_id), 1, "{}: no second create after the restart", K::kind(&()));
+    let puts = w.emulator.requests().iter().filter(|r| r.method == "PUT" && same_path(&r.path, &arm_id)).count();
+    assert_eq!(puts, 1, "{}: one PUT in all", K::kind(&()));
+}
+
+/// Restarted between every round of a create, then of a delete: it resumes polling each time.
+async fn restarted_while_polling<K: Kind>() {
+    let w = world_for::<K>().await;
+    let name = format!("{}rp", K::PREFIX);
+    let path = kpath::<K>(&name);
+    let arm_id = K::arm_id(&name);
+    w.kube.put(K::build(&name, json!({})));
+    for until in [Until::Ready, Until::Gone] {
+        if until == Until::Gone {
+            w.kube.delete(&path);
+        }
+        let mut done = false;
+        for _ in 0..20 {
+            let ctx = fresh_ctx(&w);
+            let Some(obj) = w.kube.get::<K>(&path) else {
+                done = true;
+                break;
+            };
+            let _ = pipeline::reconcile(Arc::new(obj), ctx).await;
+            if (until == Until::Ready && converged(&w, &path)) || (until == Until::Gone && w.kube.raw(&path).is_none()) {
+                done = true;
+                break;
+            }
+            w.emulator.finish_operations();
+        }
+        assert!(done, "{}: did not converge across restarts", K::kind(&()));
+    }
+    assert_eq!(puts_creating(&w, &arm_id), 1, "{}: one create", K::kind(&()));
+    assert_eq!(accepted_deletes(&w, &arm_id), 1, "{}: one delete", K::kind(&()));
+    assert!(w.emulator.resource(&arm_id).is_none(), "no orphan");
+}
+
+/// Killed after ARM finished the delete but before the finalizer came off: the restarted operator
+/// releases the object without losing or repeating the delete.
+async fn killed_before_the_finalizer_came_off<K: Kind>() {
+    let w = world_for::<K>().await;
+    let name = format!("{}kd", K::PREFIX);
+    let path = kpath::<K>(&name);
+    let arm_id = K::arm_id(&name);
+    w.kube.put(K::build(&name, json!({})));
+    let ctx = fresh_ctx(&w);
+    drive::<K>(&w, &ctx, &name, Until::Ready, false).await.unwrap();
+    w.kube.delete(&path);
+    let err = w.reconcile::<K>(&path).await.expect_err("delete is asynchronous");
+    assert_eq!(err.reason(), "Deleting", "{err:?}");
+    w.emulator.finish_operations();
+    let object = path.rsplit_once("/namespaces/").unwrap().1.to_string();
+    w.kube.fail_next("PATCH", &format!("{object}$"), 500, 1);
+    let err = w.reconcile::<K>(&path).await.expect_err("the finalizer patch fails");
+    assert_eq!(err.reason(), "FinalizerError", "{err:?}");
+    assert!(w.kube.raw(&path).is_some(), "the object is still there");
+    assert!(w.emulator.resource(&arm_id).is_none(), "ARM already deleted it");
+
+    let ctx = fresh_ctx(&w);
+    drive::<K>(&w, &ctx, &name, Until::Gone, false).await.unwrap();
+    assert_eq!(accepted_deletes(&w, &arm_id), 1, "{}: the delete was neither lost nor repeated", K::kind(&()));
+    assert!(w.emulator.requests().iter().filter(|r| r.method == "DELETE" && same_path(&r.path, &arm_id)).all(|r| matches!(r.status, 202 | 204)));
+}
+
+/// Killed after ARM accepted the DELETE but before the status (with the operation) was written:
+/// the restarted operator deletes again or finds it gone, and never loses the delete.
+async fn killed_after_the_delete_before_the_status_write<K: Kind>() {
+    let w = world_for::<K>().await;
+    let name = format!("{}ks", K::PREFIX);
+    let path = kpath::<K>(&name);
+    let arm_id = K::arm_id(&name);
+    w.kube.put(K::build(&name, json!({})));
+    let ctx = fresh_ctx(&w);
+    drive::<K>(&w, &ctx, &name, Until::Ready, false).await.unwrap();
+    w.kube.delete(&path);
+    let object = path.rsplit_once("/namespaces/").unwrap().1.to_string();
+    w.kube.fail_next("PATCH", &format!("{object}/status"), 500, 2);
+    let err = w.reconcile::<K>(&path).await.expect_err("the status write fails");
+    assert_eq!(err.reason(), "KubernetesApiError", "{err:?}");
+    assert_eq!(accepted_deletes(&w, &arm_id), 1);
+    assert!(w.kube.raw(&path).unwrap()["status"]["operation"].is_null(), "no operation recorded");
+
+    let ctx = fresh_ctx(&w);
+    drive::<K>(&w, &ctx, &name, Until::Gone, false).await.unwrap();
+    assert!(w.emulator.resource(&arm_id).is_none(), "{}: no orphan", K::kind(&()));
+    assert_eq!(accepted_deletes(&w, &arm_id), 1, "{}: one accepted delete", K::kind(&()));
+}
+
+#[tokio::test]
+async fn killed_after_the_delete_before_the_status_write_each_kind_still_deletes() {
+    killed_after_the_delete_before_the_status_write::<AmlWorkspace>().await;
+    killed_after_the_delete_before_the_status_write::<AmlCompute>().await;
+    killed_after_the_delete_before_the_status_write::<AmlOnlineEndpoint>().await;
+    killed_after_the_delete_before_the_status_write::<AmlOnlineDeployment>().await;
+}
+
+#[tokio::test]
+async fn killed_after_the_put_before_the_status_write_each_kind_creates_once() {
+    killed_after_put::<AmlWorkspace>().await;
+    killed_after_put::<AmlCompute>().await;
+    killed_after_put::<AmlOnlineEndpoint>().await;
+    killed_after_put::<AmlOnlineDeployment>().await;
+}
+
+#[tokio::test]
+async fn restarted_between_every_poll_each_kind_creates_and_deletes_once() {
+    restarted_while_polling::<AmlWorkspace>().await;
+    restarted_while_polling::<AmlCompute>().await;
+    restarted_while_polling::<AmlOnlineEndpoint>().await;
+    restarted_while_polling::<AmlOnlineDeployment>().await;
+}
+
+#[tokio::test]
+async fn killed_after_the_delete_before_the_finalizer_came_off_each_kind_is_released() {
+    killed_before_the_finalizer_came_off::<AmlWorkspace>().await;
+    killed_before_the_finalizer_came_off::<AmlCompute>().await;
+    killed_before_the_finalizer_came_off::<AmlOnlineEndpoint>().await;
+    killed_before_the_finalizer_came_off::<AmlOnlineDeployment>().await;
+}
