@@ -25,11 +25,17 @@ enum Command {
     },
     /// Serve a local ARM + Entra token emulator over HTTPS.
     Emulator(aml_operator::emulator::EmulatorArgs),
+    /// Measure the operator: ARM calls in steady state, convergence under ARM's write limit,
+    /// memory, watch-to-ARM overhead, start time and binary size (see BENCHMARKS.md).
+    Bench(aml_operator::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    aml_operator::telemetry::init(&cli.log_format);
+    // The benchmark's own output is its figures: logs only when RUST_LOG asks for them.
+    if !matches!(cli.command, Command::Bench(_)) || std::env::var_os("RUST_LOG").is_some() {
+        aml_operator::telemetry::init(&cli.log_format);
+    }
     aml_operator::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Emulator(args) => aml_operator::emulator::run_cli(args).await?,
+            Command::Bench(args) => aml_operator::bench::run_cli(args).await?,
         }
         Ok(())
     });

@@ -99,6 +99,11 @@ pub struct EmulatorConfig {
     pub validator: Option<BodyValidator>,
     /// Where to write the PEM of the CA clients must trust.
     pub ca_file: Option<PathBuf>,
+    /// ARM's per-subscription write throttling, enforced: `(burst, writes per second)`. A PUT,
+    /// PATCH or POST that finds the subscription's bucket empty is answered 429 `TooManyRequests`
+    /// with `Retry-After` (seconds until the next token) and counted in [`Emulator::throttled`].
+    /// Default `None`: never throttle.
+    pub write_limit: Option<(u32, f64)>,
 }
 
 impl Default for EmulatorConfig {
@@ -110,6 +115,7 @@ impl Default for EmulatorConfig {
             principals: vec![Principal::default()],
             validator: None,
             ca_file: None,
+            write_limit: None,
         }
     }
 }
@@ -123,6 +129,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("principals", &self.principals)
             .field("validator", &self.validator.as_ref().map(|_| "<fn>"))
             .field("ca_file", &self.ca_file)
+            .field("write_limit", &self.write_limit)
             .finish()
     }
 }
@@ -138,6 +145,8 @@ pub struct RecordedRequest {
     pub query: String,
     /// Status code the emulator answered.
     pub status: u16,
+    /// When the emulator answered it.
+    pub at: Instant,
 }
 
 /// A scripted failure: the next `times` requests matching `method` (any if `None`) and whose path
@@ -263,6 +272,20 @@ impl Shared {
         if let Route::Token { tenant } = &route {
             st.token_requests += 1;
             return token::handle(&mut st, &self.principals, tenant, method, headers, body);
+        }
+
+        if matches!(method, "PUT" | "PATCH" | "POST")
+            && let Some(wait) = st.take_write(path)
+        {
+            let mut reply = Reply::arm_error(
+                429,
+                "TooManyRequests",
+                "The request is being throttled: the subscription's write limit is exhausted.",
+            );
+            reply.push_header("Retry-After", wait.to_string());
+            finish_arm_reply(&mut reply, headers, None);
+            record(&mut st, method, path, query, reply.status);
+            return reply;
         }
 
         let mut reply = self.arm(&mut st, route, method, query, headers, body);
@@ -400,6 +423,7 @@ fn record(st: &mut State, method: &str, path: &str, query: &str, status: u16) {
         path: path.to_owned(),
         query: query.to_owned(),
         status,
+        at: Instant::now(),
     });
 }
 
@@ -475,7 +499,7 @@ impl Emulator {
 
         let arm_endpoint = format!("https://{local_addr}");
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::with_write_limit(config.write_limit)),
             operation_duration: config.operation_duration,
             retry_after_secs: config.retry_after_secs,
             principals: config.principals,
@@ -529,6 +553,11 @@ impl Emulator {
     /// Number of token requests so far (successful or not).
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
+    }
+
+    /// Number of writes answered 429 by the write limit ([`EmulatorConfig::write_limit`]) so far.
+    pub fn throttled(&self) -> u64 {
+        self.shared.lock().throttled
     }
 
     /// Forgets the recorded ARM requests and resets the token request count.
@@ -686,6 +715,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
         }],
         validator: None,
         ca_file: Some(args.ca_file.clone()),
+        write_limit: None,
     };
     let emulator = Emulator::start(config).await?;
     let ca_file = std::fs::canonicalize(&args.ca_file).unwrap_or_else(|_| args.ca_file.clone());

@@ -104,6 +104,11 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) faults: Vec<Fault>,
     buckets: HashMap<(String, &'static str), Bucket>,
+    /// Enforced write limit (burst, per second) and its buckets per subscription.
+    write_limit: Option<(u32, f64)>,
+    write_buckets: HashMap<String, Bucket>,
+    /// Writes refused by the write limit.
+    pub(crate) throttled: u64,
 }
 
 /// The rate-limit class of a request.
@@ -151,6 +156,38 @@ impl State {
         bucket.updated = now;
         bucket.level = (bucket.level - 1.0).max(0.0);
         bucket.level.floor() as u64
+    }
+
+    /// A state that enforces `write_limit` (burst, writes per second) per subscription.
+    pub(crate) fn with_write_limit(write_limit: Option<(u32, f64)>) -> Self {
+        State {
+            write_limit,
+            ..State::default()
+        }
+    }
+
+    /// Takes one write token for the subscription in `path`. `None`: allowed (or no limit);
+    /// `Some(seconds)`: refused, retry after that many seconds (counted as throttled).
+    pub(crate) fn take_write(&mut self, path: &str) -> Option<u64> {
+        let (burst, rate) = self.write_limit?;
+        let lower = path.to_ascii_lowercase();
+        let sub = lower.strip_prefix("/subscriptions/")?.split('/').next()?.to_owned();
+        let size = f64::from(burst);
+        let now = Instant::now();
+        let bucket = self.write_buckets.entry(sub).or_insert(Bucket {
+            level: size,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.level = (bucket.level + elapsed * rate).min(size);
+        bucket.updated = now;
+        if bucket.level >= 1.0 {
+            bucket.level -= 1.0;
+            return None;
+        }
+        self.throttled += 1;
+        let wait = if rate > 0.0 { ((1.0 - bucket.level) / rate).ceil() } else { 60.0 };
+        Some((wait as u64).max(1))
     }
 
     /// Consumes one use of the first fault matching this request, if any.
