@@ -495,6 +495,22 @@ impl World {
         Ok((handle, ready))
     }
 
+    /// Waits until the controllers watch: their ready flag, or (on LocalKube) one open watch per
+    /// kind. The flag alone is not enough: `Store::wait_until_ready` wakes only its last poller, and
+    /// the controller's own runner polls it too, so `run_controllers`' flag can stay false.
+    async fn started(&self, ready: &AtomicBool) -> Result<(), BenchError> {
+        let t0 = Instant::now();
+        wait_for("the controllers' watches", Duration::from_secs(60), || async {
+            let watching = match self.side.local_kube() {
+                Some(kube) => kube.open_watches() >= self.kinds.len(),
+                // A cluster cannot tell; its caches sync within seconds.
+                None => t0.elapsed() > Duration::from_secs(5),
+            };
+            (ready.load(Ordering::Relaxed) || watching).then_some(())
+        })
+        .await
+    }
+
     /// The `index`th object, kinds round-robin.
     fn object(&self, index: usize) -> (KindGen, serde_json::Value) {
         let k = self.kinds[index % self.kinds.len()];
@@ -601,7 +617,7 @@ async fn throttled(o: &BenchOptions) -> Result<Throttle, BenchError> {
     let (burst, rate) = o.write_limit;
     let world = World::start(o, "p2", emulator(Duration::from_secs(1), Some((burst, rate)))).await?;
     let (controllers, ready) = world.controllers(Duration::from_secs(600))?;
-    wait_for("controller caches synced", Duration::from_secs(60), || async { ready.load(Ordering::Relaxed).then_some(()) }).await?;
+    world.started(&ready).await?;
     let t0 = Instant::now();
     world.create(0..n).await?;
     let lower = (n.saturating_sub(burst as usize) as f64 / rate.max(f64::MIN_POSITIVE)).min(3600.0);
@@ -732,7 +748,7 @@ async fn latency(o: &BenchOptions) -> Result<Latency, BenchError> {
     let world = World::start(o, "p4", emulator(Duration::ZERO, None)).await?;
     let (controllers, ready) = world.controllers(Duration::from_secs(600))?;
     let result = async {
-        wait_for("controller caches synced", Duration::from_secs(60), || async { ready.load(Ordering::Relaxed).then_some(()) }).await?;
+        world.started(&ready).await?;
         // Warm up: the first object also fetches the token and opens connections.
         let first_arm = |world: &World, index: usize| {
             let (k, _) = world.object(index);
