@@ -260,6 +260,10 @@ pub struct Memory {
     pub objects: usize,
     /// Objects present when it started (the first measurement point).
     pub first: usize,
+    /// VmRSS of an operator process watching no objects, KiB.
+    pub idle_kib: u64,
+    /// Open file descriptors (mostly sockets) of the operator once all objects were Ready.
+    pub open_fds: Option<usize>,
     /// VmRSS once `first` objects were Ready, KiB.
     pub rss_first_kib: u64,
     /// VmRSS once all objects were Ready, KiB.
@@ -374,8 +378,9 @@ impl fmt::Display for Report {
         match &self.memory {
             Some(m) => writeln!(
                 f,
-                "P3 memory            peak RSS {:.1} MiB managing {} objects (target <= 50 MiB); {:.2} MiB per 1000 objects (RSS {:.1} MiB at {}, {:.1} MiB at {}); own process, stand-ins not counted",
-                mib(m.peak_kib), m.objects, m.per_1000_kib() / 1024.0, mib(m.rss_first_kib), m.first, mib(m.rss_kib), m.objects
+                "P3 memory            peak RSS {:.1} MiB managing {} objects (target <= 50 MiB); {:.2} MiB per 1000 objects (RSS {:.1} MiB idle, {:.1} MiB at {}, {:.1} MiB at {}; {} open fds); own process, stand-ins not counted",
+                mib(m.peak_kib), m.objects, m.per_1000_kib() / 1024.0, mib(m.idle_kib), mib(m.rss_first_kib), m.first, mib(m.rss_kib), m.objects,
+                m.open_fds.map_or("?".to_string(), |n| n.to_string())
             )?,
             None => writeln!(f, "P3 memory            skipped (needs the aml-operator executable and P3 objects)")?,
         }
@@ -454,6 +459,8 @@ struct World {
     dir: PathBuf,
     ca_file: PathBuf,
     kinds: Vec<KindGen>,
+    /// Keep `dir` (the operator logs) after the phase, for a person reading an error.
+    keep_files: bool,
 }
 
 impl World {
@@ -469,7 +476,7 @@ impl World {
             None => Side::local(),
         };
         side.credentials(SUBSCRIPTION).await?;
-        Ok(World { side, emulator, dir, ca_file, kinds: options.kinds.clone() })
+        Ok(World { side, emulator, dir, ca_file, kinds: options.kinds.clone(), keep_files: false })
     }
 
     fn cloud(&self) -> CloudConfig {
@@ -547,7 +554,11 @@ impl World {
             c.abort();
         }
         self.emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep_files {
+            eprintln!("the operator's logs are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -651,9 +662,71 @@ async fn throttled(o: &BenchOptions) -> Result<Throttle, BenchError> {
 async fn memory(o: &BenchOptions, exe: &Path) -> Result<(Memory, Option<Duration>), BenchError> {
     let n = o.memory_objects;
     let first = (n / 5).max(1).min(n);
-    let world = World::start(o, "p3", emulator(Duration::from_millis(200), None)).await?;
-    let kubeconfig = match (world.side.kubeconfig(), world.side.local_kube()) {
-        (Some(k), _) => k.to_path_buf(),
+    let mut world = World::start(o, "p3", emulator(Duration::from_millis(200), None)).await?;
+    let result = async {
+        let kubeconfig = operator_kubeconfig(&world).await?;
+        // An operator with nothing to manage: the floor.
+        let idle = {
+            let watches = world.side.local_kube().map_or(0, |k| k.open_watches());
+            let mut op = Operator::spawn(&world, exe, &kubeconfig, "idle")?;
+            let t0 = Instant::now();
+            let sampled = async {
+                wait_for("the idle operator's watch", Duration::from_secs(60), || async {
+                    match world.side.local_kube() {
+                        Some(k) => (k.open_watches() > watches).then_some(()),
+                        None => (t0.elapsed() > Duration::from_secs(5)).then_some(()),
+                    }
+                })
+                .await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                op.rss()
+            }
+            .await;
+            op.stop();
+            sampled?
+        };
+        world.create(0..first).await?;
+        let mut op = Operator::spawn(&world, exe, &kubeconfig, "p3")?;
+        let measured = async {
+            let converge_first = world.all_ready(first, op.started, o.ready_timeout).await;
+            let startup = world.first_arm_request().map(|t| t.saturating_duration_since(op.started));
+            converge_first?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let at_first = op.rss()?;
+            let t1 = Instant::now();
+            world.create(first..n).await?;
+            let converge = world.all_ready(n, t1, o.ready_timeout).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let at_end = op.rss()?;
+            let open_fds = std::fs::read_dir(format!("/proc/{}/fd", op.pid())).ok().map(|d| d.count());
+            Ok((
+                Memory {
+                    objects: n,
+                    first,
+                    idle_kib: idle.rss_kib,
+                    open_fds,
+                    rss_first_kib: at_first.rss_kib,
+                    rss_kib: at_end.rss_kib,
+                    peak_kib: at_end.hwm_kib,
+                    converge,
+                },
+                startup,
+            ))
+        }
+        .await;
+        op.stop();
+        measured
+    }
+    .await;
+    world.keep_files = result.is_err();
+    world.finish(None).await;
+    result
+}
+
+/// The kubeconfig an operator process uses: the cluster's, or one for LocalKube served over HTTP.
+async fn operator_kubeconfig(world: &World) -> Result<PathBuf, BenchError> {
+    match (world.side.kubeconfig(), world.side.local_kube()) {
+        (Some(k), _) => Ok(k.to_path_buf()),
         (None, Some(kube)) => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -668,66 +741,71 @@ async fn memory(o: &BenchOptions, exe: &Path) -> Result<(Memory, Option<Duration
             let path = world.dir.join("kubeconfig");
             std::fs::write(&path, kubeconfig_for(&format!("http://{addr}")))
                 .map_err(|e| BenchError::Io(format!("cannot write {}", path.display()), e))?;
-            path
+            Ok(path)
         }
-        (None, None) => return Err(BenchError::Config("no Kubernetes side".into())),
-    };
-    world.create(0..first).await?;
-    let log = world.dir.join("operator.log");
-    let log_file = std::fs::File::create(&log).map_err(|e| BenchError::Io(format!("cannot create {}", log.display()), e))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("run")
-        .arg("--arm-endpoint")
-        .arg(world.emulator.arm_endpoint())
-        .arg("--authority-host")
-        .arg(world.emulator.authority_host())
-        .arg("--ca-file")
-        .arg(&world.ca_file)
-        .arg("--metrics-addr")
-        .arg("127.0.0.1:0")
-        .arg("--resync-seconds")
-        .arg("600")
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("AML_DEFAULT_CREDENTIALS")
-        .env_remove("AML_WATCH_NAMESPACE")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log_file);
-    if let Some(ns) = world.side.watch_namespace() {
-        cmd.arg("--namespace").arg(ns);
+        (None, None) => Err(BenchError::Config("no Kubernetes side".into())),
     }
-    let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| BenchError::Io(format!("cannot start {}", exe.display()), e))?;
-    let pid = child.id();
-    let result: Result<(Memory, Option<Duration>), BenchError> = async {
-        let converge_first = world.all_ready(first, t0, o.ready_timeout).await;
-        let startup = world.first_arm_request().map(|t| t.saturating_duration_since(t0));
-        converge_first?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let at_first = rss::of_pid(pid).ok_or_else(|| BenchError::Config(format!("cannot read /proc/{pid}/status")))?;
-        let t1 = Instant::now();
-        world.create(first..n).await?;
-        let converge = world.all_ready(n, t1, o.ready_timeout).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let at_end = rss::of_pid(pid).ok_or_else(|| BenchError::Config(format!("cannot read /proc/{pid}/status")))?;
-        Ok((
-            Memory { objects: n, first, rss_first_kib: at_first.rss_kib, rss_kib: at_end.rss_kib, peak_kib: at_end.hwm_kib, converge },
-            startup,
-        ))
+}
+
+/// An `aml-operator run` child process of this benchmark.
+struct Operator {
+    child: std::process::Child,
+    started: Instant,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn spawn(world: &World, exe: &Path, kubeconfig: &Path, name: &str) -> Result<Operator, BenchError> {
+        let log = world.dir.join(format!("operator-{name}.log"));
+        let log_file = std::fs::File::create(&log).map_err(|e| BenchError::Io(format!("cannot create {}", log.display()), e))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("run")
+            .arg("--arm-endpoint")
+            .arg(world.emulator.arm_endpoint())
+            .arg("--authority-host")
+            .arg(world.emulator.authority_host())
+            .arg("--ca-file")
+            .arg(&world.ca_file)
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .arg("--resync-seconds")
+            .arg("600")
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("AML_DEFAULT_CREDENTIALS")
+            .env_remove("AML_WATCH_NAMESPACE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file);
+        if let Some(ns) = world.side.watch_namespace() {
+            cmd.arg("--namespace").arg(ns);
+        }
+        let started = Instant::now();
+        let child = cmd.spawn().map_err(|e| BenchError::Io(format!("cannot start {}", exe.display()), e))?;
+        Ok(Operator { child, started, log })
     }
-    .await;
-    if result.is_err() {
-        eprintln!("the operator's log is in {}", log.display());
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
-    // The child is this phase's own operator process: stop it by its handle.
-    let _ = child.kill();
-    let _ = child.wait();
-    if result.is_err() {
-        // Keep the log for the person reading the error.
-        let _ = std::fs::copy(&log, std::env::temp_dir().join(format!("aml-operator-bench-{}-operator.log", std::process::id())));
+
+    fn rss(&mut self) -> Result<rss::Rss, BenchError> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(BenchError::Config(format!("the operator process exited ({status}); its log: {}", self.log.display())));
+        }
+        rss::of_pid(self.pid()).ok_or_else(|| BenchError::Config(format!("cannot read /proc/{}/status", self.pid())))
     }
-    world.finish(None).await;
-    result
+
+    /// Stops this benchmark's own child, by its handle.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// A kubeconfig pointing at `server` without credentials.
