@@ -5,6 +5,7 @@
 
 pub mod arm;
 pub mod armspec;
+pub mod bench;
 pub mod cli;
 pub mod controller;
 pub mod crd;

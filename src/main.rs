@@ -36,16 +36,22 @@ enum Command {
     /// Write manifests for the ML resources that already exist in a resource group.
     #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
     Import(aml_operator::cli::ImportArgs),
+    /// Measure the operator: ARM calls in steady state, convergence under ARM's write limit,
+    /// memory, watch-to-ARM overhead, start time and binary size (see BENCHMARKS.md).
+    Bench(aml_operator::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The one-shot commands print their own output; their logs default to warnings only.
+    // The one-shot commands print their own output; their logs default to warnings only. The
+    // benchmark's output is its figures: logs only when RUST_LOG asks for them.
     let default_level = match cli.command {
         Command::Plan(_) | Command::Apply(_) | Command::Import(_) => "warn",
         _ => "info",
     };
-    aml_operator::telemetry::init(&cli.log_format, default_level);
+    if !matches!(cli.command, Command::Bench(_)) || std::env::var_os("RUST_LOG").is_some() {
+        aml_operator::telemetry::init(&cli.log_format, default_level);
+    }
     aml_operator::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
                 return Ok(aml_operator::cli::apply(&args, None, &mut out, progress).await?.exit_code());
             }
             Command::Import(args) => return Ok(aml_operator::cli::import(&args, None, &mut out).await?.exit_code()),
+            Command::Bench(args) => aml_operator::bench::run_cli(args).await?,
         }
         Ok(0)
     });

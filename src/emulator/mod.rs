@@ -168,6 +168,8 @@ pub struct RecordedRequest {
     /// Whether this request created the resource (a PUT of a resource that did not exist, which
     /// the emulator accepted), whether or not the client saw the answer.
     pub created: bool,
+    /// When the emulator answered it.
+    pub at: Instant,
 }
 
 /// A scripted failure: the next `times` requests matching `method` (any if `None`) and whose path
@@ -511,6 +513,7 @@ fn record(st: &mut State, method: &str, path: &str, query: &str, status: u16, cr
         query: query.to_owned(),
         status,
         created,
+        at: Instant::now(),
     });
 }
 
@@ -655,6 +658,7 @@ impl Emulator {
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
     }
+
 
     /// Forgets the recorded ARM requests and resets the token request count.
     pub fn clear_requests(&self) {

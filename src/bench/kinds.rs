@@ -1,0 +1,81 @@
+//! Object generators, one per kind: the benchmark creates its objects round-robin over the kinds it
+//! is given, so a mixed-kind run is one more [`KindGen`] in the list.
+
+use serde_json::{Value, json};
+
+/// API group and version of every kind.
+pub const API_VERSION: &str = "amloperator.io/v1alpha1";
+
+/// How to make the `index`th object of one kind, and where it lands in ARM.
+#[derive(Clone, Copy, Debug)]
+pub struct KindGen {
+    /// The kind, e.g. `AmlWorkspace`.
+    pub kind: &'static str,
+    /// Its plural, the collection in the API path, e.g. `amlworkspaces`.
+    pub plural: &'static str,
+    /// The object (apiVersion, kind, metadata.name/namespace, spec) for `(namespace, index)`.
+    pub object: fn(namespace: &str, index: usize) -> Value,
+    /// The ARM id the object's resource gets, for `(subscription, namespace, index)`, compared
+    /// case-insensitively with the emulator's request paths.
+    pub arm_id: fn(subscription: &str, namespace: &str, index: usize) -> String,
+}
+
+impl KindGen {
+    /// The REST path of the collection in `namespace` (all namespaces when `None`).
+    pub fn collection(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) => format!("/apis/{API_VERSION}/namespaces/{ns}/{}", self.plural),
+            None => format!("/apis/{API_VERSION}/{}", self.plural),
+        }
+    }
+}
+
+/// `AmlWorkspace`s named `ws-00000`, `ws-00001`, … in resource group `rg-bench`.
+pub const WORKSPACE: KindGen = KindGen {
+    kind: "AmlWorkspace",
+    plural: "amlworkspaces",
+    object: workspace,
+    arm_id: workspace_arm_id,
+};
+
+/// Every kind the benchmark knows today.
+pub fn all() -> Vec<KindGen> {
+    vec![WORKSPACE]
+}
+
+fn workspace_name(index: usize) -> String {
+    format!("ws-{index:05}")
+}
+
+fn workspace(namespace: &str, index: usize) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "AmlWorkspace",
+        "metadata": {"name": workspace_name(index), "namespace": namespace},
+        "spec": {
+            "resourceGroup": "rg-bench",
+            "location": "eastus",
+            "friendlyName": format!("Benchmark workspace {index}"),
+            "description": "created by aml-operator bench",
+            "identity": {"type": "SystemAssigned"},
+            "sku": {"name": "Basic", "tier": "Basic"},
+            "tags": {"purpose": "bench", "index": index.to_string()}
+        }
+    })
+}
+
+fn workspace_arm_id(subscription: &str, _namespace: &str, index: usize) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/rg-bench/providers/Microsoft.MachineLearningServices/workspaces/{}",
+        workspace_name(index)
+    )
+}
+
+/// Whether an object is Ready for its current generation (kstatus).
+pub fn is_ready(obj: &Value) -> bool {
+    obj["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"] == obj["metadata"]["generation"]
+        })
+    })
+}
