@@ -444,11 +444,14 @@ impl Issue {
         self.path.matches('/').count()
     }
 
-    fn display_path(&self) -> &str {
+    /// The path for a message: one line whatever the map keys hold (control characters escaped).
+    fn display_path(&self) -> String {
         if self.path.is_empty() {
-            "/"
+            "/".to_string()
+        } else if self.path.chars().any(char::is_control) {
+            self.path.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
         } else {
-            &self.path
+            self.path.clone()
         }
     }
 }

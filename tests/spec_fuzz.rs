@@ -506,7 +506,6 @@ async fn refused_bodies_end_as_ready_false_with_a_reason_through_the_pipeline() 
 /// `tags`, `environmentVariables`...) is copied raw into the path and breaks that framing, so the
 /// message shows a line that names no path. Found by the fuzz test (SPEC_FUZZ_SEED=2, case 835).
 #[test]
-#[ignore = "armspec copies map keys raw into error paths: a key with a line break splits a problem over two lines (fix in src/armspec.rs: escape control characters in path segments)"]
 fn schema_errors_keep_one_problem_per_line() {
     let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else { return };
     let validator = aml_operator::armspec::shared(&dir).expect("ARM schemas load");
