@@ -438,3 +438,32 @@ async fn import_without_a_principal_says_which_variables_to_set() {
     assert!(err.to_string().contains("AZURE_CLIENT_SECRET"), "{err}");
     assert!(azure.emulator.requests().is_empty());
 }
+
+/// The whole examples/ folder (all four kinds): apply converges, plan is then clean, and a
+/// create-only compute field plans as recreate.
+#[tokio::test]
+async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recreate() {
+    let azure = Azure::start().await;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files = Vec::new();
+    for name in ["workspace.yaml", "compute.yaml", "endpoint.yaml", "deployment.yaml"] {
+        files.push((name, std::fs::read_to_string(examples.join(name)).unwrap()));
+    }
+    let dir = folder(&files.iter().map(|(n, t)| (*n, t.as_str())).collect::<Vec<_>>());
+    let (report, out) = azure.apply(&[&dir], false).await;
+    assert_eq!(report.exit_code(), 0, "{out}");
+    azure.emulator.clear_requests();
+    let (report, out) = azure.plan(&[&dir]).await;
+    assert_eq!(report.exit_code(), 0, "all four planned as no change: {out}");
+
+    let compute = std::fs::read_to_string(dir.join("compute.yaml")).unwrap().replace("STANDARD_DS3_V2", "STANDARD_NC6");
+    std::fs::write(dir.join("compute.yaml"), compute).unwrap();
+    let (report, out) = azure.plan(&[&dir]).await;
+    assert_eq!(report.exit_code(), 2, "{out}");
+    assert_eq!(
+        report.get("AmlCompute default/cpu-cluster").map(|p| &p.change),
+        Some(&Change::Recreate { immutable: vec!["/properties/properties/vmSize".into()] }),
+        "{out}"
+    );
+    assert!(azure.writes().is_empty(), "plan never writes");
+}

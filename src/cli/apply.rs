@@ -279,7 +279,13 @@ impl<'a> Run<'a> {
                 } else {
                     self.reschedule(i, &r.action);
                 }
-                self.slots[i].last = summary(&obj);
+                let now_summary = summary(&obj);
+                if now_summary != self.slots[i].last {
+                    // Any change may unblock a waiting child (an endpoint waiting for its
+                    // deployments is ready for them without being Ready itself).
+                    self.wake_waiting();
+                }
+                self.slots[i].last = now_summary;
             }
             self.show(out)?;
             if self.pending().is_empty() || Instant::now() >= self.deadline {

@@ -149,6 +149,20 @@ impl AmlKind for AmlCompute {
         })
     }
 
+    fn immutable_paths() -> &'static [&'static str] {
+        &[
+            "/location",
+            "/properties/computeType",
+            "/properties/disableLocalAuth",
+            "/properties/properties/vmSize",
+            "/properties/properties/vmPriority",
+            "/properties/properties/osType",
+            "/properties/properties/subnet",
+            "/properties/properties/enableNodePublicIp",
+            "/properties/properties/isolatedNetwork",
+        ]
+    }
+
     fn write_only_paths() -> &'static [&'static str] {
         &[ADMIN_PASSWORD, ADMIN_SSH_KEY]
     }

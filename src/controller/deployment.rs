@@ -79,6 +79,10 @@ impl AmlKind for AmlOnlineDeployment {
         Ok(body)
     }
 
+    fn immutable_paths() -> &'static [&'static str] {
+        &["/location", "/properties/endpointComputeType"]
+    }
+
     fn outputs(arm: &Value) -> Map<String, Value> {
         let mut out = Map::new();
         if let Some(n) = arm.pointer("/sku/capacity").and_then(Value::as_i64) {

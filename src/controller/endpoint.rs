@@ -99,6 +99,10 @@ impl AmlKind for AmlOnlineEndpoint {
         Ok(body)
     }
 
+    fn immutable_paths() -> &'static [&'static str] {
+        &["/location", "/properties/authMode"]
+    }
+
     fn outputs(arm: &Value) -> Map<String, Value> {
         let mut out = Map::new();
         for key in ["scoringUri", "swaggerUri"] {
