@@ -52,7 +52,12 @@ pub async fn resolve(
             .await
             .map_err(|source| Error::Kube { what: "reading the credentials Secret", source })?;
         if let Some(secret) = secret {
-            return Ok((principal(&secret, location, &process_env)?, location.clone()));
+            let principal = principal(&secret, location, &process_env)?;
+            if location.namespace == namespace {
+                // Keep it until no object needs it (see `protect`), using the copy just read.
+                super::protect::hold(ctx, &secret).await?;
+            }
+            return Ok((principal, location.clone()));
         }
     }
     let first = &candidates[0];

@@ -214,7 +214,6 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let resolved = match resolve::resolve(obj, ctx).await? {
         Resolution::Ready(resolved, secret) => {
             let ns = obj.namespace().unwrap_or_default();
-            protect::hold(ctx, &ns, &secret).await?;
             st.credentials_secret = (secret.namespace == ns).then(|| secret.name.clone());
             resolved
         }

@@ -4,7 +4,6 @@
 //! only when no amloperator.io object is left in that namespace. A Secret being deleted stays
 //! readable until then, so every object can still delete its Azure resource.
 
-use super::credentials::SecretLocation;
 use super::{Context, Error, ParentKind, resolve};
 use crate::crd::GROUP;
 use k8s_openapi::api::core::v1::Secret;
@@ -24,27 +23,17 @@ fn kinds() -> Vec<ApiResource> {
     v
 }
 
-/// Adds the finalizer to the credentials Secret an object uses, when it lives in the object's
-/// namespace (the operator-wide default lives with the operator and is not at risk).
-pub async fn hold(ctx: &Context, object_namespace: &str, secret: &SecretLocation) -> Result<(), Error> {
-    if secret.namespace != object_namespace {
+/// Adds the finalizer to a credentials Secret in an object's namespace (the operator-wide
+/// default lives with the operator and is not at risk), from the copy the caller just read.
+pub async fn hold(ctx: &Context, secret: &Secret) -> Result<(), Error> {
+    if secret.finalizers().iter().any(|f| f == SECRET_FINALIZER) || secret.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace);
-    let Some(current) = api
-        .get_opt(&secret.name)
-        .await
-        .map_err(|source| Error::Kube { what: "reading the credentials Secret", source })?
-    else {
-        return Ok(());
-    };
-    if current.finalizers().iter().any(|f| f == SECRET_FINALIZER) || current.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let mut finalizers = current.finalizers().to_vec();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
+    let mut finalizers = secret.finalizers().to_vec();
     finalizers.push(SECRET_FINALIZER.to_string());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": current.resource_version()}});
-    api.patch(&secret.name, &PatchParams::default(), &Patch::Merge(&patch))
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
+    api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::Kube { what: "protecting the credentials Secret with a finalizer", source })?;
     Ok(())
