@@ -3,9 +3,10 @@
 //! PUT may follow, and never count as drift (ARM does not return them). A change of scale settings
 //! alone is one PATCH; deleting sends `underlyingResourceAction=Delete`.
 
+use super::{child_target, workspace_parent};
 use super::{
     AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Policies, Refined, Resolved, Target, UpdateRequest,
-    azure_name, drift,
+    drift,
 };
 use crate::crd::compute::{AmlComputeSettings, SecretKeyRef};
 use crate::crd::{AmlCompute, CommonStatus, ComputeType, ManagementPolicy};
@@ -38,26 +39,11 @@ impl AmlKind for AmlCompute {
     }
 
     fn parent(&self) -> Option<ParentRef<'_>> {
-        match (&self.spec.workspace_ref, &self.spec.workspace_id) {
-            (Some(r), _) => Some(ParentRef::Object { kind: ParentKind::Workspace, name: &r.name }),
-            (None, Some(id)) => Some(ParentRef::ArmId(id)),
-            (None, None) => None,
-        }
+        workspace_parent(self.spec.workspace_ref.as_ref().map(|r| r.name.as_str()), self.spec.workspace_id.as_deref())
     }
 
     fn target(&self, resolved: &Resolved) -> Result<Target, Error> {
-        let parent = resolved
-            .parent
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("a compute needs its workspace: set workspaceRef or workspaceId".into()))?;
-        let name = azure_name(self);
-        Ok(Target {
-            subscription: parent.subscription.clone(),
-            resource_group: parent.resource_group.clone(),
-            arm_id: crate::arm::ids::child_id(&parent.arm_id, "computes", &name),
-            name,
-            location: self.spec.location.clone().unwrap_or_else(|| parent.location.clone()),
-        })
+        child_target(self, resolved, "computes", self.spec.location.as_deref(), "a compute needs its workspace: set workspaceRef or workspaceId")
     }
 
     fn desired(&self, target: &Target) -> Result<Value, Error> {

@@ -5,7 +5,8 @@
 //! When ARM reports the deployment `Failed`, the pipeline shows ARM's error (e.g. `OutOfQuota`,
 //! `ImageBuildFailure`) in the Ready condition and does not write again until the spec changes.
 
-use super::{AmlKind, Error, ParentKind, ParentRef, Policies, Resolved, Target, UpdateRequest, azure_name};
+use super::child_target;
+use super::{AmlKind, Error, ParentKind, ParentRef, Policies, Resolved, Target, UpdateRequest};
 use crate::arm::ids;
 use crate::crd::{AmlOnlineDeployment, CommonStatus};
 use serde_json::{Map, Value, json};
@@ -46,18 +47,7 @@ impl AmlKind for AmlOnlineDeployment {
     }
 
     fn target(&self, resolved: &Resolved) -> Result<Target, Error> {
-        let parent = resolved
-            .parent
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("spec.endpointRef names no ready endpoint".into()))?;
-        let name = azure_name(self);
-        Ok(Target {
-            subscription: parent.subscription.clone(),
-            resource_group: parent.resource_group.clone(),
-            arm_id: ids::child_id(&parent.arm_id, ids::DEPLOYMENTS, &name),
-            name,
-            location: parent.location.clone(),
-        })
+        child_target(self, resolved, ids::DEPLOYMENTS, None, "spec.endpointRef names no ready endpoint")
     }
 
     fn desired(&self, target: &Target) -> Result<Value, Error> {

@@ -9,8 +9,9 @@
 //!
 //! [`refine`]: AmlKind::refine
 
+use super::{child_target, workspace_parent};
 use super::status::FIELD_MANAGER;
-use super::{AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Policies, Refined, Resolved, Target, azure_name};
+use super::{AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Policies, Refined, Resolved, Target};
 use crate::arm::{self, PostOutcome, ids};
 use crate::crd::endpoint::AuthMode;
 use crate::crd::{AmlOnlineEndpoint, CommonStatus};
@@ -51,26 +52,11 @@ impl AmlKind for AmlOnlineEndpoint {
     }
 
     fn parent(&self) -> Option<ParentRef<'_>> {
-        match (&self.spec.workspace_ref, &self.spec.workspace_id) {
-            (Some(r), _) => Some(ParentRef::Object { kind: ParentKind::Workspace, name: &r.name }),
-            (None, Some(id)) => Some(ParentRef::ArmId(id)),
-            (None, None) => None,
-        }
+        workspace_parent(self.spec.workspace_ref.as_ref().map(|r| r.name.as_str()), self.spec.workspace_id.as_deref())
     }
 
     fn target(&self, resolved: &Resolved) -> Result<Target, Error> {
-        let parent = resolved
-            .parent
-            .as_ref()
-            .ok_or_else(|| Error::InvalidSpec("set spec.workspaceRef or spec.workspaceId".into()))?;
-        let name = azure_name(self);
-        Ok(Target {
-            subscription: parent.subscription.clone(),
-            resource_group: parent.resource_group.clone(),
-            arm_id: ids::child_id(&parent.arm_id, ids::ONLINE_ENDPOINTS, &name),
-            name,
-            location: self.spec.location.clone().unwrap_or_else(|| parent.location.clone()),
-        })
+        child_target(self, resolved, ids::ONLINE_ENDPOINTS, self.spec.location.as_deref(), "set spec.workspaceRef or spec.workspaceId")
     }
 
     fn desired(&self, target: &Target) -> Result<Value, Error> {

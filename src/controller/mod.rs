@@ -306,3 +306,32 @@ pub fn azure_name<K: AmlKind>(obj: &K) -> String {
         .or_else(|| obj.meta().name.clone())
         .unwrap_or_default()
 }
+
+/// The parent a workspace child names: `workspaceRef` (an object here) or `workspaceId`.
+pub fn workspace_parent<'a>(workspace_ref: Option<&'a str>, workspace_id: Option<&'a str>) -> Option<ParentRef<'a>> {
+    match (workspace_ref, workspace_id) {
+        (Some(name), _) => Some(ParentRef::Object { kind: ParentKind::Workspace, name }),
+        (None, Some(id)) => Some(ParentRef::ArmId(id)),
+        (None, None) => None,
+    }
+}
+
+/// Where a child lives: under its resolved parent, as `{parent}/{segment}/{name}`, in `location`
+/// or else the parent's. `missing` says what to set when there is no parent.
+pub fn child_target<K: AmlKind>(
+    obj: &K,
+    resolved: &Resolved,
+    segment: &str,
+    location: Option<&str>,
+    missing: &str,
+) -> Result<Target, Error> {
+    let parent = resolved.parent.as_ref().ok_or_else(|| Error::InvalidSpec(missing.to_string()))?;
+    let name = azure_name(obj);
+    Ok(Target {
+        subscription: parent.subscription.clone(),
+        resource_group: parent.resource_group.clone(),
+        arm_id: crate::arm::ids::child_id(&parent.arm_id, segment, &name),
+        name,
+        location: location.map(str::to_string).unwrap_or_else(|| parent.location.clone()),
+    })
+}
