@@ -456,6 +456,31 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     let (report, out) = azure.plan(&[&dir]).await;
     assert_eq!(report.exit_code(), 0, "all four planned as no change: {out}");
 
+    // Import brings back all four kinds, as manifests that plan as no change.
+    let out_dir = temp_path("imported-stack");
+    let args = ImportArgs {
+        subscription: SUBSCRIPTION.into(),
+        resource_group: "rg-ml".into(),
+        workspace: None,
+        management_policy: ManagementPolicy::Manage,
+        output_dir: Some(out_dir.clone()),
+        arm: Default::default(),
+    };
+    let mut imported = Vec::new();
+    let report = cli::import(&args, Some(azure.setup.clone()), &mut imported).await.expect("import runs");
+    assert_eq!(report.exit_code(), 0, "{}", String::from_utf8_lossy(&imported));
+    let mut kinds: Vec<_> = report.manifests.iter().map(|m| m.kind).collect();
+    kinds.sort();
+    assert_eq!(kinds, vec!["AmlCompute", "AmlOnlineDeployment", "AmlOnlineEndpoint", "AmlWorkspace"]);
+    let endpoint = std::fs::read_to_string(out_dir.join("amlonlineendpoint-scoring.yaml")).unwrap();
+    assert!(endpoint.contains("workspaceRef") && endpoint.contains("authMode: Key") && !endpoint.contains("scoringUri"), "{endpoint}");
+    let deployment = std::fs::read_to_string(out_dir.join("amlonlinedeployment-blue.yaml")).unwrap();
+    assert!(deployment.contains("instanceCount: 1") && deployment.contains("name: scoring"), "{deployment}");
+    azure.emulator.clear_requests();
+    let (report, out) = azure.plan(&[&out_dir]).await;
+    assert_eq!(report.exit_code(), 0, "imported stack plans as no change: {out}");
+    assert!(azure.writes().is_empty());
+
     let compute = std::fs::read_to_string(dir.join("compute.yaml")).unwrap().replace("STANDARD_DS3_V2", "STANDARD_NC6");
     std::fs::write(dir.join("compute.yaml"), compute).unwrap();
     let (report, out) = azure.plan(&[&dir]).await;

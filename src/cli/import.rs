@@ -69,8 +69,12 @@ pub struct ImportKind {
 pub type ManifestFn = fn(&Value, &ImportContext<'_>) -> Result<(String, String), String>;
 
 /// Every kind `import` reads, parents before children.
-pub const IMPORT_KINDS: &[ImportKind] =
-    &[ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest }];
+pub const IMPORT_KINDS: &[ImportKind] = &[
+    ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest },
+    ImportKind { kind: "AmlCompute", segment: "computes", parent: Some("AmlWorkspace"), manifest: compute_manifest },
+    ImportKind { kind: "AmlOnlineEndpoint", segment: "onlineEndpoints", parent: Some("AmlWorkspace"), manifest: endpoint_manifest },
+    ImportKind { kind: "AmlOnlineDeployment", segment: "deployments", parent: Some("AmlOnlineEndpoint"), manifest: deployment_manifest },
+];
 
 /// Runs `import`: lists, converts, and prints the manifests (or writes them into `-o DIR`).
 pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn Write + Send)) -> Result<ImportReport, CliError> {
@@ -252,6 +256,107 @@ fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
     let object = AmlWorkspace::new(&name, typed);
     let yaml = serde_yaml::to_string(&object).map_err(|e| e.to_string())?;
     Ok((name, yaml))
+}
+
+/// Keys of a child's ARM `properties` that ARM fills in (outputs, state), never set by a user.
+const CHILD_READ_ONLY: &[&str] = &[
+    "provisioningState", "provisioningErrors", "createdOn", "modifiedOn", "isAttachedCompute", "scoringUri",
+    "swaggerUri", "keys", "allocationState", "allocationStateTransitionTime", "currentNodeCount", "targetNodeCount",
+    "nodeStateCounts", "errors", "state", "lastOperation", "osImageMetadata", "connectivityEndpoints", "applications",
+    "createdBy", "versions", "dataDisks", "dataMounts",
+];
+
+/// The common part of a child manifest: name (and azureName), tags, management policy, and the
+/// reference to the parent imported just before. `parent_field` is `workspaceRef` or `endpointRef`.
+fn child_spec(arm: &Value, ctx: &ImportContext<'_>, parent_field: &str) -> Result<(String, Map<String, Value>), String> {
+    let arm_name = arm["name"].as_str().ok_or("no name")?;
+    let parent = ctx.parent.ok_or("no parent was imported")?;
+    let mut spec = Map::new();
+    spec.insert(parent_field.into(), json!({"name": parent.name}));
+    if let Some(tags) = arm.get("tags").and_then(Value::as_object).filter(|t| !t.is_empty()) {
+        spec.insert("tags".into(), Value::Object(tags.clone()));
+    }
+    let name = k8s_name(arm_name);
+    if name != arm_name {
+        spec.insert("azureName".into(), json!(arm_name));
+    }
+    spec.insert("managementPolicy".into(), serde_json::to_value(ctx.management_policy).map_err(|e| e.to_string())?);
+    Ok((name, spec))
+}
+
+/// The user-settable fields of ARM `properties` (read-only ones removed).
+fn settable(props: &Value) -> Map<String, Value> {
+    let mut m = props.as_object().cloned().unwrap_or_default();
+    for key in CHILD_READ_ONLY {
+        m.remove(*key);
+    }
+    m.retain(|_, v| !v.is_null());
+    m
+}
+
+/// Parses `spec` as `K`'s spec (dropping what the CRD has no field for) and renders the manifest.
+fn render<K>(name: &str, spec: Map<String, Value>, kind: &str) -> Result<(String, String), String>
+where
+    K: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let object = json!({
+        "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    crate::crd::parse_typed(&object)?;
+    let typed: K = serde_json::from_value(object).map_err(|e| e.to_string())?;
+    let yaml = serde_yaml::to_string(&typed).map_err(|e| e.to_string())?;
+    Ok((name.to_string(), yaml))
+}
+
+fn compute_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    let (name, mut spec) = child_spec(arm, ctx, "workspaceRef")?;
+    let props = &arm["properties"];
+    let compute_type = props["computeType"].as_str().ok_or("no computeType")?;
+    let field = match compute_type {
+        "AmlCompute" => "amlCompute",
+        "ComputeInstance" => "computeInstance",
+        other => return Err(format!("computeType {other} is not managed by the operator")),
+    };
+    spec.insert("computeType".into(), json!(compute_type));
+    for key in ["description", "disableLocalAuth"] {
+        if let Some(v) = props.get(key).filter(|v| !v.is_null()) {
+            spec.insert(key.into(), v.clone());
+        }
+    }
+    let mut inner = settable(&props["properties"]);
+    // Secrets never come back from ARM; a person adds the Secret references after importing.
+    inner.remove("userAccountCredentials");
+    spec.insert(field.into(), Value::Object(inner));
+    render::<crate::crd::AmlCompute>(&name, spec, "AmlCompute")
+}
+
+fn endpoint_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    let (name, mut spec) = child_spec(arm, ctx, "workspaceRef")?;
+    let mut props = settable(&arm["properties"]);
+    for key in ["traffic", "mirrorTraffic"] {
+        if props.get(key).and_then(Value::as_object).is_some_and(Map::is_empty) {
+            props.remove(key);
+        }
+    }
+    spec.extend(props);
+    if let Some(identity) = arm.get("identity").and_then(identity_spec) {
+        spec.insert("identity".into(), identity);
+    }
+    render::<crate::crd::AmlOnlineEndpoint>(&name, spec, "AmlOnlineEndpoint")
+}
+
+fn deployment_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    let (name, mut spec) = child_spec(arm, ctx, "endpointRef")?;
+    let mut props = settable(&arm["properties"]);
+    props.remove("endpointComputeType");
+    spec.extend(props);
+    if let Some(capacity) = arm.pointer("/sku/capacity").filter(|v| !v.is_null()) {
+        spec.insert("instanceCount".into(), capacity.clone());
+    }
+    render::<crate::crd::AmlOnlineDeployment>(&name, spec, "AmlOnlineDeployment")
 }
 
 #[cfg(test)]
