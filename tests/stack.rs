@@ -84,3 +84,24 @@ async fn a_folder_of_all_four_kinds_converges_in_any_order_and_goes_away_with_it
     assert!([WS, CPU, EP, DEP].iter().all(|p| w.kube.raw(p).is_none()), "objects finalized");
     assert!(w.emulator.resource_ids().is_empty(), "nothing left in Azure: {:?}", w.emulator.resource_ids());
 }
+
+#[tokio::test]
+async fn a_parent_in_a_subscription_the_credentials_do_not_reach_is_its_own_stalled_reason() {
+    let w = World::new().await;
+    w.good_credentials();
+    let other = "/subscriptions/99999999-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/far-away";
+    w.kube.put(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlCompute",
+        "metadata": {"name": "cpu", "namespace": NS},
+        "spec": {"workspaceId": other, "computeType": "AmlCompute",
+                 "amlCompute": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"maxNodeCount": 1}}}
+    }));
+    let path = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcomputes/cpu";
+    let _ = w.reconcile::<AmlCompute>(path).await;
+    let err = w.reconcile::<AmlCompute>(path).await.expect_err("parent not reachable");
+    assert_eq!(err.reason(), "ParentInAnotherSubscription");
+    assert!(err.is_stalled());
+    assert!(err.message().contains("99999999-0000-0000-0000-000000000000"), "{}", err.message());
+    assert_eq!(w.condition(path, "Stalled").unwrap()["reason"], "ParentInAnotherSubscription");
+    assert!(w.emulator.requests().iter().all(|r| r.method == "GET"), "no write: {:?}", w.emulator.requests());
+}

@@ -21,6 +21,11 @@ pub enum Error {
     /// A Secret the spec references (e.g. a compute's admin password) is missing or unusable.
     #[error("{0}")]
     SecretNotFound(String),
+    /// A parent given by ARM id lives in a subscription the credentials are not for, and ARM refused.
+    #[error(
+        "the parent {arm_id} is in subscription {parent} but the credentials are for subscription {credentials}, and ARM does not show it: grant the service principal access to subscription {parent}, use credentials for it, or fix workspaceId"
+    )]
+    ParentInAnotherSubscription { arm_id: String, parent: String, credentials: String },
     /// The spec cannot be turned into a valid ARM request.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -75,6 +80,7 @@ impl Error {
             Error::NoSubscription { .. } => "SubscriptionUnknown",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::SecretNotFound(_) => "SecretNotFound",
+            Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
             Error::Arm { source, .. } => source.reason(),
             Error::OperationFailed { .. } => "ArmOperationFailed",
             Error::Kube { .. } => "KubernetesApiError",
@@ -100,6 +106,7 @@ impl Error {
             | Error::NoSubscription { .. }
             | Error::InvalidSpec(_)
             | Error::SecretNotFound(_)
+            | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { .. } => true,
             Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
             _ => false,
@@ -114,6 +121,7 @@ impl Error {
             | Error::CredentialsInvalid { .. }
             | Error::NoSubscription { .. }
             | Error::SecretNotFound(_)
+            | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { .. } => Retry::Slow,
             Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),
             Error::Arm { source, .. } => match source.class() {

@@ -153,12 +153,26 @@ async fn arm_parent<K: AmlKind>(
         None => {
             let ns = obj.namespace().unwrap_or_default();
             let (sp, _) = credentials::resolve(ctx, &ns, own).await?;
-            let found = ctx.arm.get(&sp, id, &ctx.config.api_version).await.map_err(|source| Error::Arm {
-                action: "read",
-                arm_id: id.to_string(),
-                source,
-            })?;
+            // Credentials for another subscription than the parent's: ARM answers 403 or 404, and
+            // only a person can fix that, so it gets its own reason.
+            let elsewhere = sp.subscription_id.as_deref().filter(|s| !s.eq_ignore_ascii_case(&subscription)).map(|credentials| {
+                Error::ParentInAnotherSubscription {
+                    arm_id: id.to_string(),
+                    parent: subscription.clone(),
+                    credentials: credentials.to_string(),
+                }
+            });
+            let found = match ctx.arm.get(&sp, id, &ctx.config.api_version).await {
+                Ok(found) => found,
+                Err(source) if source.arm().is_some_and(|e| e.status == 403) && elsewhere.is_some() => {
+                    return Err(elsewhere.unwrap_or(Error::Arm { action: "read", arm_id: id.to_string(), source }));
+                }
+                Err(source) => return Err(Error::Arm { action: "read", arm_id: id.to_string(), source }),
+            };
             let Some(found) = found else {
+                if let Some(e) = elsewhere {
+                    return Err(e);
+                }
                 return Ok(Err(Waiting { reason: "WaitingForParent", message: format!("{id} does not exist in Azure") }));
             };
             let location = found["location"].as_str().unwrap_or_default().to_string();
