@@ -38,9 +38,35 @@ pub const WORKSPACE: KindGen = KindGen {
     arm_id: workspace_arm_id,
 };
 
-/// Every kind the benchmark knows today.
+/// `AmlCompute` clusters named `cpu-00001`, …, each under the workspace generated just before it
+/// (so it follows [`WORKSPACE`] in the list of kinds).
+pub const COMPUTE: KindGen = KindGen {
+    kind: "AmlCompute",
+    plural: "amlcomputes",
+    object: compute,
+    arm_id: compute_arm_id,
+};
+
+/// Every kind the benchmark knows today, parents before the children that follow them.
 pub fn all() -> Vec<KindGen> {
-    vec![WORKSPACE]
+    vec![WORKSPACE, COMPUTE]
+}
+
+fn compute(namespace: &str, index: usize) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "AmlCompute",
+        "metadata": {"name": format!("cpu-{index:05}"), "namespace": namespace},
+        "spec": {
+            "workspaceRef": {"name": workspace_name(index.saturating_sub(1))},
+            "computeType": "AmlCompute",
+            "amlCompute": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2}}
+        }
+    })
+}
+
+fn compute_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    format!("{}/computes/cpu-{index:05}", workspace_arm_id(subscription, namespace, index.saturating_sub(1)))
 }
 
 fn workspace_name(index: usize) -> String {
