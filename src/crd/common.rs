@@ -35,6 +35,15 @@ pub struct CredentialsRef {
     pub secret_name: String,
 }
 
+/// A reference to an AmlWorkspace in the same namespace (for computes and endpoints).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRef {
+    /// `metadata.name` of the AmlWorkspace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
 /// What deleting the Kubernetes object does to the Azure resource.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum DeletionPolicy {

@@ -94,15 +94,6 @@ pub struct AmlComputeSpec {
     pub compute_instance: Option<ComputeInstanceSettings>,
 }
 
-/// A workspace object in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkspaceRef {
-    /// `metadata.name` of the AmlWorkspace.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
-
 /// The compute types this operator manages.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ComputeType {

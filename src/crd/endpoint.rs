@@ -110,15 +110,6 @@ pub struct AmlOnlineEndpointSpec {
     pub keys_secret: Option<KeysSecret>,
 }
 
-/// A reference to an AmlWorkspace in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkspaceRef {
-    /// `metadata.name` of the AmlWorkspace.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
-
 /// Authentication methods of an online endpoint.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AuthMode {
