@@ -362,12 +362,13 @@ macro_rules! fuzz_test {
         fn $name() {
             let (seed, cases) = seed_and_cases();
             let seed = seed ^ $salt;
-            let _ = require_specs();
+            let with_schemas = require_specs();
             let counts = fuzz_kind::<$kind>(seed, cases);
             report(stringify!($kind), seed, counts);
             assert_eq!(counts.iter().sum::<usize>(), cases);
-            // The generator must reach every outcome, or the property says little.
-            assert!(counts[0] > 0 && counts[1] + counts[2] > 0, "{counts:?}");
+            // The generator must reach every outcome, or the property says little (refusals by the
+            // ARM schema only when the schemas are there to refuse).
+            assert!(counts[0] > 0 && (!with_schemas || counts[1] + counts[2] > 0), "{counts:?}");
         }
     };
 }
