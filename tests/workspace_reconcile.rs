@@ -247,6 +247,8 @@ async fn observe_reports_but_never_writes() {
     w.emulator.insert_resource(ARM_ID, existing);
     w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     assert_eq!(w.ready(PATH).as_deref(), Some("True"));
+    let adopted: Vec<_> = w.kube.events().into_iter().filter(|e| e["reason"] == "Adopted").collect();
+    assert_eq!(adopted.len(), 1, "an existing resource is adopted once: {adopted:?}");
     let in_azure = w.emulator.resource(ARM_ID).unwrap()["properties"]["workspaceId"].clone();
     assert!(in_azure.is_string());
     assert_eq!(w.kube.raw(PATH).unwrap()["status"]["workspaceId"], in_azure);

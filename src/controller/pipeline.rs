@@ -268,6 +268,12 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     // 2. Observe, then let the kind refine the body with what it learned.
     let observed = ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?;
     let observe_only = policies.management == ManagementPolicy::Observe;
+    let seen_before = obj.common_status().is_some_and(|s| s.provisioning_state.is_some() || s.operation.is_some());
+    if observed.is_some() && !seen_before {
+        // A resource that existed before this object knew it: now managed (or observed) by it.
+        let how = if observe_only { "observed" } else { "managed" };
+        publish(ctx, obj, EventType::Normal, "Adopted", format!("Existing Azure resource {} is now {how} by this object", target.arm_id), "Adopt").await;
+    }
     let Refined { body: desired, waiting } = obj.refine(ctx, &resolved, &target, built, observed.as_ref()).await?;
     let action = match &observed {
         None if observe_only => {
