@@ -131,8 +131,8 @@ fn current<K: AmlKind>(obj: &K) -> Desired {
         .and_then(|v| v.get("status").cloned())
         .and_then(|s| match s {
             Value::Object(mut m) => {
-                for k in ["provisioningState", "armId", "credentialsSecret", "location", "observedGeneration", "conditions", "operation"] {
-                    m.remove(k);
+                for k in crate::crd::COMMON_STATUS_FIELDS {
+                    m.remove(*k);
                 }
                 Some(m)
             }

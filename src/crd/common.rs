@@ -166,6 +166,11 @@ pub struct OperationStatus {
     pub retry_after_seconds: Option<u64>,
 }
 
+/// The JSON names of [`CommonStatus`]'s fields: the rest of a kind's status is its outputs.
+/// (`common_status_fields_match_the_struct` keeps the two in step.)
+pub const COMMON_STATUS_FIELDS: &[&str] =
+    &["provisioningState", "armId", "credentialsSecret", "location", "observedGeneration", "conditions", "operation"];
+
 /// Status fields every kind has.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -193,4 +198,19 @@ pub struct CommonStatus {
     /// The ARM long-running operation in flight, if any. A restarted operator resumes polling it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_status_fields_match_the_struct() {
+        let schema = serde_json::to_value(schemars::schema_for!(CommonStatus)).expect("schema");
+        let mut fields: Vec<&str> = schema["properties"].as_object().expect("properties").keys().map(String::as_str).collect();
+        let mut listed = COMMON_STATUS_FIELDS.to_vec();
+        fields.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(fields, listed);
+    }
 }
