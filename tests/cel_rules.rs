@@ -21,7 +21,7 @@ fn check(obj: &Value, old: Option<&Value>) -> Result<(), String> {
 fn workspace() -> Value {
     json!({
         "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
-        "metadata": {"name": "ws", "namespace": "ns"},
+        "metadata": {"name": "team-ws", "namespace": "ns"},
         "spec": {
             "resourceGroup": "rg", "location": "eastus", "friendlyName": "a",
             "storageAccount": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa",
@@ -130,5 +130,66 @@ fn every_example_parses_as_its_type_and_passes_the_cel_rules() {
     }
     for kind in &kinds {
         assert!(checked.contains(kind), "examples/ must hold an {kind}: {checked:?}");
+    }
+}
+
+fn endpoint(traffic: Value, mirror: Option<Value>) -> Value {
+    let mut v = json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineEndpoint",
+        "metadata": {"name": "scoring", "namespace": "ns"},
+        "spec": {"workspaceRef": {"name": "ws"}, "authMode": "Key", "traffic": traffic}
+    });
+    if let Some(m) = mirror {
+        v["spec"]["mirrorTraffic"] = m;
+    }
+    v
+}
+
+/// The traffic sums, spelled out term by term for Kubernetes 1.28's cost estimator, still say what
+/// `sum()` would: checked here for every size up to the bound, and on the real API server by e2e.
+#[test]
+fn traffic_sums_to_100_or_is_empty_and_mirror_traffic_to_at_most_50() {
+    check(&endpoint(json!({}), None), None).expect("empty traffic");
+    check(&endpoint(json!({"blue": 100}), None), None).expect("one deployment");
+    check(&endpoint(json!({"blue": 60, "green": 40}), Some(json!({"green": 50}))), None).expect("split and mirror");
+    let err = check(&endpoint(json!({"blue": 60, "green": 30}), None), None).expect_err("90 is refused");
+    assert!(err.contains("traffic values must sum to 100"), "{err}");
+    let err = check(&endpoint(json!({"blue": 100}), Some(json!({"green": 30, "red": 21}))), None).expect_err("51 mirrored");
+    assert!(err.contains("mirrorTraffic values must sum to at most 50"), "{err}");
+    // Every size up to the bound: the last term counts too.
+    for n in 1..=aml_operator::crd::endpoint::MAX_DEPLOYMENTS {
+        let mut traffic = serde_json::Map::new();
+        for i in 0..n {
+            traffic.insert(format!("d{i:02}"), json!(if i == 0 { 100 - (n as i64 - 1) } else { 1 }));
+        }
+        check(&endpoint(Value::Object(traffic.clone()), None), None).unwrap_or_else(|e| panic!("{n} entries summing to 100: {e}"));
+        traffic.insert(format!("d{:02}", n - 1), json!(if n == 1 { 99 } else { 2 }));
+        assert!(check(&endpoint(Value::Object(traffic), None), None).is_err(), "{n} entries summing to 101 or 99");
+    }
+}
+
+/// A name ARM would refuse is refused at admission, whether it is `spec.azureName` or, without
+/// one, `metadata.name` (only a rule on the whole object can see it).
+#[test]
+fn names_arm_would_refuse_are_refused_at_admission() {
+    let ws = |name: &str, azure_name: Option<&str>| {
+        let mut v = workspace();
+        v["metadata"]["name"] = json!(name);
+        if let Some(a) = azure_name {
+            v["spec"]["azureName"] = json!(a);
+        }
+        v
+    };
+    let err = check(&ws("a", None), None).expect_err("a one-letter workspace name");
+    assert!(err.contains("metadata.name is not a valid Azure workspace name") && err.contains("spec.azureName"), "{err}");
+    check(&ws("a", Some("team-a")), None).expect("azureName overrides metadata.name");
+    check(&ws("team-a", None), None).expect("a good name");
+    let long = "w".repeat(40);
+    assert!(check(&ws(&long, None), None).is_err(), "a 40-character workspace name");
+    let bad_endpoint = edited(&endpoint(json!({}), None), |v| v["metadata"]["name"] = json!("-ep"));
+    let err = check(&bad_endpoint, None).expect_err("leading dash");
+    assert!(err.contains("online endpoint name"), "{err}");
+    for rule in [aml_operator::crd::workspace::NAME_RULE, aml_operator::crd::endpoint::NAME_RULE] {
+        assert!(rule.accepts("team-a") && !rule.accepts("-a"), "{rule:?}");
     }
 }

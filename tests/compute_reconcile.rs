@@ -333,7 +333,7 @@ async fn delete_with_orphan_policy_leaves_azure_alone() {
     for (name, build) in both() {
         let p = path(name);
         let mut obj = build();
-        obj.spec.deletion_policy = Some(aml_operator::crd::DeletionPolicy::Orphan);
+        obj.spec.common.deletion_policy = Some(aml_operator::crd::DeletionPolicy::Orphan);
         let w = converged(obj).await;
         w.kube.delete(&p);
         w.reconcile::<AmlCompute>(&p).await.expect("released");
@@ -348,7 +348,7 @@ async fn observe_reports_but_never_writes() {
     for (name, build) in both() {
         let p = path(name);
         let mut obj = build();
-        obj.spec.management_policy = Some(aml_operator::crd::ManagementPolicy::Observe);
+        obj.spec.common.management_policy = Some(aml_operator::crd::ManagementPolicy::Observe);
         let w = created(obj.clone()).await;
         // Absent in Azure: reported, not created.
         w.reconcile::<AmlCompute>(&p).await.unwrap();

@@ -781,3 +781,26 @@ fn the_deployment_body_matches_the_official_example() {
     let v = aml_operator::armspec::shared(&dir).unwrap();
     v.validate(AmlOnlineDeployment::ARM_TYPE, "blue", &body).expect("valid against the ARM schema");
 }
+
+/// The traffic sums the CRD checks at admission are checked again by the controller, for objects
+/// that never met an API server (`plan`/`apply`): Stalled, naming the field, nothing sent to ARM.
+#[tokio::test]
+async fn traffic_that_does_not_sum_to_100_is_stalled_naming_the_field_without_an_arm_write() {
+    for (extra, field) in [
+        (json!({"traffic": {"blue": 60, "green": 30}}), "spec.traffic: the values sum to 90"),
+        (json!({"traffic": {"blue": 100}, "mirrorTraffic": {"green": 51}}), "spec.mirrorTraffic: the values sum to 51"),
+    ] {
+        let w = with_workspace().await;
+        w.kube.put(endpoint(extra));
+        w.emulator.clear_requests();
+        w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("finalizer added");
+        let err = w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect_err("invalid routing");
+        assert!(matches!(err, Error::InvalidSpec(_)), "{err:?}");
+        let ready = w.condition(EP_PATH, "Ready").unwrap();
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
+        assert!(ready["message"].as_str().unwrap().contains(field), "{ready}");
+        assert_eq!(w.condition(EP_PATH, "Stalled").unwrap()["status"], "True");
+        let writes: Vec<_> = w.emulator.requests().into_iter().filter(|r| r.method != "GET").map(|r| format!("{} {}", r.method, r.path)).collect();
+        assert!(writes.is_empty(), "no ARM write for an invalid spec: {writes:?}");
+    }
+}

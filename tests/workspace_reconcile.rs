@@ -202,7 +202,7 @@ async fn delete_with_delete_policy_keeps_the_finalizer_until_arm_says_gone() {
 
 #[tokio::test]
 async fn delete_with_orphan_policy_leaves_azure_alone() {
-    let w = created(|ws| ws.spec.deletion_policy = Some(DeletionPolicy::Orphan)).await;
+    let w = created(|ws| ws.spec.common.deletion_policy = Some(DeletionPolicy::Orphan)).await;
     w.converge::<AmlWorkspace>(PATH).await;
     w.kube.delete(PATH);
     w.emulator.clear_requests();
@@ -226,7 +226,7 @@ async fn a_stuck_delete_is_released_by_switching_to_orphan() {
 
 #[tokio::test]
 async fn observe_reports_but_never_writes() {
-    let w = created(|ws| ws.spec.management_policy = Some(ManagementPolicy::Observe)).await;
+    let w = created(|ws| ws.spec.common.management_policy = Some(ManagementPolicy::Observe)).await;
     // Absent in Azure: reported, not created.
     w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
@@ -309,7 +309,7 @@ async fn an_explicit_secret_name_is_used_and_never_falls_back() {
     let w = World::new().await;
     w.good_credentials();
     let mut ws = workspace();
-    ws.spec.credentials = Some(aml_operator::crd::CredentialsRef { secret_name: "other".into() });
+    ws.spec.common.credentials = Some(aml_operator::crd::CredentialsRef { secret_name: "other".into() });
     w.kube.put(ws);
     w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     let err = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("named Secret missing");

@@ -5,11 +5,11 @@
 
 use super::{child_target, workspace_parent};
 use super::{
-    AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Policies, Refined, Resolved, Target, UpdateRequest,
+    AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target, UpdateRequest,
     drift,
 };
 use crate::crd::compute::{AmlComputeSettings, SecretKeyRef};
-use crate::crd::{AmlCompute, CommonStatus, ComputeType, ManagementPolicy};
+use crate::crd::{AmlCompute, CommonSpec, CommonStatus, ComputeType, ManagementPolicy};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
@@ -25,13 +25,8 @@ impl AmlKind for AmlCompute {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/computes";
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
-    fn policies(&self) -> Policies<'_> {
-        Policies {
-            azure_name: self.spec.azure_name.as_deref(),
-            credentials: self.spec.credentials.as_ref(),
-            deletion: self.spec.deletion_policy.unwrap_or_default(),
-            management: self.spec.management_policy.unwrap_or_default(),
-        }
+    fn common_spec(&self) -> &CommonSpec {
+        &self.spec.common
     }
 
     fn common_status(&self) -> Option<&CommonStatus> {

@@ -6,9 +6,9 @@
 //! `ImageBuildFailure`) in the Ready condition and does not write again until the spec changes.
 
 use super::child_target;
-use super::{AmlKind, Error, ParentKind, ParentRef, Policies, Resolved, Target, UpdateRequest};
+use super::{AmlKind, Error, ParentKind, ParentRef, Resolved, Target, UpdateRequest};
 use crate::arm::ids;
-use crate::crd::{AmlOnlineDeployment, CommonStatus};
+use crate::crd::{AmlOnlineDeployment, CommonSpec, CommonStatus};
 use serde_json::{Map, Value, json};
 
 /// Spec fields that are operator settings, envelope fields or renamed, not deployment `properties`.
@@ -29,13 +29,8 @@ impl AmlKind for AmlOnlineDeployment {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments";
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Endpoint];
 
-    fn policies(&self) -> Policies<'_> {
-        Policies {
-            azure_name: self.spec.azure_name.as_deref(),
-            credentials: self.spec.credentials.as_ref(),
-            deletion: self.spec.deletion_policy.unwrap_or_default(),
-            management: self.spec.management_policy.unwrap_or_default(),
-        }
+    fn common_spec(&self) -> &CommonSpec {
+        &self.spec.common
     }
 
     fn common_status(&self) -> Option<&CommonStatus> {

@@ -11,10 +11,10 @@
 
 use super::{child_target, workspace_parent};
 use super::status::FIELD_MANAGER;
-use super::{AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Policies, Refined, Resolved, Target};
+use super::{AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target};
 use crate::arm::{self, PostOutcome, ids};
 use crate::crd::endpoint::AuthMode;
-use crate::crd::{AmlOnlineEndpoint, CommonStatus};
+use crate::crd::{AmlOnlineEndpoint, CommonSpec, CommonStatus};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -38,13 +38,8 @@ impl AmlKind for AmlOnlineEndpoint {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints";
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
-    fn policies(&self) -> Policies<'_> {
-        Policies {
-            azure_name: self.spec.azure_name.as_deref(),
-            credentials: self.spec.credentials.as_ref(),
-            deletion: self.spec.deletion_policy.unwrap_or_default(),
-            management: self.spec.management_policy.unwrap_or_default(),
-        }
+    fn common_spec(&self) -> &CommonSpec {
+        &self.spec.common
     }
 
     fn common_status(&self) -> Option<&CommonStatus> {
@@ -61,6 +56,9 @@ impl AmlKind for AmlOnlineEndpoint {
 
     fn desired(&self, target: &Target) -> Result<Value, Error> {
         let spec = &self.spec;
+        if let Some(problem) = crate::crd::endpoint::routing_problem(spec) {
+            return Err(Error::InvalidSpec(problem));
+        }
         let mut props = Map::new();
         props.insert("authMode".into(), json!(spec.auth_mode));
         if let Some(d) = &spec.description {

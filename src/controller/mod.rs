@@ -20,7 +20,7 @@ pub mod workspace;
 pub use error::{Error, Retry};
 
 use crate::arm::{ArmClient, ServicePrincipal};
-use crate::crd::{CommonStatus, CredentialsRef, DeletionPolicy, ManagementPolicy};
+use crate::crd::{CommonSpec, CommonStatus, CredentialsRef, DeletionPolicy, ManagementPolicy};
 use kube::runtime::events::Recorder;
 use kube::{Client, Resource};
 use serde::{Serialize, de::DeserializeOwned};
@@ -228,8 +228,19 @@ pub trait AmlKind:
     /// ARM resource type, e.g. `Microsoft.MachineLearningServices/workspaces`.
     const ARM_TYPE: &'static str;
 
-    /// The operator-level settings of the spec.
-    fn policies(&self) -> Policies<'_>;
+    /// The spec fields every kind has (`azureName`, `credentials`, the policies).
+    fn common_spec(&self) -> &CommonSpec;
+
+    /// The operator-level settings of the spec, with defaults applied.
+    fn policies(&self) -> Policies<'_> {
+        let common = self.common_spec();
+        Policies {
+            azure_name: common.azure_name.as_deref(),
+            credentials: common.credentials.as_ref(),
+            deletion: common.deletion_policy.unwrap_or_default(),
+            management: common.management_policy.unwrap_or_default(),
+        }
+    }
 
     /// The status fields every kind shares, if status exists.
     fn common_status(&self) -> Option<&CommonStatus>;

@@ -1,8 +1,8 @@
 //! AmlWorkspace on the pipeline: ARM location, body and outputs.
 
 use super::pipeline::subscription_of;
-use super::{AmlKind, Error, Policies, Resolved, Target, azure_name};
-use crate::crd::{AmlWorkspace, CommonStatus};
+use super::{AmlKind, Error, Resolved, Target, azure_name};
+use crate::crd::{AmlWorkspace, CommonSpec, CommonStatus};
 use serde_json::{Map, Value, json};
 
 /// Spec fields that are operator settings or envelope fields, not workspace `properties`.
@@ -24,13 +24,8 @@ const NOT_PROPERTIES: &[&str] = &[
 impl AmlKind for AmlWorkspace {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces";
 
-    fn policies(&self) -> Policies<'_> {
-        Policies {
-            azure_name: self.spec.azure_name.as_deref(),
-            credentials: self.spec.credentials.as_ref(),
-            deletion: self.spec.deletion_policy.unwrap_or_default(),
-            management: self.spec.management_policy.unwrap_or_default(),
-        }
+    fn common_spec(&self) -> &CommonSpec {
+        &self.spec.common
     }
 
     fn common_status(&self) -> Option<&CommonStatus> {

@@ -24,6 +24,34 @@ pub mod condition {
     pub const STALLED: &str = "Stalled";
 }
 
+/// The spec fields every kind has, flattened into each kind's spec (`spec.azureName`,
+/// `spec.credentials`, `spec.deletionPolicy`, `spec.managementPolicy`).
+///
+/// The kind's ARM name rule is added to `azureName` when the CRD is generated (see
+/// [`super::NameRule`]), with a rule on the object that checks `metadata.name` when `azureName` is
+/// not set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonSpec {
+    /// Name of the resource in Azure. Defaults to `metadata.name`. Immutable. Must follow the
+    /// kind's ARM name rule (the API server says which when it refuses a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 260))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
+    pub azure_name: Option<String>,
+    /// Secret with the service principal to use (see README, "Credentials"). Children default to
+    /// their parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
+    /// time, also while the object is being deleted (to release a stuck delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+}
+
 /// Which Secret holds the service principal used for this object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,10 +1,19 @@
 //! AmlCompute: `Microsoft.MachineLearningServices/workspaces/computes` (AmlCompute clusters and
 //! ComputeInstances).
 
+use super::NameRule;
 use super::common::*;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+
+/// ARM's rule for compute names (checked at admission on `spec.azureName`, else `metadata.name`).
+pub const NAME_RULE: NameRule = NameRule {
+    what: "compute",
+    pattern: r"^[a-zA-Z0-9_-]{1,255}$",
+    explained: "1 to 255 letters, digits, '-' or '_'",
+};
 
 /// An Azure Machine Learning compute (`Microsoft.MachineLearningServices/workspaces/computes`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -29,19 +38,15 @@ use serde::{Deserialize, Serialize};
     {"rule": "has(self.workspaceRef) != has(self.workspaceId)", "message": "set exactly one of workspaceRef or workspaceId"},
     {"rule": "self.computeType != 'AmlCompute' || (has(self.amlCompute) && !has(self.computeInstance))", "message": "computeType AmlCompute requires amlCompute and forbids computeInstance"},
     {"rule": "self.computeType != 'ComputeInstance' || (has(self.computeInstance) && !has(self.amlCompute))", "message": "computeType ComputeInstance requires computeInstance and forbids amlCompute"},
-    {"rule": "has(self.azureName) == has(oldSelf.azureName)", "message": "azureName is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.workspaceRef) == has(oldSelf.workspaceRef)", "message": "workspaceRef is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.workspaceId) == has(oldSelf.workspaceId)", "message": "workspaceId is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.location) == has(oldSelf.location)", "message": "location is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.disableLocalAuth) == has(oldSelf.disableLocalAuth)", "message": "disableLocalAuth is immutable: it cannot be added or removed after creation"},
 ]))]
 pub struct AmlComputeSpec {
-    /// Name of the compute in Azure (letters, digits, `-` and `_`). Defaults to `metadata.name`.
-    /// Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,255}$"))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
-    pub azure_name: Option<String>,
+    /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.
+    #[serde(flatten)]
+    pub common: CommonSpec,
     /// The AmlWorkspace (same namespace) this compute belongs to. Set this or `workspaceId`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceRef is immutable"}]))]
@@ -52,17 +57,6 @@ pub struct AmlComputeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceId is immutable"}]))]
     pub workspace_id: Option<String>,
-    /// Secret with the service principal to use (see README, "Credentials"). Defaults to the
-    /// workspace's credentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsRef>,
-    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
-    /// time, also while the object is being deleted (to release a stuck delete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<DeletionPolicy>,
-    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub management_policy: Option<ManagementPolicy>,
 
     /// Azure region of the compute. Defaults to the workspace's region. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

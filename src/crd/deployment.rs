@@ -1,11 +1,20 @@
 //! AmlOnlineDeployment: `Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments`
 //! (managed deployments).
 
+use super::NameRule;
 use super::common::*;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+
+/// ARM's rule for online deployment names (checked at admission on `spec.azureName`, else `metadata.name`).
+pub const NAME_RULE: NameRule = NameRule {
+    what: "online deployment",
+    pattern: r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$",
+    explained: "1 to 255 letters, digits, '-' or '_', starting with a letter or digit",
+};
 
 /// A managed online deployment of an Azure Machine Learning online endpoint
 /// (`Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments`).
@@ -26,29 +35,13 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".status.instanceCount"}"#,
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.azureName) == has(oldSelf.azureName)", "message": "azureName is immutable: it cannot be added or removed after creation"},
-]))]
 pub struct AmlOnlineDeploymentSpec {
-    /// Name of the deployment in Azure. Defaults to `metadata.name`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$"))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
-    pub azure_name: Option<String>,
+    /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.
+    #[serde(flatten)]
+    pub common: CommonSpec,
     /// The AmlOnlineEndpoint in this namespace the deployment belongs to. Immutable.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "endpointRef is immutable"}]))]
     pub endpoint_ref: EndpointRef,
-    /// Secret with the service principal to use; defaults to the endpoint's, then the workspace's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsRef>,
-    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
-    /// time, also while the object is being deleted (to release a stuck delete). ARM refuses to delete
-    /// a deployment that still receives traffic: set its traffic to 0 on the endpoint first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<DeletionPolicy>,
-    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub management_policy: Option<ManagementPolicy>,
 
     /// Resource tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]

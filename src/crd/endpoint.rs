@@ -1,19 +1,28 @@
 //! AmlOnlineEndpoint: `Microsoft.MachineLearningServices/workspaces/onlineEndpoints`.
 
+use super::NameRule;
 use super::common::*;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+
+/// ARM's rule for online endpoint names (checked at admission on `spec.azureName`, else `metadata.name`).
+pub const NAME_RULE: NameRule = NameRule {
+    what: "online endpoint",
+    pattern: r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$",
+    explained: "1 to 255 letters, digits, '-' or '_', starting with a letter or digit",
+};
+
 /// An Azure Machine Learning managed online endpoint
 /// (`Microsoft.MachineLearningServices/workspaces/onlineEndpoints`).
 ///
 /// `traffic` and `mirrorTraffic` are checked in the API server with CEL: the traffic percentages sum
-/// to 100 (or the map is empty) and the mirrored ones to at most 50. The rules use the Kubernetes CEL
-/// list library's `sum()` over `self.map(k, self[k])` (a map's keys), available in CRD validation
-/// rules since Kubernetes 1.25; both maps are bounded to 20 entries (ARM's deployments-per-endpoint
-/// limit) to keep the rules' estimated cost small.
+/// to 100 (or the map is empty) and the mirrored ones to at most 50; both maps are bounded to 20
+/// entries (ARM's deployments-per-endpoint limit). The operator checks the same sums, so an object
+/// that never passed admission (`aml-operator plan` and `apply`) gets `Stalled` with reason
+/// `InvalidSpec` naming the field.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "amloperator.io",
@@ -35,15 +44,12 @@ use std::collections::BTreeMap;
     {"rule": "has(self.workspaceRef) != has(self.workspaceId)", "message": "set exactly one of workspaceRef and workspaceId"},
     {"rule": "has(self.workspaceRef) == has(oldSelf.workspaceRef)", "message": "workspaceRef is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.workspaceId) == has(oldSelf.workspaceId)", "message": "workspaceId is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.azureName) == has(oldSelf.azureName)", "message": "azureName is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.location) == has(oldSelf.location)", "message": "location is immutable: it cannot be added or removed after creation"},
 ]))]
 pub struct AmlOnlineEndpointSpec {
-    /// Name of the endpoint in Azure. Defaults to `metadata.name`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$"))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
-    pub azure_name: Option<String>,
+    /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.
+    #[serde(flatten)]
+    pub common: CommonSpec,
     /// The AmlWorkspace in this namespace that holds the endpoint. Set this or `workspaceId`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceRef is immutable"}]))]
@@ -60,16 +66,6 @@ pub struct AmlOnlineEndpointSpec {
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
     pub location: Option<String>,
-    /// Secret with the service principal to use; defaults to the workspace's (see README, "Credentials").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsRef>,
-    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
-    /// time, also while the object is being deleted (to release a stuck delete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<DeletionPolicy>,
-    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub management_policy: Option<ManagementPolicy>,
 
     /// Resource tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,8 +85,8 @@ pub struct AmlOnlineEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend(
         "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
-        "maxProperties" = 20,
-        "x-kubernetes-validations" = [{"rule": "self.size() == 0 || self.map(k, self[k]).sum() == 100", "message": "traffic values must sum to 100 (or traffic must be empty)"}]
+        "maxProperties" = MAX_DEPLOYMENTS,
+        "x-kubernetes-validations" = [{"rule": format!("self.size() == 0 || {} == 100", sum_rule()), "message": "traffic values must sum to 100 (or traffic must be empty)"}]
     ))]
     pub traffic: Option<BTreeMap<String, i32>>,
     /// Percentage of traffic mirrored to each deployment name (0..100), without returning its
@@ -98,8 +94,8 @@ pub struct AmlOnlineEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend(
         "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
-        "maxProperties" = 20,
-        "x-kubernetes-validations" = [{"rule": "self.map(k, self[k]).sum() <= 50", "message": "mirrorTraffic values must sum to at most 50"}]
+        "maxProperties" = MAX_DEPLOYMENTS,
+        "x-kubernetes-validations" = [{"rule": format!("{} <= 50", sum_rule()), "message": "mirrorTraffic values must sum to at most 50"}]
     ))]
     pub mirror_traffic: Option<BTreeMap<String, i32>>,
     /// Whether the scoring URI accepts requests from the public network: `Enabled` or `Disabled`.
@@ -108,6 +104,35 @@ pub struct AmlOnlineEndpointSpec {
     /// Write the scoring URI (and, for `authMode: Key`, the keys) into this Secret, owned by the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_secret: Option<KeysSecret>,
+}
+
+/// Most deployments an endpoint routes to (ARM's deployments-per-endpoint limit): the bound of
+/// `traffic` and `mirrorTraffic`.
+pub const MAX_DEPLOYMENTS: usize = 20;
+
+/// A CEL expression for the sum of a routing map's values, spelled out term by term.
+///
+/// The CEL list library's `sum()` would read better, but Kubernetes 1.28's cost estimator cannot
+/// bound it whatever `maxProperties` says and refuses the CRD ("estimated rule cost exceeds budget by
+/// factor of more than 100x"). Indexing the map's values `maxProperties` times is cheap and bounded.
+pub fn sum_rule() -> String {
+    (0..MAX_DEPLOYMENTS)
+        .map(|i| format!("(self.size() > {i} ? self.map(k, self[k])[{i}] : 0)"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// What is wrong with the spec's routing, naming the field, or None: the same sums the CRD's CEL
+/// rules check at admission, for objects that did not pass through an API server.
+pub fn routing_problem(spec: &AmlOnlineEndpointSpec) -> Option<String> {
+    let sum = |m: &BTreeMap<String, i32>| m.values().map(|v| i64::from(*v)).sum::<i64>();
+    if let Some(t) = spec.traffic.as_ref().filter(|t| !t.is_empty() && sum(t) != 100) {
+        return Some(format!("spec.traffic: the values sum to {}; they must sum to 100 (or traffic must be empty)", sum(t)));
+    }
+    if let Some(m) = spec.mirror_traffic.as_ref().filter(|m| sum(m) > 50) {
+        return Some(format!("spec.mirrorTraffic: the values sum to {}; they must sum to at most 50", sum(m)));
+    }
+    None
 }
 
 /// Authentication methods of an online endpoint.

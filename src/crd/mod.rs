@@ -17,7 +17,64 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 /// Every CRD this operator serves, generated from the Rust types.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![AmlWorkspace::crd(), AmlCompute::crd(), AmlOnlineEndpoint::crd(), AmlOnlineDeployment::crd()]
+    vec![
+        with_common_rules(AmlWorkspace::crd(), &workspace::NAME_RULE),
+        with_common_rules(AmlCompute::crd(), &compute::NAME_RULE),
+        with_common_rules(AmlOnlineEndpoint::crd(), &endpoint::NAME_RULE),
+        with_common_rules(AmlOnlineDeployment::crd(), &deployment::NAME_RULE),
+    ]
+}
+
+/// A kind's ARM name rule: what ARM accepts as the resource's name.
+#[derive(Clone, Copy, Debug)]
+pub struct NameRule {
+    /// What the name names, for messages ("workspace").
+    pub what: &'static str,
+    /// The ARM name pattern (from the 2024-10-01 spec where it has one).
+    pub pattern: &'static str,
+    /// The pattern in words, for the message a refused name gets.
+    pub explained: &'static str,
+}
+
+impl NameRule {
+    /// Whether `name` is a name ARM accepts for this kind.
+    pub fn accepts(&self, name: &str) -> bool {
+        // The JSON-schema validator the ARM schema checks use; it evaluates `pattern` as ARM does.
+        jsonschema::is_valid(&serde_json::json!({"type": "string", "pattern": self.pattern}), &serde_json::json!(name))
+    }
+}
+
+/// Adds what [`CommonSpec`] needs but cannot carry itself, since the flattened struct's own
+/// schema-level keys are dropped by the flattening: the kind's name pattern on `spec.azureName`,
+/// the rule that `azureName` cannot be added or removed, and a rule on the whole object that
+/// checks `metadata.name` against the ARM name rule when `azureName` is not set (only a rule on
+/// the root schema can see `metadata.name`).
+fn with_common_rules(mut crd: CustomResourceDefinition, name: &NameRule) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
+    let rule = |rule: String, message: String| ValidationRule { rule, message: Some(message), ..ValidationRule::default() };
+    let quoted = name.pattern.replace('\\', "\\\\");
+    for version in &mut crd.spec.versions {
+        let Some(root) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        root.x_kubernetes_validations.get_or_insert_with(Vec::new).push(rule(
+            format!("has(self.spec.azureName) || self.metadata.name.matches('{quoted}')"),
+            format!(
+                "metadata.name is not a valid Azure {} name ({}): set spec.azureName to a name that is, or rename the object",
+                name.what, name.explained
+            ),
+        ));
+        let Some(spec) = root.properties.as_mut().and_then(|p| p.get_mut("spec")) else { continue };
+        spec.x_kubernetes_validations.get_or_insert_with(Vec::new).insert(
+            0,
+            rule(
+                "has(self.azureName) == has(oldSelf.azureName)".into(),
+                "azureName is immutable: it cannot be added or removed after creation".into(),
+            ),
+        );
+        if let Some(azure_name) = spec.properties.as_mut().and_then(|p| p.get_mut("azureName")) {
+            azure_name.pattern = Some(name.pattern.to_string());
+        }
+    }
+    crd
 }
 
 /// The CRDs as one multi-document YAML stream (what `aml-operator crds` prints and `crds/` holds).

@@ -1,10 +1,19 @@
 //! AmlWorkspace: `Microsoft.MachineLearningServices/workspaces`.
 
+use super::NameRule;
 use super::common::*;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+
+/// ARM's rule for workspace names (checked at admission on `spec.azureName`, else `metadata.name`).
+pub const NAME_RULE: NameRule = NameRule {
+    what: "workspace",
+    pattern: r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$",
+    explained: "3 to 33 letters, digits, '-' or '_', starting with a letter or digit",
+};
 
 /// An Azure Machine Learning workspace (`Microsoft.MachineLearningServices/workspaces`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -24,7 +33,6 @@ use std::collections::BTreeMap;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.azureName) == has(oldSelf.azureName)", "message": "azureName is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.subscriptionId) == has(oldSelf.subscriptionId)", "message": "subscriptionId is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.storageAccount) == has(oldSelf.storageAccount)", "message": "storageAccount is immutable: it cannot be added or removed after creation"},
     {"rule": "has(self.keyVault) == has(oldSelf.keyVault)", "message": "keyVault is immutable: it cannot be added or removed after creation"},
@@ -32,11 +40,9 @@ use std::collections::BTreeMap;
     {"rule": "has(self.encryption) == has(oldSelf.encryption)", "message": "encryption cannot be added or removed after creation"},
 ]))]
 pub struct AmlWorkspaceSpec {
-    /// Name of the workspace in Azure. Defaults to `metadata.name`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "azureName is immutable"}]))]
-    pub azure_name: Option<String>,
+    /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.
+    #[serde(flatten)]
+    pub common: CommonSpec,
     /// Resource group that holds the workspace; it must exist. Immutable.
     #[schemars(regex(pattern = r"^[-\w\._\(\)]{1,90}$"))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "resourceGroup is immutable"}]))]
@@ -50,16 +56,6 @@ pub struct AmlWorkspaceSpec {
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
     pub location: String,
-    /// Secret with the service principal to use (see README, "Credentials").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsRef>,
-    /// What deleting this object does in Azure: `Delete` (default) or `Orphan`. May be changed at any
-    /// time, also while the object is being deleted (to release a stuck delete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<DeletionPolicy>,
-    /// `Manage` (default) writes to Azure; `Observe` only reads and reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub management_policy: Option<ManagementPolicy>,
 
     /// Resource tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
