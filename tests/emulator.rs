@@ -940,3 +940,62 @@ async fn cli_flags_have_documented_defaults_and_the_cli_serves() {
     task.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// MSAL-based clients (azure-identity for Python, .NET, Java and Go; the Azure CLI) validate the
+/// authority through instance discovery, read the tenant's OpenID configuration, and only then ask
+/// its `token_endpoint` for a token: the same walk here, every hop on the emulator.
+#[tokio::test]
+async fn msal_discovery_leads_to_a_token_endpoint_that_issues_tokens_arm_accepts() {
+    let emu = Emulator::start(fast_config()).await.expect("emulator starts");
+    let http = client_trusting(emu.ca_pem());
+    let authority = format!("{}{DEFAULT_TENANT_ID}", emu.authority_host());
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let resp = http.get(&url).send().await.expect("answered");
+            assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
+            resp.json::<Value>().await.expect("JSON")
+        }
+    };
+
+    let instance = get(format!(
+        "{}common/discovery/instance?api-version=1.1&authorization_endpoint={authority}/oauth2/v2.0/authorize",
+        emu.authority_host()
+    ))
+    .await;
+    let host = emu.arm_endpoint().trim_start_matches("https://").to_string();
+    assert_eq!(instance["metadata"][0]["aliases"], json!([host]));
+    let discovery = instance["tenant_discovery_endpoint"].as_str().expect("tenant_discovery_endpoint").to_string();
+    assert_eq!(discovery, format!("{authority}/v2.0/.well-known/openid-configuration"));
+
+    let config = get(discovery).await;
+    assert_eq!(config["issuer"], format!("{authority}/v2.0"));
+    assert_eq!(config["authorization_endpoint"], format!("{authority}/oauth2/v2.0/authorize"));
+    let token_endpoint = config["token_endpoint"].as_str().expect("token_endpoint").to_string();
+    assert_eq!(token_endpoint, format!("{authority}/oauth2/v2.0/token"));
+    assert_eq!(get(config["jwks_uri"].as_str().unwrap().to_string()).await, json!({"keys": []}));
+    // The multi-tenant alias keeps Entra's placeholder in its issuer; v1 has its own document.
+    let common = get(format!("{}common/v2.0/.well-known/openid-configuration", emu.authority_host())).await;
+    assert_eq!(common["issuer"], format!("{}{{tenantid}}/v2.0", emu.authority_host()));
+    let v1 = get(format!("{authority}/.well-known/openid-configuration")).await;
+    assert_eq!(v1["token_endpoint"], format!("{authority}/oauth2/token"));
+
+    let resp = http
+        .post(&token_endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={DEFAULT_CLIENT_ID}&client_secret={DEFAULT_CLIENT_SECRET}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default"
+        ))
+        .send()
+        .await
+        .expect("token request answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let resp = http
+        .get(format!("{}{}?{API}", emu.arm_endpoint(), ws_id("absent")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("ARM answers");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "the token is accepted: the workspace is just absent");
+}

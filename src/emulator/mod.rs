@@ -322,6 +322,10 @@ impl Shared {
             }
         }
 
+        if let Route::Discovery(document) = &route {
+            st.pending_override = None;
+            return (token::discovery(&self.arm_endpoint, document, query), delivery);
+        }
         if let Route::Token { tenant } = &route {
             st.token_requests += 1;
             st.pending_override = None;

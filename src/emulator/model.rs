@@ -202,6 +202,8 @@ impl ResId {
 pub(crate) enum Route {
     /// `/{tenant}/oauth2/v2.0/token`.
     Token { tenant: String },
+    /// Entra's discovery documents, which MSAL-based clients read before asking for a token.
+    Discovery(Discovery),
     /// A resource, optionally with a POST action after it (`listKeys`).
     Resource { id: ResId, action: Option<String> },
     /// A list of resources of `kind` under `parent` (or in the resource group).
@@ -221,6 +223,35 @@ pub(crate) enum Route {
     NotFound,
 }
 
+/// The Entra documents a client reads to find the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Discovery {
+    /// `/{tenant}/v2.0/.well-known/openid-configuration` (or the v1 `/{tenant}/.well-known/...`).
+    OpenIdConfiguration { tenant: String, v2: bool },
+    /// `/common/discovery/instance` (MSAL's instance discovery; also under `/{tenant}/`).
+    Instance,
+    /// `/{tenant}/discovery/v2.0/keys` (the signing keys the OpenID configuration points at).
+    Keys,
+}
+
+impl Discovery {
+    fn parse(segs: &[&str]) -> Option<Discovery> {
+        let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let words: Vec<&str> = lower.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            [_, "v2.0", ".well-known", "openid-configuration"] => {
+                Some(Discovery::OpenIdConfiguration { tenant: segs[0].to_owned(), v2: true })
+            }
+            [_, ".well-known", "openid-configuration"] => {
+                Some(Discovery::OpenIdConfiguration { tenant: segs[0].to_owned(), v2: false })
+            }
+            [_, "discovery", "instance"] => Some(Discovery::Instance),
+            [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] => Some(Discovery::Keys),
+            _ => None,
+        }
+    }
+}
+
 impl Route {
     /// Parses a request path (case-insensitive keywords, names kept as sent).
     pub(crate) fn parse(path: &str) -> Route {
@@ -231,6 +262,9 @@ impl Route {
             return Route::Token {
                 tenant: segs[0].to_owned(),
             };
+        }
+        if let Some(d) = Discovery::parse(&segs) {
+            return Route::Discovery(d);
         }
         if !eq(0, "subscriptions") || segs.len() < 3 {
             return Route::NotFound;

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::Principal;
 use super::reply::Reply;
 use super::state::{IssuedToken, State};
+use super::model::Discovery;
 use super::util::{entra_timestamp, guid, parse_form, random_token};
 
 /// Lifetime of issued tokens, as Entra reports it.
@@ -43,6 +44,71 @@ fn entra_error(status: u16, error: &str, aadsts: u32, description: &str) -> Repl
             "error_uri": format!("https://login.microsoftonline.com/error?code={aadsts}"),
         }),
     )
+}
+
+/// Answers Entra's discovery documents for this emulator at `base` (`https://127.0.0.1:PORT`):
+/// the tenant's OpenID configuration and MSAL's instance discovery, whose shapes follow
+/// login.microsoftonline.com, with every endpoint on the emulator. MSAL-based clients
+/// (azure-identity for Python, .NET, Java and Go; the Azure CLI) read them before the token request.
+pub(crate) fn discovery(base: &str, document: &Discovery, query: &str) -> Reply {
+    match document {
+        Discovery::OpenIdConfiguration { tenant, v2 } => {
+            let (version, v) = if *v2 { ("v2.0", "/v2.0") } else { ("", "") };
+            let oauth = if *v2 { "oauth2/v2.0" } else { "oauth2" };
+            // Entra names the tenant in the issuer; the multi-tenant aliases keep a placeholder.
+            let issuer_tenant = match tenant.to_ascii_lowercase().as_str() {
+                "common" | "organizations" | "consumers" => "{tenantid}".to_string(),
+                _ => tenant.clone(),
+            };
+            let host = base.trim_start_matches("https://");
+            Reply::json(
+                200,
+                json!({
+                    "token_endpoint": format!("{base}/{tenant}/{oauth}/token"),
+                    "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+                    "jwks_uri": format!("{base}/{tenant}/discovery/{version}{}keys", if *v2 { "/" } else { "" }),
+                    "response_modes_supported": ["query", "fragment", "form_post"],
+                    "subject_types_supported": ["pairwise"],
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                    "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                    "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                    "issuer": format!("{base}/{issuer_tenant}{v}"),
+                    "request_uri_parameter_supported": false,
+                    "userinfo_endpoint": format!("{base}/{tenant}/openid/userinfo"),
+                    "authorization_endpoint": format!("{base}/{tenant}/{oauth}/authorize"),
+                    "device_authorization_endpoint": format!("{base}/{tenant}/{oauth}/devicecode"),
+                    "http_logout_supported": true,
+                    "frontchannel_logout_supported": true,
+                    "end_session_endpoint": format!("{base}/{tenant}/{oauth}/logout"),
+                    "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce", "tid", "ver", "oid"],
+                    "kerberos_endpoint": format!("{base}/{tenant}/kerberos"),
+                    "tenant_region_scope": "NA",
+                    "cloud_instance_name": host,
+                    "cloud_graph_host_name": host,
+                    "msgraph_host": host,
+                }),
+            )
+        }
+        Discovery::Instance => {
+            // MSAL sends the authorization endpoint it wants validated; answer for the tenant in it.
+            let form = parse_form(query);
+            let tenant = form
+                .get("authorization_endpoint")
+                .and_then(|e| e.trim_start_matches(base).split('/').find(|s| !s.is_empty()).map(str::to_string))
+                .unwrap_or_else(|| "common".to_string());
+            let host = base.trim_start_matches("https://");
+            Reply::json(
+                200,
+                json!({
+                    "tenant_discovery_endpoint": format!("{base}/{tenant}/v2.0/.well-known/openid-configuration"),
+                    "api-version": "1.1",
+                    "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+                }),
+            )
+        }
+        // The emulator signs no id tokens: a valid, empty key set.
+        Discovery::Keys => Reply::json(200, json!({ "keys": [] })),
+    }
 }
 
 /// Handles `POST /{tenant}/oauth2/v2.0/token`.
