@@ -1,7 +1,8 @@
-//! End to end against a real Kubernetes API server: set `AML_E2E_KUBECONFIG` to a kubeconfig file.
-//! Skipped (with a printed reason) otherwise. Azure is the in-process emulator; the controllers run
-//! in-process too, so any conformant cluster works (kind, AKS) with no image and no edits.
-//! Each test uses a fresh namespace and removes it.
+//! End to end against a real Kubernetes API server: set `AML_E2E_KUBECONFIG` to a kubeconfig file
+//! (`eval "$(../shared/kube/up)"` starts one). Skipped, with a printed reason, without it — unless
+//! `AML_REQUIRE_E2E=1` (set by `.ci/run`), which turns the skip into a failure. Azure is the
+//! in-process emulator. Some tests run the controllers in-process; the user's path runs the
+//! chart and the operator binary as its own process. Each test uses fresh namespaces and removes them.
 
 mod support;
 
@@ -21,11 +22,18 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const ENV: &str = "AML_E2E_KUBECONFIG";
+/// Set to 1 to make a missing cluster (or helm) a failure instead of a skip.
+const REQUIRE_ENV: &str = "AML_REQUIRE_E2E";
 const MANAGER: &str = "aml-operator-e2e";
+
+fn skip(why: &str) {
+    assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "{REQUIRE_ENV}=1 but {why}");
+    eprintln!("skipping end-to-end test: {why}");
+}
 
 async fn cluster() -> Option<Client> {
     let Ok(path) = std::env::var(ENV) else {
-        eprintln!("skipping end-to-end test: {ENV} is not set (point it at a kubeconfig to run against a real cluster)");
+        skip(&format!("{ENV} is not set (point it at a kubeconfig, e.g. from ../shared/kube/up, to run against a real cluster)"));
         return None;
     };
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
@@ -201,44 +209,6 @@ async fn workspace_lifecycle_against_a_real_api_server() {
 }
 
 #[tokio::test]
-async fn deleting_a_namespace_deletes_its_azure_resources() {
-    let Some(client) = cluster().await else { return };
-    let env = Env::start(client.clone(), "aml-e2e-nsdel").await;
-    let api: Api<AmlWorkspace> = Api::namespaced(client.clone(), &env.ns);
-    let ws: AmlWorkspace = serde_json::from_value(json!({
-        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
-        "metadata": {"name": "doomed", "namespace": env.ns},
-        "spec": {"resourceGroup": "rg-e2e", "location": "eastus"}
-    }))
-    .unwrap();
-    api.patch("doomed", &PatchParams::apply(MANAGER), &Patch::Apply(&ws)).await.expect("applied");
-    let obj = eventually("workspace Ready", Duration::from_secs(90), || {
-        let api = api.clone();
-        async move {
-            let obj = serde_json::to_value(api.get("doomed").await.ok()?).ok()?;
-            ready(&obj).then_some(obj)
-        }
-    })
-    .await;
-    let arm_id = obj["status"]["armId"].as_str().unwrap().to_string();
-    // The credentials Secret is protected while the workspace needs it.
-    let secret = Api::<Secret>::namespaced(client.clone(), &env.ns).get("aml-credentials").await.unwrap();
-    assert!(secret.finalizers().iter().any(|f| f == "amloperator.io/credentials-in-use"));
-
-    // Deleting the namespace deletes the Secret and the object together; the Azure resource must still go.
-    let emulator_has = |id: &str| env.emulator.resource(id).is_some();
-    assert!(emulator_has(&arm_id));
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete(&env.ns, &DeleteParams::default()).await.expect("namespace delete accepted");
-    eventually("Azure resource deleted", Duration::from_secs(120), || {
-        let gone = !emulator_has(&arm_id);
-        async move { gone.then_some(()) }
-    })
-    .await;
-    env.finish().await;
-}
-
-#[tokio::test]
 async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace() {
     let Some(client) = cluster().await else { return };
     let env = Env::start(client.clone(), "aml-e2e-stack").await;
@@ -306,7 +276,10 @@ async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace
     env.finish().await;
 }
 
-/// The helm binary for rendering the chart: `AML_HELM3`, `AML_HELM4`, else `helm` on PATH.
+// ---------------------------------------------------------------------------------------------
+// What a user does: the CRDs and the chart installed, the operator as its own process.
+
+/// The helm binary: `AML_HELM3`, `AML_HELM4`, else `helm` on PATH.
 fn helm() -> Option<String> {
     for var in ["AML_HELM3", "AML_HELM4"] {
         if let Ok(path) = std::env::var(var) {
@@ -316,92 +289,485 @@ fn helm() -> Option<String> {
     std::process::Command::new("helm").arg("version").output().ok().filter(|o| o.status.success()).map(|_| "helm".into())
 }
 
-#[tokio::test]
-async fn the_charts_rbac_is_enough_to_reconcile() {
-    let Some(admin) = cluster().await else { return };
-    let Some(helm) = helm() else {
-        eprintln!("skipping RBAC end-to-end test: no helm (set AML_HELM3 or put helm on PATH)");
-        return;
-    };
-    let env = Env::start_with(admin.clone(), "aml-e2e-rbac", false).await;
-    // Render the chart for this namespace and install its ServiceAccount, ClusterRole and binding
-    // under names unique to this test.
-    let release = env.ns.clone();
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/aml-operator");
-    let out = std::process::Command::new(&helm)
-        .args(["template", &release, chart.to_str().unwrap(), "--namespace", &env.ns])
+/// Runs helm against the e2e cluster; panics with its output when it fails.
+fn run_helm(helm: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(helm)
+        .args(args)
+        .env("KUBECONFIG", std::env::var(ENV).expect("cluster kubeconfig"))
+        .env("HELM_CACHE_HOME", std::env::temp_dir().join("aml-e2e-helm/cache"))
+        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("aml-e2e-helm/config"))
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("aml-e2e-helm/data"))
         .output()
         .expect("helm runs");
-    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
-    let rendered = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "helm {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chart_dir() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/aml-operator").to_string_lossy().into_owned()
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "aml-operator-e2e"}}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+}
+
+/// Deletes a namespace and waits until the API server has removed it.
+async fn delete_namespace(client: &Client, name: &str, timeout: Duration) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    eventually(&format!("namespace {name} removed"), timeout, || {
+        let namespaces = namespaces.clone();
+        let name = name.to_string();
+        async move { namespaces.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+}
+
+fn resource_of(manifest: &Value) -> kube::api::ApiResource {
+    let (group, version) = match manifest["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), manifest["apiVersion"].as_str().unwrap().to_string()),
+    };
+    kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(&group, &version, manifest["kind"].as_str().unwrap()))
+}
+
+/// `kubectl apply --server-side -f crds/`, then `kubectl wait --for=condition=Established`, and
+/// `helm install` of the chart with its defaults: every object it renders is accepted.
+#[tokio::test]
+async fn the_crds_folder_and_the_chart_install_on_the_real_api_server() {
+    let Some(client) = cluster().await else { return };
+    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let mut applied = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        crds.patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused crds/{}: {e}", entry.file_name().to_string_lossy()));
+        applied.push(name);
+    }
+    assert_eq!(applied.len(), 4, "one CRD per kind in crds/");
+    for name in &applied {
+        eventually(&format!("CRD {name} established"), Duration::from_secs(60), || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+    }
+
+    let id = std::process::id() % 100000;
+    let ns = format!("aml-e2e-chart-{id}");
+    let release = format!("aml-operator-chart-{id}");
+    let installed = run_helm(&helm, &["install", &release, &chart_dir(), "--namespace", &ns, "--create-namespace", "--wait=false"]);
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    let manifest = run_helm(&helm, &["get", "manifest", &release, "--namespace", &ns]);
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&manifest) {
         let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-        let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        if !["ServiceAccount", "ClusterRole", "ClusterRoleBinding"].contains(&kind.as_str()) {
+        if v.is_null() {
             continue;
         }
-        let obj: kube::api::DynamicObject = serde_json::from_value(v.clone()).unwrap();
-        let (group, version) = match v["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((g, ver)) => (g.to_string(), ver.to_string()),
-            None => (String::new(), v["apiVersion"].as_str().unwrap().to_string()),
+        let resource = resource_of(&v);
+        let name = v["metadata"]["name"].as_str().unwrap().to_string();
+        let namespaced = v["metadata"]["namespace"].as_str().map(str::to_string).or_else(|| {
+            (!["ClusterRole", "ClusterRoleBinding"].contains(&v["kind"].as_str().unwrap())).then(|| ns.clone())
+        });
+        let api: Api<kube::api::DynamicObject> = match &namespaced {
+            Some(n) => Api::namespaced_with(client.clone(), n, &resource),
+            None => Api::all_with(client.clone(), &resource),
         };
-        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &kind);
-        let resource = kube::api::ApiResource::from_gvk(&gvk);
-        let api: Api<kube::api::DynamicObject> = if kind == "ServiceAccount" {
-            Api::namespaced_with(admin.clone(), &env.ns, &resource)
-        } else {
-            Api::all_with(admin.clone(), &resource)
-        };
-        api.patch(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj)).await.unwrap_or_else(|e| panic!("{kind}: {e}"));
-        applied.push((api, obj.name_any(), kind));
+        api.get(&name).await.unwrap_or_else(|e| panic!("{} {name} is not in the cluster: {e}", v["kind"]));
+        kinds.push(v["kind"].as_str().unwrap().to_string());
     }
-    assert_eq!(applied.len(), 3, "ServiceAccount, ClusterRole and ClusterRoleBinding rendered");
-    let sa = applied.iter().find(|(_, _, k)| k == "ServiceAccount").map(|(_, n, _)| n.clone()).unwrap();
+    for kind in ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"] {
+        assert!(kinds.iter().any(|k| k == kind), "the chart installed no {kind}: {kinds:?}");
+    }
+    run_helm(&helm, &["uninstall", &release, "--namespace", &ns]);
+    delete_namespace(&client, &ns, Duration::from_secs(120)).await;
+}
 
-    // The operator's client impersonates that ServiceAccount: a permission the chart lacks fails here.
-    let path = std::env::var(ENV).unwrap();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{}:{sa}", env.ns));
-    let operator_client = Client::try_from(config).unwrap();
-    let cloud = CloudConfig {
-        arm_endpoint: env.emulator.arm_endpoint(),
-        authority_host: env.emulator.authority_host(),
-        ca_file: Some(support::temp_path("rbac-ca.pem")),
-        ..CloudConfig::default()
+/// The API server's error for a refused write: its message names the field.
+async fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{what}: {e:?}");
+            e.message
+        }
+        other => panic!("{what}: the API server accepted it or failed otherwise: {other:?}"),
+    }
+}
+
+/// Everything the schema and CEL can see is refused at admission, with the field named.
+#[tokio::test]
+async fn admission_refuses_invalid_objects_naming_the_field() {
+    let Some(client) = cluster().await else { return };
+    aml_operator::install_crypto_provider();
+    install_crds(&client).await;
+    let ns = format!("aml-e2e-admission-{}", std::process::id() % 100000);
+    create_namespace(&client, &ns).await;
+    let dynamic = |kind: &str, plural: &str| -> Api<kube::api::DynamicObject> {
+        let resource = kube::api::ApiResource {
+            group: "amloperator.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "amloperator.io/v1alpha1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        Api::namespaced_with(client.clone(), &ns, &resource)
     };
-    std::fs::write(cloud.ca_file.as_ref().unwrap(), env.emulator.ca_pem()).unwrap();
-    let ctx = Arc::new(Context::new(operator_client, ArmClient::new(&cloud).unwrap(), Config::default()));
-    let ns = env.ns.clone();
-    let controllers = tokio::spawn(async move {
-        aml_operator::manager::run_controllers(ctx, Some(&ns), Arc::new(AtomicBool::new(false))).await;
+    let workspaces = dynamic("AmlWorkspace", "amlworkspaces");
+    let computes = dynamic("AmlCompute", "amlcomputes");
+    let endpoints = dynamic("AmlOnlineEndpoint", "amlonlineendpoints");
+    let object = |kind: &str, name: &str, spec: Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "amloperator.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    let create = |api: &Api<kube::api::DynamicObject>, obj: kube::api::DynamicObject| {
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &obj).await }
+    };
+    let merge = |api: &Api<kube::api::DynamicObject>, name: &str, patch: Value| {
+        let api = api.clone();
+        let name = name.to_string();
+        async move { api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await }
+    };
+    let ws_spec = json!({"resourceGroup": "rg-e2e", "location": "eastus", "hbiWorkspace": false});
+    create(&workspaces, object("AmlWorkspace", "team-ws", ws_spec.clone())).await.expect("a valid workspace");
+    let compute_spec = json!({
+        "workspaceRef": {"name": "team-ws"}, "computeType": "AmlCompute",
+        "amlCompute": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 4}}
     });
+    create(&computes, object("AmlCompute", "cpu", compute_spec.clone())).await.expect("a valid compute");
 
-    let api: Api<AmlWorkspace> = Api::namespaced(admin.clone(), &env.ns);
-    let ws: AmlWorkspace = serde_json::from_value(json!({
-        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
-        "metadata": {"name": "rbac-ws", "namespace": env.ns},
-        "spec": {"resourceGroup": "rg-e2e", "location": "eastus"}
+    let mut cases: Vec<(&str, String, &[&str])> = Vec::new();
+    // Immutable edits, including adding and removing an optional immutable field.
+    let m = refused("location edit", merge(&workspaces, "team-ws", json!({"spec": {"location": "westeurope"}})).await).await;
+    cases.push(("location edit", m, &["spec.location", "location is immutable"]));
+    let m = refused("azureName added", merge(&workspaces, "team-ws", json!({"spec": {"azureName": "other-name"}})).await).await;
+    cases.push(("azureName added", m, &["spec", "azureName is immutable: it cannot be added or removed"]));
+    let m = refused("hbiWorkspace removed", merge(&workspaces, "team-ws", json!({"spec": {"hbiWorkspace": null}})).await).await;
+    cases.push(("hbiWorkspace removed", m, &["spec", "hbiWorkspace is immutable: it cannot be added or removed"]));
+    let m = refused("vmSize edit", merge(&computes, "cpu", json!({"spec": {"amlCompute": {"vmSize": "STANDARD_NC6"}}})).await).await;
+    cases.push(("vmSize edit", m, &["spec.amlCompute.vmSize", "amlCompute.vmSize is immutable"]));
+    // Shapes the schema refuses.
+    let mut no_max = compute_spec.clone();
+    no_max["amlCompute"]["scaleSettings"].as_object_mut().unwrap().remove("maxNodeCount");
+    let m = refused("no maxNodeCount", create(&computes, object("AmlCompute", "no-max", no_max)).await).await;
+    cases.push(("no maxNodeCount", m, &["spec.amlCompute.scaleSettings.maxNodeCount", "Required value"]));
+    let mut inverted = compute_spec.clone();
+    inverted["amlCompute"]["scaleSettings"]["minNodeCount"] = json!(5);
+    let m = refused("min above max", create(&computes, object("AmlCompute", "inverted", inverted)).await).await;
+    cases.push(("min above max", m, &["spec.amlCompute.scaleSettings", "minNodeCount must not exceed maxNodeCount"]));
+    let mut both = compute_spec.clone();
+    both["workspaceId"] = json!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w");
+    let m = refused("both parents", create(&computes, object("AmlCompute", "both", both)).await).await;
+    cases.push(("both parents", m, &["spec", "set exactly one of workspaceRef or workspaceId"]));
+    let endpoint = |auth: &str, traffic: Value| json!({"workspaceRef": {"name": "team-ws"}, "authMode": auth, "traffic": traffic});
+    let m = refused("unknown authMode", create(&endpoints, object("AmlOnlineEndpoint", "ep1", endpoint("Password", json!({})))).await).await;
+    cases.push(("unknown authMode", m, &["spec.authMode", "Unsupported value: \"Password\""]));
+    let m = refused("traffic sum", create(&endpoints, object("AmlOnlineEndpoint", "ep2", endpoint("Key", json!({"blue": 60, "green": 30})))).await).await;
+    cases.push(("traffic sum", m, &["spec.traffic", "traffic values must sum to 100"]));
+    let mut mirrored = endpoint("Key", json!({"blue": 100}));
+    mirrored["mirrorTraffic"] = json!({"green": 30, "red": 30});
+    let m = refused("mirror sum", create(&endpoints, object("AmlOnlineEndpoint", "ep3", mirrored)).await).await;
+    cases.push(("mirror sum", m, &["spec.mirrorTraffic", "mirrorTraffic values must sum to at most 50"]));
+    // A name ARM would refuse, with no azureName to stand in for it.
+    let m = refused("workspace named a", create(&workspaces, object("AmlWorkspace", "a", ws_spec.clone())).await).await;
+    cases.push(("workspace named a", m, &["metadata.name is not a valid Azure workspace name", "spec.azureName"]));
+    let mut bad_azure_name = ws_spec.clone();
+    bad_azure_name["azureName"] = json!("-x");
+    let m = refused("bad azureName", create(&workspaces, object("AmlWorkspace", "fine-name", bad_azure_name)).await).await;
+    cases.push(("bad azureName", m, &["spec.azureName", "should match"]));
+
+    for (what, message, expected) in &cases {
+        for e in *expected {
+            assert!(message.contains(e), "{what}: expected {e:?} in the API server's answer: {message}");
+        }
+        println!("refused at admission, {what}: {message}");
+    }
+    // And what is valid still is: a good traffic split, an azureName that stands in for a short name.
+    create(&endpoints, object("AmlOnlineEndpoint", "ep4", endpoint("Key", json!({"blue": 70, "green": 30})))).await.expect("sums to 100");
+    let mut named = ws_spec.clone();
+    named["azureName"] = json!("team-b-ws");
+    create(&workspaces, object("AmlWorkspace", "b", named)).await.expect("azureName stands in for metadata.name");
+    merge(&computes, "cpu", json!({"spec": {"amlCompute": {"scaleSettings": {"maxNodeCount": 8}}}})).await.expect("scale is mutable");
+    delete_namespace(&client, &ns, Duration::from_secs(120)).await;
+}
+
+/// The operator binary, run as its own process, its output in a file; killed when dropped.
+struct OperatorProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl OperatorProcess {
+    fn start(args: &[String], env: &[(String, String)], log: &std::path::Path) -> OperatorProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("operator starts");
+        OperatorProcess { child, log: log.to_path_buf() }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kubeconfig for the e2e cluster that authenticates with `token` (a ServiceAccount's).
+fn kubeconfig_with_token(token: &str, path: &std::path::Path) {
+    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(std::env::var(ENV).unwrap()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": {"server": cluster["server"], "certificate-authority-data": cluster["certificate-authority-data"]}}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "e2e", "user": "operator"}}],
+        "current-context": "operator",
+    });
+    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
+}
+
+/// Writes (PUT, PATCH, POST, DELETE) the emulator has answered 2xx for `arm_id` itself.
+fn arm_writes(emulator: &Emulator, arm_id: &str) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && (200..300).contains(&r.status) && r.path.eq_ignore_ascii_case(arm_id))
+        .count()
+}
+
+/// The user's path, on the real API server: `helm install` of the chart with its default RBAC,
+/// the operator binary run with the Deployment's own arguments under a token of the chart's
+/// ServiceAccount (so only the chart's RBAC applies), leader election on, watching only this
+/// test's namespace (`--namespace`, so tests running side by side stay apart); the four examples
+/// applied children first; then an edit, a crash right after an ARM write, and the namespace's
+/// deletion. No planted secret value may show up in the operator's output, Events or status.
+#[tokio::test]
+async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() {
+    let Some(admin) = cluster().await else { return };
+    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
+    aml_operator::install_crypto_provider();
+    install_crds(&admin).await;
+    let id = std::process::id() % 100000;
+    let ns = format!("aml-e2e-user-{id}");
+    let op_ns = format!("aml-e2e-system-{id}");
+    let release = format!("aml-operator-{id}");
+    create_namespace(&admin, &ns).await;
+
+    // Azure: the emulator, with a principal whose secret is planted to be looked for later.
+    let planted = format!("planted-client-secret-{id}-do-not-print");
+    let principal = Principal { client_secret: planted.clone(), ..Principal::default() };
+    let ca_file = support::temp_path("user-ca.pem");
+    let emulator = Emulator::start(EmulatorConfig {
+        operation_duration: Duration::from_millis(1500),
+        retry_after_secs: 1,
+        principals: vec![principal.clone()],
+        validator: support::validator(),
+        ca_file: Some(ca_file.clone()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+
+    // The chart, as a user installs it, pointed at the emulator.
+    run_helm(&helm, &[
+        "install", &release, &chart_dir(), "--namespace", &op_ns, "--create-namespace", "--wait=false",
+        "--set", &format!("arm.endpoint={}", emulator.arm_endpoint()),
+        "--set", &format!("arm.authorityHost={}", emulator.authority_host()),
+        "--set", "logging.level=debug",
+    ]);
+    let deployment: Value = serde_json::to_value(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(admin.clone(), &op_ns).get(&release).await.expect("the chart's Deployment"),
+    )
+    .unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+    assert!(args.iter().any(|a| a == "--leader-elect"), "the chart turns leader election on: {args:?}");
+    assert_eq!(args[0], "run", "{args:?}");
+    // Loopback instead of the pod's port; the emulator's CA instead of a mounted bundle.
+    args.retain(|a| !a.starts_with("--metrics-addr"));
+    args.push("--metrics-addr=127.0.0.1:0".into());
+    args.push(format!("--ca-file={}", ca_file.display()));
+    args.push(format!("--namespace={ns}"));
+    let mut env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .collect();
+    env.push(("POD_NAMESPACE".into(), op_ns.clone()));
+    env.push(("POD_NAME".into(), format!("{release}-0")));
+
+    // The ServiceAccount's token (TokenRequest), as the kubelet would mount it.
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap().to_string();
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+    let token = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &op_ns)
+        .create_token_request(&sa, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    let kubeconfig = support::temp_path("operator-kubeconfig");
+    kubeconfig_with_token(&token, &kubeconfig);
+    env.push(("KUBECONFIG".into(), kubeconfig.to_string_lossy().into_owned()));
+    let log = support::temp_path("operator.log");
+    let mut operator = Some(OperatorProcess::start(&args, &env, &log));
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aml-credentials"},
+        "stringData": {"tenantId": principal.tenant_id, "clientId": principal.client_id, "clientSecret": planted, "subscriptionId": support::SUBSCRIPTION}
     }))
     .unwrap();
-    api.patch("rbac-ws", &PatchParams::apply(MANAGER), &Patch::Apply(&ws)).await.unwrap();
-    eventually("workspace Ready under the chart's RBAC", Duration::from_secs(90), || {
-        let api = api.clone();
-        async move { ready(&serde_json::to_value(api.get("rbac-ws").await.ok()?).ok()?).then_some(()) }
+    Api::<Secret>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+
+    // The four examples, children first: the order must not matter.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut objects = Vec::new();
+    for (file, plural) in [
+        ("deployment.yaml", "amlonlinedeployments"),
+        ("endpoint.yaml", "amlonlineendpoints"),
+        ("compute.yaml", "amlcomputes"),
+        ("workspace.yaml", "amlworkspaces"),
+    ] {
+        let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let resource = kube::api::ApiResource {
+            group: "amloperator.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "amloperator.io/v1alpha1".into(),
+            kind: manifest["kind"].as_str().unwrap().into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &resource);
+        let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(&name, &PatchParams::apply("kubectl"), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+        objects.push((api, name, plural));
+    }
+    let all_ready = || {
+        let objects = objects.clone();
+        async move {
+            let mut out = Vec::new();
+            for (api, name, _) in &objects {
+                let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+                if !ready(&obj) {
+                    return None;
+                }
+                out.push(obj);
+            }
+            Some(out)
+        }
+    };
+    let converged = eventually("the four examples Ready (kubectl wait --for=condition=Ready)", Duration::from_secs(180), all_ready).await;
+
+    // Printer columns, as `kubectl get` shows them (the server-side Table).
+    for (_, name, plural) in &objects {
+        let request = http::Request::get(format!("/apis/amloperator.io/v1alpha1/namespaces/{ns}/{plural}/{name}"))
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .unwrap();
+        let table: Value = admin.request(request).await.expect("Table");
+        let columns: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let cells = &table["rows"][0]["cells"];
+        let cell = |column: &str| cells[columns.iter().position(|c| *c == column).unwrap_or_else(|| panic!("{plural}: no {column} column in {columns:?}"))].clone();
+        assert_eq!((cell("State"), cell("Ready"), cell("Reason")), (json!("Succeeded"), json!("True"), json!("Succeeded")), "{plural}: {table}");
+    }
+    // The endpoint's keys Secret holds ARM's keys and the scoring URI.
+    let endpoint = &converged[1];
+    let keys = Api::<Secret>::namespaced(admin.clone(), &ns).get("team-a-scoring-keys").await.expect("keys Secret");
+    let data = keys.data.clone().unwrap_or_default();
+    let decoded = |k: &str| String::from_utf8(data.get(k).unwrap_or_else(|| panic!("keys Secret has no {k}")).0.clone()).unwrap();
+    assert_eq!(decoded("scoringUri"), endpoint["status"]["scoringUri"].as_str().unwrap());
+    let (primary, secondary) = (decoded("primaryKey"), decoded("secondaryKey"));
+    assert!(!primary.is_empty() && !secondary.is_empty());
+
+    // A mutable edit costs exactly one ARM write.
+    let ws_api = objects[3].0.clone();
+    let ws_id = converged[3]["status"]["armId"].as_str().unwrap().to_string();
+    let before = arm_writes(&emulator, &ws_id);
+    ws_api.patch("team-a", &PatchParams::apply("kubectl"), &Patch::Apply(&json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": "team-a"},
+        "spec": serde_json::to_value(&converged[3]["spec"]).map(|mut s| { s["friendlyName"] = json!("Team A, edited"); s }).unwrap()
+    }))).await.expect("edit accepted");
+    eventually("the edit Ready at the new generation", Duration::from_secs(90), || {
+        let api = ws_api.clone();
+        async move {
+            let obj = serde_json::to_value(api.get("team-a").await.ok()?).ok()?;
+            (ready(&obj) && obj["metadata"]["generation"] == json!(2)).then_some(())
+        }
     })
     .await;
-    api.delete("rbac-ws", &DeleteParams::default()).await.unwrap();
-    eventually("workspace deleted under the chart's RBAC", Duration::from_secs(90), || {
-        let api = api.clone();
-        async move { api.get_opt("rbac-ws").await.ok()?.is_none().then_some(()) }
+    assert_eq!(emulator.resource(&ws_id).unwrap()["properties"]["friendlyName"], "Team A, edited");
+    tokio::time::sleep(Duration::from_secs(3)).await; // a quiet window: no further write may follow
+    assert_eq!(arm_writes(&emulator, &ws_id) - before, 1, "one edit, one ARM write");
+
+    // SIGKILL right after ARM accepted a create, then a restart: no second write for it.
+    let second: AmlWorkspace = serde_json::from_value(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": "team-b", "namespace": ns},
+        "spec": {"resourceGroup": "rg-ml", "location": "eastus"}
+    }))
+    .unwrap();
+    let b_id = ws_id.replace("/workspaces/team-a", "/workspaces/team-b");
+    Api::<AmlWorkspace>::namespaced(admin.clone(), &ns).patch("team-b", &PatchParams::apply("kubectl"), &Patch::Apply(&second)).await.unwrap();
+    eventually("ARM accepts the create", Duration::from_secs(60), || {
+        let n = arm_writes(&emulator, &b_id);
+        async move { (n > 0).then_some(()) }
     })
     .await;
-    controllers.abort();
-    for (api, name, kind) in applied {
-        if kind != "ServiceAccount" {
-            let _ = api.delete(&name, &DeleteParams::default()).await;
+    let mut first = operator.take().unwrap();
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    let crashed_output = first.output();
+    drop(first);
+    let restarted = OperatorProcess::start(&args, &env, &log);
+    let b_api: Api<AmlWorkspace> = Api::namespaced(admin.clone(), &ns);
+    eventually("team-b Ready after the restart", Duration::from_secs(120), || {
+        let api = b_api.clone();
+        async move { ready(&serde_json::to_value(api.get("team-b").await.ok()?).ok()?).then_some(()) }
+    })
+    .await;
+    assert_eq!(arm_writes(&emulator, &b_id), 1, "the restarted operator resumed instead of writing again");
+    assert_eq!(emulator.requests().iter().filter(|r| r.created).count(), 5, "one create per object, none twice");
+
+    // Nothing secret in the operator's output, Events or any status.
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(admin.clone(), &ns).list(&Default::default()).await.unwrap();
+    assert!(!events.items.is_empty(), "the operator published events");
+    let events = serde_json::to_string(&events).unwrap();
+    let mut statuses = String::new();
+    for (api, name, _) in objects.iter().chain(std::iter::once(&(objects[3].0.clone(), "team-b".to_string(), "amlworkspaces"))) {
+        statuses.push_str(&serde_json::to_string(&serde_json::to_value(api.get(name).await.unwrap()).unwrap()["status"]).unwrap());
+    }
+    let output = crashed_output + &restarted.output();
+    assert!(output.contains("DEBUG") || output.contains("\"level\":\"DEBUG\""), "the operator logged at debug level");
+    for (what, text) in [("operator output", &output), ("events", &events), ("status", &statuses)] {
+        for (name, value) in [("client secret", &planted), ("primary key", &primary), ("secondary key", &secondary)] {
+            assert!(!text.contains(value.as_str()), "the {name} appears in the {what}");
         }
     }
-    env.finish().await;
+
+    // Deleting the namespace deletes every Azure resource first, then the namespace goes.
+    delete_namespace(&admin, &ns, Duration::from_secs(180)).await;
+    assert!(emulator.resource_ids().is_empty(), "left in Azure after the namespace went: {:?}", emulator.resource_ids());
+    drop(restarted);
+    run_helm(&helm, &["uninstall", &release, "--namespace", &op_ns]);
+    delete_namespace(&admin, &op_ns, Duration::from_secs(120)).await;
+    emulator.shutdown().await;
 }
