@@ -9,7 +9,8 @@ use axum::{Router, routing::get};
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -218,6 +219,21 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
     );
 }
 
+/// What about an object wakes its controller: its spec (`generation`, which deletion bumps too),
+/// its deletion and its annotations (a retry request). Not its status, finalizers or owner
+/// references: the operator writes those itself, and waking on them made every changed status a
+/// new reconcile — a failing object retried as fast as the API server answered.
+pub fn wakes<K: kube::Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.annotations.hash(&mut h);
+    Some(h.finish())
+}
+
 /// The controller of one kind: watches its objects and, for children, their parents, so a child
 /// starts as soon as its parent becomes ready.
 ///
@@ -236,7 +252,13 @@ async fn kind_controller<K: AmlKind>(
     };
     let concurrency = ctx.config.concurrency;
     crate::metrics::max_concurrent_reconciles(&K::kind(&()), usize::from(concurrency));
-    let mut controller = Controller::new(objects, watcher::Config::default().any_semantic())
+    let (reader, writer) = reflector::store();
+    let wakes_of_interest = watcher(objects, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wakes::<K>, PredicateConfig::default());
+    let mut controller = Controller::for_stream(wakes_of_interest, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     for parent in K::PARENT_KINDS {

@@ -771,3 +771,179 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
     delete_namespace(&admin, &op_ns, Duration::from_secs(120)).await;
     emulator.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// No hot loops: a failing object costs one try per retry period.
+
+/// One failing object per failure class the emulator can produce, left failing for a fixed window
+/// with the operator as its own process; counts what each cost in that window: token requests,
+/// ARM requests, status writes (resourceVersion changes seen by a watch) and Event occurrences.
+/// The bounds are what the retry policy allows (slow retry 120 s, backoff from 5 s doubling), not
+/// what a machine's speed gives.
+#[tokio::test]
+async fn a_failing_object_costs_one_try_per_retry_period() {
+    use aml_operator::emulator::{FaultKind, FaultRule, OperationEnd};
+    use futures::StreamExt;
+    let Some(admin) = cluster().await else { return };
+    aml_operator::install_crypto_provider();
+    install_crds(&admin).await;
+    let id = std::process::id() % 100000;
+    let ns = format!("aml-e2e-budget-{id}");
+    create_namespace(&admin, &ns).await;
+    // Principals: the good one, one whose Secret holds a wrong secret, one whose token endpoint is down.
+    let good = Principal::default();
+    let wrong = Principal { tenant_id: "22222222-0000-0000-0000-000000000002".into(), client_id: "22222222-1111-0000-0000-000000000002".into(), client_secret: "the-right-one".into(), ..Principal::default() };
+    let down = Principal { tenant_id: "33333333-0000-0000-0000-000000000003".into(), client_id: "33333333-1111-0000-0000-000000000003".into(), ..Principal::default() };
+    let ca_file = support::temp_path("budget-ca.pem");
+    let emulator = Emulator::start(EmulatorConfig {
+        operation_duration: Duration::from_millis(300),
+        retry_after_secs: 1,
+        principals: vec![good.clone(), wrong.clone(), down.clone()],
+        validator: support::validator(),
+        ca_file: Some(ca_file.clone()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let secrets = Api::<Secret>::namespaced(admin.clone(), &ns);
+    for (name, p, secret) in [("aml-credentials", &good, good.client_secret.as_str()), ("wrong", &wrong, "not-the-secret"), ("down", &down, down.client_secret.as_str())] {
+        let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
+            "tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": secret, "subscriptionId": support::SUBSCRIPTION}})).unwrap();
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let status = |status: u16, code: &str| FaultKind::Status { status, code: code.into(), retry_after_secs: None };
+    let forever = |path: &str, kind: FaultKind| FaultRule::new(None, Some(path), kind, usize::MAX);
+    emulator.inject_rule(forever("/workspaces/c-forbidden", status(403, "AuthorizationFailed")));
+    emulator.inject_rule(forever("/workspaces/c-unregistered", status(409, "MissingSubscriptionRegistration")));
+    emulator.inject_rule(forever("/workspaces/c-quota", status(400, "QuotaExceeded")));
+    emulator.inject_rule(forever("/workspaces/c-bad-name", status(400, "InvalidResourceName")));
+    emulator.inject_rule(forever("/workspaces/c-arm-5xx", status(500, "InternalServerError")));
+    emulator.inject_rule(FaultRule::new(Some("PUT"), Some("/workspaces/c-op-failed"), FaultKind::OperationEnds { end: OperationEnd::Failed, code: "BadArgument".into() }, usize::MAX));
+    emulator.inject_rule(forever(&format!("/{}/oauth2", down.tenant_id), status(503, "temporarily_unavailable")));
+
+    // class, object name, extra spec, the Ready reason it settles on, token tenant to count
+    let classes: Vec<(&str, &str, Value, &str, Option<&str>)> = vec![
+        ("wrong secret", "c-wrong-secret", json!({"credentials": {"secretName": "wrong"}}), "AuthenticationFailed", Some(wrong.tenant_id.as_str())),
+        ("token endpoint down", "c-token-down", json!({"credentials": {"secretName": "down"}}), "TokenEndpointUnavailable", Some(down.tenant_id.as_str())),
+        ("missing Secret", "c-no-secret", json!({"credentials": {"secretName": "absent"}}), "CredentialsNotFound", None),
+        ("403", "c-forbidden", json!({}), "AuthorizationFailed", None),
+        ("subscription not registered", "c-unregistered", json!({}), "SubscriptionNotRegistered", None),
+        ("quota", "c-quota", json!({}), "QuotaExceeded", None),
+        ("invalid name", "c-bad-name", json!({}), "InvalidResourceName", None),
+        ("ARM 5xx", "c-arm-5xx", json!({}), "ArmUnavailable", None),
+        ("operation Failed", "c-op-failed", json!({}), "ArmOperationFailed", None),
+    ];
+    let workspaces: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &kube::api::ApiResource::erase::<AmlWorkspace>(&()));
+    for (_, name, extra, _, _) in &classes {
+        let mut spec = json!({"resourceGroup": "rg-budget", "location": "eastus"});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let obj = json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": name}, "spec": spec});
+        workspaces.patch(name, &PatchParams::apply("kubectl"), &Patch::Apply(&obj)).await.unwrap();
+    }
+    // Parent not ready: a compute under a workspace that does not exist.
+    let computes: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &kube::api::ApiResource::erase::<aml_operator::crd::AmlCompute>(&()));
+    let orphan = json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlCompute", "metadata": {"name": "c-no-parent"}, "spec": {
+        "workspaceRef": {"name": "not-there"}, "computeType": "AmlCompute", "amlCompute": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"maxNodeCount": 1}}}});
+    computes.patch("c-no-parent", &PatchParams::apply("kubectl"), &Patch::Apply(&orphan)).await.unwrap();
+
+    let log = support::temp_path("budget-operator.log");
+    let args: Vec<String> = vec![
+        "run".into(), format!("--namespace={ns}"), "--metrics-addr=127.0.0.1:0".into(),
+        format!("--arm-endpoint={}", emulator.arm_endpoint()), format!("--authority-host={}", emulator.authority_host()),
+        format!("--ca-file={}", ca_file.display()),
+    ];
+    let env = vec![("KUBECONFIG".to_string(), std::env::var(ENV).unwrap()), ("RUST_LOG".to_string(), "info".to_string())];
+    let operator = OperatorProcess::start(&args, &env, &log);
+
+    // Warm-up: every object reaches the failure it is left in.
+    let reason_of = |obj: &Value| -> Option<String> {
+        obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready").and_then(|c| c["reason"].as_str().map(str::to_string))
+    };
+    let expected: Vec<(String, String)> = classes.iter().map(|(_, n, _, r, _)| (n.to_string(), r.to_string()))
+        .chain(std::iter::once(("c-no-parent".to_string(), "WaitingForParent".to_string()))).collect();
+    eventually("every object in its failure", Duration::from_secs(90), || {
+        let (workspaces, computes, expected) = (workspaces.clone(), computes.clone(), expected.clone());
+        async move {
+            for (name, reason) in &expected {
+                let api = if name == "c-no-parent" { &computes } else { &workspaces };
+                let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+                if reason_of(&obj).as_deref() != Some(reason.as_str()) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+
+    // The window: watch every object's writes, count ARM and token requests and Events.
+    const WINDOW: Duration = Duration::from_secs(30);
+    let arm_before = emulator.requests().len();
+    let tokens_before: Vec<usize> = classes.iter().map(|c| c.4.map_or(0, |t| emulator.token_requests_for(t))).collect();
+    let events_api = Api::<k8s_openapi::api::core::v1::Event>::namespaced(admin.clone(), &ns);
+    let occurrences = |events: &[k8s_openapi::api::core::v1::Event], name: &str| -> i64 {
+        events.iter().filter(|e| e.involved_object.name.as_deref() == Some(name)).map(|e| i64::from(e.count.unwrap_or(1)).max(e.series.as_ref().map_or(1, |s| i64::from(s.count.unwrap_or(1))))).sum()
+    };
+    let events_before = events_api.list(&Default::default()).await.unwrap().items;
+    let mut writes: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let watch_both = futures::stream::select(
+        kube::runtime::watcher(workspaces.clone(), kube::runtime::watcher::Config::default()).boxed(),
+        kube::runtime::watcher(computes.clone(), kube::runtime::watcher::Config::default()).boxed(),
+    );
+    let started = Instant::now();
+    let mut seen_rv: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut stream = watch_both;
+    while let Ok(Some(event)) = tokio::time::timeout(WINDOW.saturating_sub(started.elapsed()), stream.next()).await {
+        let objs = match event {
+            Ok(kube::runtime::watcher::Event::Apply(o)) | Ok(kube::runtime::watcher::Event::InitApply(o)) => vec![o],
+            _ => vec![],
+        };
+        for o in objs {
+            let name = o.name_any();
+            let rv = o.resource_version().unwrap_or_default();
+            if let Some(prev) = seen_rv.insert(name.clone(), rv.clone()) {
+                if prev != rv {
+                    *writes.entry(name).or_default() += 1;
+                }
+            }
+        }
+    }
+    let events_after = events_api.list(&Default::default()).await.unwrap().items;
+    let requests = emulator.requests();
+    let window_requests = &requests[arm_before.min(requests.len())..];
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    // Allowed attempts in the window: slow classes at most one; backoff classes (5 s doubling,
+    // already some way up after the warm-up) at most WINDOW / 5 s. An attempt is one request chain.
+    for (i, (class, name, _, reason, tenant)) in classes.iter().enumerate() {
+        let backoff = matches!(*reason, "ArmUnavailable" | "TokenEndpointUnavailable");
+        let attempts = if backoff { (WINDOW.as_secs() / 5) as usize } else { 1 };
+        let arm = window_requests.iter().filter(|r| r.path.contains(&format!("/workspaces/{name}"))).count();
+        let tokens = tenant.map(|t| emulator.token_requests_for(t) - tokens_before[i]);
+        let status_writes = writes.get(*name).copied().unwrap_or(0);
+        let events = occurrences(&events_after, name) - occurrences(&events_before, name);
+        report.push(format!("{class}: {} tokens, {arm} ARM, {status_writes} status writes, {events} events", tokens.map_or("-".into(), |t| t.to_string())));
+        if arm > attempts * 2 || tokens.is_some_and(|t| t > attempts * 2) || status_writes > attempts || events > attempts as i64 {
+            failures.push(format!("{class} (allowed {attempts} attempts)"));
+        }
+    }
+    let orphan_writes = writes.get("c-no-parent").copied().unwrap_or(0);
+    let orphan_events = occurrences(&events_after, "c-no-parent") - occurrences(&events_before, "c-no-parent");
+    report.push(format!("parent not ready: 0 tokens, 0 ARM, {orphan_writes} status writes, {orphan_events} events"));
+    if orphan_writes > 1 || orphan_events > 1 {
+        failures.push("parent not ready".into());
+    }
+    println!("failure budget over {}s: {}", WINDOW.as_secs(), report.join("; "));
+    assert!(failures.is_empty(), "over budget: {failures:?}\n{}\noperator log tail: {}", report.join("\n"), operator.output().lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    drop(operator);
+    // Nothing to delete in Azure: release the objects without an operator.
+    for (_, name, _, _, _) in &classes {
+        let _ = workspaces.patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await;
+    }
+    let _ = computes.patch("c-no-parent", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await;
+    for s in ["aml-credentials", "wrong", "down"] {
+        let _ = secrets.patch(s, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await;
+    }
+    delete_namespace(&admin, &ns, Duration::from_secs(120)).await;
+    emulator.shutdown().await;
+}

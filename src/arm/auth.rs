@@ -138,9 +138,9 @@ pub(crate) fn normalize_entra_error(status: u16, body: &[u8]) -> Vec<u8> {
             .map(plain)
     };
     let error = field("error").unwrap_or_else(|| format!("http_{status}"));
-    let description = field("error_description").unwrap_or_else(|| {
-        format!("the token endpoint answered HTTP {status} without an OAuth error body")
-    });
+    let description = field("error_description")
+        .map(|d| stable_description(&d))
+        .unwrap_or_else(|| format!("the token endpoint answered HTTP {status} without an OAuth error body"));
     let codes: Vec<i64> = parsed
         .as_ref()
         .and_then(|p| p.get("error_codes"))
@@ -150,6 +150,23 @@ pub(crate) fn normalize_entra_error(status: u16, body: &[u8]) -> Vec<u8> {
     serde_json::json!({"error": error, "error_description": description, "error_codes": codes})
         .to_string()
         .into_bytes()
+}
+
+/// Entra's description without the parts that differ on every attempt: it ends with `Trace ID:`,
+/// `Correlation ID:` and `Timestamp:`, which would make every repeat of the same failure a new
+/// status, a new watch event and a new Event. Those parts go to the debug log instead.
+fn stable_description(description: &str) -> String {
+    let cut = ["Trace ID:", "Correlation ID:", "Timestamp:"]
+        .iter()
+        .filter_map(|marker| description.find(marker))
+        .min();
+    match cut {
+        Some(at) => {
+            tracing::debug!(request_ids = %description[at..].trim(), "Entra request ids of a token failure");
+            description[..at].trim_end().to_string()
+        }
+        None => description.to_string(),
+    }
 }
 
 type CacheKey = (String, String, u64);
@@ -806,7 +823,7 @@ mod tests {
         assert_eq!(out["error"], "invalid_client");
         assert_eq!(
             out["error_description"],
-            "AADSTS7000215: bad 'x' Trace ID: t"
+            "AADSTS7000215: bad 'x'"
         );
         assert_eq!(out["error_codes"], serde_json::json!([7000215]));
         let html: Value =

@@ -28,6 +28,9 @@ use tracing::{debug, info, instrument, warn};
 
 /// Shortest wait between polls of a non-terminal resource without a Retry-After of its own.
 const MIN_POLL: Duration = Duration::from_secs(1);
+/// Wait after adding the finalizer before the apply: long enough for the watch to bring the
+/// patched object into the cache, short enough not to be noticed.
+const AFTER_FINALIZER: Duration = Duration::from_millis(200);
 /// Poll interval when ARM shows a non-terminal state the operator did not start.
 const FOREIGN_OPERATION_POLL: Duration = Duration::from_secs(15);
 
@@ -50,6 +53,7 @@ pub async fn reconcile<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
 
 async fn reconcile_inner<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let adds_finalizer = obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == FINALIZER);
     let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             FinalizerEvent::Apply(o) => apply(&*o, &ctx).await,
@@ -61,6 +65,12 @@ async fn reconcile_inner<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         other => Error::FinalizerPatch(Box::new(other)),
     });
+    // The finalizer patch is the operator's own write and does not wake the object (see
+    // `manager::wakes`): come back for the apply it stands in front of.
+    let result = match result {
+        Ok(_) if adds_finalizer => Ok(Action::requeue(AFTER_FINALIZER)),
+        other => other,
+    };
     let uid = obj.uid().unwrap_or_default();
     match &result {
         Ok(_) => ctx.note_success(&uid),

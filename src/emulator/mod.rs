@@ -267,6 +267,9 @@ impl Shared {
         st.advance(Instant::now());
         let route = Route::parse(path);
         let is_token = matches!(route, Route::Token { .. });
+        if let Route::Token { tenant } = &route {
+            *st.token_requests_by_tenant.entry(tenant.to_ascii_lowercase()).or_default() += 1;
+        }
 
         let mut delivery = Delivery::Now;
         let mut outlast = None;
@@ -664,11 +667,17 @@ impl Emulator {
     }
 
 
-    /// Forgets the recorded ARM requests and resets the token request count.
+    /// Number of token requests so far for `tenant` (successful or not).
+    pub fn token_requests_for(&self, tenant: &str) -> usize {
+        self.shared.lock().token_requests_by_tenant.get(&tenant.to_ascii_lowercase()).copied().unwrap_or(0)
+    }
+
+    /// Forgets the recorded ARM requests and resets the token request counts.
     pub fn clear_requests(&self) {
         let mut st = self.shared.lock();
         st.requests.clear();
         st.token_requests = 0;
+        st.token_requests_by_tenant.clear();
     }
 
     /// The resource as GET would show it now (id compared case-insensitively).

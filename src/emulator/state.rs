@@ -122,6 +122,8 @@ pub(crate) struct State {
     pub(crate) operations: HashMap<String, Operation>,
     pub(crate) tokens: HashMap<String, IssuedToken>,
     pub(crate) token_requests: usize,
+    /// Token requests per tenant (as named in the path), successful or not.
+    pub(crate) token_requests_by_tenant: std::collections::HashMap<String, usize>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) faults: Vec<ActiveFault>,
     /// Id of the next fault added.
