@@ -369,6 +369,18 @@ async fn an_invalid_manifest_is_an_error_naming_the_file() {
     assert!(text.contains("bad.yaml") && text.contains("resourceGroup"), "{text}");
 }
 
+#[tokio::test]
+async fn a_field_of_the_wrong_shape_is_an_error_naming_its_path() {
+    let azure = Azure::start().await;
+    // userAssignedIdentities written as a map, as in Microsoft's REST examples; the spec takes a list.
+    let manifest = "apiVersion: amloperator.io/v1alpha1\nkind: AmlWorkspace\nmetadata:\n  name: team-x\nspec:\n  resourceGroup: rg\n  location: eastus\n  identity:\n    type: UserAssigned\n    userAssignedIdentities:\n      /subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1: {}\n";
+    let dir = folder(&[("identity.yaml", manifest)]);
+    let args = PlanArgs { files: vec![dir], ..PlanArgs::default() };
+    let err = cli::plan(&args, Some(azure.setup.clone()), &mut Vec::new()).await.expect_err("wrong shape");
+    let text = err.to_string();
+    assert!(text.contains("identity.yaml") && text.contains("spec.identity.userAssignedIdentities: invalid type: map, expected a sequence"), "{text}");
+}
+
 // The binary: exit codes and the embedded emulator.
 
 fn binary(args: &[&str]) -> std::process::Output {

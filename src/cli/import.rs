@@ -240,7 +240,7 @@ fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
     }
     spec.insert("managementPolicy".into(), serde_json::to_value(ctx.management_policy).map_err(|e| e.to_string())?);
     // Through the typed spec: whatever the CRD has no field for (read-only, unknown) falls away.
-    let typed: AmlWorkspaceSpec = serde_json::from_value(Value::Object(spec)).map_err(|e| e.to_string())?;
+    let typed: AmlWorkspaceSpec = crate::crd::from_value(Value::Object(spec))?;
     let mut spec = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     if let Value::Object(m) = &mut spec {
         for (key, default) in workspace_defaults() {
@@ -252,7 +252,7 @@ fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
             m.remove("tags");
         }
     }
-    let typed: AmlWorkspaceSpec = serde_json::from_value(spec).map_err(|e| e.to_string())?;
+    let typed: AmlWorkspaceSpec = crate::crd::from_value(spec)?;
     let object = AmlWorkspace::new(&name, typed);
     let yaml = serde_yaml::to_string(&object).map_err(|e| e.to_string())?;
     Ok((name, yaml))
@@ -306,7 +306,7 @@ where
         "spec": spec,
     });
     crate::crd::parse_typed(&object)?;
-    let typed: K = serde_json::from_value(object).map_err(|e| e.to_string())?;
+    let typed: K = crate::crd::from_value(object)?;
     let yaml = serde_yaml::to_string(&typed).map_err(|e| e.to_string())?;
     Ok((name.to_string(), yaml))
 }

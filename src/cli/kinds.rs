@@ -37,7 +37,7 @@ pub trait KindHandle: Send + Sync {
 struct Typed<K>(PhantomData<fn() -> K>);
 
 fn typed<K: AmlKind>(obj: &Value) -> Result<K, String> {
-    serde_json::from_value(obj.clone()).map_err(|e| e.to_string())
+    crate::crd::from_value(obj.clone())
 }
 
 impl<K: AmlKind> KindHandle for Typed<K> {

@@ -113,11 +113,20 @@ pub fn write_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, Box
     Ok(written)
 }
 
+/// Deserializes `value` as `T`; an error names the path of the field that does not fit, as the
+/// API server would (`spec.identity.userAssignedIdentities: invalid type: map, expected a sequence`).
+pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    })
+}
+
 /// Deserializes a manifest of one of our kinds into its Rust type: the same check the controller's
-/// watcher makes. Errors name the kind and what did not fit.
+/// watcher makes. Errors name the kind, the field's path and what did not fit.
 pub fn parse_typed(manifest: &serde_json::Value) -> Result<(), String> {
     fn parse<K: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<(), String> {
-        serde_json::from_value::<K>(v.clone()).map(|_| ()).map_err(|e| e.to_string())
+        from_value::<K>(v.clone()).map(|_| ())
     }
     match manifest["kind"].as_str().unwrap_or_default() {
         "AmlWorkspace" => parse::<AmlWorkspace>(manifest),
