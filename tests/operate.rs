@@ -4,6 +4,7 @@ mod support;
 
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::leader::{LeaderConfig, run_when_leader};
+use aml_operator::shutdown::Shutdown;
 use aml_operator::localkube::LocalKube;
 use serde_json::json;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ fn leader(identity: &str) -> LeaderConfig {
 fn manager(client: kube::Client, id: &str, running: Arc<AtomicUsize>, starts: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
     let config = leader(id);
     tokio::spawn(async move {
-        let work = move || {
+        let work = move |_shutdown| {
             let running = running.clone();
             let starts = starts.clone();
             async move {
@@ -91,7 +92,7 @@ fn manager(client: kube::Client, id: &str, running: Arc<AtomicUsize>, starts: Ar
                 std::future::pending::<()>().await;
             }
         };
-        let _ = run_when_leader(client, config, Arc::new(AtomicBool::new(false)), work).await;
+        let _ = run_when_leader(client, config, Arc::new(AtomicBool::new(false)), Shutdown::never(), work).await;
     })
 }
 
