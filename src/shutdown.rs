@@ -83,7 +83,7 @@ impl Shutdown {
                 }
             };
             let first = next().await;
-            info!(signal = first, "shutdown requested: no new reconciles, finishing in-flight ones, then releasing the Lease; a second signal exits at once");
+            info!(signal = first, "shutdown requested: no new reconciles, finishing in-flight ones; a second signal exits at once");
             trigger.graceful();
             let second = next().await;
             warn!(signal = second, "second signal: exiting at once");

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const ENV: &str = "AML_E2E_KUBECONFIG";
@@ -122,15 +124,22 @@ impl Env {
         Env { client, kubeconfig, ns, emulator, ca_file }
     }
 
-    /// Starts `aml-operator run` against this namespace; `identity` set: with leader election.
+    /// Starts `aml-operator run` against this namespace and the emulator; `identity` set: with
+    /// leader election.
     fn operator(&self, identity: Option<&str>) -> Operator {
+        self.operator_with(identity, &self.emulator.arm_endpoint(), &self.emulator.authority_host(), &[])
+    }
+
+    /// [`Env::operator`] with another ARM endpoint and authority host, and extra flags.
+    fn operator_with(&self, identity: Option<&str>, arm_endpoint: &str, authority_host: &str, extra: &[&str]) -> Operator {
         let name = identity.unwrap_or("solo");
         let log = support::temp_path(&format!("operator-{name}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aml-operator"));
         cmd.args(["run", "--namespace", &self.ns, "--metrics-addr", "127.0.0.1:0", "--resync-seconds", "10"])
-            .args(["--arm-endpoint", &self.emulator.arm_endpoint(), "--authority-host", &self.emulator.authority_host()])
+            .args(["--arm-endpoint", arm_endpoint, "--authority-host", authority_host])
             .arg("--ca-file")
-            .arg(&self.ca_file);
+            .arg(&self.ca_file)
+            .args(extra);
         if let Some(id) = identity {
             cmd.args(["--leader-elect", "--lease-name", LEASE, "--lease-namespace", &self.ns, "--identity", id]);
         }
@@ -350,5 +359,76 @@ async fn sigterm_stops_an_operator_without_leader_election() {
     // Let the watches list and settle; this is not what is measured.
     tokio::time::sleep(Duration::from_secs(2)).await;
     solo.assert_stops().await;
+    env.finish().await;
+}
+
+/// A TCP endpoint that accepts connections and never answers: an ARM call to it stays in flight.
+/// Returns its URL and a counter of accepted connections.
+async fn black_hole() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}/", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+/// With a reconcile stuck on ARM: SIGTERM waits at most --shutdown-timeout-seconds, then exits 0;
+/// a second signal exits at once (status 1).
+#[tokio::test]
+async fn an_in_flight_reconcile_gets_the_shutdown_timeout_and_a_second_signal_exits_at_once() {
+    let Some((kubeconfig, client)) = cluster().await else { return };
+    let env = Env::start(kubeconfig, client.clone(), "aml-e2e-stuck").await;
+    let api: Api<AmlWorkspace> = Api::namespaced(client.clone(), &env.ns);
+    let ws: AmlWorkspace = serde_json::from_value(json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+        "metadata": {"name": "stuck-ws", "namespace": env.ns},
+        "spec": {"resourceGroup": "rg-e2e", "location": "eastus"}
+    }))
+    .unwrap();
+    api.patch("stuck-ws", &PatchParams::apply(MANAGER), &Patch::Apply(&ws)).await.expect("workspace applied");
+    let (hole, accepted) = black_hole().await;
+
+    // The bound: in flight for good, so the process exits 0 after the timeout (2 s), not before.
+    let mut op = env.operator_with(None, &hole, &hole, &["--shutdown-timeout-seconds", "2"]);
+    eventually("a reconcile in flight", Duration::from_secs(30), || {
+        let n = accepted.load(Ordering::SeqCst);
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    let (status, took) = op.terminate().await;
+    println!("stuck operator exited with {status} {took:?} after SIGTERM (timeout 2 s)");
+    assert!(status.success(), "exited with {status}; its log:\n{}", op.log());
+    assert!(took >= Duration::from_secs(2) && took < EXIT_WITHIN, "took {took:?}; its log:\n{}", op.log());
+    assert!(op.log().contains("did not finish in time"), "{}", op.log());
+
+    // A second signal does not wait for the (long) timeout.
+    let seen = accepted.load(Ordering::SeqCst);
+    let mut op = env.operator_with(None, &hole, &hole, &["--shutdown-timeout-seconds", "60"]);
+    eventually("a reconcile in flight", Duration::from_secs(30), || {
+        let n = accepted.load(Ordering::SeqCst);
+        async move { (n > seen).then_some(()) }
+    })
+    .await;
+    let sent = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &op.pid()]).status().expect("kill").success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(op.child.try_wait().expect("try_wait").is_none(), "exited before the second signal; its log:\n{}", op.log());
+    assert!(Command::new("kill").args(["-INT", &op.pid()]).status().expect("kill").success());
+    let (status, took) = op.exit_after(sent).await;
+    println!("stuck operator exited with {status} {took:?} after SIGTERM + SIGINT");
+    assert_eq!(status.code(), Some(1), "its log:\n{}", op.log());
+    assert!(took < Duration::from_secs(2), "took {took:?}; its log:\n{}", op.log());
+
+    // No operator runs now: let the namespace go without the operator's finalizers.
+    let unfinalize = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    api.patch("stuck-ws", &PatchParams::default(), &unfinalize).await.expect("workspace finalizer removed");
+    Api::<Secret>::namespaced(client.clone(), &env.ns).patch("aml-credentials", &PatchParams::default(), &unfinalize).await.expect("Secret finalizer removed");
     env.finish().await;
 }
