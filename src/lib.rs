@@ -14,6 +14,7 @@ pub mod leader;
 pub mod localkube;
 pub mod manager;
 pub mod metrics;
+pub mod shutdown;
 pub mod telemetry;
 
 /// Installs rustls' ring crypto provider for the process (idempotent). kube, reqwest and the

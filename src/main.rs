@@ -82,6 +82,9 @@ fn main() -> ExitCode {
         }
         Ok(0)
     });
+    // Do not wait for tasks still running (abandoned reconciles after a shutdown timeout or a
+    // second signal): the process is done.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

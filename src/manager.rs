@@ -3,10 +3,11 @@
 use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
+use crate::shutdown::{Shutdown, bounded};
 use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
 use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use axum::{Router, routing::get};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::PredicateConfig;
@@ -66,6 +67,11 @@ pub struct RunArgs {
     /// Objects reconciled at once per kind.
     #[arg(long, env = "AML_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// On SIGTERM or SIGINT: seconds in-flight reconciles may take to finish before they are
+    /// abandoned (safe: their ARM operations are recorded in status). Keep it below the pod's
+    /// terminationGracePeriodSeconds; the chart sets that from this.
+    #[arg(long, env = "AML_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub shutdown_timeout_seconds: u64,
 }
 
 impl RunArgs {
@@ -122,10 +128,28 @@ pub enum ManagerError {
     /// Leader election failed.
     #[error("leader election failed")]
     Leader(#[source] crate::leader::LeaderError),
+    /// The SIGTERM / SIGINT handlers could not be installed.
+    #[error("cannot listen for SIGTERM and SIGINT")]
+    Signals(#[source] std::io::Error),
+    /// A second SIGTERM / SIGINT arrived while shutting down.
+    #[error("second signal: exited without waiting for in-flight reconciles or releasing the Lease")]
+    Forced,
 }
 
-/// Runs the controllers until Ctrl-C / SIGTERM.
+/// Runs the controllers until SIGTERM or SIGINT; then stops taking new work, lets in-flight
+/// reconciles finish (at most `--shutdown-timeout-seconds`), releases the leader Lease and returns
+/// `Ok`. A second signal returns [`ManagerError::Forced`] at once.
 pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
+    let shutdown = Shutdown::on_signals().map_err(ManagerError::Signals)?;
+    let forced = shutdown.forced();
+    tokio::select! {
+        r = run_until(args, shutdown) => r,
+        _ = forced => Err(ManagerError::Forced),
+    }
+}
+
+/// [`run`] with the shutdown it obeys given (tests trigger it themselves).
+pub async fn run_until(args: RunArgs, shutdown: Shutdown) -> Result<(), ManagerError> {
     let config = args.config().map_err(ManagerError::Config)?;
     let client = Client::try_default().await.map_err(ManagerError::Kube)?;
     let arm = ArmClient::new(&args.cloud()).map_err(ManagerError::Arm)?;
@@ -141,16 +165,17 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
         }
     });
     info!(arm_endpoint = %args.arm_endpoint, namespace = ?args.namespace, leader_elect = args.leader_elect, "starting");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let namespace = args.namespace.clone();
     let standby_ready = ready.clone();
-    let work = move || {
+    let work = move |shutdown: Shutdown| {
         let ctx = ctx.clone();
         let namespace = namespace.clone();
         let ready = ready.clone();
-        async move { run_controllers(ctx, namespace.as_deref(), ready).await }
+        async move {
+            let controllers = run_controllers_until(ctx, namespace.as_deref(), ready, shutdown.clone());
+            bounded(controllers, &shutdown, timeout).await;
+        }
     };
     if args.leader_elect {
         let leader = LeaderConfig {
@@ -160,16 +185,11 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
             duration_seconds: 15,
             grace_seconds: 5,
         };
-        tokio::select! {
-            r = run_when_leader(client, leader, standby_ready, work) => r.map_err(ManagerError::Leader)?,
-            _ = shutdown => info!("shutting down"),
-        }
+        run_when_leader(client, leader, standby_ready, shutdown, work).await.map_err(ManagerError::Leader)?;
     } else {
-        tokio::select! {
-            _ = work() => {},
-            _ = shutdown => info!("shutting down"),
-        }
+        work(shutdown).await;
     }
+    info!("stopped");
     Ok(())
 }
 
@@ -193,9 +213,15 @@ pub fn health_router(ready: Arc<AtomicBool>) -> Router {
     )
 }
 
-/// Runs every controller on `ctx` until they stop. Used by `run` and by the end-to-end tests.
-/// `ready` turns true once every controller's cache has synced.
+/// Runs every controller on `ctx` until they stop. Used by the benchmarks and the in-process
+/// tests. `ready` turns true once every controller's cache has synced.
 pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>) {
+    run_controllers_until(ctx, namespace, ready, Shutdown::never()).await;
+}
+
+/// Runs every controller on `ctx` until `shutdown` is requested; then they take no new work and
+/// this returns once their in-flight reconciles have finished.
+pub async fn run_controllers_until(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>, shutdown: Shutdown) {
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One per kind joined below.
     let kinds = 4;
@@ -207,15 +233,16 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
         }
     };
     futures::join!(
-        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
-        kind_controller::<AmlCompute>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
+        kind_controller::<AmlCompute>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
         kind_controller::<AmlOnlineEndpoint>(
             ctx.clone(),
             namespace,
             Some((ApiResource::erase::<AmlOnlineDeployment>(&()), "/spec/endpointRef/name")),
-            mark(synced.clone(), ready.clone())
+            mark(synced.clone(), ready.clone()),
+            &shutdown,
         ),
-        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
     );
 }
 
@@ -245,6 +272,7 @@ async fn kind_controller<K: AmlKind>(
     namespace: Option<&str>,
     children: Option<(ApiResource, &'static str)>,
     on_synced: impl FnOnce() + Send + 'static,
+    shutdown: &Shutdown,
 ) {
     let objects: Api<K> = match namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -310,13 +338,27 @@ async fn kind_controller<K: AmlKind>(
         }
         on_synced();
     });
-    controller
-        .shutdown_on_signal()
+    // The runner starts no reconcile before the cache has synced (e.g. the CRD is not installed
+    // yet), so a shutdown then has nothing in flight to wait for.
+    let unsynced_store = controller.store();
+    let requested = shutdown.requested();
+    let stop_unsynced = async move {
+        requested.await;
+        if unsynced_store.wait_until_ready().now_or_never().is_some() {
+            std::future::pending::<()>().await;
+        }
+        tracing::debug!(kind = %K::kind(&()), "shutdown before the cache synced: nothing in flight");
+    };
+    let run = controller
+        .graceful_shutdown_on(shutdown.requested())
         .run(pipeline::reconcile::<K>, pipeline::error_policy::<K>, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(kind = %K::kind(&()), error = %e, "reconcile ended with an error");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = run => {},
+        _ = stop_unsynced => {},
+    }
 }

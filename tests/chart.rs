@@ -777,3 +777,19 @@ fn bad_values_are_refused_with_a_reason() {
         assert!(find(&docs, "Role").is_empty(), "{label}: no Lease Role without leader election");
     }
 }
+
+/// On SIGTERM the operator gives in-flight reconciles `--shutdown-timeout-seconds`, then releases
+/// the Lease and exits: the kubelet must not SIGKILL it before that (the pod's grace period).
+#[test]
+fn the_grace_period_outlasts_the_shutdown_timeout() {
+    for helm in helms() {
+        let label = &helm.label;
+        for (set, timeout) in [(None, 10), (Some("shutdownTimeoutSeconds=45"), 45)] {
+            let docs = helm.template(set.as_slice());
+            let flag = format!("--shutdown-timeout-seconds={timeout}");
+            assert!(args(&docs).contains(&flag), "{label}: {flag} missing");
+            let grace = one(&docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+            assert!(grace >= timeout + 5, "{label}: grace period {grace}s leaves no time after the {timeout}s shutdown timeout");
+        }
+    }
+}

@@ -4,6 +4,7 @@ mod support;
 
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::leader::{LeaderConfig, run_when_leader};
+use aml_operator::shutdown::Shutdown;
 use aml_operator::localkube::LocalKube;
 use serde_json::json;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ fn leader(identity: &str) -> LeaderConfig {
 fn manager(client: kube::Client, id: &str, running: Arc<AtomicUsize>, starts: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
     let config = leader(id);
     tokio::spawn(async move {
-        let work = move || {
+        let work = move |_shutdown| {
             let running = running.clone();
             let starts = starts.clone();
             async move {
@@ -91,7 +92,7 @@ fn manager(client: kube::Client, id: &str, running: Arc<AtomicUsize>, starts: Ar
                 std::future::pending::<()>().await;
             }
         };
-        let _ = run_when_leader(client, config, Arc::new(AtomicBool::new(false)), work).await;
+        let _ = run_when_leader(client, config, Arc::new(AtomicBool::new(false)), Shutdown::never(), work).await;
     })
 }
 
@@ -139,4 +140,39 @@ async fn losing_the_lease_stops_reconciling() {
     });
     wait_for("controllers to stop", Duration::from_secs(15), || running.load(Ordering::SeqCst) == 0).await;
     m.abort();
+}
+
+#[tokio::test]
+async fn on_shutdown_the_leader_releases_the_lease_and_a_standby_takes_it_at_once() {
+    let (kube, client) = LocalKube::new();
+    // A long lease: a standby that waited for expiry would take 15 s.
+    let config = |id: &str| LeaderConfig { duration_seconds: 15, grace_seconds: 5, ..leader(id) };
+    let counting = |running: Arc<AtomicUsize>| {
+        move |shutdown: Shutdown| {
+            let running = running.clone();
+            async move {
+                running.fetch_add(1, Ordering::SeqCst);
+                shutdown.requested().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    };
+    let (a_running, b_running) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (stop_a, a_shutdown) = Shutdown::new();
+    let a = tokio::spawn(run_when_leader(client.clone(), config("replica-a"), Arc::new(AtomicBool::new(false)), a_shutdown, counting(a_running.clone())));
+    wait_for("a leader", Duration::from_secs(10), || a_running.load(Ordering::SeqCst) == 1).await;
+    let b = tokio::spawn(run_when_leader(client.clone(), config("replica-b"), Arc::new(AtomicBool::new(false)), Shutdown::never(), counting(b_running.clone())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b_running.load(Ordering::SeqCst), 0, "the standby must not reconcile while the leader holds the lease");
+
+    stop_a.graceful();
+    let stopped = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), a).await.expect("the leader returns on shutdown").expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(a_running.load(Ordering::SeqCst), 0, "its controllers ended first");
+    wait_for("the standby to lead", Duration::from_secs(3), || b_running.load(Ordering::SeqCst) == 1).await;
+    println!("standby leads {:?} after the leader's shutdown", stopped.elapsed());
+    let lease = kube.raw("/apis/coordination.k8s.io/v1/namespaces/aml-system/leases/aml-operator").expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    b.abort();
 }
