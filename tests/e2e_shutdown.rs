@@ -8,24 +8,21 @@
 
 mod support;
 
+use support::cluster::{MANAGER, delete_namespace, eventually, namespace_with_emulator};
+
 use aml_operator::crd::AmlWorkspace;
-use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use aml_operator::emulator::Emulator;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::Client;
 use serde_json::{Value, json};
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const ENV: &str = "AML_E2E_KUBECONFIG";
-const MANAGER: &str = "aml-operator-e2e";
 const LEASE: &str = "aml-operator";
 /// How long after SIGTERM the operator must have exited.
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
@@ -35,58 +32,7 @@ const TAKE_OVER_WITHIN: Duration = Duration::from_secs(2);
 /// The cluster's kubeconfig and a client for it; `None` (skip) without `AML_E2E_KUBECONFIG`,
 /// unless `AML_REQUIRE_E2E=1`.
 async fn cluster() -> Option<(PathBuf, Client)> {
-    let Ok(path) = std::env::var(ENV) else {
-        assert!(
-            std::env::var("AML_REQUIRE_E2E").as_deref() != Ok("1"),
-            "AML_REQUIRE_E2E=1 but {ENV} is not set (start a control plane with ../shared/kube/up)"
-        );
-        eprintln!("skipping end-to-end shutdown test: {ENV} is not set (point it at a kubeconfig to run against a real cluster)");
-        return None;
-    };
-    aml_operator::install_crypto_provider();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("usable kubeconfig");
-    Some((PathBuf::from(path), Client::try_from(config).expect("client")))
-}
-
-/// Polls `check` every 50 ms until it returns Some, or fails after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Applies the CRDs. The workspace's is required; another the API server refuses is reported and
-/// left out (its controller then never syncs, which shutdown must cope with too).
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in aml_operator::crd::all() {
-        let name = crd.name_any();
-        if let Err(e) = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await {
-            assert!(name != "amlworkspaces.amloperator.io", "CRD {name} refused: {e}");
-            let reason: String = e.to_string().chars().take(160).collect();
-            eprintln!("note: CRD {name} refused by this API server, its controller will not sync: {reason}...");
-            continue;
-        }
-        eventually(&format!("CRD {name} established"), Duration::from_secs(60), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-            }
-        })
-        .await;
-    }
+    Some((support::cluster::kubeconfig_path(), support::cluster::cluster().await?))
 }
 
 /// A fresh namespace with the workspace credentials Secret, and the emulator; removed by `finish`.
@@ -100,27 +46,7 @@ struct Env {
 
 impl Env {
     async fn start(kubeconfig: PathBuf, client: Client, prefix: &str) -> Env {
-        install_crds(&client).await;
-        let ns = format!("{prefix}-{}", std::process::id() % 100000);
-        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": "aml-operator-e2e"}}})).unwrap();
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("namespace created");
-        let ca_file = support::temp_path("e2e-shutdown-ca.pem");
-        let emulator = Emulator::start(EmulatorConfig {
-            operation_duration: Duration::from_millis(500),
-            retry_after_secs: 1,
-            validator: support::validator(),
-            ca_file: Some(ca_file.clone()),
-            ..EmulatorConfig::default()
-        })
-        .await
-        .expect("emulator");
-        let p = Principal::default();
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "aml-credentials", "namespace": ns},
-            "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("secret");
+        let (ns, emulator, ca_file) = namespace_with_emulator(&client, prefix).await;
         Env { client, kubeconfig, ns, emulator, ca_file }
     }
 
@@ -164,15 +90,7 @@ impl Env {
 
     /// Deletes the namespace and waits until it is gone; stops the emulator.
     async fn finish(self) {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
-        let ns = self.ns.clone();
-        eventually("namespace removed", Duration::from_secs(120), || {
-            let namespaces = namespaces.clone();
-            let ns = ns.clone();
-            async move { namespaces.get_opt(&ns).await.ok()?.is_none().then_some(()) }
-        })
-        .await;
+        delete_namespace(&self.client, &self.ns, Duration::from_secs(120)).await;
         self.emulator.shutdown().await;
         let _ = std::fs::remove_file(&self.ca_file);
     }

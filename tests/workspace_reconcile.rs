@@ -367,3 +367,39 @@ async fn the_credentials_secret_is_released_only_after_the_last_object() {
     w.reconcile::<AmlWorkspace>(&path2).await.unwrap();
     assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!([]));
 }
+
+/// Two objects deleted together release at the same moment: the first checks while the second
+/// is still there, and is still there itself (finalizer not yet removed) when the second checks.
+/// The Secret must still be released, or the namespace never goes away.
+#[tokio::test]
+async fn objects_released_at_the_same_moment_still_release_the_credentials_secret() {
+    const SECRET: &str = "/api/v1/namespaces/team-a/secrets/aml-credentials";
+    let w = created(|_| {}).await;
+    let mut second = workspace();
+    second.metadata.name = Some("ws2".into());
+    w.kube.put(second);
+    let path2 = PATH.replace("/ws1", "/ws2");
+    w.converge::<AmlWorkspace>(PATH).await;
+    w.converge::<AmlWorkspace>(&path2).await;
+    for p in [PATH, path2.as_str()] {
+        w.kube.edit(p, |o| o["spec"]["deletionPolicy"] = json!("Orphan"));
+        w.kube.delete(p);
+    }
+    // ws1 says it is done with Azure, checks (ws2 still needs the Secret), and its finalizer is
+    // not removed yet: here the removal fails, and the failure is reported in its status.
+    w.kube.clear_calls();
+    w.kube.fail_next("PATCH", "amlworkspaces/ws1$", 500, 1);
+    assert!(w.reconcile::<AmlWorkspace>(PATH).await.is_err(), "the finalizer removal failed");
+    let marked = w.kube.status_writes().into_iter().find_map(|c| {
+        let ready = c.body["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
+        (ready["reason"] == "Released").then_some(c.body)
+    });
+    let marked = marked.expect("ws1 said it was done with Azure before checking");
+    assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!(["amloperator.io/credentials-in-use"]));
+    // In the race the removal is merely in flight: ws1 is still there, as it marked itself.
+    w.kube.edit(PATH, |o| o["status"]["conditions"] = marked["status"]["conditions"].clone());
+    // ws2 checks while ws1 is still there: ws1 has said it is done with Azure.
+    w.reconcile::<AmlWorkspace>(&path2).await.unwrap();
+    assert!(w.kube.raw(&path2).is_none());
+    assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!([]), "the last one released the Secret");
+}

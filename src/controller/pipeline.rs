@@ -491,8 +491,17 @@ async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target) -> Result<
 }
 
 /// The object no longer needs Azure: let its namespace's credentials Secrets go if it was the last.
+///
+/// It says so in its status first. Objects deleted together (a namespace deletion) release at
+/// the same moment: each sees the others still there, finalizers and all, and without the mark
+/// none would take itself for the last and the Secret would keep its finalizer forever.
 async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     if let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) {
+        let mut st = current(obj);
+        st.reconciling = None;
+        st.stalled = None;
+        st.ready = Some(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next"));
+        status::write(ctx, obj, &st).await?;
         protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default(), &secret).await?;
     }
     Ok(Action::await_change())

@@ -13,6 +13,17 @@ use serde_json::json;
 
 /// Finalizer the operator puts on credentials Secrets in use.
 pub const SECRET_FINALIZER: &str = "amloperator.io/credentials-in-use";
+/// Ready reason of an object being deleted that no longer needs Azure (its resource deleted or
+/// left in place): it no longer needs its credentials either.
+pub const RELEASED: &str = "Released";
+
+/// Whether `o` is being deleted and has said it no longer needs Azure.
+fn done_with_azure(o: &DynamicObject) -> bool {
+    o.metadata.deletion_timestamp.is_some()
+        && o.data["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["reason"] == RELEASED))
+}
 
 /// Every kind whose objects may need a credentials Secret.
 fn kinds() -> Vec<ApiResource> {
@@ -41,7 +52,7 @@ pub async fn hold(ctx: &Context, secret: &Secret) -> Result<(), Error> {
 
 /// After an object released its Azure resource: when no other amloperator.io object in
 /// `namespace` uses the Secret `secret` (by `status.credentialsSecret` or
-/// `spec.credentials.secretName`), removes the finalizer from it. Only that Secret is read; the
+/// `spec.credentials.secretName`) and still needs Azure, removes the finalizer from it. Only that Secret is read; the
 /// operator never lists Secrets.
 pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str, secret: &str) -> Result<(), Error> {
     for resource in kinds() {
@@ -56,7 +67,7 @@ pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str,
             o.data["status"]["credentialsSecret"].as_str() == Some(secret)
                 || o.data["spec"]["credentials"]["secretName"].as_str() == Some(secret)
         };
-        if list.items.iter().any(|o| o.uid().as_deref() != Some(released_uid) && uses(o)) {
+        if list.items.iter().any(|o| o.uid().as_deref() != Some(released_uid) && uses(o) && !done_with_azure(o)) {
             return Ok(());
         }
     }

@@ -1,6 +1,8 @@
 //! Shared fixtures: the fake Kubernetes API, an emulator-backed ARM, object builders.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 pub use aml_operator::localkube as kube;
 
 use aml_operator::arm::{ArmClient, CloudConfig};

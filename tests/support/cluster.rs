@@ -1,0 +1,135 @@
+//! Shared by the end-to-end tests on a real API server (`AML_E2E_KUBECONFIG`): the client, the
+//! skip-or-fail rule, polling, the CRDs and namespaces.
+
+use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The kubeconfig of the cluster to test against.
+pub const ENV: &str = "AML_E2E_KUBECONFIG";
+/// Set to 1 (as `.ci/run` does) to make a missing cluster (or helm) a failure instead of a skip.
+pub const REQUIRE_ENV: &str = "AML_REQUIRE_E2E";
+/// Field manager of what the tests apply.
+pub const MANAGER: &str = "aml-operator-e2e";
+
+/// Skips the test with `why`, or fails it when `AML_REQUIRE_E2E=1`.
+pub fn skip(why: &str) {
+    assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "{REQUIRE_ENV}=1 but {why}");
+    eprintln!("skipping end-to-end test: {why}");
+}
+
+/// The kubeconfig file named by `AML_E2E_KUBECONFIG`.
+pub fn kubeconfig_path() -> PathBuf {
+    PathBuf::from(std::env::var(ENV).expect("AML_E2E_KUBECONFIG"))
+}
+
+/// A client for the cluster; `None` (the test skips) without `AML_E2E_KUBECONFIG`.
+pub async fn cluster() -> Option<Client> {
+    let Ok(path) = std::env::var(ENV) else {
+        skip(&format!("{ENV} is not set (point it at a kubeconfig, e.g. from ../shared/kube/up, to run against a real cluster)"));
+        return None;
+    };
+    aml_operator::install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("usable kubeconfig");
+    Some(Client::try_from(config).expect("client"))
+}
+
+/// Polls `check` every 50 ms until it returns Some, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Applies every CRD generated from the types (server-side) and waits until each is established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in aml_operator::crd::all() {
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+        established(&api, &name).await;
+    }
+}
+
+/// Waits until the CRD `name` is established (`kubectl wait --for=condition=Established`).
+pub async fn established(api: &Api<CustomResourceDefinition>, name: &str) {
+    eventually(&format!("CRD {name} established"), Duration::from_secs(60), || {
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            let crd = api.get(&name).await.ok()?;
+            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        }
+    })
+    .await;
+}
+
+/// A fresh namespace `{prefix}-{pid}` with the CRDs installed, the emulator (operations take
+/// 500 ms, Retry-After 1 s, bodies validated) and an `aml-credentials` Secret for its default
+/// principal. Returns (namespace, emulator, the emulator's CA file).
+pub async fn namespace_with_emulator(client: &Client, prefix: &str) -> (String, Emulator, PathBuf) {
+    install_crds(client).await;
+    let ns = format!("{prefix}-{}", std::process::id() % 100000);
+    create_namespace(client, &ns).await;
+    let ca_file = super::temp_path(&format!("{prefix}-ca.pem"));
+    let emulator = Emulator::start(EmulatorConfig {
+        operation_duration: Duration::from_millis(500),
+        retry_after_secs: 1,
+        validator: super::validator(),
+        ca_file: Some(ca_file.clone()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let p = Principal::default();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aml-credentials", "namespace": ns},
+        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": super::SUBSCRIPTION}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("secret");
+    (ns, emulator, ca_file)
+}
+
+/// Creates a namespace labelled as the e2e tests'.
+pub async fn create_namespace(client: &Client, name: &str) {
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "aml-operator-e2e"}}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+}
+
+/// Deletes a namespace and waits until the API server has removed it.
+pub async fn delete_namespace(client: &Client, name: &str, timeout: Duration) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    eventually(&format!("namespace {name} removed"), timeout, || {
+        let namespaces = namespaces.clone();
+        let name = name.to_string();
+        async move { namespaces.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+}
