@@ -4,7 +4,7 @@ use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
 use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
-use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
+use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
@@ -198,7 +198,7 @@ pub fn health_router(ready: Arc<AtomicBool>) -> Router {
 pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>) {
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One per kind joined below.
-    let kinds = 4;
+    let kinds = 5;
     let mark = |synced: Arc<std::sync::atomic::AtomicUsize>, ready: Arc<AtomicBool>| {
         move || {
             if synced.fetch_add(1, Ordering::SeqCst) + 1 == kinds {
@@ -216,6 +216,7 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
             mark(synced.clone(), ready.clone())
         ),
         kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
+        kind_controller::<AmlRoleAssignment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone())),
     );
 }
 

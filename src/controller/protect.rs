@@ -17,7 +17,11 @@ pub const SECRET_FINALIZER: &str = "amloperator.io/credentials-in-use";
 /// Every kind whose objects may need a credentials Secret.
 fn kinds() -> Vec<ApiResource> {
     let mut v = vec![resolve::parent_resource(ParentKind::Workspace), resolve::parent_resource(ParentKind::Endpoint)];
-    for (kind, plural) in [("AmlCompute", "amlcomputes"), ("AmlOnlineDeployment", "amlonlinedeployments")] {
+    for (kind, plural) in [
+        ("AmlCompute", "amlcomputes"),
+        ("AmlOnlineDeployment", "amlonlinedeployments"),
+        ("AmlRoleAssignment", "amlroleassignments"),
+    ] {
         v.push(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, crate::crd::VERSION, kind), plural));
     }
     v
