@@ -1,7 +1,8 @@
 //! ARM template schema validation.
 //!
 //! Checks request bodies against Microsoft's ARM template JSON schemas
-//! (`arm-template-schemas/schemas/<api-version>/Microsoft.MachineLearningServices.json`) and loads the
+//! (`arm-template-schemas/schemas/<api-version>/Microsoft.MachineLearningServices.json`, and
+//! `schemas/2022-04-01/Microsoft.Authorization.json` for role assignments) and loads the
 //! official request/response examples. The spec folder lives outside the repository (see
 //! [`specs_dir`]); nothing here copies or edits those files: the two known quirks of the schemas are
 //! repaired on the in-memory JSON at load time (see [`SchemaValidator::load`]).
@@ -50,6 +51,13 @@ const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
         "workspaces_onlineEndpoints_deployments",
     ),
 ];
+
+/// The Microsoft.Authorization api-version whose schema validates role assignments.
+pub const AUTHORIZATION_API_VERSION: &str = "2022-04-01";
+
+/// The role-assignment resource type, validated against
+/// `schemas/2022-04-01/Microsoft.Authorization.json#/resourceDefinitions/roleAssignments`.
+pub const ROLE_ASSIGNMENTS: &str = "Microsoft.Authorization/roleAssignments";
 
 /// Failures while loading schemas or examples from the arm-specs folder.
 #[derive(thiserror::Error, Debug)]
@@ -144,7 +152,8 @@ pub fn specs_dir_for_tests() -> Option<PathBuf> {
 /// Holds one compiled validator per supported resource type; `Send + Sync`, cheap to share.
 pub struct SchemaValidator {
     api_version: String,
-    validators: HashMap<&'static str, Validator>,
+    /// Per resource type: the validator and the api-version its bodies carry.
+    validators: HashMap<&'static str, (Validator, String)>,
 }
 
 impl std::fmt::Debug for SchemaValidator {
@@ -215,8 +224,9 @@ impl SchemaValidator {
                     definition: definition.to_string(),
                     source: Box::new(source),
                 })?;
-            validators.insert(resource_type, validator);
+            validators.insert(resource_type, (validator, api_version.to_string()));
         }
+        validators.insert(ROLE_ASSIGNMENTS, (authorization_validator(&schemas)?, AUTHORIZATION_API_VERSION.to_string()));
         Ok(Self {
             api_version: api_version.to_string(),
             validators,
@@ -236,7 +246,7 @@ impl SchemaValidator {
     /// `/properties/properties/scaleSettings/maxNodeCount: is a required property`. Values from the
     /// body are never echoed (they may be secrets).
     pub fn validate(&self, resource_type: &str, name: &str, body: &Value) -> Result<(), String> {
-        let Some(validator) = self.validators.get(resource_type) else {
+        let Some((validator, api_version)) = self.validators.get(resource_type) else {
             return Err(format!("unsupported resource type {resource_type}"));
         };
         let Some(fields) = body.as_object() else {
@@ -245,10 +255,7 @@ impl SchemaValidator {
         let mut instance = fields.clone();
         instance.insert("name".to_string(), Value::from(name));
         instance.insert("type".to_string(), Value::from(resource_type));
-        instance.insert(
-            "apiVersion".to_string(),
-            Value::from(self.api_version.as_str()),
-        );
+        instance.insert("apiVersion".to_string(), Value::from(api_version.as_str()));
         let instance = Value::Object(instance);
 
         let mut issues = Vec::new();
@@ -280,6 +287,34 @@ impl SchemaValidator {
         }
         Err(lines.join("\n"))
     }
+}
+
+/// The validator of `roleAssignments` from `schemas/2022-04-01/Microsoft.Authorization.json`
+/// (with the common definitions it `$ref`s).
+fn authorization_validator(schemas: &Path) -> Result<Validator, SpecError> {
+    let path = schemas.join(AUTHORIZATION_API_VERSION).join("Microsoft.Authorization.json");
+    let main = read_json(&path)?;
+    let mut common = read_json(&schemas.join("common").join("definitions.json"))?;
+    const_to_enum(&mut common);
+    if main.pointer("/resourceDefinitions/roleAssignments").is_none() {
+        return Err(SpecError::MissingDefinition { path, definition: "roleAssignments".into() });
+    }
+    let uri = document_uri(&main).unwrap_or_else(|| {
+        format!("https://schema.management.azure.com/schemas/{AUTHORIZATION_API_VERSION}/Microsoft.Authorization.json")
+    });
+    let registry = Registry::options()
+        .draft(Draft::Draft4)
+        .build([
+            (uri.clone(), Draft::Draft4.create_resource(main)),
+            (COMMON_DEFINITIONS_URI.to_string(), Draft::Draft4.create_resource(common)),
+        ])
+        .map_err(|source| SpecError::Registry { source })?;
+    let root = serde_json::json!({ "$ref": format!("{uri}#/resourceDefinitions/roleAssignments") });
+    jsonschema::options()
+        .with_draft(Draft::Draft4)
+        .with_registry(registry)
+        .build(&root)
+        .map_err(|source| SpecError::Compile { definition: "roleAssignments".into(), source: Box::new(source) })
 }
 
 /// A validator for [`API_VERSION`] loaded once per folder for the whole process (tests share it).

@@ -5,7 +5,7 @@ use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
 use crate::shutdown::{Shutdown, bounded};
 use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
-use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
+use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::{FutureExt, StreamExt};
 use kube::api::{ApiResource, DynamicObject};
@@ -224,7 +224,7 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
 pub async fn run_controllers_until(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>, shutdown: Shutdown) {
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One per kind joined below.
-    let kinds = 4;
+    let kinds = 5;
     let mark = |synced: Arc<std::sync::atomic::AtomicUsize>, ready: Arc<AtomicBool>| {
         move || {
             if synced.fetch_add(1, Ordering::SeqCst) + 1 == kinds {
@@ -243,6 +243,7 @@ pub async fn run_controllers_until(ctx: Arc<Context>, namespace: Option<&str>, r
             &shutdown,
         ),
         kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
+        kind_controller::<AmlRoleAssignment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
     );
 }
 

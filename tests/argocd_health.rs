@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use support::{NS, World};
 
-const KINDS: [&str; 4] = ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment"];
+const KINDS: [&str; 5] = ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"];
 
 fn argocd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/aml-operator/argocd")

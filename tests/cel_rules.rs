@@ -193,3 +193,62 @@ fn names_arm_would_refuse_are_refused_at_admission() {
         assert!(rule.accepts("team-a") && !rule.accepts("-a"), "{rule:?}");
     }
 }
+
+fn role_assignment() -> Value {
+    json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlRoleAssignment",
+        "metadata": {"name": "team-a-data-scientists", "namespace": "ns"},
+        "spec": {
+            "workspaceRef": {"name": "team-a"},
+            "role": "AzureMLDataScientist",
+            "principalId": "3f2c1a9e-7b4d-4e2a-9c1f-5d6e7f8a9b0c",
+            "principalType": "Group",
+            "description": "a"
+        }
+    })
+}
+
+#[test]
+fn a_role_assignment_needs_exactly_one_scope_and_one_role() {
+    check(&role_assignment(), None).expect("valid");
+    let with_scope_id = edited(&role_assignment(), |v| {
+        v["spec"].as_object_mut().unwrap().remove("workspaceRef");
+        v["spec"]["scopeId"] = json!("/subscriptions/s/resourceGroups/rg");
+        v["spec"].as_object_mut().unwrap().remove("role");
+        v["spec"]["roleDefinitionId"] = json!("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7");
+    });
+    check(&with_scope_id, None).expect("scopeId and a custom role");
+    let two_scopes = edited(&role_assignment(), |v| v["spec"]["computeRef"] = json!({"name": "cpu"}));
+    let err = check(&two_scopes, None).expect_err("two scopes");
+    assert!(err.contains("set exactly one of workspaceRef, computeRef or scopeId"), "{err}");
+    let no_scope = edited(&role_assignment(), |v| { v["spec"].as_object_mut().unwrap().remove("workspaceRef"); });
+    assert!(check(&no_scope, None).is_err(), "no scope");
+    let two_roles = edited(&role_assignment(), |v| v["spec"]["roleDefinitionId"] = json!("acdd72a7-3385-48ef-bd42-f606fba81ae7"));
+    let err = check(&two_roles, None).expect_err("two roles");
+    assert!(err.contains("set exactly one of role or roleDefinitionId"), "{err}");
+    let named = edited(&role_assignment(), |v| v["spec"]["azureName"] = json!("f6c7c914-8db3-469d-8ca1-694a8f32e121"));
+    let err = check(&named, None).expect_err("azureName");
+    assert!(err.contains("azureName is not used by AmlRoleAssignment"), "{err}");
+}
+
+#[test]
+fn a_role_assignment_refuses_edits_of_scope_role_and_principal_but_not_of_its_description() {
+    let old = role_assignment();
+    check(&edited(&old, |v| { v["spec"]["description"] = json!("b"); v["spec"]["deletionPolicy"] = json!("Orphan"); }), Some(&old))
+        .expect("description and policies may change");
+    for (field, value, message) in [
+        ("principalId", json!("00000000-0000-0000-0000-000000000001"), "principalId is immutable"),
+        ("principalType", json!("User"), "principalType is immutable"),
+        ("role", json!("Reader"), "role is immutable"),
+        ("workspaceRef", json!({"name": "other"}), "workspaceRef is immutable"),
+    ] {
+        let err = check(&edited(&old, |v| v["spec"][field] = value), Some(&old)).expect_err(field);
+        assert!(err.contains(message), "{field}: {err}");
+    }
+    let moved = edited(&old, |v| {
+        v["spec"].as_object_mut().unwrap().remove("workspaceRef");
+        v["spec"]["scopeId"] = json!("/subscriptions/s/resourceGroups/rg");
+    });
+    let err = check(&moved, Some(&old)).expect_err("workspaceRef replaced by scopeId");
+    assert!(err.contains("workspaceRef is immutable") && err.contains("scopeId is immutable"), "{err}");
+}

@@ -22,7 +22,7 @@ const RELEASE: &str = "rel";
 const NAMESPACE: &str = "ops";
 const FULLNAME: &str = "rel-aml-operator";
 const GROUP: &str = "amloperator.io";
-const KINDS: [&str; 4] = ["amlworkspaces", "amlcomputes", "amlonlineendpoints", "amlonlinedeployments"];
+const KINDS: [&str; 5] = ["amlworkspaces", "amlcomputes", "amlonlineendpoints", "amlonlinedeployments", "amlroleassignments"];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -88,6 +88,7 @@ const TYPES: &[(&str, &str, &[&str])] = &[
     ("AmlCompute", GROUP, &["amlcomputes"]),
     ("AmlOnlineEndpoint", GROUP, &["amlonlineendpoints"]),
     ("AmlOnlineDeployment", GROUP, &["amlonlinedeployments"]),
+    ("AmlRoleAssignment", GROUP, &["amlroleassignments"]),
     ("Secret", "", &["secrets"]),
     ("ConfigMap", "", &["configmaps"]),
     ("Lease", "coordination.k8s.io", &["leases"]),
@@ -146,6 +147,7 @@ const AHEAD_OF_CODE: &[(&str, &str, &str, &str)] = &[
     (GROUP, "amlcomputes/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlonlineendpoints/finalizers", "update", "blockOwnerDeletion on owner references to our objects (keys Secret)"),
     (GROUP, "amlonlinedeployments/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
+    (GROUP, "amlroleassignments/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
 ];
 
 /// One permission: (API group, resource[/subresource], verb).
@@ -734,8 +736,8 @@ fn argocd_health_check_entries_when_enabled() {
         assert_eq!(cm["metadata"]["namespace"], "argocd");
         assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/part-of"], "argocd", "Argo CD ignores argocd-cm without it");
         let data = cm["data"].as_object().expect("data");
-        assert_eq!(data.len(), 4, "{data:?}");
-        for kind in ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment"] {
+        assert_eq!(data.len(), 5, "{data:?}");
+        for kind in ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"] {
             let key = format!("resource.customizations.health.amloperator.io_{kind}");
             let entry = data.get(&key).and_then(Value::as_str).unwrap_or_else(|| panic!("{}: {key} missing", helm.label));
             assert_eq!(entry.trim_end(), script.trim_end(), "{}: {key} is not health.lua", helm.label);

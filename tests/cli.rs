@@ -458,7 +458,7 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     let azure = Azure::start().await;
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files = Vec::new();
-    for name in ["workspace.yaml", "compute.yaml", "endpoint.yaml", "deployment.yaml"] {
+    for name in ["workspace.yaml", "compute.yaml", "endpoint.yaml", "deployment.yaml", "role-assignment.yaml"] {
         files.push((name, std::fs::read_to_string(examples.join(name)).unwrap()));
     }
     let dir = folder(&files.iter().map(|(n, t)| (*n, t.as_str())).collect::<Vec<_>>());
@@ -466,9 +466,9 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     assert_eq!(report.exit_code(), 0, "{out}");
     azure.emulator.clear_requests();
     let (report, out) = azure.plan(&[&dir]).await;
-    assert_eq!(report.exit_code(), 0, "all four planned as no change: {out}");
+    assert_eq!(report.exit_code(), 0, "all five planned as no change: {out}");
 
-    // Import brings back all four kinds, as manifests that plan as no change.
+    // Import brings back all five kinds, as manifests that plan as no change.
     let out_dir = temp_path("imported-stack");
     let args = ImportArgs {
         subscription: SUBSCRIPTION.into(),
@@ -483,7 +483,12 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     assert_eq!(report.exit_code(), 0, "{}", String::from_utf8_lossy(&imported));
     let mut kinds: Vec<_> = report.manifests.iter().map(|m| m.kind).collect();
     kinds.sort();
-    assert_eq!(kinds, vec!["AmlCompute", "AmlOnlineDeployment", "AmlOnlineEndpoint", "AmlWorkspace"]);
+    assert_eq!(kinds, vec!["AmlCompute", "AmlOnlineDeployment", "AmlOnlineEndpoint", "AmlRoleAssignment", "AmlWorkspace"]);
+    let role = std::fs::read_to_string(out_dir.join("amlroleassignment-team-a-azuremldatascientist-3f2c1a9e.yaml")).unwrap();
+    assert!(
+        role.contains("role: AzureMLDataScientist") && role.contains("principalType: Group") && !role.contains("azureName"),
+        "{role}"
+    );
     let endpoint = std::fs::read_to_string(out_dir.join("amlonlineendpoint-scoring.yaml")).unwrap();
     assert!(endpoint.contains("workspaceRef") && endpoint.contains("authMode: Key") && !endpoint.contains("scoringUri"), "{endpoint}");
     let deployment = std::fs::read_to_string(out_dir.join("amlonlinedeployment-blue.yaml")).unwrap();

@@ -5,7 +5,7 @@
 mod support;
 
 use aml_operator::controller::Error;
-use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
+use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use aml_operator::emulator::{EmulatorConfig, Principal};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -21,6 +21,7 @@ const WS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/
 const CPU: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcomputes/cpu";
 const EP: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlineendpoints/ep";
 const DEP: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlinedeployments/blue";
+const RA: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlroleassignments/readers";
 const KEYS: &str = "/api/v1/namespaces/team-a/secrets/ep-keys";
 
 /// Everything every subscriber layer writes, for the whole test binary.
@@ -52,6 +53,9 @@ fn manifests() -> Vec<Value> {
                "spec": {"workspaceRef": {"name": "ws1"}, "authMode": "Key", "traffic": {"blue": 100}, "keysSecret": {"name": "ep-keys"}}}),
         json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineDeployment", "metadata": meta("blue"),
                "spec": {"endpointRef": {"name": "ep"}, "model": "azureml:m:1", "instanceType": "Standard_DS3_v2", "instanceCount": 1}}),
+        json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlRoleAssignment", "metadata": meta("readers"),
+               "spec": {"workspaceRef": {"name": "ws1"}, "role": "Reader", "principalId": "3f2c1a9e-7b4d-4e2a-9c1f-5d6e7f8a9b0c",
+                        "principalType": "Group"}}),
     ]
 }
 
@@ -72,6 +76,9 @@ async fn round(w: &World, errors: &mut Vec<String>) {
     }
     if w.kube.raw(DEP).is_some() {
         note(w.reconcile::<AmlOnlineDeployment>(DEP).await);
+    }
+    if w.kube.raw(RA).is_some() {
+        note(w.reconcile::<AmlRoleAssignment>(RA).await);
     }
     w.emulator.finish_operations();
 }
@@ -106,9 +113,10 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     for _ in 0..12 {
         round(&w, &mut errors).await;
     }
-    for p in [WS, CPU, EP, DEP] {
+    for p in [WS, CPU, EP, DEP, RA] {
         assert_eq!(w.ready(p).as_deref(), Some("True"), "{p}: {:?}", w.condition(p, "Ready"));
     }
+    assert_eq!(w.emulator.role_assignments().len(), 1);
     let keys_secret = w.kube.raw(KEYS).expect("keys Secret");
     let decode = |k: &str| -> String {
         let v = &keys_secret["data"][k];
@@ -119,12 +127,16 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     assert!(primary.len() > 8 && secondary.len() > 8, "keys were written");
 
     // 3. Delete everything.
-    for p in [WS, CPU, EP, DEP] {
+    for p in [WS, CPU, EP, DEP, RA] {
         w.kube.delete(p);
     }
     for _ in 0..10 {
         round(&w, &mut errors).await;
     }
+    for p in [WS, CPU, EP, DEP, RA] {
+        assert!(w.kube.raw(p).is_none(), "{p} was released");
+    }
+    assert!(w.emulator.resource_ids().is_empty(), "nothing left in Azure: {:?}", w.emulator.resource_ids());
 
     // What must hold none of the values: logs, events, every object's status and conditions,
     // every error, and the metrics.

@@ -198,7 +198,18 @@ impl ArmClient {
         path: &str,
         api_version: &str,
     ) -> Result<Option<Value>, Error> {
-        let url = self.resource_url(path, api_version, &[])?;
+        self.get_with_query(sp, path, api_version, &[]).await
+    }
+
+    /// GET with extra query parameters (a list's `$filter`); 404 is `Ok(None)`.
+    pub async fn get_with_query(
+        &self,
+        sp: &ServicePrincipal,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<Value>, Error> {
+        let url = self.resource_url(path, api_version, query)?;
         let answer = self
             .send(sp, Method::GET, url.clone(), None, Counter::Get)
             .await?;

@@ -410,6 +410,9 @@ fn authorization_hint(message: &str) -> String {
         .and_then(|rest| rest.split('\'').next())
         .filter(|a| !a.is_empty());
     let role = match action.map(str::to_ascii_lowercase) {
+        Some(a) if a.starts_with("microsoft.authorization/roleassignments/") => {
+            "Owner, User Access Administrator or Role Based Access Control Administrator on the scope (Contributor cannot assign roles)"
+        }
         Some(a) if a.contains("/computes/") => "AzureML Compute Operator (or Contributor)",
         Some(a) if a.contains("/onlineendpoints/") => "AzureML Data Scientist (or Contributor)",
         _ => "Contributor (or Azure AI Administrator) on the resource group",

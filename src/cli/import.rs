@@ -1,4 +1,6 @@
-//! `aml-operator import`: manifests for ML resources that already exist in Azure.
+//! `aml-operator import`: manifests for ML resources that already exist in Azure, and for the role
+//! assignments made on an imported workspace that grant one of the built-in roles AmlRoleAssignment
+//! names.
 //!
 //! Collections are listed top-down (workspaces in the resource group, then each registered child
 //! collection under every imported parent). Each kind turns one ARM resource into a manifest that
@@ -8,7 +10,7 @@
 use super::{ArmSetup, CLI_CREDENTIALS_NAMESPACE, CliError, ImportArgs, Session, say};
 use crate::controller::credentials;
 use crate::arm::ids::{self, PROVIDER};
-use crate::crd::{AmlWorkspace, AmlWorkspaceSpec, ManagementPolicy};
+use crate::crd::{AmlWorkspace, AmlWorkspaceSpec, BuiltInRole, ManagementPolicy};
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +65,16 @@ pub struct ImportKind {
     pub parent: Option<&'static str>,
     /// Builds the manifest.
     pub manifest: ManifestFn,
+    /// The kind's ARM api-version, when not the ML one (`--api-version`).
+    pub api_version: Option<&'static str>,
+    /// Extra query parameters of the list (a `$filter`).
+    pub query: &'static [(&'static str, &'static str)],
+    /// Which listed resources are this kind's to import (others are skipped without a warning).
+    pub keep: fn(&Value, &ImportContext<'_>) -> bool,
+}
+
+fn keep_all(_: &Value, _: &ImportContext<'_>) -> bool {
+    true
 }
 
 /// One ARM resource (as GET shows it) to (`metadata.name`, manifest YAML), or why not.
@@ -70,10 +82,20 @@ pub type ManifestFn = fn(&Value, &ImportContext<'_>) -> Result<(String, String),
 
 /// Every kind `import` reads, parents before children.
 pub const IMPORT_KINDS: &[ImportKind] = &[
-    ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest },
-    ImportKind { kind: "AmlCompute", segment: "computes", parent: Some("AmlWorkspace"), manifest: compute_manifest },
-    ImportKind { kind: "AmlOnlineEndpoint", segment: "onlineEndpoints", parent: Some("AmlWorkspace"), manifest: endpoint_manifest },
-    ImportKind { kind: "AmlOnlineDeployment", segment: "deployments", parent: Some("AmlOnlineEndpoint"), manifest: deployment_manifest },
+    ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest, api_version: None, query: &[], keep: keep_all },
+    ImportKind { kind: "AmlCompute", segment: "computes", parent: Some("AmlWorkspace"), manifest: compute_manifest, api_version: None, query: &[], keep: keep_all },
+    ImportKind { kind: "AmlOnlineEndpoint", segment: "onlineEndpoints", parent: Some("AmlWorkspace"), manifest: endpoint_manifest, api_version: None, query: &[], keep: keep_all },
+    ImportKind { kind: "AmlOnlineDeployment", segment: "deployments", parent: Some("AmlOnlineEndpoint"), manifest: deployment_manifest, api_version: None, query: &[], keep: keep_all },
+    // The assignments made at the workspace itself (not inherited from above) of the six roles.
+    ImportKind {
+        kind: "AmlRoleAssignment",
+        segment: ids::ROLE_ASSIGNMENTS,
+        parent: Some("AmlWorkspace"),
+        manifest: role_assignment_manifest,
+        api_version: Some(crate::controller::role_assignment::API_VERSION),
+        query: &[("$filter", "atScope()")],
+        keep: at_parent_with_a_known_role,
+    },
 ];
 
 /// Runs `import`: lists, converts, and prints the manifests (or writes them into `-o DIR`).
@@ -96,7 +118,7 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
         let listed = session
             .ctx
             .arm
-            .get(&sp, &collection, &session.setup.api_version)
+            .get_with_query(&sp, &collection, kind.api_version.unwrap_or(&session.setup.api_version), kind.query)
             .await
             .map_err(|source| CliError::ArmRead { path: collection.clone(), source: Box::new(source) })?;
         let Some(listed) = listed else {
@@ -116,6 +138,9 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
             }
             let arm_id = resource["id"].as_str().unwrap_or_default().to_string();
             let ctx = ImportContext { management_policy: args.management_policy, parent: parent.as_ref() };
+            if !(kind.keep)(&resource, &ctx) {
+                continue;
+            }
             match (kind.manifest)(&resource, &ctx) {
                 Ok((name, yaml)) => {
                     let imported = Imported { kind: kind.kind, name, arm_id: arm_id.clone(), yaml };
@@ -357,6 +382,36 @@ fn deployment_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, 
         spec.insert("instanceCount".into(), capacity.clone());
     }
     render::<crate::crd::AmlOnlineDeployment>(&name, spec, "AmlOnlineDeployment")
+}
+
+/// An assignment made at the parent itself (`atScope()` also lists those inherited from above)
+/// that grants one of the built-in roles the kind names.
+fn at_parent_with_a_known_role(arm: &Value, ctx: &ImportContext<'_>) -> bool {
+    let scope = arm.pointer("/properties/scope").and_then(Value::as_str).unwrap_or_default();
+    let role = arm.pointer("/properties/roleDefinitionId").and_then(Value::as_str).unwrap_or_default();
+    ctx.parent.is_some_and(|p| p.arm_id.eq_ignore_ascii_case(scope.trim_end_matches('/')))
+        && BuiltInRole::from_guid(&ids::role_guid(role)).is_some()
+}
+
+fn role_assignment_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    let parent = ctx.parent.ok_or("no parent was imported")?;
+    let props = &arm["properties"];
+    let text = |k: &str| props.get(k).and_then(Value::as_str);
+    let principal = text("principalId").ok_or("no principalId")?;
+    let role = BuiltInRole::from_guid(&ids::role_guid(text("roleDefinitionId").unwrap_or_default())).ok_or("not one of the built-in roles")?;
+    let role_name = serde_json::to_value(role).map_err(|e| e.to_string())?;
+    let role_name = role_name.as_str().unwrap_or_default();
+    let name = k8s_name(&format!("{}-{role_name}-{}", parent.name, principal.get(..8).unwrap_or(principal)));
+    let mut spec = Map::new();
+    spec.insert("workspaceRef".into(), json!({"name": parent.name}));
+    spec.insert("role".into(), json!(role_name));
+    spec.insert("principalId".into(), json!(principal));
+    spec.insert("principalType".into(), json!(text("principalType").unwrap_or("User")));
+    if let Some(d) = text("description").filter(|d| !d.is_empty()) {
+        spec.insert("description".into(), json!(d));
+    }
+    spec.insert("managementPolicy".into(), serde_json::to_value(ctx.management_policy).map_err(|e| e.to_string())?);
+    render::<crate::crd::AmlRoleAssignment>(&name, spec, "AmlRoleAssignment")
 }
 
 #[cfg(test)]

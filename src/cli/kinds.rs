@@ -3,7 +3,9 @@
 
 use crate::controller::plan::{self, Planned};
 use crate::controller::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline, resolve};
-use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace, DeletionPolicy, ManagementPolicy};
+use crate::crd::{
+    AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace, DeletionPolicy, ManagementPolicy,
+};
 use crate::localkube::LocalKube;
 use kube::runtime::controller::Action;
 use serde_json::Value;
@@ -106,6 +108,7 @@ pub fn registry() -> Vec<Box<dyn KindHandle>> {
         Box::new(Typed::<AmlCompute>(PhantomData)),
         Box::new(Typed::<AmlOnlineEndpoint>(PhantomData)),
         Box::new(Typed::<AmlOnlineDeployment>(PhantomData)),
+        Box::new(Typed::<AmlRoleAssignment>(PhantomData)),
     ]
 }
 

@@ -37,6 +37,25 @@ pub enum Error {
         #[source]
         source: arm::Error,
     },
+    /// ARM does not know the principal of a role assignment. Right after the principal was created
+    /// this is Entra replication and is retried with backoff; after the grace period a person must
+    /// check the principal (`stalled`).
+    #[error("{}", principal_not_found(.principal_id, *.stalled))]
+    PrincipalNotFound {
+        principal_id: String,
+        stalled: bool,
+        #[source]
+        source: arm::Error,
+    },
+    /// The operator's own principal may not write role assignments at the scope (403).
+    #[error(
+        "the operator's service principal may not create role assignments at {scope}: it lacks Microsoft.Authorization/roleAssignments/write; grant it Owner, User Access Administrator or Role Based Access Control Administrator on the scope or above (Contributor cannot assign roles)"
+    )]
+    RoleAssignmentForbidden {
+        scope: String,
+        #[source]
+        source: arm::Error,
+    },
     /// An ARM long-running operation ended Failed or Canceled.
     #[error("ARM {action} of {arm_id} ended without success: {code}: {message}")]
     OperationFailed { action: String, arm_id: String, code: String, message: String },
@@ -56,6 +75,18 @@ pub enum Error {
     /// The finalizer helper itself failed (adding or removing the finalizer).
     #[error("cannot update the finalizer")]
     FinalizerPatch(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+fn principal_not_found(principal_id: &str, stalled: bool) -> String {
+    if stalled {
+        format!(
+            "principal {principal_id} does not exist in the directory: check spec.principalId (the Microsoft Entra object id, not an application's client id) and spec.principalType"
+        )
+    } else {
+        format!(
+            "principal {principal_id} is not in the directory yet (Microsoft Entra replicates a principal created moments ago within minutes); retrying"
+        )
+    }
 }
 
 /// How the controller retries an error.
@@ -83,6 +114,8 @@ impl Error {
             Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
             Error::Arm { source, .. } => source.reason(),
             Error::OperationFailed { .. } => "ArmOperationFailed",
+            Error::PrincipalNotFound { .. } => "PrincipalNotFound",
+            Error::RoleAssignmentForbidden { .. } => crate::arm::reason::AUTHORIZATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
             Error::DeletePending { .. } => "Deleting",
             Error::Finalizer(_, inner) => inner.reason(),
@@ -107,7 +140,9 @@ impl Error {
             | Error::InvalidSpec(_)
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
-            | Error::OperationFailed { .. } => true,
+            | Error::OperationFailed { .. }
+            | Error::RoleAssignmentForbidden { .. } => true,
+            Error::PrincipalNotFound { stalled, .. } => *stalled,
             Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
             _ => false,
         }
@@ -122,7 +157,10 @@ impl Error {
             | Error::NoSubscription { .. }
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
-            | Error::OperationFailed { .. } => Retry::Slow,
+            | Error::OperationFailed { .. }
+            | Error::RoleAssignmentForbidden { .. } => Retry::Slow,
+            Error::PrincipalNotFound { stalled: true, .. } => Retry::Slow,
+            Error::PrincipalNotFound { stalled: false, .. } => Retry::Backoff,
             Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),
             Error::Arm { source, .. } => match source.class() {
                 ErrorClass::Throttled(d) => Retry::After(d),

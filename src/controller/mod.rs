@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod protect;
 pub mod resolve;
+pub mod role_assignment;
 pub mod status;
 pub mod workspace;
 
@@ -48,6 +49,9 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Objects reconciled at once per kind.
     pub concurrency: u16,
+    /// How long a role assignment whose principal ARM does not know yet (`PrincipalNotFound`, Entra
+    /// replicating a principal created moments ago) is retried with backoff before it is Stalled.
+    pub principal_replication_grace: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             concurrency: 16,
+            principal_replication_grace: Duration::from_secs(300),
         }
     }
 }
@@ -153,6 +158,8 @@ pub enum ParentKind {
     Workspace,
     /// An `AmlOnlineEndpoint` in the same namespace.
     Endpoint,
+    /// An `AmlCompute` in the same namespace.
+    Compute,
 }
 
 /// How a child's spec names its parent.
@@ -228,6 +235,12 @@ pub trait AmlKind:
     /// ARM resource type, e.g. `Microsoft.MachineLearningServices/workspaces`.
     const ARM_TYPE: &'static str;
 
+    /// The ARM api-version of this kind's requests. Default: the operator's ML api-version
+    /// (`--api-version`); a kind of another resource provider names its own.
+    fn arm_api_version(config: &Config) -> &str {
+        &config.api_version
+    }
+
     /// The spec fields every kind has (`azureName`, `credentials`, the policies).
     fn common_spec(&self) -> &CommonSpec;
 
@@ -301,6 +314,33 @@ pub trait AmlKind:
     /// How to send an update, given the drifted paths. Default: PUT the whole body.
     fn update_request(&self, desired: &Value, _drifted: &[String]) -> UpdateRequest {
         UpdateRequest::Put(desired.clone())
+    }
+
+    /// When ARM has nothing at the target id: an existing resource elsewhere that already is what
+    /// the spec describes, to adopt instead of creating (a role assignment granted under another
+    /// name). Called before a create and by `plan`. Default: none.
+    fn locate<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _resolved: &'a Resolved,
+        _target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<Value>, Error>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What a refused PUT/PATCH (`verb` is `create` or `update`) means for this kind: `Ok(body)` is
+    /// an existing ARM resource that already is what the spec describes, adopted instead of written
+    /// (a role assignment granted under another name answers 409 `RoleAssignmentExists`); `Err` is
+    /// the error to report, which a kind may classify more precisely. Default: the ARM error as is.
+    fn write_failed<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _resolved: &'a Resolved,
+        target: &'a Target,
+        verb: &'static str,
+        error: crate::arm::Error,
+    ) -> BoxFuture<'a, Result<Value, Error>> {
+        Box::pin(async move { Err(Error::Arm { action: verb, arm_id: target.arm_id.clone(), source: error }) })
     }
 
     /// Extra query parameters for DELETE (computes need `underlyingResourceAction`).

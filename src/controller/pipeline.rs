@@ -242,9 +242,10 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let sp = resolved.principal.clone();
     let target = obj.target(&resolved)?;
     let built = obj.desired(&target)?;
-    let api_version = ctx.config.api_version.as_str();
+    let api_version = K::arm_api_version(&ctx.config);
     st.arm_id = Some(target.arm_id.clone());
-    st.location = Some(target.location.clone());
+    // Some resources (role assignments) have no location.
+    st.location = (!target.location.is_empty()).then(|| target.location.clone());
     st.stalled = None;
 
     // 1. An operation in flight: poll it, never write over it.
@@ -278,6 +279,11 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     // 2. Observe, then let the kind refine the body with what it learned.
     let observed = ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?;
     let observe_only = policies.management == ManagementPolicy::Observe;
+    if observed.is_none()
+        && let Some(existing) = obj.locate(ctx, &resolved, &target).await?
+    {
+        return adopted(obj, ctx, st, &existing).await;
+    }
     let seen_before = obj.common_status().is_some_and(|s| s.provisioning_state.is_some() || s.operation.is_some());
     if observed.is_some() && !seen_before {
         // A resource that existed before this object knew it: now managed (or observed) by it.
@@ -342,8 +348,14 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let outcome = match &request {
         UpdateRequest::Put(body) => ctx.arm.put(&sp, &target.arm_id, api_version, body).await,
         UpdateRequest::Patch(body) => ctx.arm.patch(&sp, &target.arm_id, api_version, body).await,
-    }
-    .map_err(arm_error(verb, &target))?;
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let existing = obj.write_failed(ctx, &resolved, &target, verb, e).await?;
+            return adopted(obj, ctx, st, &existing).await;
+        }
+    };
     info!(arm_id = %target.arm_id, action, "ARM write accepted");
     publish(ctx, obj, EventType::Normal, &format!("{action}d"), format!("{action} of {} accepted by ARM", target.arm_id), action).await;
     let retry_after = match outcome {
@@ -372,6 +384,31 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     st.ready = Some(Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {}", action.to_lowercase())));
     status::write(ctx, obj, &st).await?;
     Ok(Action::requeue(retry_after.max(MIN_POLL)))
+}
+
+/// ARM refused the write because `existing` already is what the spec describes (see
+/// [`AmlKind::write_failed`]): the object now tracks it, says so, and looks again at once.
+async fn adopted<K: AmlKind>(obj: &K, ctx: &Context, mut st: Desired, existing: &Value) -> Result<Action, Error> {
+    let id = existing.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    info!(arm_id = %id, "adopted an existing Azure resource instead of writing");
+    publish(
+        ctx,
+        obj,
+        EventType::Normal,
+        "Adopted",
+        format!("{id} already exists with what the spec describes: adopted instead of creating a second one"),
+        "Adopt",
+    )
+    .await;
+    if !id.is_empty() {
+        st.arm_id = Some(id.clone());
+    }
+    st.outputs = K::outputs(existing);
+    st.provisioning_state = Some(provisioning_state(existing));
+    st.reconciling = Some(Cond::yes("Adopting", format!("Adopting the existing {id}")));
+    st.ready = Some(Cond::no("Adopting", format!("Adopting the existing {id}")));
+    status::write(ctx, obj, &st).await?;
+    Ok(Action::requeue(MIN_POLL))
 }
 
 fn progress_reason(action: &str) -> &'static str {
@@ -442,7 +479,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         arm_id: known_id,
         location: String::new(),
     };
-    let api_version = ctx.config.api_version.as_str();
+    let api_version = K::arm_api_version(&ctx.config);
     let mut st = current(obj);
     if let Some(op) = st.operation.clone() {
         match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {

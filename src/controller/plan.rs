@@ -118,17 +118,27 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
     };
     let target = obj.target(&resolved)?;
     let built = obj.desired(&target)?;
-    let actual = ctx
+    let mut target = target;
+    let mut actual = ctx
         .arm
-        .get(&resolved.principal, &target.arm_id, &ctx.config.api_version)
+        .get(&resolved.principal, &target.arm_id, K::arm_api_version(&ctx.config))
         .await
         .map_err(|source| Error::Arm { action: "read", arm_id: target.arm_id.clone(), source })?;
+    if actual.is_none()
+        && let Some(existing) = obj.locate(ctx, &resolved, &target).await?
+    {
+        // Equivalent to the spec under another id: apply adopts it.
+        if let Some(id) = existing.get("id").and_then(Value::as_str) {
+            target.arm_id = id.to_string();
+        }
+        actual = Some(existing);
+    }
     let Refined { body: desired, .. } = obj.refine(ctx, &resolved, &target, built, actual.as_ref()).await?;
     let observe_only = obj.policies().management == ManagementPolicy::Observe;
     let mut planned = Planned {
         change: Change::NoChange,
         arm_id: Some(target.arm_id.clone()),
-        location: Some(target.location.clone()),
+        location: (!target.location.is_empty()).then(|| target.location.clone()),
         exists: actual.is_some(),
         fields: Vec::new(),
         note: None,

@@ -28,7 +28,11 @@ fn done_with_azure(o: &DynamicObject) -> bool {
 /// Every kind whose objects may need a credentials Secret.
 fn kinds() -> Vec<ApiResource> {
     let mut v = vec![resolve::parent_resource(ParentKind::Workspace), resolve::parent_resource(ParentKind::Endpoint)];
-    for (kind, plural) in [("AmlCompute", "amlcomputes"), ("AmlOnlineDeployment", "amlonlinedeployments")] {
+    for (kind, plural) in [
+        ("AmlCompute", "amlcomputes"),
+        ("AmlOnlineDeployment", "amlonlinedeployments"),
+        ("AmlRoleAssignment", "amlroleassignments"),
+    ] {
         v.push(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, crate::crd::VERSION, kind), plural));
     }
     v

@@ -34,6 +34,7 @@ pub fn parent_resource(kind: ParentKind) -> ApiResource {
     let (kind, plural) = match kind {
         ParentKind::Workspace => ("AmlWorkspace", "amlworkspaces"),
         ParentKind::Endpoint => ("AmlOnlineEndpoint", "amlonlineendpoints"),
+        ParentKind::Compute => ("AmlCompute", "amlcomputes"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, kind), plural)
 }
@@ -100,7 +101,8 @@ fn waits_for_children(kind: ParentKind, ready: &Value) -> bool {
     kind == ParentKind::Endpoint && ready["reason"] == super::endpoint::WAITING_FOR_DEPLOYMENTS
 }
 
-/// The credentials a parent uses: its own `spec.credentials`, else its workspace's.
+/// The credentials a parent uses: its own `spec.credentials`, else its workspace's (for an
+/// endpoint or a compute named by reference).
 async fn inherited_credentials(
     ctx: &Context,
     ns: &str,
@@ -110,7 +112,7 @@ async fn inherited_credentials(
     if let Some(c) = data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()) {
         return Ok(Some(c));
     }
-    if kind == ParentKind::Endpoint {
+    if matches!(kind, ParentKind::Endpoint | ParentKind::Compute) {
         if let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str() {
             let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &parent_resource(ParentKind::Workspace));
             if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {

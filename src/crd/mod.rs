@@ -4,12 +4,14 @@ pub mod common;
 pub mod compute;
 pub mod deployment;
 pub mod endpoint;
+pub mod role_assignment;
 pub mod workspace;
 
 pub use common::*;
 pub use compute::{AmlCompute, AmlComputeSpec, AmlComputeStatus, ComputeType};
 pub use deployment::{AmlOnlineDeployment, AmlOnlineDeploymentSpec, AmlOnlineDeploymentStatus};
 pub use endpoint::{AmlOnlineEndpoint, AmlOnlineEndpointSpec, AmlOnlineEndpointStatus};
+pub use role_assignment::{AmlRoleAssignment, AmlRoleAssignmentSpec, AmlRoleAssignmentStatus, BuiltInRole, PrincipalType};
 pub use workspace::{AmlWorkspace, AmlWorkspaceSpec, AmlWorkspaceStatus};
 
 use kube::CustomResourceExt;
@@ -18,11 +20,22 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 /// Every CRD this operator serves, generated from the Rust types.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
-        with_common_rules(AmlWorkspace::crd(), &workspace::NAME_RULE),
-        with_common_rules(AmlCompute::crd(), &compute::NAME_RULE),
-        with_common_rules(AmlOnlineEndpoint::crd(), &endpoint::NAME_RULE),
-        with_common_rules(AmlOnlineDeployment::crd(), &deployment::NAME_RULE),
+        with_common_rules(AmlWorkspace::crd(), Naming::Arm(&workspace::NAME_RULE)),
+        with_common_rules(AmlCompute::crd(), Naming::Arm(&compute::NAME_RULE)),
+        with_common_rules(AmlOnlineEndpoint::crd(), Naming::Arm(&endpoint::NAME_RULE)),
+        with_common_rules(AmlOnlineDeployment::crd(), Naming::Arm(&deployment::NAME_RULE)),
+        with_common_rules(AmlRoleAssignment::crd(), Naming::Derived(role_assignment::DERIVED_NAME)),
     ]
+}
+
+/// How a kind's ARM name is chosen.
+#[derive(Clone, Copy, Debug)]
+pub enum Naming {
+    /// `spec.azureName`, else `metadata.name`, checked against the ARM name rule at admission.
+    Arm(&'static NameRule),
+    /// Derived by the operator (a role assignment's GUID): `spec.azureName` is refused with this
+    /// message, and `metadata.name` is any Kubernetes name.
+    Derived(&'static str),
 }
 
 /// A kind's ARM name rule: what ARM accepts as the resource's name.
@@ -48,10 +61,28 @@ impl NameRule {
 /// schema-level keys are dropped by the flattening: the kind's name pattern on `spec.azureName`,
 /// the rule that `azureName` cannot be added or removed, and a rule on the whole object that
 /// checks `metadata.name` against the ARM name rule when `azureName` is not set (only a rule on
-/// the root schema can see `metadata.name`).
-fn with_common_rules(mut crd: CustomResourceDefinition, name: &NameRule) -> CustomResourceDefinition {
+/// the root schema can see `metadata.name`). For a [`Naming::Derived`] kind: one rule refusing
+/// `azureName` instead.
+fn with_common_rules(mut crd: CustomResourceDefinition, naming: Naming) -> CustomResourceDefinition {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
     let rule = |rule: String, message: String| ValidationRule { rule, message: Some(message), ..ValidationRule::default() };
+    let name = match naming {
+        Naming::Arm(name) => name,
+        Naming::Derived(why) => {
+            for version in &mut crd.spec.versions {
+                let spec = version
+                    .schema
+                    .as_mut()
+                    .and_then(|s| s.open_api_v3_schema.as_mut())
+                    .and_then(|root| root.properties.as_mut())
+                    .and_then(|p| p.get_mut("spec"));
+                if let Some(spec) = spec {
+                    spec.x_kubernetes_validations.get_or_insert_with(Vec::new).insert(0, rule("!has(self.azureName)".into(), why.into()));
+                }
+            }
+            return crd;
+        }
+    };
     let quoted = name.pattern.replace('\\', "\\\\");
     for version in &mut crd.spec.versions {
         let Some(root) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
@@ -133,6 +164,7 @@ pub fn parse_typed(manifest: &serde_json::Value) -> Result<(), String> {
         "AmlCompute" => parse::<AmlCompute>(manifest),
         "AmlOnlineEndpoint" => parse::<AmlOnlineEndpoint>(manifest),
         "AmlOnlineDeployment" => parse::<AmlOnlineDeployment>(manifest),
+        "AmlRoleAssignment" => parse::<AmlRoleAssignment>(manifest),
         other => Err(format!("{other:?} is not an amloperator.io kind")),
     }
     .map_err(|e| format!("{}: {e}", manifest["kind"].as_str().unwrap_or_default()))

@@ -115,6 +115,9 @@ impl ArmCall<'_> {
                 },
                 "GET",
             ) => self.list(&sub, &rg, parent.as_ref(), kind),
+            (Route::RoleAssignments { scope, name }, method) => {
+                self.role_assignments(&scope, name.as_deref(), method, body)
+            }
             (Route::OperationStatus { sub, op_id }, "GET") => self.operation_status(&sub, &op_id),
             (Route::OperationResult { sub, op_id }, "GET") => self.operation_result(&sub, &op_id),
             (Route::UnknownType { type_path, .. }, _) => {

@@ -14,6 +14,7 @@
 //! workspace creation shows `Creating` rather than 404.
 
 mod arm;
+mod authz;
 mod fault;
 mod model;
 mod reply;
@@ -289,6 +290,22 @@ impl Shared {
                             "error_codes": [],
                         }),
                     )
+                } else if let (403, Route::RoleAssignments { scope, name }) = (status, &route) {
+                    // As ARM words it, so the action the principal lacks can be read from it.
+                    let action = match method {
+                        "GET" => "read",
+                        "DELETE" => "delete",
+                        _ => "write",
+                    };
+                    let client = self.default_principal().1;
+                    let target = name.as_deref().map(|n| authz::id(scope, n)).unwrap_or_else(|| scope.clone());
+                    Reply::arm_error(
+                        status,
+                        &code,
+                        format!(
+                            "The client '{client}' with object id '{client}' does not have authorization or an ABAC condition not fulfilled to perform action 'Microsoft.Authorization/roleAssignments/{action}' over scope '{target}' or the scope is invalid. If access was recently granted, please refresh your credentials. (Injected fault.)"
+                        ),
+                    )
                 } else {
                     Reply::arm_error(status, &code, format!("Injected fault '{code}'."))
                 };
@@ -373,16 +390,14 @@ impl Shared {
         }
 
         let created_key = match (&route, method) {
-            (Route::Resource { id, action: None }, "PUT") => {
-                let key = id.key();
-                st.get(&key).is_none().then_some(key)
-            }
+            (Route::Resource { id, action: None }, "PUT") => Some(id.key()),
+            (Route::RoleAssignments { scope, name: Some(name) }, "PUT") => Some(authz::key(scope, name)),
             _ => None,
-        };
+        }
+        .filter(|key| !st.exists(key));
         let mut reply = self.arm(&mut st, route, method, query, headers, body);
         st.pending_override = None;
-        let created = reply.status / 100 == 2
-            && created_key.is_some_and(|key| st.get(&key).is_some());
+        let created = reply.status / 100 == 2 && created_key.is_some_and(|key| st.exists(&key));
         if let Some(ms) = outlast
             && reply.status / 100 == 2
         {
@@ -680,18 +695,46 @@ impl Emulator {
         st.token_requests_by_tenant.clear();
     }
 
-    /// The resource as GET would show it now (id compared case-insensitively).
+    /// The resource (or role assignment) as GET would show it now (id compared case-insensitively).
     pub fn resource(&self, arm_id: &str) -> Option<Value> {
         let mut st = self.shared.lock();
         st.advance(Instant::now());
-        st.get(&arm_id.to_ascii_lowercase()).map(|r| r.body.clone())
+        let key = arm_id.to_ascii_lowercase();
+        st.get(&key).map(|r| r.body.clone()).or_else(|| st.role_assignments.get(&key).cloned())
     }
 
-    /// Canonical ids of every stored resource, sorted case-insensitively.
+    /// Canonical ids of every stored resource, sorted case-insensitively, then the ids of every
+    /// role assignment.
     pub fn resource_ids(&self) -> Vec<String> {
         let mut st = self.shared.lock();
         st.advance(Instant::now());
-        st.resources.values().map(|r| r.id.canonical()).collect()
+        let mut ids: Vec<String> = st.resources.values().map(|r| r.id.canonical()).collect();
+        ids.extend(st.role_assignments.values().filter_map(|a| a["id"].as_str().map(str::to_owned)));
+        ids
+    }
+
+    /// Every role assignment, as GET shows it.
+    pub fn role_assignments(&self) -> Vec<Value> {
+        self.shared.lock().role_assignments.values().cloned().collect()
+    }
+
+    /// Removes a resource or role assignment out of band ("someone deleted it in the portal"), with
+    /// the resources and assignments under it. Returns whether something was there.
+    pub fn remove_resource(&self, arm_id: &str) -> bool {
+        let mut st = self.shared.lock();
+        let key = arm_id.to_ascii_lowercase();
+        let under = format!("{key}/");
+        let before = st.resources.len() + st.role_assignments.len();
+        st.resources.retain(|k, _| *k != key && !k.starts_with(&under));
+        st.role_assignments.retain(|k, _| *k != key && !k.starts_with(&under));
+        before != st.resources.len() + st.role_assignments.len()
+    }
+
+    /// Makes ARM not know the principal `principal_id` (an Entra object id) for its next
+    /// `attempts` role-assignment PUTs, which answer 400 `PrincipalNotFound` as while Entra
+    /// replicates a principal created moments ago.
+    pub fn principal_not_found(&self, principal_id: &str, attempts: usize) {
+        self.shared.lock().unknown_principals.insert(principal_id.to_ascii_lowercase(), attempts);
     }
 
     /// Changes a stored resource out of band ("someone edited it in the portal"). `f` sees the
@@ -700,14 +743,29 @@ impl Emulator {
     pub fn update_resource(&self, arm_id: &str, f: impl FnOnce(&mut Value)) {
         let mut st = self.shared.lock();
         st.advance(Instant::now());
-        if let Some(res) = st.resources.get_mut(&arm_id.to_ascii_lowercase()) {
+        let key = arm_id.to_ascii_lowercase();
+        if let Some(res) = st.resources.get_mut(&key) {
             f(&mut res.body);
+        } else if let Some(assignment) = st.role_assignments.get_mut(&key) {
+            f(assignment);
         }
     }
 
     /// Stores a pre-existing resource in state `Succeeded`, with outputs filled as after a PUT.
-    /// Ids that do not name one of the four types are ignored (with a warning).
+    /// A role assignment id stores `body` as the assignment (id, name, type and scope filled in).
+    /// Other ids that do not name one of the four types are ignored (with a warning).
     pub fn insert_resource(&self, arm_id: &str, body: Value) {
+        if let Route::RoleAssignments { scope, name: Some(name) } = Route::parse(arm_id) {
+            // A role assignment made elsewhere (the portal, another tool), stored as ARM shows it.
+            let mut assignment = body;
+            let scope = scope.trim_end_matches('/').to_owned();
+            assignment["id"] = Value::from(authz::id(&scope, &name));
+            assignment["name"] = Value::from(name.clone());
+            assignment["type"] = Value::from(authz::TYPE);
+            assignment["properties"]["scope"] = Value::from(scope.clone());
+            self.shared.lock().role_assignments.insert(authz::key(&scope, &name), assignment);
+            return;
+        }
         let Some(id) = ResId::parse(arm_id) else {
             tracing::warn!(
                 arm_id,

@@ -217,6 +217,9 @@ pub(crate) enum Route {
     OperationStatus { sub: String, op_id: String },
     /// Location (operation result) URL.
     OperationResult { sub: String, op_id: String },
+    /// Role assignments at `scope` (`{scope}/providers/Microsoft.Authorization/roleAssignments`):
+    /// the list when `name` is `None`, else one assignment.
+    RoleAssignments { scope: String, name: Option<String> },
     /// A path under the provider naming a type the emulator does not know.
     UnknownType { type_path: String },
     /// Anything else.
@@ -265,6 +268,11 @@ impl Route {
         }
         if let Some(d) = Discovery::parse(&segs) {
             return Route::Discovery(d);
+        }
+        match super::authz::parse(&segs) {
+            Some(Ok((scope, name))) => return Route::RoleAssignments { scope, name },
+            Some(Err(())) => return Route::NotFound,
+            None => {}
         }
         if !eq(0, "subscriptions") || segs.len() < 3 {
             return Route::NotFound;

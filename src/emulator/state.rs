@@ -135,6 +135,11 @@ pub(crate) struct State {
     pub(crate) throttled: usize,
     /// Set by a fault for the operation the current request starts (taken by `start_op`).
     pub(crate) pending_override: Option<OpOverride>,
+    /// Role assignments by lowercased id (`{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`).
+    pub(crate) role_assignments: BTreeMap<String, Value>,
+    /// Principals (lowercased object ids) ARM does not know yet: PUTs naming one answer 400
+    /// `PrincipalNotFound` this many more times.
+    pub(crate) unknown_principals: HashMap<String, usize>,
 }
 
 /// The rate-limit class of a request.
@@ -250,6 +255,11 @@ impl State {
         };
     }
 
+    /// Whether a resource or a role assignment is stored at `key`.
+    pub(crate) fn exists(&self, key: &str) -> bool {
+        self.resources.contains_key(key) || self.role_assignments.contains_key(key)
+    }
+
     /// The resource at `key` (callers advance operations first).
     pub(crate) fn get(&self, key: &str) -> Option<&Resource> {
         self.resources.get(key)
@@ -320,6 +330,9 @@ impl State {
 
         match kind {
             OpKind::Delete => {
+                // Role assignments at and under a deleted resource go with it.
+                let under = format!("{key}/");
+                self.role_assignments.retain(|k, _| !k.starts_with(&under));
                 for k in self.subtree(&key) {
                     if let Some(res) = self.resources.remove(&k)
                         && let Some(other) = res.op.filter(|o| o != op_id)

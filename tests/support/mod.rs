@@ -76,6 +76,20 @@ impl World {
         self.ctx = Arc::new(context(&self.client, &self.emulator, &self.ca_file));
     }
 
+    /// A fresh controller context with settings changed by `f`.
+    pub fn configure(&mut self, f: impl FnOnce(&mut Config)) {
+        let mut config = self.ctx.config.clone();
+        f(&mut config);
+        let cloud = CloudConfig {
+            arm_endpoint: self.emulator.arm_endpoint(),
+            authority_host: self.emulator.authority_host(),
+            ca_file: Some(self.ca_file.clone()),
+            ..CloudConfig::default()
+        };
+        let arm = ArmClient::new(&cloud).expect("ARM client");
+        self.ctx = Arc::new(Context::new(self.client.clone(), arm, config));
+    }
+
     /// Stores the credentials Secret `aml-credentials` with the emulator's principal (or `secret`).
     pub fn credentials(&self, name: &str, client_secret: &str) {
         let p = Principal::default();

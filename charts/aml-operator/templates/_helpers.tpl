@@ -57,12 +57,13 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The four kinds' plural resource names. */}}
+{{/* The five kinds' plural resource names. */}}
 {{- define "aml-operator.resources" -}}
 - amlworkspaces
 - amlcomputes
 - amlonlineendpoints
 - amlonlinedeployments
+- amlroleassignments
 {{- end }}
 
 {{/*
@@ -90,6 +91,7 @@ Each verb is there because src/ calls it (tests/chart.rs checks both ways):
     - amlcomputes/status
     - amlonlineendpoints/status
     - amlonlinedeployments/status
+    - amlroleassignments/status
   verbs: ["patch"]
 - apiGroups: ["amloperator.io"]
   resources:
@@ -97,6 +99,7 @@ Each verb is there because src/ calls it (tests/chart.rs checks both ways):
     - amlcomputes/finalizers
     - amlonlineendpoints/finalizers
     - amlonlinedeployments/finalizers
+    - amlroleassignments/finalizers
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
