@@ -6,68 +6,16 @@
 
 mod support;
 
-use aml_operator::arm::{ArmClient, CloudConfig};
-use aml_operator::controller::{Config, Context};
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use support::cluster::{ENV, MANAGER, cluster, create_namespace, delete_namespace, established, eventually, install_crds, namespace_with_emulator, skip};
-
-/// A namespace, a Secret, the emulator and the controllers, torn down by `finish`.
-struct Env {
-    client: Client,
-    ns: String,
-    emulator: Emulator,
-    controllers: tokio::task::JoinHandle<()>,
-}
-
-impl Env {
-    async fn start(client: Client, prefix: &str) -> Env {
-        Self::start_with(client, prefix, true).await
-    }
-
-    /// `controllers`: whether to run the controllers with `client` (the RBAC test runs its own).
-    async fn start_with(client: Client, prefix: &str, controllers: bool) -> Env {
-        let (ns, emulator, ca_file) = namespace_with_emulator(&client, prefix).await;
-
-        let cloud = CloudConfig {
-            arm_endpoint: emulator.arm_endpoint(),
-            authority_host: emulator.authority_host(),
-            ca_file: Some(ca_file),
-            ..CloudConfig::default()
-        };
-        let config = Config { resync: Duration::from_secs(30), base_backoff: Duration::from_secs(1), ..Config::default() };
-        let ctx = Arc::new(Context::new(client.clone(), ArmClient::new(&cloud).expect("ARM client"), config));
-        let watch_ns = ns.clone();
-        let controllers = tokio::spawn(async move {
-            if controllers {
-                aml_operator::manager::run_controllers(ctx, Some(&watch_ns), Arc::new(AtomicBool::new(false))).await;
-            }
-        });
-        Env { client, ns, emulator, controllers }
-    }
-
-    /// Deletes the namespace (the controllers are still running, so finalizers are honoured) and stops.
-    async fn finish(self) {
-        delete_namespace(&self.client, &self.ns, Duration::from_secs(120)).await;
-        self.controllers.abort();
-        self.emulator.shutdown().await;
-    }
-}
-
-fn ready(obj: &Value) -> bool {
-    obj["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"] == obj["metadata"]["generation"])
-    })
-}
+use support::cluster::{ENV, Env, MANAGER, cluster, create_namespace, delete_namespace, established, eventually, install_crds, ready, skip};
 
 #[tokio::test]
 async fn workspace_lifecycle_against_a_real_api_server() {

@@ -1,15 +1,19 @@
 //! Shared by the end-to-end tests on a real API server (`AML_E2E_KUBECONFIG`): the client, the
 //! skip-or-fail rule, polling, the CRDs and namespaces.
 
+use aml_operator::arm::{ArmClient, CloudConfig};
+use aml_operator::controller::{Config, Context};
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// The kubeconfig of the cluster to test against.
@@ -132,4 +136,51 @@ pub async fn delete_namespace(client: &Client, name: &str, timeout: Duration) {
         async move { namespaces.get_opt(&name).await.ok()?.is_none().then_some(()) }
     })
     .await;
+}
+
+/// A namespace with a credentials Secret, the emulator, and the controllers running in-process
+/// against both (watching that namespace only); torn down by [`Env::finish`].
+pub struct Env {
+    /// The cluster.
+    pub client: Client,
+    /// The test's namespace.
+    pub ns: String,
+    /// Azure.
+    pub emulator: Emulator,
+    controllers: tokio::task::JoinHandle<()>,
+}
+
+impl Env {
+    /// Starts it all in a fresh namespace `{prefix}-{pid}`.
+    pub async fn start(client: Client, prefix: &str) -> Env {
+        let (ns, emulator, ca_file) = namespace_with_emulator(&client, prefix).await;
+        let cloud = CloudConfig {
+            arm_endpoint: emulator.arm_endpoint(),
+            authority_host: emulator.authority_host(),
+            ca_file: Some(ca_file),
+            ..CloudConfig::default()
+        };
+        let config = Config { resync: Duration::from_secs(30), base_backoff: Duration::from_secs(1), ..Config::default() };
+        let ctx = Arc::new(Context::new(client.clone(), ArmClient::new(&cloud).expect("ARM client"), config));
+        let watch_ns = ns.clone();
+        let controllers = tokio::spawn(async move {
+            aml_operator::manager::run_controllers(ctx, Some(&watch_ns), Arc::new(AtomicBool::new(false))).await;
+        });
+        Env { client, ns, emulator, controllers }
+    }
+
+    /// Deletes the namespace (the controllers are still running, so finalizers are honoured) and stops.
+    pub async fn finish(self) {
+        delete_namespace(&self.client, &self.ns, Duration::from_secs(120)).await;
+        self.controllers.abort();
+        self.emulator.shutdown().await;
+    }
+}
+
+/// Ready=True at the object's current generation (what `kubectl wait --for=condition=Ready` waits
+/// for, and kstatus's "Current").
+pub fn ready(obj: &Value) -> bool {
+    obj["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"] == obj["metadata"]["generation"])
+    })
 }
