@@ -601,9 +601,17 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
         }
     }
 
-    // Deleting the namespace deletes every Azure resource first, then the namespace goes.
+    // Deleting the namespace deletes every Azure resource first, then the namespace goes, in an
+    // order ARM accepts: not one request refused on the way.
+    let before_delete = emulator.requests().len();
     delete_namespace(&admin, &ns, Duration::from_secs(180)).await;
     assert!(emulator.resource_ids().is_empty(), "left in Azure after the namespace went: {:?}", emulator.resource_ids());
+    let refused: Vec<String> = emulator.requests()[before_delete..]
+        .iter()
+        .filter(|r| (400..500).contains(&r.status) && r.status != 404)
+        .map(|r| format!("{} {} {}", r.status, r.method, r.path))
+        .collect();
+    assert!(refused.is_empty(), "ARM refused requests during the namespace deletion: {refused:?}");
     drop(restarted);
     run_helm(&helm, &["uninstall", &release, "--namespace", &op_ns]);
     delete_namespace(&admin, &op_ns, Duration::from_secs(120)).await;

@@ -807,3 +807,42 @@ async fn traffic_that_does_not_sum_to_100_is_stalled_naming_the_field_without_an
         assert!(writes.is_empty(), "no ARM write for an invalid spec: {writes:?}");
     }
 }
+
+/// A namespace deletion deletes an endpoint and the deployment it routes to at once. ARM refuses
+/// to delete a deployment that still receives traffic, so the deployment waits for its endpoint
+/// (whose deletion takes it along) instead of sending a DELETE ARM answers 400.
+#[tokio::test]
+async fn a_deployment_receiving_traffic_waits_for_its_endpoint_instead_of_a_refused_delete() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({"blue": 100}));
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    w.emulator.clear_requests();
+
+    w.kube.delete(DEP_PATH);
+    w.kube.delete(EP_PATH);
+    let err = w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.expect_err("waits for the endpoint");
+    assert!(matches!(err, Error::DeletePending { .. }), "{err:?}");
+    let ready = w.condition(DEP_PATH, "Ready").unwrap();
+    assert_eq!(ready["reason"], "WaitingForTrafficRemoval", "{ready}");
+    assert!(ready["message"].as_str().unwrap().contains("100% of live"), "{ready}");
+    assert_eq!(w.arm_calls("DELETE"), 0, "no DELETE ARM would refuse");
+
+    // The endpoint goes, and its deployments with it in ARM; the deployment object is then released.
+    for _ in 0..5 {
+        if w.kube.raw(EP_PATH).is_none() {
+            break;
+        }
+        let _ = w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await;
+        w.emulator.finish_operations();
+    }
+    assert!(w.kube.raw(EP_PATH).is_none());
+    if w.kube.raw(DEP_PATH).is_some() {
+        w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.expect("released with its endpoint");
+    }
+    assert!(w.kube.raw(DEP_PATH).is_none());
+    assert!(w.emulator.resource(&dep_id()).is_none());
+    let refused: Vec<_> = w.emulator.requests().into_iter().filter(|r| (400..500).contains(&r.status) && r.status != 404).map(|r| format!("{} {} {}", r.status, r.method, r.path)).collect();
+    assert!(refused.is_empty(), "ARM refused nothing: {refused:?}");
+}

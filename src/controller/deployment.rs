@@ -6,7 +6,8 @@
 //! `ImageBuildFailure`) in the Ready condition and does not write again until the spec changes.
 
 use super::child_target;
-use super::{AmlKind, Error, ParentKind, ParentRef, Resolved, Target, UpdateRequest};
+use super::{AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Resolved, Target, UpdateRequest};
+use crate::arm::ServicePrincipal;
 use crate::arm::ids;
 use crate::crd::{AmlOnlineDeployment, CommonSpec, CommonStatus};
 use serde_json::{Map, Value, json};
@@ -31,6 +32,38 @@ impl AmlKind for AmlOnlineDeployment {
 
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common
+    }
+
+    /// ARM refuses (400) to delete a deployment its endpoint still routes live or mirrored traffic
+    /// to. Wait for the endpoint instead: its own spec change, or its deletion (which takes its
+    /// deployments with it), whichever comes — never a refused DELETE.
+    fn delete_gate<'a>(&'a self, ctx: &'a Context, sp: &'a ServicePrincipal, arm_id: &'a str) -> BoxFuture<'a, Result<DeleteGate, Error>> {
+        Box::pin(async move {
+            let Some((endpoint_id, name)) = arm_id.rsplit_once(&format!("/{}/", ids::DEPLOYMENTS)) else {
+                return Ok(DeleteGate::Proceed);
+            };
+            let read_error = |source| Error::Arm { action: "read", arm_id: endpoint_id.to_string(), source };
+            let Some(endpoint) = ctx.arm.get(sp, endpoint_id, &ctx.config.api_version).await.map_err(read_error)? else {
+                return Ok(DeleteGate::Gone);
+            };
+            let routed = |map: &str| -> i64 {
+                endpoint
+                    .pointer(&format!("/properties/{map}"))
+                    .and_then(Value::as_object)
+                    .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_i64()))
+                    .unwrap_or(0)
+            };
+            let (live, mirrored) = (routed("traffic"), routed("mirrorTraffic"));
+            if live > 0 || mirrored > 0 {
+                return Ok(DeleteGate::Wait {
+                    reason: "WaitingForTrafficRemoval",
+                    message: format!(
+                        "The endpoint still routes {live}% of live and {mirrored}% of mirrored traffic to this deployment; ARM deletes it once the endpoint's traffic leaves it (edit the endpoint's spec.traffic) or the endpoint is deleted"
+                    ),
+                });
+            }
+            Ok(DeleteGate::Proceed)
+        })
     }
 
     fn common_status(&self) -> Option<&CommonStatus> {

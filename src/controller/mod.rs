@@ -347,6 +347,34 @@ pub trait AmlKind:
     fn delete_query() -> &'static [(&'static str, &'static str)] {
         &[]
     }
+
+    /// Whether ARM would take a DELETE of `arm_id` now. A kind whose deletes depend on another
+    /// resource's state says so here, so the delete waits instead of being refused: a deployment
+    /// that still receives traffic waits for its endpoint. Default: go ahead.
+    fn delete_gate<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _sp: &'a ServicePrincipal,
+        _arm_id: &'a str,
+    ) -> BoxFuture<'a, Result<DeleteGate, Error>> {
+        Box::pin(async { Ok(DeleteGate::Proceed) })
+    }
+}
+
+/// What [`AmlKind::delete_gate`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteGate {
+    /// Send the DELETE.
+    Proceed,
+    /// The resource is already gone with its parent (ARM deletes children with their parent).
+    Gone,
+    /// ARM would refuse the DELETE now: wait, with this reason and message.
+    Wait {
+        /// PascalCase reason for the conditions.
+        reason: &'static str,
+        /// What the object waits for.
+        message: String,
+    },
 }
 
 /// The Azure name of an object: `spec.azureName`, else `metadata.name`.

@@ -10,7 +10,7 @@
 
 use super::status::{self, Cond, Desired};
 use super::resolve::{self, Resolution};
-use super::{AmlKind, Context, Error, Refined, Retry, Target, UpdateRequest, credentials, drift, protect};
+use super::{AmlKind, Context, DeleteGate, Error, Refined, Retry, Target, UpdateRequest, credentials, drift, protect};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use crate::arm::{self, DeleteOutcome, Operation, OperationKind, PollOutcome, ServicePrincipal, WriteOutcome};
@@ -31,6 +31,8 @@ const MIN_POLL: Duration = Duration::from_secs(1);
 /// Wait after adding the finalizer before the apply: long enough for the watch to bring the
 /// patched object into the cache, short enough not to be noticed.
 const AFTER_FINALIZER: Duration = Duration::from_millis(200);
+/// How soon a delete that waits for another resource (see `AmlKind::delete_gate`) looks again.
+const DELETE_GATE_RECHECK: Duration = Duration::from_secs(5);
 /// Poll interval when ARM shows a non-terminal state the operator did not start.
 const FOREIGN_OPERATION_POLL: Duration = Duration::from_secs(15);
 
@@ -503,6 +505,16 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             && ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?.is_none()
         {
             return deleted(obj, ctx, &target).await;
+        }
+    }
+    match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
+        DeleteGate::Proceed => {}
+        DeleteGate::Gone => return deleted(obj, ctx, &target).await,
+        DeleteGate::Wait { reason, message } => {
+            st.reconciling = Some(Cond::yes(reason, message.clone()));
+            st.ready = Some(Cond::no(reason, message));
+            status::write(ctx, obj, &st).await?;
+            return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK });
         }
     }
     let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
