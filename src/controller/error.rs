@@ -1,8 +1,17 @@
 //! One error type for the reconcile pipeline, classified once: every variant has a reason (condition,
 //! event and metric label) and a requeue policy.
 
-use crate::arm::{self, ErrorClass};
+use crate::arm::{self, ErrorClass, FailureClass};
 use std::time::Duration;
+
+/// Reasons the pipeline sets itself (the others come from [`Error::reason`] and [`arm::reason`]).
+pub mod reason {
+    /// An ARM operation failed in a way a person must fix: `Stalled=True` until the spec changes
+    /// or the retry annotation gets a new value.
+    pub const OPERATION_FAILED: &str = "ArmOperationFailed";
+    /// An ARM operation failed transiently: `Reconciling=True` until the automatic retry.
+    pub const OPERATION_FAILED_RETRYING: &str = "ArmOperationFailedRetrying";
+}
 
 /// What failed in a reconcile, one variant per failing step.
 #[derive(thiserror::Error, Debug)]
@@ -37,9 +46,9 @@ pub enum Error {
         #[source]
         source: arm::Error,
     },
-    /// An ARM long-running operation ended Failed or Canceled.
+    /// An ARM long-running operation ended Failed or Canceled (or ARM reports the resource so).
     #[error("ARM {action} of {arm_id} ended without success: {code}: {message}")]
-    OperationFailed { action: String, arm_id: String, code: String, message: String },
+    OperationFailed { action: String, arm_id: String, code: String, message: String, class: FailureClass },
     /// The Kubernetes API refused or failed a call.
     #[error("Kubernetes API call failed ({what})")]
     Kube {
@@ -82,7 +91,8 @@ impl Error {
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
             Error::Arm { source, .. } => source.reason(),
-            Error::OperationFailed { .. } => "ArmOperationFailed",
+            Error::OperationFailed { class: FailureClass::Transient, .. } => reason::OPERATION_FAILED_RETRYING,
+            Error::OperationFailed { class: FailureClass::NeedsPerson, .. } => reason::OPERATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
             Error::DeletePending { .. } => "Deleting",
             Error::Finalizer(_, inner) => inner.reason(),
@@ -107,7 +117,7 @@ impl Error {
             | Error::InvalidSpec(_)
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
-            | Error::OperationFailed { .. } => true,
+            | Error::OperationFailed { class: FailureClass::NeedsPerson, .. } => true,
             Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
             _ => false,
         }
@@ -122,7 +132,8 @@ impl Error {
             | Error::NoSubscription { .. }
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
-            | Error::OperationFailed { .. } => Retry::Slow,
+            | Error::OperationFailed { class: FailureClass::NeedsPerson, .. } => Retry::Slow,
+            Error::OperationFailed { class: FailureClass::Transient, .. } => Retry::Backoff,
             Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),
             Error::Arm { source, .. } => match source.class() {
                 ErrorClass::Throttled(d) => Retry::After(d),

@@ -74,6 +74,11 @@ impl World {
         self.ctx = Arc::new(context(&self.client, &self.emulator, &self.ca_file));
     }
 
+    /// A fresh controller context with these settings (as after a restart with other flags).
+    pub fn set_config(&mut self, config: Config) {
+        self.ctx = Arc::new(context_with(&self.client, &self.emulator, &self.ca_file, config));
+    }
+
     /// Stores the credentials Secret `aml-credentials` with the emulator's principal (or `secret`).
     pub fn credentials(&self, name: &str, client_secret: &str) {
         let p = Principal::default();
@@ -125,6 +130,10 @@ impl World {
 }
 
 fn context(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Path) -> Context {
+    context_with(client, emulator, ca_file, Config { resync: Duration::from_secs(300), ..Config::default() })
+}
+
+fn context_with(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Path, config: Config) -> Context {
     let cloud = CloudConfig {
         arm_endpoint: emulator.arm_endpoint(),
         authority_host: emulator.authority_host(),
@@ -132,7 +141,7 @@ fn context(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Pa
         ..CloudConfig::default()
     };
     let arm = ArmClient::new(&cloud).expect("ARM client");
-    Context::new(client.clone(), arm, Config { resync: Duration::from_secs(300), ..Config::default() })
+    Context::new(client.clone(), arm, config)
 }
 
 /// A Secret with string data.
