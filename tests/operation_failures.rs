@@ -285,3 +285,23 @@ async fn transient_retries_are_bounded_then_wait_for_a_person() {
     }
     assert_eq!(writes(&w, &ws_id()), before + 2, "then nothing without a person");
 }
+
+/// README's failure section lists every code of the one table, in its class's row, and the
+/// annotation.
+#[test]
+fn the_readme_lists_every_classified_code_in_its_class_and_the_retry_annotation() {
+    use aml_operator::arm::{FailureClass, OPERATION_FAILURE_CLASSES};
+    let readme = include_str!("../README.md");
+    let section = readme.split("## Failure modes").nth(1).and_then(|s| s.split("\n## ").next()).expect("a Failure modes section");
+    let row = |prefix: &str| section.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no row {prefix}")).to_string();
+    let (transient, person) = (row("| transient"), row("| needs a person"));
+    for (code, class) in OPERATION_FAILURE_CLASSES {
+        let (line, other) = match class {
+            FailureClass::Transient => (&transient, &person),
+            FailureClass::NeedsPerson => (&person, &transient),
+        };
+        let quoted = format!("`{code}`");
+        assert!(line.contains(&quoted) && !other.contains(&quoted), "README: {code} belongs in the {class:?} row only");
+    }
+    assert!(section.contains(RETRY_ANNOTATION) && section.contains("status.retryToken"));
+}
