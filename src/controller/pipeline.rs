@@ -241,6 +241,8 @@ async fn operation_failed<K: AmlKind>(
         class,
     };
     st.operation = None;
+    // ARM's message usually ends with a full stop: one sentence, then what happens next.
+    let said = err.message().trim_end().trim_end_matches('.').to_string();
     let (requeue, text) = match class {
         FailureClass::Transient => {
             let factor = 2u32.saturating_pow(retries.min(16));
@@ -255,7 +257,7 @@ async fn operation_failed<K: AmlKind>(
                 retries: retries + 1,
                 next_retry: Some(Time(at)),
             });
-            let text = format!("{}. A transient failure: the operator retries at {at}", err.message());
+            let text = format!("{said}. A transient failure: the operator retries at {at}");
             st.reconciling = Some(Cond::yes(err.reason(), text.clone()));
             st.stalled = None;
             (until(at), text)
@@ -274,8 +276,7 @@ async fn operation_failed<K: AmlKind>(
                 next_retry: None,
             });
             let text = format!(
-                "{}{gave_up}. Fix the cause, then edit the spec or set the annotation {RETRY_ANNOTATION} to a new value to retry",
-                err.message()
+                "{said}{gave_up}. Fix the cause, then edit the spec or set the annotation {RETRY_ANNOTATION} to a new value to retry"
             );
             st.reconciling = None;
             st.stalled = Some(Cond::yes(err.reason(), text.clone()));
