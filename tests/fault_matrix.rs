@@ -65,10 +65,13 @@ fn cloud(w: &World) -> CloudConfig {
     }
 }
 
-/// A fresh controller context (no token, no caches) whose ARM client times out after [`CLIENT_TIMEOUT`].
+/// A fresh controller context (no token, no caches) whose ARM client times out after [`CLIENT_TIMEOUT`],
+/// and whose backoff after a transient operation failure starts at 100 ms (status holds the retry
+/// time in whole seconds, so a retry comes within about a second).
 fn fresh_ctx(w: &World) -> Arc<Context> {
     let arm = ArmClient::new(&cloud(w)).expect("ARM client");
-    Arc::new(Context::new(w.client.clone(), arm, Config { resync: Duration::from_secs(300), ..Config::default() }))
+    let config = Config { resync: Duration::from_secs(300), base_backoff: Duration::from_millis(100), ..Config::default() };
+    Arc::new(Context::new(w.client.clone(), arm, config))
 }
 
 fn status_fault(method: &str, path: &str, status: u16, code: &str, retry_after: Option<u64>, times: usize) -> Fault {
@@ -559,14 +562,17 @@ enum F {
     SlowAnswer,
     DropBeforeHandling,
     DropAfterHandling,
+    /// The operation ends Failed with a transient code (InternalServerError): retried on its own.
     OperationFailed,
+    /// The operation ends Failed with a code a person must act on (QuotaExceeded).
+    OperationFailedNeedsPerson,
     OperationCanceled,
     OperationOutlastsTimeout,
     Token503,
     TokenInvalidClient,
 }
 
-const FAULTS: [F; 11] = [
+const FAULTS: [F; 12] = [
     F::Throttled429,
     F::Error500,
     F::Unavailable503,
@@ -574,6 +580,7 @@ const FAULTS: [F; 11] = [
     F::DropBeforeHandling,
     F::DropAfterHandling,
     F::OperationFailed,
+    F::OperationFailedNeedsPerson,
     F::OperationCanceled,
     F::OperationOutlastsTimeout,
     F::Token503,
@@ -591,6 +598,7 @@ impl F {
             F::DropBeforeHandling => (FaultKind::Drop { after_handling: false }, 1),
             F::DropAfterHandling => (FaultKind::Drop { after_handling: true }, 1),
             F::OperationFailed => (FaultKind::OperationEnds { end: OperationEnd::Failed, code: "InternalServerError".into() }, 1),
+            F::OperationFailedNeedsPerson => (FaultKind::OperationEnds { end: OperationEnd::Failed, code: "QuotaExceeded".into() }, 1),
             F::OperationCanceled => (FaultKind::OperationEnds { end: OperationEnd::Canceled, code: "OperationCanceled".into() }, 1),
             F::OperationOutlastsTimeout => (FaultKind::OperationOutlasts { timeout_ms: OUTLAST_MS }, 1),
             F::Token503 => (status(503, "temporarily_unavailable", None), 1),
@@ -602,9 +610,10 @@ impl F {
         matches!(self, F::Token503 | F::TokenInvalidClient)
     }
 
-    /// A write whose operation fails needs a person: the matrix plays one and edits the spec.
+    /// A write whose operation fails with a code a person must act on waits for one: the matrix
+    /// plays one and edits the spec. Transient failures (and cancellations) are retried without.
     fn needs_a_spec_edit(self) -> bool {
-        matches!(self, F::OperationFailed | F::OperationCanceled)
+        matches!(self, F::OperationFailedNeedsPerson)
     }
 }
 
@@ -679,11 +688,21 @@ async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until,
     let path = kpath::<K>(name);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut edited = false;
-    for round in 0..80 {
+    // What each round's reconcile returned (repeats folded), for the failure message.
+    let mut rounds: Vec<String> = Vec::new();
+    // Rounds are cheap while a transient failure waits for its retry time (no ARM call): the
+    // deadline bounds the loop.
+    for round in 0..2000 {
         let Some(obj) = w.kube.get::<K>(&path) else {
             return if until == Until::Gone { Ok(round) } else { Err("the object vanished".into()) };
         };
-        let _ = pipeline::reconcile(Arc::new(obj), ctx.clone()).await;
+        let result = match pipeline::reconcile(Arc::new(obj), ctx.clone()).await {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.reason().to_string(),
+        };
+        if rounds.last() != Some(&result) {
+            rounds.push(result);
+        }
         match until {
             Until::Ready if converged(w, &path) => return Ok(round + 1),
             Until::Gone if w.kube.raw(&path).is_none() => return Ok(round + 1),
@@ -703,8 +722,9 @@ async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until,
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(format!(
-        "did not reach {} (status {})",
+        "did not reach {} (reconciles: {}; status {})",
         if until == Until::Ready { "Ready" } else { "deletion" },
+        rounds.join(", "),
         w.kube.raw(&path).map(|o| o["status"].to_string()).unwrap_or_default()
     ))
 }

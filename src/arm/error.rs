@@ -48,6 +48,88 @@ const QUOTA_CODES: &[&str] = &["QuotaExceeded", "OutOfQuota", "OperationNotAllow
 /// ARM error codes that mean the name is refused.
 const NAME_CODES: &[&str] = &["InvalidResourceName", "InvalidWorkspaceName", "InvalidName", "ReservedResourceName"];
 
+/// Who can end a failed ARM operation (or a resource ARM reports `Failed`/`Canceled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// ARM or the platform had a passing problem: the operator writes again on its own, with
+    /// bounded exponential backoff.
+    Transient,
+    /// The spec, a quota or a permission must change first: the operator waits (`Stalled`) for a
+    /// spec edit or the retry annotation.
+    NeedsPerson,
+}
+
+/// The ARM error code given to a failure that carries none: a resource ARM reports `Failed` (or
+/// `Canceled`) without an error, e.g. because the operation's answer was lost. What failed is
+/// unknown, so it is retried (boundedly); the retry's own operation then tells the real code.
+pub const CODE_FAILED_WITHOUT_ERROR: &str = "ProvisioningStateFailed";
+/// Like [`CODE_FAILED_WITHOUT_ERROR`], for a resource ARM reports `Canceled`.
+pub const CODE_CANCELED_WITHOUT_ERROR: &str = "ProvisioningStateCanceled";
+
+/// The one table of ARM error codes of failed operations and failed resources, and their class
+/// (matched case-insensitively). A code not listed needs a person.
+pub const OPERATION_FAILURE_CLASSES: &[(&str, FailureClass)] = {
+    use FailureClass::{NeedsPerson as P, Transient as T};
+    &[
+        // ARM or the resource provider was briefly unable to finish.
+        ("InternalServerError", T),
+        ("InternalError", T),
+        ("ServiceUnavailable", T),
+        ("BadGateway", T),
+        ("GatewayTimeout", T),
+        ("RequestTimeout", T),
+        ("OperationTimedOut", T),
+        ("ServerTimeout", T),
+        ("TooManyRequests", T),
+        ("ResourceRequestsThrottled", T),
+        ("SubscriptionRequestsThrottled", T),
+        // Another operation held the resource, or the platform preempted this one.
+        ("Conflict", T),
+        ("AnotherOperationInProgress", T),
+        ("OperationPreempted", T),
+        ("PlatformOperationInProgress", T),
+        ("RetryableError", T),
+        ("TransientError", T),
+        // Canceled by ARM (superseded, or the platform restarted it): nothing for a person to fix.
+        ("Canceled", T),
+        ("OperationCanceled", T),
+        // A resource found failed without a code: see CODE_FAILED_WITHOUT_ERROR.
+        (CODE_FAILED_WITHOUT_ERROR, T),
+        (CODE_CANCELED_WITHOUT_ERROR, T),
+        // Quota and capacity: raise the quota or choose another size or region.
+        ("QuotaExceeded", P),
+        ("OutOfQuota", P),
+        ("InsufficientQuota", P),
+        ("OperationNotAllowed", P),
+        ("SkuNotAvailable", P),
+        ("OutOfCapacity", P),
+        // The request is wrong: fix the spec.
+        ("BadRequest", P),
+        ("BadArgument", P),
+        ("InvalidTemplate", P),
+        ("InvalidRequestContent", P),
+        ("InvalidParameter", P),
+        ("ValidationError", P),
+        ("UserError", P),
+        ("InvalidResourceName", P),
+        ("ImageBuildFailure", P),
+        // Permissions and registration: grant a role or register the provider.
+        ("AuthorizationFailed", P),
+        ("LinkedAuthorizationFailed", P),
+        ("Forbidden", P),
+        ("MissingSubscriptionRegistration", P),
+    ]
+};
+
+/// The class of an ARM error code from [`OPERATION_FAILURE_CLASSES`]; an unknown code needs a
+/// person.
+pub fn failure_class(code: &str) -> FailureClass {
+    OPERATION_FAILURE_CLASSES
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(code))
+        .map_or(FailureClass::NeedsPerson, |(_, class)| *class)
+}
+
 fn code_in(code: &str, list: &[&str]) -> bool {
     list.iter().any(|c| c.eq_ignore_ascii_case(code))
 }
@@ -478,6 +560,21 @@ mod tests {
             (err.code.as_str(), err.message.as_str()),
             ("NotFound", "Not Found")
         );
+    }
+
+    #[test]
+    fn operation_failures_are_classified_by_code_and_unknown_codes_need_a_person() {
+        for code in ["InternalServerError", "serviceunavailable", "Conflict", "OperationCanceled", CODE_FAILED_WITHOUT_ERROR] {
+            assert_eq!(failure_class(code), FailureClass::Transient, "{code}");
+        }
+        for code in ["QuotaExceeded", "BadRequest", "AuthorizationFailed", "ImageBuildFailure", "SomethingNew", ""] {
+            assert_eq!(failure_class(code), FailureClass::NeedsPerson, "{code}");
+        }
+        let mut codes: Vec<String> = OPERATION_FAILURE_CLASSES.iter().map(|(c, _)| c.to_ascii_lowercase()).collect();
+        codes.sort();
+        let n = codes.len();
+        codes.dedup();
+        assert_eq!(codes.len(), n, "a code is listed twice");
     }
 
     #[test]

@@ -24,7 +24,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{ArmClient, ArmStats};
-pub use error::{ArmError, Error, ErrorClass, reason};
+pub use error::{
+    ArmError, CODE_CANCELED_WITHOUT_ERROR, CODE_FAILED_WITHOUT_ERROR, Error, ErrorClass, FailureClass,
+    OPERATION_FAILURE_CLASSES, failure_class, reason,
+};
 pub use lro::{
     DeleteOutcome, Operation, OperationKind, PollOutcome, PostOutcome, WriteOutcome,
     parse_retry_after,

@@ -1,8 +1,17 @@
 //! One error type for the reconcile pipeline, classified once: every variant has a reason (condition,
 //! event and metric label) and a requeue policy.
 
-use crate::arm::{self, ErrorClass};
+use crate::arm::{self, ErrorClass, FailureClass};
 use std::time::Duration;
+
+/// Reasons the pipeline sets itself (the others come from [`Error::reason`] and [`arm::reason`]).
+pub mod reason {
+    /// An ARM operation failed in a way a person must fix: `Stalled=True` until the spec changes
+    /// or the retry annotation gets a new value.
+    pub const OPERATION_FAILED: &str = "ArmOperationFailed";
+    /// An ARM operation failed transiently: `Reconciling=True` until the automatic retry.
+    pub const OPERATION_FAILED_RETRYING: &str = "ArmOperationFailedRetrying";
+}
 
 /// What failed in a reconcile, one variant per failing step.
 #[derive(thiserror::Error, Debug)]
@@ -56,9 +65,9 @@ pub enum Error {
         #[source]
         source: arm::Error,
     },
-    /// An ARM long-running operation ended Failed or Canceled.
+    /// An ARM long-running operation ended Failed or Canceled (or ARM reports the resource so).
     #[error("ARM {action} of {arm_id} ended without success: {code}: {message}")]
-    OperationFailed { action: String, arm_id: String, code: String, message: String },
+    OperationFailed { action: String, arm_id: String, code: String, message: String, class: FailureClass },
     /// The Kubernetes API refused or failed a call.
     #[error("Kubernetes API call failed ({what})")]
     Kube {
@@ -113,7 +122,8 @@ impl Error {
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
             Error::Arm { source, .. } => source.reason(),
-            Error::OperationFailed { .. } => "ArmOperationFailed",
+            Error::OperationFailed { class: FailureClass::Transient, .. } => reason::OPERATION_FAILED_RETRYING,
+            Error::OperationFailed { class: FailureClass::NeedsPerson, .. } => reason::OPERATION_FAILED,
             Error::PrincipalNotFound { .. } => "PrincipalNotFound",
             Error::RoleAssignmentForbidden { .. } => crate::arm::reason::AUTHORIZATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
@@ -140,7 +150,7 @@ impl Error {
             | Error::InvalidSpec(_)
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
-            | Error::OperationFailed { .. }
+            | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
             | Error::RoleAssignmentForbidden { .. } => true,
             Error::PrincipalNotFound { stalled, .. } => *stalled,
             Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
@@ -157,8 +167,9 @@ impl Error {
             | Error::NoSubscription { .. }
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
-            | Error::OperationFailed { .. }
+            | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
             | Error::RoleAssignmentForbidden { .. } => Retry::Slow,
+            Error::OperationFailed { class: FailureClass::Transient, .. } => Retry::Backoff,
             Error::PrincipalNotFound { stalled: true, .. } => Retry::Slow,
             Error::PrincipalNotFound { stalled: false, .. } => Retry::Backoff,
             Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),

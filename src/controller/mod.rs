@@ -47,6 +47,9 @@ pub struct Config {
     pub base_backoff: Duration,
     /// Upper bound of the backoff.
     pub max_backoff: Duration,
+    /// Automatic retries of transiently failed ARM operations per generation; the next failure
+    /// after that waits for a person (`Stalled`).
+    pub max_operation_retries: u32,
     /// Objects reconciled at once per kind.
     pub concurrency: u16,
     /// How long a role assignment whose principal ARM does not know yet (`PrincipalNotFound`, Entra
@@ -63,6 +66,7 @@ impl Default for Config {
             slow_retry: Duration::from_secs(120),
             base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            max_operation_retries: 8,
             concurrency: 16,
             principal_replication_grace: Duration::from_secs(300),
         }
@@ -83,6 +87,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Locations of parents given by ARM id, learned once.
     locations: Mutex<HashMap<String, String>>,
+    /// Per object uid, the last generation this process sent an ARM write for: a resource found
+    /// failed afterwards is that write's failure, even when its answer was lost.
+    writes: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
@@ -96,6 +103,7 @@ impl Context {
             recorder,
             failures: Mutex::new(HashMap::new()),
             locations: Mutex::new(HashMap::new()),
+            writes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,6 +123,16 @@ impl Context {
     /// Remembers the location of the ARM resource `id`.
     pub(crate) fn cache_location(&self, id: &str, location: &str) {
         self.locations.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_ascii_lowercase(), location.to_string());
+    }
+
+    /// Records that an ARM write for `uid` at `generation` is about to be sent.
+    pub(crate) fn note_write(&self, uid: &str, generation: i64) {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_string(), generation);
+    }
+
+    /// Whether this process sent an ARM write for `uid` at `generation`.
+    pub(crate) fn wrote_at(&self, uid: &str, generation: i64) -> bool {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).get(uid) == Some(&generation)
     }
 
     /// Forgets the failures of `uid` after a success.

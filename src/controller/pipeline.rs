@@ -10,11 +10,15 @@
 
 use super::status::{self, Cond, Desired};
 use super::resolve::{self, Resolution};
+use super::error::reason;
 use super::{AmlKind, Context, DeleteGate, Error, Refined, Retry, Target, UpdateRequest, credentials, drift, protect};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
-use crate::arm::{self, DeleteOutcome, Operation, OperationKind, PollOutcome, ServicePrincipal, WriteOutcome};
-use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, OperationStatus};
+use crate::arm::{
+    self, CODE_CANCELED_WITHOUT_ERROR, CODE_FAILED_WITHOUT_ERROR, DeleteOutcome, FailureClass, Operation, OperationKind,
+    PollOutcome, ServicePrincipal, WriteOutcome, failure_class,
+};
+use crate::crd::{DeletionPolicy, FINALIZER, FailureStatus, ManagementPolicy, OperationStatus, RETRY_ANNOTATION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
@@ -192,12 +196,132 @@ fn is_terminal(state: &str) -> bool {
     matches!(state, "Succeeded" | "Failed" | "Canceled")
 }
 
-/// A failure ARM reported for the current generation: do not write again until the spec changes.
-fn failed_at_this_generation<K: AmlKind>(obj: &K) -> bool {
-    obj.common_status().is_some_and(|s| {
-        s.observed_generation == obj.meta().generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "ArmOperationFailed")
-    })
+fn is_failed(state: &str) -> bool {
+    matches!(state, "Failed" | "Canceled")
+}
+
+/// The operation failure recorded in `st` for the object's current generation (a spec edit makes
+/// an older one stale).
+fn failure_now<'a, K: AmlKind>(obj: &K, st: &'a Desired) -> Option<&'a FailureStatus> {
+    st.last_failure.as_ref().filter(|f| Some(f.generation) == obj.meta().generation)
+}
+
+/// A failure at this generation that waits for a person: no ARM write until the spec changes or
+/// the retry annotation gets a new value.
+fn waits_for_person<K: AmlKind>(obj: &K, st: &Desired) -> bool {
+    failure_now(obj, st).is_some_and(|f| f.class != CLASS_TRANSIENT)
+}
+
+/// The value of the retry annotation when the operator has not acted on it yet.
+fn new_retry_token<K: AmlKind>(obj: &K) -> Option<String> {
+    let value = obj.annotations().get(RETRY_ANNOTATION)?;
+    let acted_on = obj.common_status().and_then(|s| s.retry_token.as_deref());
+    (acted_on != Some(value.as_str())).then(|| value.clone())
+}
+
+/// `status.lastFailure.class` of a failure retried automatically.
+const CLASS_TRANSIENT: &str = "Transient";
+/// `status.lastFailure.class` of a failure that waits for a person.
+const CLASS_NEEDS_PERSON: &str = "NeedsPerson";
+
+/// Handles an ARM operation that ended Failed or Canceled — seen by its poll, or by a GET that finds
+/// the resource `Failed`/`Canceled` when no failure is recorded for this generation (the poll's
+/// answer or `status.operation` was lost, or someone else's operation failed). By ARM's code: a
+/// transient failure is retried after a backoff that doubles with each retry at this generation
+/// (up to `max_operation_retries`); any other waits for a person (`Stalled`).
+async fn operation_failed<K: AmlKind>(
+    obj: &K,
+    ctx: &Context,
+    mut st: Desired,
+    target: &Target,
+    action: &str,
+    code: String,
+    message: String,
+) -> Result<Action, Error> {
+    let generation = obj.meta().generation.unwrap_or_default();
+    let retries = failure_now(obj, &st).map_or(0, |f| f.retries);
+    let budget = ctx.config.max_operation_retries;
+    let class = match failure_class(&code) {
+        FailureClass::Transient if retries >= budget => FailureClass::NeedsPerson,
+        class => class,
+    };
+    let err = Error::OperationFailed {
+        action: action.to_lowercase(),
+        arm_id: target.arm_id.clone(),
+        code: code.clone(),
+        message,
+        class,
+    };
+    st.operation = None;
+    // ARM's message usually ends with a full stop: one sentence, then what happens next.
+    let said = err.message().trim_end().trim_end_matches('.').to_string();
+    let (requeue, text) = match class {
+        FailureClass::Transient => {
+            let factor = 2u32.saturating_pow(retries.min(16));
+            let delay = jitter(ctx.config.base_backoff.saturating_mul(factor).min(ctx.config.max_backoff), 0.2);
+            // Whole seconds, rounded up: what status can hold, and never before the backoff ends.
+            let at = Timestamp::now().as_second().saturating_add(delay.as_secs_f64().ceil() as i64);
+            let at = Timestamp::from_second(at).unwrap_or_else(|_| Timestamp::now());
+            st.last_failure = Some(FailureStatus {
+                code,
+                class: CLASS_TRANSIENT.into(),
+                generation,
+                retries: retries + 1,
+                next_retry: Some(Time(at)),
+            });
+            let text = format!("{said}. A transient failure: the operator retries at {at}");
+            st.reconciling = Some(Cond::yes(err.reason(), text.clone()));
+            st.stalled = None;
+            (until(at), text)
+        }
+        FailureClass::NeedsPerson => {
+            let gave_up = if failure_class(&code) == FailureClass::Transient {
+                format!(" (still failing after {retries} automatic retries)")
+            } else {
+                String::new()
+            };
+            st.last_failure = Some(FailureStatus {
+                code,
+                class: CLASS_NEEDS_PERSON.into(),
+                generation,
+                retries,
+                next_retry: None,
+            });
+            let text = format!(
+                "{said}{gave_up}. Fix the cause, then edit the spec or set the annotation {RETRY_ANNOTATION} to a new value to retry"
+            );
+            st.reconciling = None;
+            st.stalled = Some(Cond::yes(err.reason(), text.clone()));
+            (jitter(ctx.config.slow_retry, 0.1), text)
+        }
+    };
+    st.ready = Some(Cond::no(err.reason(), text.clone()));
+    if status::write(ctx, obj, &st).await? {
+        publish(ctx, obj, EventType::Warning, err.reason(), text, "Reconcile").await;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// How long until `at` (at least [`MIN_POLL`]).
+fn until(at: Timestamp) -> Duration {
+    let left = at.as_millisecond().saturating_sub(Timestamp::now().as_millisecond());
+    Duration::from_millis(u64::try_from(left).unwrap_or(0)).max(MIN_POLL)
+}
+
+/// The first ARM error (code, message) of a resource in state Failed (`provisioningErrors`,
+/// `errors`), if ARM gives one.
+fn provisioning_error(v: &Value) -> Option<(String, String)> {
+    let props = v.get("properties")?;
+    let first = props
+        .get("provisioningErrors")
+        .or_else(|| props.get("errors"))
+        .or_else(|| props.pointer("/properties/errors"))?
+        .as_array()?
+        .first()?;
+    let e = first.get("error").unwrap_or(first);
+    let code = e.get("code")?.as_str()?.to_string();
+    let message = e.get("message").and_then(Value::as_str).unwrap_or("no message").to_string();
+    Some((code, message))
 }
 
 /// The ARM error text of a resource in state Failed (`provisioningErrors`, `errors`), verbatim.
@@ -248,32 +372,46 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     st.arm_id = Some(target.arm_id.clone());
     // Some resources (role assignments) have no location.
     st.location = (!target.location.is_empty()).then(|| target.location.clone());
-    st.stalled = None;
+    let keep_stalled = st.stalled.take();
+
+    // 0. A failed operation: a transient one waits for its retry time (no ARM call before then);
+    //    a new value of the retry annotation retries one that waits for a person, once.
+    let mut retry_now = false;
+    if let Some(token) = new_retry_token(obj) {
+        if failure_now(obj, &st).is_some() {
+            info!(token, "retry annotation: retrying the failed ARM operation");
+            st.last_failure = None;
+            retry_now = true;
+        }
+        st.retry_token = Some(token);
+    } else if st.operation.is_none()
+        && let Some(at) = failure_now(obj, &st).filter(|f| f.class == CLASS_TRANSIENT).and_then(|f| f.next_retry.clone())
+        && at.0 > Timestamp::now()
+    {
+        return Ok(Action::requeue(until(at.0)));
+    }
+    if waits_for_person(obj, &st) {
+        // Still stalled: reads may show it fixed in Azure, but nothing is written.
+        st.stalled = keep_stalled;
+    }
 
     // 1. An operation in flight: poll it, never write over it.
     if let Some(op) = st.operation.clone() {
-        match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {
-            PollOutcome::InProgress { retry_after } => {
+        let polled = match ctx.arm.poll(&sp, &to_operation(&op)).await {
+            // ARM forgot the operation (they expire): what the resource shows decides.
+            Err(e) if e.class() == arm::ErrorClass::NotFound => None,
+            other => Some(other.map_err(arm_error("poll", &target))?),
+        };
+        match polled {
+            Some(PollOutcome::InProgress { retry_after }) => {
                 st.reconciling = Some(Cond::yes(progress_reason(&op.action), format!("ARM {} in progress", op.action.to_lowercase())));
                 st.ready = Some(Cond::no(progress_reason(&op.action), format!("Waiting for ARM to finish the {}", op.action.to_lowercase())));
                 status::write(ctx, obj, &st).await?;
                 return Ok(Action::requeue(retry_after.max(MIN_POLL)));
             }
-            PollOutcome::Succeeded => st.operation = None,
-            PollOutcome::Failed(e) => {
-                st.operation = None;
-                st.reconciling = None;
-                let err = Error::OperationFailed {
-                    action: op.action.to_lowercase(),
-                    arm_id: target.arm_id.clone(),
-                    code: e.code,
-                    message: e.message,
-                };
-                st.ready = Some(Cond::no(err.reason(), err.message()));
-                st.stalled = Some(Cond::yes(err.reason(), err.message()));
-                status::write(ctx, obj, &st).await?;
-                publish(ctx, obj, EventType::Warning, err.reason(), err.message(), "Reconcile").await;
-                return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+            Some(PollOutcome::Succeeded) | None => st.operation = None,
+            Some(PollOutcome::Failed(e)) => {
+                return operation_failed(obj, ctx, st, &target, &op.action, e.code, e.message).await;
             }
         }
     }
@@ -315,8 +453,30 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 status::write(ctx, obj, &st).await?;
                 return Ok(Action::requeue(FOREIGN_OPERATION_POLL));
             }
+            if is_failed(&state) && !observe_only {
+                if waits_for_person(obj, &st) {
+                    // Known and reported: wait for a person, write nothing to ARM.
+                    status::write(ctx, obj, &st).await?;
+                    return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+                }
+                let generation = obj.meta().generation.unwrap_or_default();
+                if failure_now(obj, &st).is_none() && !retry_now && ctx.wrote_at(&obj.uid().unwrap_or_default(), generation) {
+                    // This process wrote at this generation, and no poll reported how that ended
+                    // (its answer or status.operation was lost): this is that write's failure.
+                    let (code, message) = provisioning_error(actual).unwrap_or_else(|| {
+                        let code = if state == "Canceled" { CODE_CANCELED_WITHOUT_ERROR } else { CODE_FAILED_WITHOUT_ERROR };
+                        (code.to_string(), format!("ARM reports provisioningState {state} without an error"))
+                    });
+                    return operation_failed(obj, ctx, st, &target, "provisioning", code, message).await;
+                }
+                // A failure this process did not cause at this generation (found after a restart, a
+                // spec edit, or someone else's write), a transient failure whose retry is due, or a
+                // retry a person asked for: write the spec again, drifted or not. A failure of that
+                // write is then classified above.
+            }
             let drifted = drift::diff_except(&desired, actual, K::write_only_paths());
-            if drifted.is_empty() || observe_only || failed_at_this_generation(obj) {
+            let rewrite = is_failed(&state) && !observe_only;
+            if !rewrite && (drifted.is_empty() || observe_only || waits_for_person(obj, &st)) {
                 if drifted.is_empty() && state == "Succeeded" && !observe_only {
                     obj.after_converged(ctx, &resolved, &target, actual).await?;
                 }
@@ -334,19 +494,20 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             "Update"
         }
     };
-    if failed_at_this_generation(obj) {
-        // The create failed in ARM: wait for a spec change instead of creating again.
+    if waits_for_person(obj, &st) {
+        // The write failed in ARM: wait for a person instead of writing again.
         return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
     }
 
-    // 3. Act.
+    // 3. Act. A resource in a failed state is repaired by a full PUT.
     let request = match &observed {
-        Some(actual) if action == "Update" => {
+        Some(actual) if action == "Update" && !is_failed(&provisioning_state(actual)) => {
             obj.update_request(&desired, &drift::diff_except(&desired, actual, K::write_only_paths()))
         }
         _ => UpdateRequest::Put(desired.clone()),
     };
     let verb = if action == "Create" { "create" } else { "update" };
+    ctx.note_write(&obj.uid().unwrap_or_default(), obj.meta().generation.unwrap_or_default());
     let outcome = match &request {
         UpdateRequest::Put(body) => ctx.arm.put(&sp, &target.arm_id, api_version, body).await,
         UpdateRequest::Patch(body) => ctx.arm.patch(&sp, &target.arm_id, api_version, body).await,
@@ -437,19 +598,24 @@ async fn converged<K: AmlKind>(
 ) -> Result<Action, Error> {
     st.reconciling = None;
     st.ready = Some(if state == "Succeeded" && drifted.is_empty() {
+        st.last_failure = None;
+        st.stalled = None;
         Cond::yes("Succeeded", "The Azure resource matches the spec")
     } else if state != "Succeeded" {
+        // Only with managementPolicy Observe: a managed object treats this as an operation failure.
         let detail = provisioning_errors(actual).unwrap_or_else(|| format!("provisioningState is {state}"));
-        let reason = if failed_at_this_generation(obj) { "ArmOperationFailed" } else { "ArmProvisioningFailed" };
-        let c = Cond::no(reason, format!("ARM reports the resource {state}: {detail}. Fix the cause and edit the spec to retry"));
+        let reason = "ArmProvisioningFailed";
+        let c = Cond::no(reason, format!("ARM reports the resource {state}: {detail}. managementPolicy Observe does not write"));
         st.stalled = Some(Cond::yes(reason, c.message.clone()));
         c
     } else if observe_only {
         Cond::no("Drifted", format!("Azure differs from the spec at {}; managementPolicy Observe does not write", drifted.join(", ")))
     } else {
-        // Failed at this generation and still different: keep the failure visible.
+        // A failure at this generation that waits for a person, and still different: keep it visible.
         let prev = st.ready.clone();
-        prev.unwrap_or_else(|| Cond::no("ArmOperationFailed", "The last ARM operation failed; edit the spec to retry"))
+        prev.unwrap_or_else(|| {
+            Cond::no(reason::OPERATION_FAILED, format!("The last ARM operation failed; edit the spec or set the annotation {RETRY_ANNOTATION} to retry"))
+        })
     });
     status::write(ctx, obj, &st).await?;
     Ok(resync(ctx))
@@ -495,6 +661,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 return Err(Error::OperationFailed {
                     action: "delete".into(),
                     arm_id: target.arm_id.clone(),
+                    class: failure_class(&e.code),
                     code: e.code,
                     message: e.message,
                 });

@@ -1,7 +1,7 @@
 //! Computing the status an object should have, and writing it only when it changed.
 
 use super::{AmlKind, Context, Error};
-use crate::crd::{CommonStatus, OperationStatus, condition};
+use crate::crd::{CommonStatus, FailureStatus, OperationStatus, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -54,6 +54,10 @@ pub struct Desired {
     pub reconciling: Option<Cond>,
     /// Stalled=True, when set.
     pub stalled: Option<Cond>,
+    /// The ARM operation failure being retried or waiting for a person.
+    pub last_failure: Option<FailureStatus>,
+    /// The retry annotation value last acted on.
+    pub retry_token: Option<String>,
 }
 
 impl Desired {
@@ -82,6 +86,8 @@ impl Desired {
             ready,
             reconciling: find(condition::RECONCILING),
             stalled: find(condition::STALLED),
+            last_failure: current.last_failure,
+            retry_token: current.retry_token,
         }
     }
 }
@@ -138,6 +144,8 @@ pub fn render<K: AmlKind>(obj: &K, desired: &Desired) -> Value {
         observed_generation: generation,
         conditions,
         operation: desired.operation.clone(),
+        last_failure: desired.last_failure.clone(),
+        retry_token: desired.retry_token.clone(),
     };
     let mut value = serde_json::to_value(&common).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut value {

@@ -194,10 +194,45 @@ pub struct OperationStatus {
     pub retry_after_seconds: Option<u64>,
 }
 
+/// Annotation that retries, once per new value, an object stalled on an ARM operation failure that
+/// needs a person (`Stalled=True`, reason `ArmOperationFailed`), without a spec edit: set it to any
+/// value not used before (e.g. a date). The value acted on is recorded in `status.retryToken`.
+pub const RETRY_ANNOTATION: &str = "amloperator.io/retry";
+
+/// An ARM operation that failed (or a resource ARM reported `Failed`/`Canceled`), and what the
+/// operator does about it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureStatus {
+    /// ARM's error code, e.g. `InternalServerError` or `QuotaExceeded`.
+    pub code: String,
+    /// `Transient`: retried automatically with backoff; `NeedsPerson`: waits for a spec edit or
+    /// the `amloperator.io/retry` annotation.
+    pub class: String,
+    /// The `metadata.generation` the failure happened at; a spec edit makes it stale.
+    pub generation: i64,
+    /// Automatic retries made at this generation so far.
+    #[serde(default)]
+    pub retries: u32,
+    /// When the next automatic retry is due (transient failures only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry: Option<Time>,
+}
+
 /// The JSON names of [`CommonStatus`]'s fields: the rest of a kind's status is its outputs.
 /// (`common_status_fields_match_the_struct` keeps the two in step.)
 pub const COMMON_STATUS_FIELDS: &[&str] =
-    &["provisioningState", "armId", "credentialsSecret", "location", "observedGeneration", "conditions", "operation"];
+    &[
+        "provisioningState",
+        "armId",
+        "credentialsSecret",
+        "location",
+        "observedGeneration",
+        "conditions",
+        "operation",
+        "lastFailure",
+        "retryToken",
+    ];
 
 /// Status fields every kind has.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -226,6 +261,14 @@ pub struct CommonStatus {
     /// The ARM long-running operation in flight, if any. A restarted operator resumes polling it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationStatus>,
+    /// The last ARM operation failure at the current generation, while the operator retries it
+    /// (transient) or waits for a person; cleared once the resource matches the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureStatus>,
+    /// The value of the `amloperator.io/retry` annotation the operator last acted on: a value is
+    /// acted on once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_token: Option<String>,
 }
 
 #[cfg(test)]

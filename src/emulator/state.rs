@@ -348,24 +348,20 @@ impl State {
                         .unwrap_or_default()
                         .to_owned();
                     if state == "Failed" || state == "Canceled" {
-                        // Someone (a test) marked the resource failed while the operation ran.
-                        let code =
-                            get_path(&res.body, "properties/provisioningErrors/0/error/code")
-                                .and_then(Value::as_str)
-                                .unwrap_or("InternalServerError")
-                                .to_owned();
+                        // Someone (a test) marked the resource failed while the operation ran:
+                        // the operation fails with the resource's first provisioning error.
+                        let first = res.body.pointer("/properties/provisioningErrors/0/error");
+                        let text = |key: &str| first.and_then(|e| e.get(key)).and_then(Value::as_str);
+                        let code = text("code").unwrap_or("InternalServerError").to_owned();
+                        let message = text("message").map(str::to_owned).unwrap_or_else(|| {
+                            format!("The resource operation completed with terminal provisioning state '{state}'.")
+                        });
                         let status = if state == "Failed" {
                             OpStatus::Failed
                         } else {
                             OpStatus::Canceled
                         };
-                        outcome = (
-                            status,
-                            Some(json!({
-                                "code": code,
-                                "message": format!("The resource operation completed with terminal provisioning state '{state}'."),
-                            })),
-                        );
+                        outcome = (status, Some(json!({"code": code, "message": message})));
                     } else {
                         let ctx = RenderCtx {
                             tenant_id: &ctx_tenant,

@@ -76,18 +76,16 @@ impl World {
         self.ctx = Arc::new(context(&self.client, &self.emulator, &self.ca_file));
     }
 
+    /// A fresh controller context with these settings (as after a restart with other flags).
+    pub fn set_config(&mut self, config: Config) {
+        self.ctx = Arc::new(context_with(&self.client, &self.emulator, &self.ca_file, config));
+    }
+
     /// A fresh controller context with settings changed by `f`.
     pub fn configure(&mut self, f: impl FnOnce(&mut Config)) {
         let mut config = self.ctx.config.clone();
         f(&mut config);
-        let cloud = CloudConfig {
-            arm_endpoint: self.emulator.arm_endpoint(),
-            authority_host: self.emulator.authority_host(),
-            ca_file: Some(self.ca_file.clone()),
-            ..CloudConfig::default()
-        };
-        let arm = ArmClient::new(&cloud).expect("ARM client");
-        self.ctx = Arc::new(Context::new(self.client.clone(), arm, config));
+        self.set_config(config);
     }
 
     /// Stores the credentials Secret `aml-credentials` with the emulator's principal (or `secret`).
@@ -141,6 +139,10 @@ impl World {
 }
 
 fn context(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Path) -> Context {
+    context_with(client, emulator, ca_file, Config { resync: Duration::from_secs(300), ..Config::default() })
+}
+
+fn context_with(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Path, config: Config) -> Context {
     let cloud = CloudConfig {
         arm_endpoint: emulator.arm_endpoint(),
         authority_host: emulator.authority_host(),
@@ -148,7 +150,7 @@ fn context(client: &::kube::Client, emulator: &Emulator, ca_file: &std::path::Pa
         ..CloudConfig::default()
     };
     let arm = ArmClient::new(&cloud).expect("ARM client");
-    Context::new(client.clone(), arm, Config { resync: Duration::from_secs(300), ..Config::default() })
+    Context::new(client.clone(), arm, config)
 }
 
 /// A Secret with string data.
