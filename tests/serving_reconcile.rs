@@ -846,3 +846,115 @@ async fn a_deployment_receiving_traffic_waits_for_its_endpoint_instead_of_a_refu
     let refused: Vec<_> = w.emulator.requests().into_iter().filter(|r| (400..500).contains(&r.status) && r.status != 404).map(|r| format!("{} {} {}", r.status, r.method, r.path)).collect();
     assert!(refused.is_empty(), "ARM refused nothing: {refused:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Declarative removal: what the manifest no longer holds is removed in Azure
+
+fn arm_writes(w: &World) -> usize {
+    ["PUT", "PATCH", "POST", "DELETE"].iter().map(|m| w.arm_calls(m)).sum()
+}
+
+fn named_deployment(name: &str, extra: Value) -> AmlOnlineDeployment {
+    let mut d = deployment(extra);
+    d.metadata.name = Some(name.into());
+    d
+}
+
+fn dep_path(name: &str) -> String {
+    format!("/apis/amloperator.io/v1alpha1/namespaces/{NS}/amlonlinedeployments/{name}")
+}
+
+/// Reconciles `path` twice more and asserts that ARM saw no write.
+async fn no_more_writes<K: AmlKind>(w: &World, path: &str) {
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<K>(path).await.expect("steady state");
+    }
+    assert_eq!(arm_writes(w), 0, "converged: {:?}", w.emulator.requests());
+}
+
+#[tokio::test]
+async fn an_endpoint_tag_removed_from_the_spec_is_removed_in_azure_with_one_write() {
+    let w = with_endpoint(json!({"tags": {"team": "a", "owner": "bob"}})).await;
+    w.kube.edit(EP_PATH, |o| o["spec"]["tags"] = json!({"team": "a"}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    assert_eq!(arm_writes(&w), 1, "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&ep_id()).unwrap()["tags"], json!({"team": "a"}));
+    no_more_writes::<AmlOnlineEndpoint>(&w, EP_PATH).await;
+}
+
+#[tokio::test]
+async fn a_mirror_entry_removed_from_the_spec_is_removed_in_azure_with_one_write() {
+    let w = with_endpoint(json!({})).await;
+    for name in ["blue", "green"] {
+        w.kube.put(named_deployment(name, json!({})));
+        w.converge::<AmlOnlineDeployment>(&dep_path(name)).await;
+    }
+    w.kube.edit(EP_PATH, |o| {
+        o["spec"]["traffic"] = json!({"blue": 100});
+        o["spec"]["mirrorTraffic"] = json!({"green": 10});
+    });
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    assert_eq!(w.emulator.resource(&ep_id()).unwrap()["properties"]["mirrorTraffic"], json!({"green": 10}));
+
+    w.kube.edit(EP_PATH, |o| o["spec"]["mirrorTraffic"] = json!({}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    assert_eq!((arm_writes(&w), w.arm_calls("PUT")), (1, 1), "{:?}", w.emulator.requests());
+    let arm = w.emulator.resource(&ep_id()).unwrap();
+    assert_eq!(arm["properties"]["mirrorTraffic"], json!({}), "the entry is gone, not set to 0");
+    assert_eq!(arm["properties"]["traffic"], json!({"blue": 100}));
+    no_more_writes::<AmlOnlineEndpoint>(&w, EP_PATH).await;
+    assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
+
+    // With no mirror traffic left, the green deployment can go.
+    w.kube.delete(&dep_path("green"));
+    let _ = w.reconcile::<AmlOnlineDeployment>(&dep_path("green")).await;
+    w.emulator.finish_operations();
+    w.reconcile::<AmlOnlineDeployment>(&dep_path("green")).await.expect("deleted");
+    assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
+}
+
+#[tokio::test]
+async fn a_deployment_tag_removed_from_the_spec_is_one_patch_that_replaces_the_tags() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({"tags": {"team": "a", "owner": "bob"}})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(DEP_PATH, |o| o["spec"]["tags"] = json!({"team": "a"}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    assert_eq!((w.arm_calls("PATCH"), arm_writes(&w)), (1, 1), "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["tags"], json!({"team": "a"}));
+    no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
+}
+
+#[tokio::test]
+async fn an_environment_variable_removed_from_the_spec_is_removed_in_azure_with_one_write() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({"environmentVariables": {"WORKERS": "4", "DEBUG": "1"}})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(DEP_PATH, |o| o["spec"]["environmentVariables"] = json!({"WORKERS": "4"}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    assert_eq!((w.arm_calls("PUT"), arm_writes(&w)), (1, 1), "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["properties"]["environmentVariables"], json!({"WORKERS": "4"}));
+    no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
+}
+
+#[tokio::test]
+async fn deployment_tags_added_in_azure_stay_when_the_spec_sets_none_even_across_a_scale_patch() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.emulator.update_resource(&dep_id(), |v| v["tags"] = json!({"added-by": "policy"}));
+    no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
+
+    w.kube.edit(DEP_PATH, |o| o["spec"]["instanceCount"] = json!(2));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    assert_eq!((w.arm_calls("PATCH"), arm_writes(&w)), (1, 1));
+    let arm = w.emulator.resource(&dep_id()).unwrap();
+    assert_eq!(arm["tags"], json!({"added-by": "policy"}), "a map the spec never set is not touched");
+    assert_eq!(arm["sku"]["capacity"], 2);
+}

@@ -87,6 +87,12 @@ impl AmlKind for AmlOnlineEndpoint {
         &["/location", "/properties/authMode"]
     }
 
+    /// Not `traffic`: a deployment the spec stops routing to gets an explicit 0 there (see
+    /// [`plan_routing`]), which ARM keeps. `mirrorTraffic` entries are removed outright.
+    fn owned_maps() -> &'static [&'static str] {
+        &["/tags", "/identity/userAssignedIdentities", "/properties/mirrorTraffic"]
+    }
+
     fn outputs(arm: &Value) -> Map<String, Value> {
         let mut out = Map::new();
         for key in ["scoringUri", "swaggerUri"] {
@@ -194,8 +200,10 @@ fn routed_names(desired: &Value, actual: Option<&Value>) -> BTreeSet<String> {
 /// Decides the routing to send, given each mentioned deployment's provisioning state in ARM
 /// (`None`: it does not exist; keys are lowercased names). Pure.
 ///
-/// - Every deployment the spec routes to has succeeded: send the spec's routing, with 0 for
-///   deployments ARM routes to that the spec no longer names (so the change is seen as drift).
+/// - Every deployment the spec routes to has succeeded: send the spec's routing, with 0 in
+///   `traffic` for deployments ARM routes to that the spec no longer names (so the change is seen
+///   as drift). A mirror entry the spec no longer names is simply left out: `mirrorTraffic` is an
+///   owned map ([`AmlKind::owned_maps`]), so drift sees the removal and the PUT drops the entry.
 /// - Otherwise send what can be applied now (on create `traffic: {}` and no mirror traffic; on
 ///   update ARM's current routing, minus deployments that can no longer be routed) and wait.
 pub fn plan_routing(mut desired: Value, actual: Option<&Value>, states: &BTreeMap<String, Option<String>>) -> Refined {
@@ -215,9 +223,8 @@ pub fn plan_routing(mut desired: Value, actual: Option<&Value>, states: &BTreeMa
         return Refined { body: desired, waiting: None };
     };
     if not_ready.is_empty() {
-        for field in ROUTING {
-            let Some(have) = actual.and_then(|a| routing(a, field)) else { continue };
-            let Some(want) = props.get_mut(field).and_then(Value::as_object_mut) else { continue };
+        let have = actual.and_then(|a| routing(a, "traffic"));
+        if let (Some(have), Some(want)) = (have, props.get_mut("traffic").and_then(Value::as_object_mut)) {
             for (name, v) in have {
                 if entry(want, name).is_none() && percent(v) != 0 && keeps_routing(name) {
                     want.insert(name.clone(), json!(0));
@@ -421,6 +428,22 @@ mod tests {
         let r = plan_routing(desired, Some(&actual), &states(&[("blue", Some("Succeeded")), ("green", Some("Succeeded"))]));
         assert!(r.waiting.is_none());
         assert_eq!(r.body["properties"]["traffic"], json!({"green": 100, "blue": 0}));
+    }
+
+    #[test]
+    fn a_mirror_entry_the_spec_dropped_is_left_out_not_zeroed() {
+        let mut desired = body(json!({"blue": 100}));
+        desired["properties"]["mirrorTraffic"] = json!({});
+        let mut actual = body(json!({"blue": 100}));
+        actual["properties"]["mirrorTraffic"] = json!({"green": 10});
+        let r = plan_routing(desired, Some(&actual), &states(&[("blue", Some("Succeeded")), ("green", Some("Succeeded"))]));
+        assert!(r.waiting.is_none());
+        assert_eq!(r.body["properties"]["mirrorTraffic"], json!({}));
+        assert_eq!(
+            super::super::drift::drifted::<AmlOnlineEndpoint>(&r.body, &actual),
+            vec!["/properties/mirrorTraffic"],
+            "the owned map carries the removal"
+        );
     }
 
     #[test]

@@ -300,6 +300,14 @@ pub trait AmlKind:
         Box::pin(async { Ok(()) })
     }
 
+    /// JSON pointers of maps the spec owns whole (tags, environment variables, ...): when the
+    /// desired body holds one, a key ARM holds there that the body does not is drift, and the write
+    /// that follows removes it (PUT replaces the map; so does ARM's PATCH of `tags`). A map the body
+    /// does not hold stays unmanaged. Lists need no entry: drift compares them whole. Default: none.
+    fn owned_maps() -> &'static [&'static str] {
+        &[]
+    }
+
     /// JSON pointers ARM never returns (secrets): left out of drift detection.
     fn write_only_paths() -> &'static [&'static str] {
         &[]

@@ -315,7 +315,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 status::write(ctx, obj, &st).await?;
                 return Ok(Action::requeue(FOREIGN_OPERATION_POLL));
             }
-            let drifted = drift::diff_except(&desired, actual, K::write_only_paths());
+            let drifted = drift::drifted::<K>(&desired, actual);
             if drifted.is_empty() || observe_only || failed_at_this_generation(obj) {
                 if drifted.is_empty() && state == "Succeeded" && !observe_only {
                     obj.after_converged(ctx, &resolved, &target, actual).await?;
@@ -342,7 +342,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     // 3. Act.
     let request = match &observed {
         Some(actual) if action == "Update" => {
-            obj.update_request(&desired, &drift::diff_except(&desired, actual, K::write_only_paths()))
+            obj.update_request(&desired, &drift::drifted::<K>(&desired, actual))
         }
         _ => UpdateRequest::Put(desired.clone()),
     };
