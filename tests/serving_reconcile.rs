@@ -410,13 +410,13 @@ async fn the_keys_secret_holds_arm_keys_follows_a_regeneration_and_keys_stay_out
     let (new_primary, _) = arm_keys(&w).await;
     assert_ne!(new_primary, primary);
 
-    // Within the resync period the Secret is trusted: no listKeys.
+    // Within the keys refresh period the Secret is trusted: no listKeys.
     w.emulator.clear_requests();
     w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
     assert_eq!(posts_to(&w, "/listKeys"), 0);
     assert_eq!(keys_secret(&w).unwrap().1.get("primaryKey"), Some(&primary));
 
-    // Once the last check is older than the resync period, the keys are read again and updated.
+    // Once the last check is older than the keys refresh period, the keys are read again and updated.
     w.kube.edit(KEYS_PATH, |s| s["metadata"]["annotations"]["amloperator.io/keys-checked-at"] = json!("2020-01-01T00:00:00Z"));
     w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
     assert_eq!(posts_to(&w, "/listKeys"), 1);
@@ -957,4 +957,142 @@ async fn deployment_tags_added_in_azure_stay_when_the_spec_sets_none_even_across
     let arm = w.emulator.resource(&dep_id()).unwrap();
     assert_eq!(arm["tags"], json!({"added-by": "policy"}), "a map the spec never set is not touched");
     assert_eq!(arm["sku"]["capacity"], 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys Secret: listKeys only when needed, rotation on request
+
+const CHECKED_AT: &str = "amloperator.io/keys-checked-at";
+
+/// Sets the keys Secret's last check `ago` in the past.
+fn checked_ago(w: &World, ago: Duration) {
+    let then = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::try_from(ago).unwrap();
+    w.kube.edit(KEYS_PATH, |s| s["metadata"]["annotations"][CHECKED_AT] = json!(then.to_string()));
+}
+
+fn posts(w: &World) -> Vec<String> {
+    w.emulator.requests().into_iter().filter(|r| r.method == "POST").map(|r| r.path).collect()
+}
+
+#[tokio::test]
+async fn a_converged_endpoint_makes_no_list_keys_over_several_resyncs() {
+    let w = with_endpoint(json!({"keysSecret": {"name": "ep1-keys"}})).await;
+    let resync = w.ctx.config.resync;
+    assert!(w.ctx.config.keys_refresh > resync * 4, "the default refresh is far longer than a resync");
+    w.emulator.clear_requests();
+    for periods in 1..=4 {
+        // As if `periods` resync periods had passed since the Secret was written.
+        checked_ago(&w, resync * periods + Duration::from_secs(1));
+        w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("steady state");
+    }
+    assert_eq!(posts(&w), Vec::<String>::new(), "no listKeys (a POST, an ARM write) per resync");
+    assert_eq!(w.arm_calls("GET"), 4);
+}
+
+#[tokio::test]
+async fn a_keys_secret_edited_by_someone_else_is_repaired_with_one_list_keys() {
+    let w = with_endpoint(json!({"keysSecret": {"name": "ep1-keys"}})).await;
+    let (primary, secondary) = arm_keys(&w).await;
+    w.kube.edit(KEYS_PATH, |s| {
+        s["data"]["primaryKey"] = json!("dGFtcGVyZWQ="); // "tampered"
+        s["data"]["note"] = json!("bWluZQ=="); // someone else's key, which is left alone
+    });
+    w.emulator.clear_requests();
+
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("repaired");
+    assert_eq!(posts_to(&w, "/listKeys"), 1);
+    let (_, data) = keys_secret(&w).unwrap();
+    assert_eq!((data["primaryKey"].as_str(), data["secondaryKey"].as_str()), (primary.as_str(), secondary.as_str()));
+    assert_eq!(data.get("note").map(String::as_str), Some("mine"));
+
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("steady state");
+    assert_eq!(posts(&w), Vec::<String>::new(), "repaired once, trusted again");
+}
+
+#[tokio::test]
+async fn the_keys_refresh_interval_triggers_one_list_keys() {
+    let mut w = with_endpoint(json!({"keysSecret": {"name": "ep1-keys"}})).await;
+    w.configure(|c| c.keys_refresh = Duration::from_secs(900));
+    w.emulator.clear_requests();
+    checked_ago(&w, Duration::from_secs(899));
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts_to(&w, "/listKeys"), 0, "within the refresh interval");
+
+    checked_ago(&w, Duration::from_secs(901));
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts_to(&w, "/listKeys"), 1, "one listKeys once the interval has passed, then trusted again");
+}
+
+#[tokio::test]
+async fn rotation_on_request_regenerates_secondary_then_primary_without_waiting_in_a_reconcile() {
+    let slow = EmulatorConfig { operation_duration: Duration::from_secs(3600), ..support::emulator_config() };
+    let mut w = with_workspace_in(World::with_emulator(slow).await).await;
+    w.kube.put(endpoint(json!({"keysSecret": {"name": "ep1-keys"}})));
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    let (p0, s0) = arm_keys(&w).await;
+    let published = |w: &World| {
+        let (_, data) = keys_secret(w).unwrap();
+        (data["primaryKey"].clone(), data["secondaryKey"].clone())
+    };
+    let annotations = |w: &World| keys_secret(w).unwrap().0.metadata.annotations.unwrap_or_default();
+
+    w.kube.edit(EP_PATH, |o| o["metadata"]["annotations"]["amloperator.io/rotate-keys"] = json!("2024-06"));
+    w.emulator.clear_requests();
+    // 1. The secondary key is regenerated; the reconcile returns at once (the operation runs an hour).
+    let started = std::time::Instant::now();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "never waits for the operation");
+    assert_eq!(posts(&w), vec![format!("{}/regenerateKeys", ep_id())]);
+    assert_eq!(annotations(&w)["amloperator.io/keys-rotation"], "Secondary");
+    assert!(annotations(&w).contains_key("amloperator.io/keys-rotation-operation"));
+    // Still running: polled, nothing else.
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), Vec::<String>::new());
+    assert_eq!(published(&w), (p0.clone(), s0.clone()));
+
+    // 2. Done: the new secondary is published next to the old primary (clients on either keep working).
+    w.emulator.finish_operations();
+    w.restart(); // progress lives in the Secret, not in the operator
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    let (p, s1) = published(&w);
+    assert_eq!(p, p0, "the primary key is untouched while the secondary rotates");
+    assert_ne!(s1, s0);
+    assert_eq!(arm_keys(&w).await, (p0.clone(), s1.clone()));
+    assert_eq!(annotations(&w)["amloperator.io/keys-rotation"], "Primary");
+
+    // 3. The primary waits for the grace period (clients move to the secondary key meanwhile).
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), Vec::<String>::new(), "within the grace period");
+    w.configure(|c| c.keys_rotation_grace = Duration::ZERO);
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), vec![format!("{}/regenerateKeys", ep_id())]);
+    assert_eq!(published(&w), (p0.clone(), s1.clone()), "the Secret holds the new secondary while the primary rotates");
+
+    // 4. Done: two new keys, the rotation is over and recorded.
+    w.emulator.finish_operations();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    let (p1, s) = published(&w);
+    assert_ne!(p1, p0);
+    assert_eq!(s, s1);
+    let notes = annotations(&w);
+    assert_eq!(notes["amloperator.io/keys-rotated"], "2024-06");
+    let idle = |k: &str| notes.get(k).is_none_or(String::is_empty);
+    assert!(idle("amloperator.io/keys-rotation") && idle("amloperator.io/keys-rotation-operation"), "{notes:?}");
+    assert_eq!(arm_keys(&w).await, (p1.clone(), s1.clone()));
+
+    // The same value does not rotate again; a new one does.
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    }
+    assert_eq!(posts(&w), Vec::<String>::new(), "one value rotates once");
+    w.kube.edit(EP_PATH, |o| o["metadata"]["annotations"]["amloperator.io/rotate-keys"] = json!("2024-07"));
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), vec![format!("{}/regenerateKeys", ep_id())]);
+    assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
 }

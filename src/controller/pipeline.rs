@@ -317,18 +317,21 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             }
             let drifted = drift::drifted::<K>(&desired, actual);
             if drifted.is_empty() || observe_only || failed_at_this_generation(obj) {
+                let mut again = None;
                 if drifted.is_empty() && state == "Succeeded" && !observe_only {
-                    obj.after_converged(ctx, &resolved, &target, actual).await?;
+                    again = obj.after_converged(ctx, &resolved, &target, actual).await?;
                 }
                 let st = if let (Some((reason, message)), true) = (&waiting, drifted.is_empty()) {
                     st.ready = Some(Cond::no(reason.clone(), message.clone()));
                     st.reconciling = None;
                     status::write(ctx, obj, &st).await?;
-                    return Ok(Action::requeue(jitter(ctx.config.slow_retry.min(ctx.config.resync), 0.1)));
+                    let wait = ctx.config.slow_retry.min(ctx.config.resync);
+                    return Ok(Action::requeue(jitter(again.map_or(wait, |d| d.min(wait)), 0.1)));
                 } else {
                     st
                 };
-                return converged(obj, ctx, st, &state, actual, &drifted, observe_only).await;
+                let action = converged(obj, ctx, st, &state, actual, &drifted, observe_only).await?;
+                return Ok(again.map_or(action, Action::requeue));
             }
             debug!(paths = ?drifted, "drift from spec");
             "Update"
