@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// Seconds between checks of a converged object against ARM (jittered ±10%).
     #[arg(long, env = "AML_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// Seconds after which an endpoint's keys Secret is compared with ARM's keys again (one
+    /// `listKeys` POST, which ARM counts as a write). A Secret that is missing or was edited by
+    /// someone else is repaired at once, whatever this says.
+    #[arg(long, env = "AML_KEYS_REFRESH_SECONDS", default_value_t = 3600)]
+    pub keys_refresh_seconds: u64,
     /// Operator-wide default credentials Secret, as namespace/name.
     #[arg(long, env = "AML_DEFAULT_CREDENTIALS")]
     pub default_credentials: Option<String>,
@@ -86,6 +91,7 @@ impl RunArgs {
         };
         Ok(Config {
             resync: Duration::from_secs(self.resync_seconds.max(10)),
+            keys_refresh: Duration::from_secs(self.keys_refresh_seconds.max(60)),
             api_version: self.api_version.clone(),
             default_credentials,
             concurrency: self.concurrency,

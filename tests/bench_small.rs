@@ -45,6 +45,28 @@ async fn steady_state_makes_no_writes_and_at_most_one_get_per_object_per_resync(
     );
     assert!(s.gets_per_object_per_resync() <= 1.0 / 0.9, "{:.3} GETs per object per resync", s.gets_per_object_per_resync());
     assert!(report.startup.in_process.is_some(), "P5 in-process measured");
+
+    // Per kind: every kind is there, and none writes (a POST such as listKeys counts as a write).
+    let kinds: Vec<&str> = s.per_kind.iter().map(|k| k.kind).collect();
+    assert_eq!(kinds, ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"]);
+    for k in &s.per_kind {
+        assert_eq!(k.objects, 4, "{}", k.kind);
+        assert_eq!(k.arm_writes, 0, "{}: {} ARM writes once converged", k.kind, k.arm_writes);
+        assert!(k.arm_reads > 0, "{}: resyncs happened", k.kind);
+        assert!(k.reads_per_object_per_resync(s.periods()) <= 1.0 / 0.9 + 0.5, "{}: {:.3} reads per object per resync", k.kind, k.reads_per_object_per_resync(s.periods()));
+    }
+    assert_eq!(s.per_kind.iter().map(|k| k.arm_writes).sum::<u64>(), s.arm_writes);
+}
+
+#[test]
+fn requests_are_attributed_to_the_kind_whose_segment_comes_last() {
+    let all = kinds::every();
+    let ws = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws";
+    assert_eq!(kinds::kind_of_path(&all, ws), Some("AmlWorkspace"));
+    assert_eq!(kinds::kind_of_path(&all, &format!("{ws}/computes/c")), Some("AmlCompute"));
+    assert_eq!(kinds::kind_of_path(&all, &format!("{ws}/onlineEndpoints/e/listKeys")), Some("AmlOnlineEndpoint"));
+    assert_eq!(kinds::kind_of_path(&all, &format!("{ws}/onlineEndpoints/e/deployments/d")), Some("AmlOnlineDeployment"));
+    assert_eq!(kinds::kind_of_path(&all, &format!("{ws}/providers/Microsoft.Authorization/roleAssignments/g")), Some("AmlRoleAssignment"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -583,6 +583,7 @@ fn the_deployment_is_hardened_sized_and_probed() {
             "--arm-endpoint=https://management.azure.com",
             "--authority-host=https://login.microsoftonline.com/",
             "--resync-seconds=600",
+            "--keys-refresh-seconds=3600",
             "--arm-read-rate=20",
             "--arm-write-rate=8",
             "--metrics-addr=0.0.0.0:8080",
@@ -615,6 +616,7 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
             "credentials.default.name=aml-default",
             "arm.caBundle.secret=corp-ca",
             "resyncSeconds=120",
+            "keysRefreshSeconds=900",
         ]);
         let a = args(&docs);
         assert_eq!(a[0], "run");
@@ -635,7 +637,7 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
         }
         let parsed = run().try_get_matches_from(&flags);
         assert!(parsed.is_ok(), "{}: the operator rejects the chart's flags {flags:?}: {}", helm.label, parsed.err().map(|e| e.to_string()).unwrap_or_default());
-        for expected in ["--namespace=team-a", "--default-credentials=ops/aml-default", "--ca-file=/etc/aml-operator/ca/ca.crt", "--resync-seconds=120"] {
+        for expected in ["--namespace=team-a", "--default-credentials=ops/aml-default", "--ca-file=/etc/aml-operator/ca/ca.crt", "--resync-seconds=120", "--keys-refresh-seconds=900"] {
             assert!(a.iter().any(|x| x == expected), "{}: {expected} missing from {a:?}", helm.label);
         }
         let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];

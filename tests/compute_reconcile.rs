@@ -720,3 +720,42 @@ fn the_compute_crd_has_names_columns_and_validation_rules() {
     assert_eq!(names, ["adminUserName", "adminUserPasswordSecretRef", "adminUserSshPublicKeySecretRef"], "no field for a literal password");
     assert_eq!(props["computeType"]["enum"], json!(["AmlCompute", "ComputeInstance"]));
 }
+
+#[tokio::test]
+async fn a_tag_removed_from_the_spec_is_removed_in_azure_with_one_write_and_then_none() {
+    let p = path(CLUSTER);
+    let mut c = cluster();
+    c.spec.tags = Some([("team", "a"), ("owner", "bob")].map(|(k, v)| (k.to_string(), v.to_string())).into());
+    let w = converged(c).await;
+    w.kube.edit(&p, |o| o["spec"]["tags"] = json!({"team": "a"}));
+
+    w.converge::<AmlCompute>(&p).await;
+    assert_eq!((writes(&w), w.arm_calls("PUT")), (1, 1), "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&arm_id(CLUSTER)).unwrap()["tags"], json!({"team": "a"}));
+
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<AmlCompute>(&p).await.expect("steady state");
+    }
+    assert_eq!(writes(&w), 0, "converged after the removal: {:?}", w.emulator.requests());
+}
+
+#[tokio::test]
+async fn tags_added_in_azure_stay_when_the_spec_sets_none_even_across_a_scale_patch() {
+    let p = path(CLUSTER);
+    let mut c = cluster();
+    c.spec.tags = None;
+    let w = converged(c).await;
+    w.emulator.update_resource(&arm_id(CLUSTER), |v| v["tags"] = json!({"added-by": "policy"}));
+    for _ in 0..2 {
+        w.reconcile::<AmlCompute>(&p).await.expect("steady state");
+    }
+    assert_eq!(writes(&w), 0);
+
+    w.kube.edit(&p, |o| o["spec"]["amlCompute"]["scaleSettings"]["maxNodeCount"] = json!(6));
+    w.converge::<AmlCompute>(&p).await;
+    assert_eq!((w.arm_calls("PATCH"), writes(&w)), (1, 1));
+    let arm = w.emulator.resource(&arm_id(CLUSTER)).unwrap();
+    assert_eq!(arm["tags"], json!({"added-by": "policy"}), "a map the spec never set is not touched");
+    assert_eq!(arm["properties"]["properties"]["scaleSettings"]["maxNodeCount"], 6);
+}

@@ -835,7 +835,7 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) ->
             match (w.kube.get::<K>(&path), &actual) {
                 (Some(obj), Some(actual)) => match desired(&obj) {
                     Ok(desired) => {
-                        let drifted = drift::diff_except(&desired, actual, K::write_only_paths());
+                        let drifted = drift::drifted::<K>(&desired, actual);
                         if !drifted.is_empty() {
                             out.failures.push(format!("{label}: ARM differs from the spec at {drifted:?}"));
                         }

@@ -410,13 +410,13 @@ async fn the_keys_secret_holds_arm_keys_follows_a_regeneration_and_keys_stay_out
     let (new_primary, _) = arm_keys(&w).await;
     assert_ne!(new_primary, primary);
 
-    // Within the resync period the Secret is trusted: no listKeys.
+    // Within the keys refresh period the Secret is trusted: no listKeys.
     w.emulator.clear_requests();
     w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
     assert_eq!(posts_to(&w, "/listKeys"), 0);
     assert_eq!(keys_secret(&w).unwrap().1.get("primaryKey"), Some(&primary));
 
-    // Once the last check is older than the resync period, the keys are read again and updated.
+    // Once the last check is older than the keys refresh period, the keys are read again and updated.
     w.kube.edit(KEYS_PATH, |s| s["metadata"]["annotations"]["amloperator.io/keys-checked-at"] = json!("2020-01-01T00:00:00Z"));
     w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
     assert_eq!(posts_to(&w, "/listKeys"), 1);
@@ -845,4 +845,254 @@ async fn a_deployment_receiving_traffic_waits_for_its_endpoint_instead_of_a_refu
     assert!(w.emulator.resource(&dep_id()).is_none());
     let refused: Vec<_> = w.emulator.requests().into_iter().filter(|r| (400..500).contains(&r.status) && r.status != 404).map(|r| format!("{} {} {}", r.status, r.method, r.path)).collect();
     assert!(refused.is_empty(), "ARM refused nothing: {refused:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Declarative removal: what the manifest no longer holds is removed in Azure
+
+fn arm_writes(w: &World) -> usize {
+    ["PUT", "PATCH", "POST", "DELETE"].iter().map(|m| w.arm_calls(m)).sum()
+}
+
+fn named_deployment(name: &str, extra: Value) -> AmlOnlineDeployment {
+    let mut d = deployment(extra);
+    d.metadata.name = Some(name.into());
+    d
+}
+
+fn dep_path(name: &str) -> String {
+    format!("/apis/amloperator.io/v1alpha1/namespaces/{NS}/amlonlinedeployments/{name}")
+}
+
+/// Reconciles `path` twice more and asserts that ARM saw no write.
+async fn no_more_writes<K: AmlKind>(w: &World, path: &str) {
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<K>(path).await.expect("steady state");
+    }
+    assert_eq!(arm_writes(w), 0, "converged: {:?}", w.emulator.requests());
+}
+
+#[tokio::test]
+async fn an_endpoint_tag_removed_from_the_spec_is_removed_in_azure_with_one_write() {
+    let w = with_endpoint(json!({"tags": {"team": "a", "owner": "bob"}})).await;
+    w.kube.edit(EP_PATH, |o| o["spec"]["tags"] = json!({"team": "a"}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    assert_eq!(arm_writes(&w), 1, "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&ep_id()).unwrap()["tags"], json!({"team": "a"}));
+    no_more_writes::<AmlOnlineEndpoint>(&w, EP_PATH).await;
+}
+
+#[tokio::test]
+async fn a_mirror_entry_removed_from_the_spec_is_removed_in_azure_with_one_write() {
+    let w = with_endpoint(json!({})).await;
+    for name in ["blue", "green"] {
+        w.kube.put(named_deployment(name, json!({})));
+        w.converge::<AmlOnlineDeployment>(&dep_path(name)).await;
+    }
+    w.kube.edit(EP_PATH, |o| {
+        o["spec"]["traffic"] = json!({"blue": 100});
+        o["spec"]["mirrorTraffic"] = json!({"green": 10});
+    });
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    assert_eq!(w.emulator.resource(&ep_id()).unwrap()["properties"]["mirrorTraffic"], json!({"green": 10}));
+
+    w.kube.edit(EP_PATH, |o| o["spec"]["mirrorTraffic"] = json!({}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    assert_eq!((arm_writes(&w), w.arm_calls("PUT")), (1, 1), "{:?}", w.emulator.requests());
+    let arm = w.emulator.resource(&ep_id()).unwrap();
+    assert_eq!(arm["properties"]["mirrorTraffic"], json!({}), "the entry is gone, not set to 0");
+    assert_eq!(arm["properties"]["traffic"], json!({"blue": 100}));
+    no_more_writes::<AmlOnlineEndpoint>(&w, EP_PATH).await;
+    assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
+
+    // With no mirror traffic left, the green deployment can go.
+    w.kube.delete(&dep_path("green"));
+    let _ = w.reconcile::<AmlOnlineDeployment>(&dep_path("green")).await;
+    w.emulator.finish_operations();
+    w.reconcile::<AmlOnlineDeployment>(&dep_path("green")).await.expect("deleted");
+    assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
+}
+
+#[tokio::test]
+async fn a_deployment_tag_removed_from_the_spec_is_one_patch_that_replaces_the_tags() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({"tags": {"team": "a", "owner": "bob"}})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(DEP_PATH, |o| o["spec"]["tags"] = json!({"team": "a"}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    assert_eq!((w.arm_calls("PATCH"), arm_writes(&w)), (1, 1), "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["tags"], json!({"team": "a"}));
+    no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
+}
+
+#[tokio::test]
+async fn an_environment_variable_removed_from_the_spec_is_removed_in_azure_with_one_write() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({"environmentVariables": {"WORKERS": "4", "DEBUG": "1"}})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(DEP_PATH, |o| o["spec"]["environmentVariables"] = json!({"WORKERS": "4"}));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    assert_eq!((w.arm_calls("PUT"), arm_writes(&w)), (1, 1), "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["properties"]["environmentVariables"], json!({"WORKERS": "4"}));
+    no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
+}
+
+#[tokio::test]
+async fn deployment_tags_added_in_azure_stay_when_the_spec_sets_none_even_across_a_scale_patch() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.emulator.update_resource(&dep_id(), |v| v["tags"] = json!({"added-by": "policy"}));
+    no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
+
+    w.kube.edit(DEP_PATH, |o| o["spec"]["instanceCount"] = json!(2));
+    w.emulator.clear_requests();
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    assert_eq!((w.arm_calls("PATCH"), arm_writes(&w)), (1, 1));
+    let arm = w.emulator.resource(&dep_id()).unwrap();
+    assert_eq!(arm["tags"], json!({"added-by": "policy"}), "a map the spec never set is not touched");
+    assert_eq!(arm["sku"]["capacity"], 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys Secret: listKeys only when needed, rotation on request
+
+const CHECKED_AT: &str = "amloperator.io/keys-checked-at";
+
+/// Sets the keys Secret's last check `ago` in the past.
+fn checked_ago(w: &World, ago: Duration) {
+    let then = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::try_from(ago).unwrap();
+    w.kube.edit(KEYS_PATH, |s| s["metadata"]["annotations"][CHECKED_AT] = json!(then.to_string()));
+}
+
+fn posts(w: &World) -> Vec<String> {
+    w.emulator.requests().into_iter().filter(|r| r.method == "POST").map(|r| r.path).collect()
+}
+
+#[tokio::test]
+async fn a_converged_endpoint_makes_no_list_keys_over_several_resyncs() {
+    let w = with_endpoint(json!({"keysSecret": {"name": "ep1-keys"}})).await;
+    let resync = w.ctx.config.resync;
+    assert!(w.ctx.config.keys_refresh > resync * 4, "the default refresh is far longer than a resync");
+    w.emulator.clear_requests();
+    for periods in 1..=4 {
+        // As if `periods` resync periods had passed since the Secret was written.
+        checked_ago(&w, resync * periods + Duration::from_secs(1));
+        w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("steady state");
+    }
+    assert_eq!(posts(&w), Vec::<String>::new(), "no listKeys (a POST, an ARM write) per resync");
+    assert_eq!(w.arm_calls("GET"), 4);
+}
+
+#[tokio::test]
+async fn a_keys_secret_edited_by_someone_else_is_repaired_with_one_list_keys() {
+    let w = with_endpoint(json!({"keysSecret": {"name": "ep1-keys"}})).await;
+    let (primary, secondary) = arm_keys(&w).await;
+    w.kube.edit(KEYS_PATH, |s| {
+        s["data"]["primaryKey"] = json!("dGFtcGVyZWQ="); // "tampered"
+        s["data"]["note"] = json!("bWluZQ=="); // someone else's key, which is left alone
+    });
+    w.emulator.clear_requests();
+
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("repaired");
+    assert_eq!(posts_to(&w, "/listKeys"), 1);
+    let (_, data) = keys_secret(&w).unwrap();
+    assert_eq!((data["primaryKey"].as_str(), data["secondaryKey"].as_str()), (primary.as_str(), secondary.as_str()));
+    assert_eq!(data.get("note").map(String::as_str), Some("mine"));
+
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("steady state");
+    assert_eq!(posts(&w), Vec::<String>::new(), "repaired once, trusted again");
+}
+
+#[tokio::test]
+async fn the_keys_refresh_interval_triggers_one_list_keys() {
+    let mut w = with_endpoint(json!({"keysSecret": {"name": "ep1-keys"}})).await;
+    w.configure(|c| c.keys_refresh = Duration::from_secs(900));
+    w.emulator.clear_requests();
+    checked_ago(&w, Duration::from_secs(899));
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts_to(&w, "/listKeys"), 0, "within the refresh interval");
+
+    checked_ago(&w, Duration::from_secs(901));
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts_to(&w, "/listKeys"), 1, "one listKeys once the interval has passed, then trusted again");
+}
+
+#[tokio::test]
+async fn rotation_on_request_regenerates_secondary_then_primary_without_waiting_in_a_reconcile() {
+    let slow = EmulatorConfig { operation_duration: Duration::from_secs(3600), ..support::emulator_config() };
+    let mut w = with_workspace_in(World::with_emulator(slow).await).await;
+    w.kube.put(endpoint(json!({"keysSecret": {"name": "ep1-keys"}})));
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    let (p0, s0) = arm_keys(&w).await;
+    let published = |w: &World| {
+        let (_, data) = keys_secret(w).unwrap();
+        (data["primaryKey"].clone(), data["secondaryKey"].clone())
+    };
+    let annotations = |w: &World| keys_secret(w).unwrap().0.metadata.annotations.unwrap_or_default();
+
+    w.kube.edit(EP_PATH, |o| o["metadata"]["annotations"]["amloperator.io/rotate-keys"] = json!("2024-06"));
+    w.emulator.clear_requests();
+    // 1. The secondary key is regenerated; the reconcile returns at once (the operation runs an hour).
+    let started = std::time::Instant::now();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "never waits for the operation");
+    assert_eq!(posts(&w), vec![format!("{}/regenerateKeys", ep_id())]);
+    assert_eq!(annotations(&w)["amloperator.io/keys-rotation"], "Secondary");
+    assert!(annotations(&w).contains_key("amloperator.io/keys-rotation-operation"));
+    // Still running: polled, nothing else.
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), Vec::<String>::new());
+    assert_eq!(published(&w), (p0.clone(), s0.clone()));
+
+    // 2. Done: the new secondary is published next to the old primary (clients on either keep working).
+    w.emulator.finish_operations();
+    w.restart(); // progress lives in the Secret, not in the operator
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    let (p, s1) = published(&w);
+    assert_eq!(p, p0, "the primary key is untouched while the secondary rotates");
+    assert_ne!(s1, s0);
+    assert_eq!(arm_keys(&w).await, (p0.clone(), s1.clone()));
+    assert_eq!(annotations(&w)["amloperator.io/keys-rotation"], "Primary");
+
+    // 3. The primary waits for the grace period (clients move to the secondary key meanwhile).
+    w.emulator.clear_requests();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), Vec::<String>::new(), "within the grace period");
+    w.configure(|c| c.keys_rotation_grace = Duration::ZERO);
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), vec![format!("{}/regenerateKeys", ep_id())]);
+    assert_eq!(published(&w), (p0.clone(), s1.clone()), "the Secret holds the new secondary while the primary rotates");
+
+    // 4. Done: two new keys, the rotation is over and recorded.
+    w.emulator.finish_operations();
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    let (p1, s) = published(&w);
+    assert_ne!(p1, p0);
+    assert_eq!(s, s1);
+    let notes = annotations(&w);
+    assert_eq!(notes["amloperator.io/keys-rotated"], "2024-06");
+    let idle = |k: &str| notes.get(k).is_none_or(String::is_empty);
+    assert!(idle("amloperator.io/keys-rotation") && idle("amloperator.io/keys-rotation-operation"), "{notes:?}");
+    assert_eq!(arm_keys(&w).await, (p1.clone(), s1.clone()));
+
+    // The same value does not rotate again; a new one does.
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    }
+    assert_eq!(posts(&w), Vec::<String>::new(), "one value rotates once");
+    w.kube.edit(EP_PATH, |o| o["metadata"]["annotations"]["amloperator.io/rotate-keys"] = json!("2024-07"));
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.unwrap();
+    assert_eq!(posts(&w), vec![format!("{}/regenerateKeys", ep_id())]);
+    assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
 }

@@ -403,3 +403,53 @@ async fn objects_released_at_the_same_moment_still_release_the_credentials_secre
     assert!(w.kube.raw(&path2).is_none());
     assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!([]), "the last one released the Secret");
 }
+
+fn arm_writes(w: &World) -> usize {
+    ["PUT", "PATCH", "POST", "DELETE"].iter().map(|m| w.arm_calls(m)).sum()
+}
+
+#[tokio::test]
+async fn a_tag_removed_from_the_spec_is_removed_in_azure_with_one_write_and_then_none() {
+    let w = created(|ws| ws.spec.tags = Some([("team", "a"), ("owner", "bob")].map(|(k, v)| (k.to_string(), v.to_string())).into())).await;
+    w.converge::<AmlWorkspace>(PATH).await;
+    w.kube.edit(PATH, |o| o["spec"]["tags"] = json!({"team": "a"}));
+    w.emulator.clear_requests();
+
+    w.converge::<AmlWorkspace>(PATH).await;
+    assert_eq!((arm_writes(&w), w.arm_calls("PUT")), (1, 1), "{:?}", w.emulator.requests());
+    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"team": "a"}));
+
+    // A tag added in Azure to a workspace whose spec sets tags is removed too.
+    w.emulator.update_resource(ARM_ID, |v| v["tags"]["added-in"] = json!("portal"));
+    w.converge::<AmlWorkspace>(PATH).await;
+    assert_eq!(arm_writes(&w), 2);
+    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"team": "a"}));
+
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<AmlWorkspace>(PATH).await.expect("steady state");
+    }
+    assert_eq!(arm_writes(&w), 0, "converged after the removal: {:?}", w.emulator.requests());
+}
+
+#[tokio::test]
+async fn tags_the_spec_does_not_set_are_left_alone_and_an_empty_map_clears_them() {
+    let w = created(|ws| ws.spec.tags = None).await;
+    w.converge::<AmlWorkspace>(PATH).await;
+    w.emulator.update_resource(ARM_ID, |v| v["tags"] = json!({"added-by": "policy"}));
+    w.emulator.clear_requests();
+    for _ in 0..2 {
+        w.reconcile::<AmlWorkspace>(PATH).await.expect("steady state");
+    }
+    assert_eq!(arm_writes(&w), 0);
+    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"added-by": "policy"}));
+
+    w.kube.edit(PATH, |o| o["spec"]["tags"] = json!({}));
+    w.converge::<AmlWorkspace>(PATH).await;
+    assert_eq!(arm_writes(&w), 1);
+    let tags = w.emulator.resource(ARM_ID).unwrap()["tags"].clone();
+    assert!(tags.is_null() || tags == json!({}), "tags: {{}} clears them: {tags}");
+    w.emulator.clear_requests();
+    w.reconcile::<AmlWorkspace>(PATH).await.expect("steady state");
+    assert_eq!(arm_writes(&w), 0);
+}

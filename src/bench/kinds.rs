@@ -18,6 +18,9 @@ pub struct KindGen {
     /// The ARM id the object's resource gets, for `(subscription, namespace, index)`, compared
     /// case-insensitively with the emulator's request paths.
     pub arm_id: fn(subscription: &str, namespace: &str, index: usize) -> String,
+    /// The lowercased ARM id segment of the kind's resource type (e.g. `/computes/`): a request
+    /// belongs to the kind whose segment comes last in its path (see [`kind_of_path`]).
+    pub arm_segment: &'static str,
 }
 
 impl KindGen {
@@ -36,6 +39,7 @@ pub const WORKSPACE: KindGen = KindGen {
     plural: "amlworkspaces",
     object: workspace,
     arm_id: workspace_arm_id,
+    arm_segment: "/workspaces/",
 };
 
 /// `AmlCompute` clusters named `cpu-00001`, …, each under the workspace generated just before it
@@ -45,11 +49,133 @@ pub const COMPUTE: KindGen = KindGen {
     plural: "amlcomputes",
     object: compute,
     arm_id: compute_arm_id,
+    arm_segment: "/computes/",
 };
 
-/// Every kind the benchmark knows today, parents before the children that follow them.
+/// `AmlOnlineEndpoint`s named `ep-00002`, …, with a keys Secret and all traffic to the deployment
+/// generated just after it, under the workspace generated two places before it (so it follows
+/// [`WORKSPACE`] and [`COMPUTE`] in the list of kinds, and [`DEPLOYMENT`] follows it).
+pub const ENDPOINT: KindGen = KindGen {
+    kind: "AmlOnlineEndpoint",
+    plural: "amlonlineendpoints",
+    object: endpoint,
+    arm_id: endpoint_arm_id,
+    arm_segment: "/onlineendpoints/",
+};
+
+/// `AmlOnlineDeployment`s named `dep-00003`, …, under the endpoint generated just before it.
+pub const DEPLOYMENT: KindGen = KindGen {
+    kind: "AmlOnlineDeployment",
+    plural: "amlonlinedeployments",
+    object: deployment,
+    arm_id: deployment_arm_id,
+    arm_segment: "/deployments/",
+};
+
+/// `AmlRoleAssignment`s named `ra-00004`, …: Reader on the workspace generated four places before
+/// it, for a service principal of its own.
+pub const ROLE_ASSIGNMENT: KindGen = KindGen {
+    kind: "AmlRoleAssignment",
+    plural: "amlroleassignments",
+    object: role_assignment,
+    arm_id: role_assignment_arm_id,
+    arm_segment: "/providers/microsoft.authorization/roleassignments/",
+};
+
+/// The kinds P2 to P4 create: workspaces and a compute cluster under each (one ARM write per
+/// object, which is what P2's bound assumes).
 pub fn all() -> Vec<KindGen> {
     vec![WORKSPACE, COMPUTE]
+}
+
+/// Every kind, in an order where each child follows its parent: what P1 measures, per kind.
+pub fn every() -> Vec<KindGen> {
+    vec![WORKSPACE, COMPUTE, ENDPOINT, DEPLOYMENT, ROLE_ASSIGNMENT]
+}
+
+/// The kind of `kinds` an ARM request path belongs to: the one whose resource-type segment comes
+/// last in it (a deployment's path also holds its endpoint's and workspace's segments; an
+/// endpoint's `listKeys` is the endpoint's).
+pub fn kind_of_path(kinds: &[KindGen], path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    kinds
+        .iter()
+        .filter_map(|k| lower.rfind(k.arm_segment).map(|at| (at, k.kind)))
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, kind)| kind)
+}
+
+fn endpoint_name(index: usize) -> String {
+    format!("ep-{index:05}")
+}
+
+fn deployment_name(index: usize) -> String {
+    format!("dep-{index:05}")
+}
+
+fn endpoint(namespace: &str, index: usize) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "AmlOnlineEndpoint",
+        "metadata": {"name": endpoint_name(index), "namespace": namespace},
+        "spec": {
+            "workspaceRef": {"name": workspace_name(index.saturating_sub(2))},
+            "authMode": "Key",
+            "traffic": {deployment_name(index + 1): 100},
+            "keysSecret": {"name": format!("{}-keys", endpoint_name(index))},
+            "tags": {"purpose": "bench"}
+        }
+    })
+}
+
+fn endpoint_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    format!("{}/onlineEndpoints/{}", workspace_arm_id(subscription, namespace, index.saturating_sub(2)), endpoint_name(index))
+}
+
+fn deployment(namespace: &str, index: usize) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "AmlOnlineDeployment",
+        "metadata": {"name": deployment_name(index), "namespace": namespace},
+        "spec": {
+            "endpointRef": {"name": endpoint_name(index.saturating_sub(1))},
+            "model": "azureml:bench-model:1",
+            "environmentId": "azureml:bench-env:1",
+            "codeConfiguration": {"codeId": "azureml:bench-code:1", "scoringScript": "score.py"},
+            "instanceType": "Standard_DS3_v2",
+            "instanceCount": 1,
+            "environmentVariables": {"WORKERS": "2"}
+        }
+    })
+}
+
+fn deployment_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    format!("{}/deployments/{}", endpoint_arm_id(subscription, namespace, index.saturating_sub(1)), deployment_name(index))
+}
+
+/// A principal id per role assignment: `00000000-0000-4000-8000-<index>`.
+fn principal_id(index: usize) -> String {
+    format!("00000000-0000-4000-8000-{index:012}")
+}
+
+fn role_assignment(namespace: &str, index: usize) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "AmlRoleAssignment",
+        "metadata": {"name": format!("ra-{index:05}"), "namespace": namespace},
+        "spec": {
+            "workspaceRef": {"name": workspace_name(index.saturating_sub(4))},
+            "role": "Reader",
+            "principalId": principal_id(index),
+            "principalType": "ServicePrincipal"
+        }
+    })
+}
+
+fn role_assignment_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    let scope = workspace_arm_id(subscription, namespace, index.saturating_sub(4));
+    let name = crate::arm::ids::role_assignment_name(&scope, &principal_id(index), crate::crd::BuiltInRole::Reader.guid());
+    format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}")
 }
 
 fn compute(namespace: &str, index: usize) -> Value {

@@ -57,8 +57,11 @@ pub struct BenchArgs {
 /// What a benchmark run measures, and at which sizes.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// The kinds to create, round-robin.
+    /// The kinds P2 to P4 create, round-robin.
     pub kinds: Vec<KindGen>,
+    /// The kinds P1 creates, round-robin (its object count is rounded up to whole rounds); its
+    /// figures are also given per kind.
+    pub steady_kinds: Vec<KindGen>,
     /// P1: objects.
     pub steady_objects: usize,
     /// P1: the resync period the controllers use.
@@ -90,6 +93,7 @@ impl BenchOptions {
     pub fn full() -> Self {
         BenchOptions {
             kinds: kinds::all(),
+            steady_kinds: kinds::every(),
             steady_objects: 1000,
             resync: Duration::from_secs(2),
             resync_periods: 5,
@@ -202,8 +206,35 @@ pub struct Steady {
     pub allowed_gets_one_object: u64,
     /// Kubernetes writes (patches, status, creates) in the window, when LocalKube counts them.
     pub kube_writes: Option<u64>,
+    /// The ARM figures per kind, in the order of the kinds.
+    pub per_kind: Vec<KindSteady>,
     /// All Kubernetes requests in the window, when LocalKube counts them.
     pub kube_requests: Option<u64>,
+}
+
+/// P1's ARM figures for one kind.
+#[derive(Clone, Debug)]
+pub struct KindSteady {
+    /// The kind, e.g. `AmlOnlineEndpoint`.
+    pub kind: &'static str,
+    /// Objects of the kind.
+    pub objects: usize,
+    /// ARM writes in the window: PUT, PATCH, DELETE and POST (ARM counts a POST such as an
+    /// endpoint's `listKeys` against the write budget).
+    pub arm_writes: u64,
+    /// ARM reads in the window: GETs of the kind's resources.
+    pub arm_reads: u64,
+}
+
+impl KindSteady {
+    /// ARM writes per object in the window (target 0).
+    pub fn writes_per_object(&self) -> f64 {
+        ratio(self.arm_writes as f64, self.objects as f64)
+    }
+    /// ARM reads per object per resync period, given the window's periods.
+    pub fn reads_per_object_per_resync(&self, periods: f64) -> f64 {
+        ratio(self.arm_reads as f64, self.objects as f64 * periods)
+    }
 }
 
 impl Steady {
@@ -360,6 +391,13 @@ impl fmt::Display for Report {
                     _ => "Kubernetes requests not counted on a real cluster".into(),
                 };
                 writeln!(f, "                     converged in {:.1} s; other ARM requests {}; {kube}", s.converge.as_secs_f64(), s.arm_other)?;
+                for k in &s.per_kind {
+                    writeln!(
+                        f,
+                        "   {:<20} {:>5} objects: ARM writes/object {:.3} (POST counted), ARM reads/object/resync {:.3}",
+                        k.kind, k.objects, k.writes_per_object(), k.reads_per_object_per_resync(s.periods())
+                    )?;
+                }
             }
             None => writeln!(f, "P1 steady state      skipped")?,
         }
@@ -578,8 +616,12 @@ fn emulator(op: Duration, write_limit: Option<(u32, f64)>) -> EmulatorConfig {
 
 /// P1 (and the in-process P5).
 async fn steady_state(o: &BenchOptions) -> Result<(Steady, Option<Duration>), BenchError> {
-    let n = o.steady_objects;
-    let world = World::start(o, "p1", emulator(Duration::from_millis(200), None)).await?;
+    let mut world = World::start(o, "p1", emulator(Duration::from_millis(200), None)).await?;
+    if !o.steady_kinds.is_empty() {
+        world.kinds = o.steady_kinds.clone();
+    }
+    // Whole rounds, so every child's parent (and every endpoint's deployment) is there.
+    let n = o.steady_objects.div_ceil(world.kinds.len()) * world.kinds.len();
     world.create(0..n).await?;
     let t0 = Instant::now();
     let (controllers, _) = world.controllers(o.resync)?;
@@ -603,15 +645,36 @@ async fn steady_state(o: &BenchOptions) -> Result<(Steady, Option<Duration>), Be
     let kube_after = world.side.counts();
     let in_window = &requests[before.min(requests.len())..];
     let mut per_object: HashMap<String, u64> = HashMap::new();
+    let mut per_kind: Vec<KindSteady> = world
+        .kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| KindSteady {
+            kind: k.kind,
+            objects: (0..n).filter(|j| j % world.kinds.len() == i).count(),
+            arm_writes: 0,
+            arm_reads: 0,
+        })
+        .collect();
     let (mut writes, mut gets, mut other) = (0u64, 0u64, 0u64);
     for r in in_window {
+        let kind = kinds::kind_of_path(&world.kinds, &r.path);
+        let counts = per_kind.iter_mut().find(|k| Some(k.kind) == kind);
         match r.method.as_str() {
             "GET" if !r.path.to_ascii_lowercase().contains("/operation") => {
                 gets += 1;
                 *per_object.entry(r.path.to_ascii_lowercase()).or_default() += 1;
+                if let Some(c) = counts {
+                    c.arm_reads += 1;
+                }
             }
             "GET" => other += 1,
-            _ => writes += 1,
+            _ => {
+                writes += 1;
+                if let Some(c) = counts {
+                    c.arm_writes += 1;
+                }
+            }
         }
     }
     let steady = Steady {
@@ -625,6 +688,7 @@ async fn steady_state(o: &BenchOptions) -> Result<(Steady, Option<Duration>), Be
         max_gets_one_object: per_object.values().copied().max().unwrap_or(0),
         allowed_gets_one_object: (window.as_secs_f64() / (0.9 * o.resync.as_secs_f64())).floor() as u64 + 1,
         kube_writes: kube_before.zip(kube_after).map(|(b, a)| a.object_writes() - b.object_writes()),
+        per_kind,
         kube_requests: kube_before.zip(kube_after).map(|(b, a)| a.total() - b.total()),
     };
     world.finish(Some(controllers)).await;

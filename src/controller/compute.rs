@@ -144,6 +144,10 @@ impl AmlKind for AmlCompute {
         ]
     }
 
+    fn owned_maps() -> &'static [&'static str] {
+        &["/tags", "/identity/userAssignedIdentities"]
+    }
+
     fn write_only_paths() -> &'static [&'static str] {
         &[ADMIN_PASSWORD, ADMIN_SSH_KEY]
     }
@@ -173,7 +177,7 @@ fn is_scale_path(p: &str) -> bool {
 /// its scale settings (those go by PATCH, without credentials).
 fn may_put(desired: &Value, actual: Option<&Value>) -> bool {
     let Some(actual) = actual else { return true };
-    let drifted = drift::diff_except(desired, actual, AmlCompute::write_only_paths());
+    let drifted = drift::drifted::<AmlCompute>(desired, actual);
     drifted.iter().any(|p| !is_scale_path(p))
 }
 

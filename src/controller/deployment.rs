@@ -101,6 +101,12 @@ impl AmlKind for AmlOnlineDeployment {
         &["/location", "/properties/endpointComputeType"]
     }
 
+    /// ARM's `properties.properties` dictionary is add-only ("can be added, but not removed or
+    /// altered"), so the spec does not offer it and it is not owned.
+    fn owned_maps() -> &'static [&'static str] {
+        &["/tags", "/properties/environmentVariables"]
+    }
+
     fn outputs(arm: &Value) -> Map<String, Value> {
         let mut out = Map::new();
         if let Some(n) = arm.pointer("/sku/capacity").and_then(Value::as_i64) {

@@ -3,8 +3,14 @@
 //! Only what the desired body holds is compared (it holds only what the user set), so fields ARM
 //! fills in or defaults never cause a write. ARM treats resource ids, locations and enum values
 //! case-insensitively, and so does this comparison for ids and locations.
+//!
+//! Maps the spec owns whole (a kind's [`AmlKind::owned_maps`]: tags, environment variables, ...)
+//! are compared both ways, but only when the desired body holds them: a key ARM holds there that
+//! the spec's map does not is drift too, so removing a key from the manifest removes it in Azure.
+//! A map the spec does not set stays unmanaged.
 
-use serde_json::Value;
+use super::AmlKind;
+use serde_json::{Map, Value};
 
 /// The JSON paths (e.g. `/properties/description`) where `actual` differs from `desired`.
 pub fn diff(desired: &Value, actual: &Value) -> Vec<String> {
@@ -19,6 +25,58 @@ pub fn diff_except(desired: &Value, actual: &Value, write_only: &[&str]) -> Vec<
         .into_iter()
         .filter(|p| !write_only.iter().any(|w| p == w || p.starts_with(&format!("{w}/"))))
         .collect()
+}
+
+/// Like [`diff_except`], and for every map in `owned` (JSON pointers) that `desired` holds as an
+/// object: the map's path when ARM's map holds a key the desired one does not (see [`extra_keys`]).
+pub fn diff_owned(desired: &Value, actual: &Value, write_only: &[&str], owned: &[&str]) -> Vec<String> {
+    let mut out = diff_except(desired, actual, write_only);
+    for path in owned {
+        let Some(want) = desired.pointer(path).and_then(Value::as_object) else {
+            continue;
+        };
+        let Some(have) = lookup(actual, path).and_then(Value::as_object) else {
+            continue;
+        };
+        if !extra_keys(want, have).is_empty() && !out.iter().any(|p| p == path) {
+            out.push((*path).to_string());
+        }
+    }
+    out
+}
+
+/// What the pipeline compares for kind `K`: [`diff_owned`] with the kind's write-only paths and
+/// owned maps.
+pub fn drifted<K: AmlKind>(desired: &Value, actual: &Value) -> Vec<String> {
+    diff_owned(desired, actual, K::write_only_paths(), K::owned_maps())
+}
+
+/// The keys of ARM's map `have` that the spec's map `want` does not hold. Keys compare exactly
+/// (tag and variable names keep their case), except ARM ids (`/subscriptions/...`, e.g. user-assigned
+/// identities), which ARM may answer in another case. Entries ARM marks as the service's own
+/// (`category` other than `UserDefined`, as the required rules of a managed network are) are
+/// never extra: the user cannot remove them.
+pub fn extra_keys<'m>(want: &Map<String, Value>, have: &'m Map<String, Value>) -> Vec<&'m str> {
+    have.iter()
+        .filter(|(key, value)| {
+            let held = want.contains_key(*key)
+                || key.starts_with('/') && want.keys().any(|k| k.eq_ignore_ascii_case(key));
+            let service_owned = value
+                .get("category")
+                .and_then(Value::as_str)
+                .is_some_and(|c| !c.eq_ignore_ascii_case("UserDefined"));
+            !held && !service_owned
+        })
+        .map(|(key, _)| key.as_str())
+        .collect()
+}
+
+/// `pointer` in `v`, matching object keys case-insensitively when the exact key is absent.
+fn lookup<'v>(v: &'v Value, pointer: &str) -> Option<&'v Value> {
+    pointer.split('/').skip(1).try_fold(v, |node, key| {
+        let map = node.as_object()?;
+        map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    })
 }
 
 fn walk(path: &str, desired: &Value, actual: &Value, out: &mut Vec<String>) {
@@ -116,6 +174,47 @@ mod tests {
         let desired = json!({"properties": {"storageAccount": id, "description": "Hello world"}});
         let actual = json!({"properties": {"storageAccount": id.to_lowercase(), "description": "hello world"}});
         assert_eq!(diff(&desired, &actual), vec!["/properties/description"]);
+    }
+
+    #[test]
+    fn an_owned_map_reports_keys_arm_holds_that_the_spec_removed() {
+        let owned = ["/tags", "/properties/environmentVariables"];
+        let desired = json!({"tags": {"a": "1"}, "properties": {"environmentVariables": {"X": "1"}}});
+        let actual = json!({"tags": {"a": "1", "b": "2"}, "properties": {"environmentVariables": {"X": "1", "Y": "2"}}});
+        assert_eq!(diff_owned(&desired, &actual, &[], &owned), vec!["/tags", "/properties/environmentVariables"]);
+        assert!(diff(&desired, &actual).is_empty(), "plain diff only looks at the spec's keys");
+        assert!(diff_owned(&desired, &desired, &[], &owned).is_empty());
+    }
+
+    #[test]
+    fn an_owned_map_the_spec_does_not_set_is_not_managed() {
+        let desired = json!({"properties": {"description": "d"}});
+        let actual = json!({"tags": {"added-by": "policy"}, "properties": {"description": "d"}});
+        assert!(diff_owned(&desired, &actual, &[], &["/tags"]).is_empty());
+        let cleared = json!({"tags": {}, "properties": {"description": "d"}});
+        assert_eq!(diff_owned(&cleared, &actual, &[], &["/tags"]), vec!["/tags"], "tags: {{}} clears them");
+    }
+
+    #[test]
+    fn owned_ids_compare_case_insensitively_and_service_entries_are_not_extra() {
+        let id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u";
+        let desired = json!({"identity": {"userAssignedIdentities": {id: {}}}});
+        let actual = json!({"identity": {"userAssignedIdentities": {id.to_lowercase(): {"principalId": "p"}}}});
+        assert!(diff_owned(&desired, &actual, &[], &["/identity/userAssignedIdentities"]).is_empty());
+        let desired = json!({"properties": {"managedNetwork": {"outboundRules": {"mine": {"type": "FQDN"}}}}});
+        let actual = json!({"properties": {"managedNetwork": {"outboundRules": {
+            "mine": {"type": "FQDN", "category": "UserDefined"},
+            "__SYS_ST_x": {"type": "PrivateEndpoint", "category": "Required"},
+        }}}});
+        assert!(diff_owned(&desired, &actual, &[], &["/properties/managedNetwork/outboundRules"]).is_empty());
+        assert_eq!(extra_keys(&Map::new(), actual.pointer("/properties/managedNetwork/outboundRules").and_then(Value::as_object).unwrap()), vec!["mine"]);
+    }
+
+    #[test]
+    fn tag_names_keep_their_case() {
+        let desired = json!({"tags": {"Env": "prod"}});
+        let actual = json!({"tags": {"env": "prod"}});
+        assert_eq!(diff_owned(&desired, &actual, &[], &["/tags"]), vec!["/tags"]);
     }
 
     #[test]

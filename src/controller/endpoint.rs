@@ -12,7 +12,7 @@
 use super::{child_target, workspace_parent};
 use super::status::FIELD_MANAGER;
 use super::{AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target};
-use crate::arm::{self, PostOutcome, ids};
+use crate::arm::{self, PollOutcome, PostOutcome, ids};
 use crate::crd::endpoint::AuthMode;
 use crate::crd::{AmlOnlineEndpoint, CommonSpec, CommonStatus};
 use k8s_openapi::ByteString;
@@ -30,6 +30,20 @@ use tracing::debug;
 pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
 /// Annotation on the keys Secret: when the operator last compared it with ARM's `listKeys` (RFC 3339).
 pub const KEYS_CHECKED_AT: &str = "amloperator.io/keys-checked-at";
+/// Annotation on the keys Secret: SHA-256 of the data the operator wrote; a Secret whose data no
+/// longer matches was edited by someone else and is repaired.
+pub const KEYS_DIGEST: &str = "amloperator.io/keys-digest";
+/// Annotation on the endpoint: set it to a new value (any string, e.g. a date) to rotate the keys:
+/// the secondary key is regenerated and published, then the primary.
+pub const ROTATE_KEYS: &str = "amloperator.io/rotate-keys";
+/// Annotation on the keys Secret: the [`ROTATE_KEYS`] value acted on, so one value rotates once.
+pub const KEYS_ROTATED: &str = "amloperator.io/keys-rotated";
+/// Annotation on the keys Secret: the key a rotation in progress regenerates next (`Secondary`,
+/// then `Primary`); empty (or absent) when no rotation runs.
+pub const KEYS_ROTATION: &str = "amloperator.io/keys-rotation";
+/// Annotation on the keys Secret: the `regenerateKeys` operation in flight (JSON), polled on
+/// later reconciles; empty (or absent) when none.
+pub const KEYS_ROTATION_OPERATION: &str = "amloperator.io/keys-rotation-operation";
 
 /// The routing maps of an endpoint body.
 const ROUTING: [&str; 2] = ["traffic", "mirrorTraffic"];
@@ -87,6 +101,12 @@ impl AmlKind for AmlOnlineEndpoint {
         &["/location", "/properties/authMode"]
     }
 
+    /// Not `traffic`: a deployment the spec stops routing to gets an explicit 0 there (see
+    /// [`plan_routing`]), which ARM keeps. `mirrorTraffic` entries are removed outright.
+    fn owned_maps() -> &'static [&'static str] {
+        &["/tags", "/identity/userAssignedIdentities", "/properties/mirrorTraffic"]
+    }
+
     fn outputs(arm: &Value) -> Map<String, Value> {
         let mut out = Map::new();
         for key in ["scoringUri", "swaggerUri"] {
@@ -138,10 +158,10 @@ impl AmlKind for AmlOnlineEndpoint {
         resolved: &'a Resolved,
         target: &'a Target,
         actual: &'a Value,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+    ) -> BoxFuture<'a, Result<Option<Duration>, Error>> {
         Box::pin(async move {
             let Some(keys_secret) = &self.spec.keys_secret else {
-                return Ok(());
+                return Ok(None);
             };
             sync_keys_secret(self, &keys_secret.name, ctx, resolved, target, actual).await
         })
@@ -194,8 +214,10 @@ fn routed_names(desired: &Value, actual: Option<&Value>) -> BTreeSet<String> {
 /// Decides the routing to send, given each mentioned deployment's provisioning state in ARM
 /// (`None`: it does not exist; keys are lowercased names). Pure.
 ///
-/// - Every deployment the spec routes to has succeeded: send the spec's routing, with 0 for
-///   deployments ARM routes to that the spec no longer names (so the change is seen as drift).
+/// - Every deployment the spec routes to has succeeded: send the spec's routing, with 0 in
+///   `traffic` for deployments ARM routes to that the spec no longer names (so the change is seen
+///   as drift). A mirror entry the spec no longer names is simply left out: `mirrorTraffic` is an
+///   owned map ([`AmlKind::owned_maps`]), so drift sees the removal and the PUT drops the entry.
 /// - Otherwise send what can be applied now (on create `traffic: {}` and no mirror traffic; on
 ///   update ARM's current routing, minus deployments that can no longer be routed) and wait.
 pub fn plan_routing(mut desired: Value, actual: Option<&Value>, states: &BTreeMap<String, Option<String>>) -> Refined {
@@ -215,9 +237,8 @@ pub fn plan_routing(mut desired: Value, actual: Option<&Value>, states: &BTreeMa
         return Refined { body: desired, waiting: None };
     };
     if not_ready.is_empty() {
-        for field in ROUTING {
-            let Some(have) = actual.and_then(|a| routing(a, field)) else { continue };
-            let Some(want) = props.get_mut(field).and_then(Value::as_object_mut) else { continue };
+        let have = actual.and_then(|a| routing(a, "traffic"));
+        if let (Some(have), Some(want)) = (have, props.get_mut("traffic").and_then(Value::as_object_mut)) {
             for (name, v) in have {
                 if entry(want, name).is_none() && percent(v) != 0 && keeps_routing(name) {
                     want.insert(name.clone(), json!(0));
@@ -248,11 +269,14 @@ pub fn plan_routing(mut desired: Value, actual: Option<&Value>, states: &BTreeMa
 // ---------------------------------------------------------------------------------------------
 // Keys Secret
 
-/// Keeps `keysSecret` equal to what ARM says. ARM calls are bounded: `listKeys` (authMode Key) is
-/// called only when the Secret is missing, its `scoringUri` differs from ARM's, or its
-/// [`KEYS_CHECKED_AT`] annotation is older than the resync period (so a key regenerated outside the
-/// operator shows up within one resync period). The Secret is written only when its values differ,
-/// or to refresh a stale check time.
+/// Keeps `keysSecret` equal to what ARM says, spending as few ARM writes as possible: `listKeys`
+/// (authMode Key) is a POST, which ARM counts against the write budget, so it is called only when
+/// the Secret is missing, its data is not what the operator last wrote (its [`KEYS_DIGEST`] differs:
+/// someone edited it), or its [`KEYS_CHECKED_AT`] is older than `Config::keys_refresh`. A changed
+/// scoring URI alone is written without `listKeys`. The Secret is written only when something
+/// changed. Rotation on request ([`ROTATE_KEYS`]) is driven from here too (see [`rotate`]).
+///
+/// Returns how soon to come back when a rotation is under way.
 async fn sync_keys_secret(
     endpoint: &AmlOnlineEndpoint,
     secret_name: &str,
@@ -260,7 +284,7 @@ async fn sync_keys_secret(
     resolved: &Resolved,
     target: &Target,
     actual: &Value,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
     let ns = endpoint.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = api
@@ -274,60 +298,291 @@ async fn sync_keys_secret(
             owner.kind, owner.name
         )));
     }
+    let keys = KeysSecret { api, name: secret_name, namespace: &ns, endpoint, uid: &uid, exists: existing.is_some() };
     let scoring_uri = actual.pointer("/properties/scoringUri").and_then(Value::as_str).unwrap_or_default();
-    let current = existing.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
-    let mut data = BTreeMap::from([("scoringUri".to_string(), ByteString(scoring_uri.as_bytes().to_vec()))]);
-    let now = Timestamp::now();
-    let mut checked_at = None;
-    if endpoint.spec.auth_mode == AuthMode::Key {
-        let last_check = existing
-            .as_ref()
-            .and_then(|s| s.annotations().get(KEYS_CHECKED_AT))
-            .and_then(|t| t.parse::<Timestamp>().ok());
-        let fresh = last_check.is_some_and(|t| is_recent(t, now, ctx.config.resync));
-        if existing.is_some() && current.get("scoringUri") == data.get("scoringUri") && fresh {
-            return Ok(());
+    let uri = ByteString(scoring_uri.as_bytes().to_vec());
+    // Only the keys the operator writes: anything else someone put there is theirs.
+    let current: BTreeMap<String, ByteString> = existing
+        .as_ref()
+        .and_then(|s| s.data.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| SECRET_KEYS.contains(&k.as_str()))
+        .collect();
+    if endpoint.spec.auth_mode != AuthMode::Key {
+        let data = BTreeMap::from([("scoringUri".to_string(), uri)]);
+        if existing.is_none() || current != data {
+            keys.write(data, Notes::default()).await?;
         }
-        let (primary, secondary) = list_keys(ctx, resolved, target).await?;
-        data.insert("primaryKey".into(), ByteString(primary.expose().as_bytes().to_vec()));
-        data.insert("secondaryKey".into(), ByteString(secondary.expose().as_bytes().to_vec()));
-        if existing.is_some() && current == data && fresh {
-            return Ok(());
-        }
-        checked_at = Some(now.to_string());
-    } else if existing.is_some() && current == data {
-        return Ok(());
+        return Ok(None);
     }
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(secret_name.to_string()),
-            namespace: Some(ns.clone()),
-            annotations: checked_at.map(|t| BTreeMap::from([(KEYS_CHECKED_AT.to_string(), t)])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: AmlOnlineEndpoint::api_version(&()).into_owned(),
-                kind: AmlOnlineEndpoint::kind(&()).into_owned(),
-                name: endpoint.name_any(),
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Secret::default()
-    };
+    let mut notes = existing.as_ref().map(Notes::of).unwrap_or_default();
+    let requested = endpoint.annotations().get(ROTATE_KEYS).filter(|v| !v.is_empty()).cloned();
     if existing.is_none() {
-        // Created with the operator's field manager; later changes are server-side applies.
-        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-        api.create(&params, &secret).await.map_err(|source| Error::Kube { what: "creating the keys Secret", source })?;
-    } else {
-        api.patch(secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-            .await
-            .map_err(|source| Error::Kube { what: "updating the keys Secret", source })?;
+        // A value present when the Secret is first written is recorded, not acted on: the keys
+        // are read fresh from ARM anyway.
+        notes.rotated = requested.clone();
+    } else if notes.step.is_none() && requested.is_some() && requested != notes.rotated {
+        notes.rotated = requested;
+        notes.step = Some(KeyType::Secondary);
+        notes.operation = None;
     }
-    debug!(secret = secret_name, "keys Secret written");
-    Ok(())
+    if existing.is_some() && notes.step.is_some() {
+        return rotate(&keys, ctx, resolved, target, uri, current, notes).await;
+    }
+    let intact = existing.is_some() && notes.digest.as_deref() == Some(digest(&current).as_str());
+    let fresh = notes.checked_at.is_some_and(|t| is_recent(t, Timestamp::now(), ctx.config.keys_refresh));
+    if intact && fresh {
+        if current.get("scoringUri") != Some(&uri) {
+            let mut data = current;
+            data.insert("scoringUri".into(), uri);
+            keys.write(data, notes).await?;
+        }
+        return Ok(None);
+    }
+    let data = read_keys(ctx, resolved, target, uri).await?;
+    notes.checked_at = Some(Timestamp::now());
+    keys.write(data, notes).await?;
+    Ok(None)
+}
+
+/// Drives a key rotation one step as far as it can go without waiting, and says when to come back.
+///
+/// 1. `Secondary`: POST `regenerateKeys {keyType: Secondary}`; the operation URL goes into the
+///    Secret's [`KEYS_ROTATION_OPERATION`] annotation (never awaited here). Once it succeeded the
+///    Secret is published with the old primary and the new secondary key.
+/// 2. `Primary`, once `Config::keys_rotation_grace` has passed since that publication (clients
+///    switch to the secondary key meanwhile): the same for the primary key; then the Secret holds
+///    two new keys and the rotation annotations are removed.
+///
+/// Every state in between is in the Secret's annotations, so a restarted operator continues where
+/// this one stopped, and each intermediate Secret holds a key a client already had.
+async fn rotate(
+    keys: &KeysSecret<'_>,
+    ctx: &Context,
+    resolved: &Resolved,
+    target: &Target,
+    uri: ByteString,
+    current: BTreeMap<String, ByteString>,
+    mut notes: Notes,
+) -> Result<Option<Duration>, Error> {
+    let Some(step) = notes.step else { return Ok(None) };
+    match notes.operation.clone() {
+        Some(op) => match ctx.arm.poll(&resolved.principal, &op).await.map_err(|source| Error::Arm {
+            action: "poll",
+            arm_id: target.arm_id.clone(),
+            source,
+        })? {
+            PollOutcome::InProgress { retry_after } => return Ok(Some(retry_after.max(MIN_REQUEUE))),
+            PollOutcome::Succeeded => {}
+            PollOutcome::Failed(e) => {
+                // Keep the step: the next attempt regenerates that key again.
+                notes.operation = None;
+                keys.write(current, notes).await?;
+                return Err(Error::OperationFailed {
+                    action: format!("regenerateKeys {}", step.as_str()),
+                    arm_id: target.arm_id.clone(),
+                    class: crate::arm::failure_class(&e.code),
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+        },
+        None => {
+            if step == KeyType::Primary {
+                let since = notes.checked_at.unwrap_or_else(Timestamp::now);
+                let elapsed = Timestamp::now().duration_since(since);
+                let wait = SignedDuration::try_from(ctx.config.keys_rotation_grace).unwrap_or(SignedDuration::MAX) - elapsed;
+                if wait.is_positive() {
+                    return Ok(Some(Duration::try_from(wait).unwrap_or(MIN_REQUEUE).max(MIN_REQUEUE)));
+                }
+            }
+            match regenerate(ctx, resolved, target, step).await? {
+                PostOutcome::Accepted(op) => {
+                    let retry_after = op.retry_after.max(MIN_REQUEUE);
+                    notes.operation = Some(op);
+                    keys.write(current, notes).await?;
+                    return Ok(Some(retry_after));
+                }
+                PostOutcome::Done(_) => {}
+            }
+        }
+    }
+    // The key is regenerated: publish, and go on with the primary key (after the grace) or finish.
+    let data = read_keys(ctx, resolved, target, uri).await?;
+    notes.operation = None;
+    notes.checked_at = Some(Timestamp::now());
+    notes.step = match step {
+        KeyType::Secondary => Some(KeyType::Primary),
+        KeyType::Primary => None,
+    };
+    let next = notes.step.map(|_| ctx.config.keys_rotation_grace.max(MIN_REQUEUE));
+    keys.write(data, notes).await?;
+    debug!(key = step.as_str(), "rotated key published");
+    Ok(next)
+}
+
+/// The data keys of the keys Secret the operator writes.
+const SECRET_KEYS: [&str; 3] = ["scoringUri", "primaryKey", "secondaryKey"];
+
+/// Shortest requeue while a rotation is under way.
+const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Which key `regenerateKeys` regenerates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyType {
+    Primary,
+    Secondary,
+}
+
+impl KeyType {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Primary => "Primary",
+            KeyType::Secondary => "Secondary",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Primary" => Some(KeyType::Primary),
+            "Secondary" => Some(KeyType::Secondary),
+            _ => None,
+        }
+    }
+}
+
+/// What the operator keeps in the keys Secret's annotations.
+#[derive(Clone, Debug, Default)]
+struct Notes {
+    /// [`KEYS_CHECKED_AT`].
+    checked_at: Option<Timestamp>,
+    /// [`KEYS_DIGEST`] as found (recomputed on every write).
+    digest: Option<String>,
+    /// [`KEYS_ROTATED`].
+    rotated: Option<String>,
+    /// [`KEYS_ROTATION`].
+    step: Option<KeyType>,
+    /// [`KEYS_ROTATION_OPERATION`].
+    operation: Option<arm::Operation>,
+}
+
+impl Notes {
+    fn of(secret: &Secret) -> Notes {
+        let a = secret.annotations();
+        Notes {
+            checked_at: a.get(KEYS_CHECKED_AT).and_then(|t| t.parse().ok()),
+            digest: a.get(KEYS_DIGEST).cloned(),
+            rotated: a.get(KEYS_ROTATED).cloned(),
+            step: a.get(KEYS_ROTATION).and_then(|s| KeyType::parse(s)),
+            // An empty value is "no operation" (see `annotations`).
+            operation: a.get(KEYS_ROTATION_OPERATION).and_then(|o| serde_json::from_str(o).ok()),
+        }
+    }
+
+    /// The annotations for a Secret holding `data`.
+    fn annotations(&self, data: &BTreeMap<String, ByteString>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::from([(KEYS_DIGEST.to_string(), digest(data))]);
+        if let Some(t) = self.checked_at {
+            out.insert(KEYS_CHECKED_AT.into(), t.to_string());
+        }
+        // Once a rotation was ever asked for, its progress annotations are always written, empty
+        // when idle: an annotation left out of a server-side apply is not reliably removed (not
+        // when another field manager, or the create, also owns it).
+        if let Some(v) = &self.rotated {
+            out.insert(KEYS_ROTATED.into(), v.clone());
+            let step = self.step.map(KeyType::as_str).unwrap_or_default();
+            out.insert(KEYS_ROTATION.into(), step.into());
+            let op = self.operation.as_ref().and_then(|op| serde_json::to_string(op).ok()).unwrap_or_default();
+            out.insert(KEYS_ROTATION_OPERATION.into(), op);
+        }
+        out
+    }
+}
+
+/// SHA-256 (hex) of a Secret's data: what the operator wrote, to notice anyone else's edit. Keys
+/// are long random values, so the digest reveals nothing about them.
+fn digest(data: &BTreeMap<String, ByteString>) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (k, v) in data {
+        ctx.update(&(k.len() as u64).to_le_bytes());
+        ctx.update(k.as_bytes());
+        ctx.update(&(v.0.len() as u64).to_le_bytes());
+        ctx.update(&v.0);
+    }
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The keys Secret of one endpoint, and how to write it.
+struct KeysSecret<'a> {
+    api: Api<Secret>,
+    name: &'a str,
+    namespace: &'a str,
+    endpoint: &'a AmlOnlineEndpoint,
+    uid: &'a str,
+    exists: bool,
+}
+
+impl KeysSecret<'_> {
+    /// Writes `data` with the annotations of `notes` (a create the first time, then server-side
+    /// applies with the operator's field manager, which also drop annotations no longer set).
+    async fn write(&self, data: BTreeMap<String, ByteString>, notes: Notes) -> Result<(), Error> {
+        let annotations = notes.annotations(&data);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name.to_string()),
+                namespace: Some(self.namespace.to_string()),
+                annotations: Some(annotations),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: AmlOnlineEndpoint::api_version(&()).into_owned(),
+                    kind: AmlOnlineEndpoint::kind(&()).into_owned(),
+                    name: self.endpoint.name_any(),
+                    uid: self.uid.to_string(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(data),
+            ..Secret::default()
+        };
+        if self.exists {
+            self.api
+                .patch(self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+                .await
+                .map_err(|source| Error::Kube { what: "updating the keys Secret", source })?;
+        } else {
+            // Created with the operator's field manager; later changes are server-side applies.
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+            self.api
+                .create(&params, &secret)
+                .await
+                .map_err(|source| Error::Kube { what: "creating the keys Secret", source })?;
+        }
+        debug!(secret = self.name, "keys Secret written");
+        Ok(())
+    }
+}
+
+/// The Secret's data from ARM's keys: `primaryKey`, `secondaryKey` and `scoringUri`.
+async fn read_keys(ctx: &Context, resolved: &Resolved, target: &Target, uri: ByteString) -> Result<BTreeMap<String, ByteString>, Error> {
+    let (primary, secondary) = list_keys(ctx, resolved, target).await?;
+    Ok(BTreeMap::from([
+        ("scoringUri".to_string(), uri),
+        ("primaryKey".to_string(), ByteString(primary.expose().as_bytes().to_vec())),
+        ("secondaryKey".to_string(), ByteString(secondary.expose().as_bytes().to_vec())),
+    ]))
+}
+
+/// POST `regenerateKeys` for one key (a long-running operation in ARM).
+async fn regenerate(ctx: &Context, resolved: &Resolved, target: &Target, key: KeyType) -> Result<PostOutcome, Error> {
+    let path = format!("{}/regenerateKeys", target.arm_id);
+    let body = json!({ "keyType": key.as_str() });
+    ctx.arm
+        .post(&resolved.principal, &path, &ctx.config.api_version, Some(&body))
+        .await
+        .map_err(|source| Error::Arm { action: "regenerateKeys", arm_id: target.arm_id.clone(), source })
 }
 
 /// The controller owner of `secret` when it is not the endpoint with `uid`.
@@ -421,6 +676,22 @@ mod tests {
         let r = plan_routing(desired, Some(&actual), &states(&[("blue", Some("Succeeded")), ("green", Some("Succeeded"))]));
         assert!(r.waiting.is_none());
         assert_eq!(r.body["properties"]["traffic"], json!({"green": 100, "blue": 0}));
+    }
+
+    #[test]
+    fn a_mirror_entry_the_spec_dropped_is_left_out_not_zeroed() {
+        let mut desired = body(json!({"blue": 100}));
+        desired["properties"]["mirrorTraffic"] = json!({});
+        let mut actual = body(json!({"blue": 100}));
+        actual["properties"]["mirrorTraffic"] = json!({"green": 10});
+        let r = plan_routing(desired, Some(&actual), &states(&[("blue", Some("Succeeded")), ("green", Some("Succeeded"))]));
+        assert!(r.waiting.is_none());
+        assert_eq!(r.body["properties"]["mirrorTraffic"], json!({}));
+        assert_eq!(
+            super::super::drift::drifted::<AmlOnlineEndpoint>(&r.body, &actual),
+            vec!["/properties/mirrorTraffic"],
+            "the owned map carries the removal"
+        );
     }
 
     #[test]

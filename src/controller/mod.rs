@@ -55,6 +55,13 @@ pub struct Config {
     /// How long a role assignment whose principal ARM does not know yet (`PrincipalNotFound`, Entra
     /// replicating a principal created moments ago) is retried with backoff before it is Stalled.
     pub principal_replication_grace: Duration,
+    /// How often an endpoint's keys Secret is compared with ARM's `listKeys` (a POST, which ARM
+    /// counts as a write) when nothing else calls for it: keys regenerated outside the operator
+    /// show up within this period.
+    pub keys_refresh: Duration,
+    /// During a key rotation on request, the pause between publishing the new secondary key and
+    /// regenerating the primary one, so clients move to the secondary key first.
+    pub keys_rotation_grace: Duration,
 }
 
 impl Default for Config {
@@ -69,6 +76,8 @@ impl Default for Config {
             max_operation_retries: 8,
             concurrency: 16,
             principal_replication_grace: Duration::from_secs(300),
+            keys_refresh: Duration::from_secs(3600),
+            keys_rotation_grace: Duration::from_secs(120),
         }
     }
 }
@@ -307,15 +316,25 @@ pub trait AmlKind:
         Box::pin(async move { Ok(Refined { body: desired, waiting: None }) })
     }
 
-    /// Work after ARM matches the spec (write an endpoint's keys Secret). Default: none.
+    /// Work after ARM matches the spec (write an endpoint's keys Secret, rotate its keys).
+    /// `Some(d)`: work is under way (an ARM operation it never awaits): reconcile again within `d`
+    /// instead of at the resync period. Default: none.
     fn after_converged<'a>(
         &'a self,
         _ctx: &'a Context,
         _resolved: &'a Resolved,
         _target: &'a Target,
         _actual: &'a Value,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
+    ) -> BoxFuture<'a, Result<Option<Duration>, Error>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// JSON pointers of maps the spec owns whole (tags, environment variables, ...): when the
+    /// desired body holds one, a key ARM holds there that the body does not is drift, and the write
+    /// that follows removes it (PUT replaces the map; so does ARM's PATCH of `tags`). A map the body
+    /// does not hold stays unmanaged. Lists need no entry: drift compares them whole. Default: none.
+    fn owned_maps() -> &'static [&'static str] {
+        &[]
     }
 
     /// JSON pointers ARM never returns (secrets): left out of drift detection.

@@ -474,21 +474,24 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 // retry a person asked for: write the spec again, drifted or not. A failure of that
                 // write is then classified above.
             }
-            let drifted = drift::diff_except(&desired, actual, K::write_only_paths());
+            let drifted = drift::drifted::<K>(&desired, actual);
             let rewrite = is_failed(&state) && !observe_only;
             if !rewrite && (drifted.is_empty() || observe_only || waits_for_person(obj, &st)) {
+                let mut again = None;
                 if drifted.is_empty() && state == "Succeeded" && !observe_only {
-                    obj.after_converged(ctx, &resolved, &target, actual).await?;
+                    again = obj.after_converged(ctx, &resolved, &target, actual).await?;
                 }
                 let st = if let (Some((reason, message)), true) = (&waiting, drifted.is_empty()) {
                     st.ready = Some(Cond::no(reason.clone(), message.clone()));
                     st.reconciling = None;
                     status::write(ctx, obj, &st).await?;
-                    return Ok(Action::requeue(jitter(ctx.config.slow_retry.min(ctx.config.resync), 0.1)));
+                    let wait = ctx.config.slow_retry.min(ctx.config.resync);
+                    return Ok(Action::requeue(jitter(again.map_or(wait, |d| d.min(wait)), 0.1)));
                 } else {
                     st
                 };
-                return converged(obj, ctx, st, &state, actual, &drifted, observe_only).await;
+                let action = converged(obj, ctx, st, &state, actual, &drifted, observe_only).await?;
+                return Ok(again.map_or(action, Action::requeue));
             }
             debug!(paths = ?drifted, "drift from spec");
             "Update"
@@ -502,7 +505,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     // 3. Act. A resource in a failed state is repaired by a full PUT.
     let request = match &observed {
         Some(actual) if action == "Update" && !is_failed(&provisioning_state(actual)) => {
-            obj.update_request(&desired, &drift::diff_except(&desired, actual, K::write_only_paths()))
+            obj.update_request(&desired, &drift::drifted::<K>(&desired, actual))
         }
         _ => UpdateRequest::Put(desired.clone()),
     };

@@ -1,7 +1,7 @@
 //! Plan: what a reconcile of an object would do to ARM, without writing anything.
 //!
 //! The decision reuses the pipeline's own pieces — [`resolve::resolve`], the kind's `target`,
-//! `desired` and `refine`, [`drift::diff_except`] with the kind's write-only paths — and adds only
+//! `desired` and `refine`, [`drift::drifted`] with the kind's write-only paths and owned maps — and adds only
 //! the kind's [`AmlKind::immutable_paths`] to tell an update from a recreate. The only ARM calls
 //! are reads (the GET of the resource, and whatever reads `resolve` and `refine` make).
 
@@ -161,7 +161,7 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
     if state != "Succeeded" {
         planned.note = Some(format!("ARM reports provisioningState {state}"));
     }
-    let drifted = drift::diff_except(&desired, &actual, K::write_only_paths());
+    let drifted = drift::drifted::<K>(&desired, &actual);
     planned.fields = drifted
         .iter()
         .map(|path| FieldChange {

@@ -80,6 +80,12 @@ impl AmlKind for AmlWorkspace {
         Ok(Value::Object(body))
     }
 
+    /// Tags, user-assigned identities and the managed network's outbound rules (the rules Azure adds
+    /// itself, category `Required`/`Recommended`/`Dependency`, are never removed).
+    fn owned_maps() -> &'static [&'static str] {
+        &["/tags", "/identity/userAssignedIdentities", "/properties/managedNetwork/outboundRules"]
+    }
+
     fn immutable_paths() -> &'static [&'static str] {
         &[
             "/location",

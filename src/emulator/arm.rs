@@ -494,6 +494,12 @@ impl ArmCall<'_> {
         }
         let mut merged = user_part(kind, &existing);
         merge_patch(&mut merged, &patch);
+        // ARM's PATCH replaces `tags` as a whole (it is not a JSON merge patch of the map).
+        if let Some(tags) = patch.get("tags").filter(|t| t.is_object())
+            && let Some(m) = merged.as_object_mut()
+        {
+            m.insert("tags".into(), tags.clone());
+        }
         if let Err(reply) = immutables(kind, &existing, &merged) {
             return reply;
         }
