@@ -1,8 +1,9 @@
 //! ARM template schema validation.
 //!
 //! Checks request bodies against Microsoft's ARM template JSON schemas
-//! (`arm-template-schemas/schemas/<api-version>/Microsoft.MachineLearningServices.json`) and loads the
-//! official request/response examples. The spec folder lives outside the repository (see
+//! (`arm-template-schemas/schemas/<api-version>/Microsoft.MachineLearningServices.json`, and the
+//! schemas of the workspace dependencies a workspace from nothing creates: storage account, key vault,
+//! Log Analytics workspace, Application Insights component) and loads the official request/response examples. The spec folder lives outside the repository (see
 //! [`specs_dir`]); nothing here copies or edits those files: the two known quirks of the schemas are
 //! repaired on the in-memory JSON at load time (see [`SchemaValidator::load`]).
 
@@ -34,7 +35,7 @@ const EXPRESSION_PATTERN: &str = r"^\[([^\[].*)?\]$";
 /// How many problems a validation message lists at most.
 const MAX_REPORTED: usize = 5;
 
-/// The resource types this module validates, with their `resourceDefinitions` key.
+/// The ML resource types this module validates, with their `resourceDefinitions` key.
 const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
     ("Microsoft.MachineLearningServices/workspaces", "workspaces"),
     (
@@ -49,6 +50,15 @@ const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
         "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
         "workspaces_onlineEndpoints_deployments",
     ),
+];
+
+/// The workspace dependencies this module validates (FACTS §10): resource type, api-version,
+/// schema file under `arm-template-schemas/schemas/<api-version>/` and `resourceDefinitions` key.
+pub const DEPENDENCY_SCHEMAS: [(&str, &str, &str, &str); 4] = [
+    ("Microsoft.Storage/storageAccounts", "2023-05-01", "Microsoft.Storage.json", "storageAccounts"),
+    ("Microsoft.KeyVault/vaults", "2023-07-01", "Microsoft.KeyVault.json", "vaults"),
+    ("Microsoft.OperationalInsights/workspaces", "2022-10-01", "Microsoft.OperationalInsights.json", "workspaces"),
+    ("Microsoft.Insights/components", "2020-02-02", "Microsoft.Insights.Application.json", "components"),
 ];
 
 /// Failures while loading schemas or examples from the arm-specs folder.
@@ -144,7 +154,8 @@ pub fn specs_dir_for_tests() -> Option<PathBuf> {
 /// Holds one compiled validator per supported resource type; `Send + Sync`, cheap to share.
 pub struct SchemaValidator {
     api_version: String,
-    validators: HashMap<&'static str, Validator>,
+    /// Per resource type: the compiled validator and the api-version its schema describes.
+    validators: HashMap<&'static str, (Validator, String)>,
 }
 
 impl std::fmt::Debug for SchemaValidator {
@@ -163,6 +174,9 @@ impl SchemaValidator {
     /// Loads `arm-template-schemas/schemas/<api_version>/Microsoft.MachineLearningServices.json` and
     /// compiles the `workspaces`, `workspaces_computes`, `workspaces_onlineEndpoints` and
     /// `workspaces_onlineEndpoints_deployments` resource definitions (JSON Schema draft 4).
+    ///
+    /// The four workspace dependencies of [`DEPENDENCY_SCHEMAS`] are loaded too, each from its own
+    /// api-version's schema file.
     ///
     /// Two repairs are applied to the loaded JSON (the files are never touched):
     /// - every definition written `allOf: [base, {oneOf: [...]}]` loses `additionalProperties: false`
@@ -199,23 +213,33 @@ impl SchemaValidator {
                 (main_uri.clone(), Draft::Draft4.create_resource(main)),
                 (
                     COMMON_DEFINITIONS_URI.to_string(),
-                    Draft::Draft4.create_resource(common),
+                    Draft::Draft4.create_resource(common.clone()),
                 ),
             ])
             .map_err(|source| SpecError::Registry { source })?;
 
         let mut validators = HashMap::new();
         for (resource_type, definition) in RESOURCE_DEFINITIONS {
-            let root = serde_json::json!({ "$ref": format!("{main_uri}#/resourceDefinitions/{definition}") });
-            let validator = jsonschema::options()
-                .with_draft(Draft::Draft4)
-                .with_registry(registry.clone())
-                .build(&root)
-                .map_err(|source| SpecError::Compile {
-                    definition: definition.to_string(),
-                    source: Box::new(source),
-                })?;
-            validators.insert(resource_type, validator);
+            let validator = compile(&registry, &main_uri, definition)?;
+            validators.insert(resource_type, (validator, api_version.to_string()));
+        }
+        for (resource_type, version, file, definition) in DEPENDENCY_SCHEMAS {
+            let path = schemas.join(version).join(file);
+            let mut document = read_json(&path)?;
+            const_to_enum(&mut document);
+            let uri = document_uri(&document)
+                .unwrap_or_else(|| format!("https://schema.management.azure.com/schemas/{version}/{file}"));
+            if document.pointer(&format!("/resourceDefinitions/{definition}")).is_none() {
+                return Err(SpecError::MissingDefinition { path, definition: definition.to_string() });
+            }
+            let registry = Registry::options()
+                .draft(Draft::Draft4)
+                .build([
+                    (uri.clone(), Draft::Draft4.create_resource(document)),
+                    (COMMON_DEFINITIONS_URI.to_string(), Draft::Draft4.create_resource(common.clone())),
+                ])
+                .map_err(|source| SpecError::Registry { source })?;
+            validators.insert(resource_type, (compile(&registry, &uri, definition)?, version.to_string()));
         }
         Ok(Self {
             api_version: api_version.to_string(),
@@ -228,6 +252,11 @@ impl SchemaValidator {
         &self.api_version
     }
 
+    /// The api-version of `resource_type`'s schema (the ML api-version, or a dependency's own).
+    pub fn api_version_of(&self, resource_type: &str) -> Option<&str> {
+        self.validators.get(resource_type).map(|(_, v)| v.as_str())
+    }
+
     /// Validates a PUT body for `resource_type` (e.g. `Microsoft.MachineLearningServices/workspaces/computes`)
     /// named `name` (the last segment of the ARM id).
     ///
@@ -236,7 +265,7 @@ impl SchemaValidator {
     /// `/properties/properties/scaleSettings/maxNodeCount: is a required property`. Values from the
     /// body are never echoed (they may be secrets).
     pub fn validate(&self, resource_type: &str, name: &str, body: &Value) -> Result<(), String> {
-        let Some(validator) = self.validators.get(resource_type) else {
+        let Some((validator, api_version)) = self.validators.get(resource_type) else {
             return Err(format!("unsupported resource type {resource_type}"));
         };
         let Some(fields) = body.as_object() else {
@@ -245,10 +274,7 @@ impl SchemaValidator {
         let mut instance = fields.clone();
         instance.insert("name".to_string(), Value::from(name));
         instance.insert("type".to_string(), Value::from(resource_type));
-        instance.insert(
-            "apiVersion".to_string(),
-            Value::from(self.api_version.as_str()),
-        );
+        instance.insert("apiVersion".to_string(), Value::from(api_version.as_str()));
         let instance = Value::Object(instance);
 
         let mut issues = Vec::new();
@@ -280,6 +306,16 @@ impl SchemaValidator {
         }
         Err(lines.join("\n"))
     }
+}
+
+/// Compiles `resourceDefinitions/{definition}` of the document registered at `uri`.
+fn compile(registry: &Registry, uri: &str, definition: &str) -> Result<Validator, SpecError> {
+    let root = serde_json::json!({ "$ref": format!("{uri}#/resourceDefinitions/{definition}") });
+    jsonschema::options()
+        .with_draft(Draft::Draft4)
+        .with_registry(registry.clone())
+        .build(&root)
+        .map_err(|source| SpecError::Compile { definition: definition.to_string(), source: Box::new(source) })
 }
 
 /// A validator for [`API_VERSION`] loaded once per folder for the whole process (tests share it).

@@ -1,5 +1,8 @@
 //! A local emulator of Azure Resource Manager (for the four Microsoft.MachineLearningServices
-//! resource types the operator manages) and of the Entra ID client-credentials token endpoint.
+//! resource types the operator manages, and a workspace's dependencies: storage accounts with
+//! `checkNameAvailability`, key vaults with `checkNameAvailability` and soft-delete, Log Analytics
+//! workspaces and Application Insights components) and of the Entra ID client-credentials token
+//! endpoint.
 //!
 //! It serves HTTPS with a certificate authority it generates at start, behaves like ARM as
 //! `arm-specs/FACTS.md` describes (URLs, long-running operations with `Location` /
@@ -11,7 +14,10 @@
 //! only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`]) while the
 //! operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
 //! throttle with [`EmulatorConfig::write_limit`] (or an injected 429 [`Fault`]); GET during a
-//! workspace creation shows `Creating` rather than 404.
+//! workspace creation shows `Creating` rather than 404. A workspace PUT whose storage account or key
+//! vault is missing (or still provisioning) is refused, as ARM does — for ids in resource groups
+//! where the emulator holds dependencies; ids elsewhere are taken on trust, so tests may name
+//! resources the emulator never saw.
 
 mod arm;
 mod fault;
@@ -692,6 +698,19 @@ impl Emulator {
         let mut st = self.shared.lock();
         st.advance(Instant::now());
         st.resources.values().map(|r| r.id.canonical()).collect()
+    }
+
+    /// Names (lowercase) of the key vaults deleted so far: soft-deleted, their names reserved.
+    pub fn deleted_vaults(&self) -> Vec<String> {
+        self.shared.lock().deleted_vaults.keys().cloned().collect()
+    }
+
+    /// Removes a stored resource out of band ("someone deleted it in the portal"), without an
+    /// operation; a key vault is soft-deleted as a DELETE would. Returns whether it existed.
+    pub fn remove_resource(&self, arm_id: &str) -> bool {
+        let mut st = self.shared.lock();
+        st.advance(Instant::now());
+        st.resources.remove(&arm_id.to_ascii_lowercase()).is_some()
     }
 
     /// Changes a stored resource out of band ("someone edited it in the portal"). `f` sees the
