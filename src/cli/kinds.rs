@@ -79,6 +79,7 @@ impl<K: AmlKind> KindHandle for Typed<K> {
                     exists: false,
                     fields: Vec::new(),
                     note: None,
+                    dependencies: Vec::new(),
                 },
             }
         })

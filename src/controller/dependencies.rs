@@ -7,10 +7,12 @@
 //!   always arrives at the same ones: no second set. Storage and key vault names are global in
 //!   Azure: they are checked with `checkNameAvailability` before the first write, and a taken name
 //!   is `Stalled` (`DependencyNameTaken`), naming the spec field that picks another.
-//! - **Which ones** are the operator's: for a workspace to create, every one the spec does not name
-//!   (unless `createDependencies: false`); for a workspace that exists, only those whose ids ARM
-//!   shows on it and that equal the generated ones. What the spec names is never written to nor
-//!   deleted.
+//! - **Which ones** are the operator's: for a workspace to create, the storage account and key
+//!   vault the spec does not name (unless `createDependencies: false`), and the Application Insights
+//!   component (with its Log Analytics workspace) when the spec names none and the operator creates
+//!   the storage account or key vault too — a spec that names both of those names all it wants (ARM
+//!   does not require a component). For a workspace that exists, only those whose ids ARM shows on
+//!   it and that equal the generated ones. What the spec names is never written to nor deleted.
 //! - **Status first**: the ids go into `status.createdDependencies` before the first PUT, so a
 //!   restart and a deletion both find them.
 //! - **Every reconcile** reads each one (GET), creates what is missing, waits (no workspace write)
@@ -278,8 +280,14 @@ fn managed(
                     out.push((kind, mine));
                 }
             }
+            // Application Insights is optional in ARM: a spec that names its storage account and
+            // key vault names all it wants, and gets no component it did not ask for.
+            None if kind == DependencyKind::ApplicationInsights => {
+                if spec.create_dependencies.unwrap_or(true) && !out.is_empty() {
+                    out.push((kind, mine));
+                }
+            }
             None if spec.create_dependencies.unwrap_or(true) => out.push((kind, mine)),
-            None if kind == DependencyKind::ApplicationInsights => {}
             None => return Err(Error::DependencyMissing { field, what: kind.what() }),
         }
     }

@@ -87,8 +87,9 @@ pub struct AmlWorkspaceSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "keyVault is immutable"}]))]
     pub key_vault: Option<String>,
     /// ARM id of an existing Application Insights component to use (never modified or deleted by
-    /// the operator). When omitted, the operator creates a workspace-based component and its Log
-    /// Analytics workspace with the workspace (see `createDependencies`).
+    /// the operator). When omitted and the operator creates the storage account or key vault, it
+    /// also creates a workspace-based component and its Log Analytics workspace (see
+    /// `createDependencies`); a spec naming both `storageAccount` and `keyVault` gets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_insights: Option<String>,
     /// Whether the operator creates, with the workspace, the dependencies the spec does not name:

@@ -64,6 +64,15 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// 400 `InvalidRequestContent` with that message (and the resource id as `error.target`).
 pub type BodyValidator = Arc<dyn Fn(&str, &str, &Value) -> Result<(), String> + Send + Sync>;
 
+/// A [`BodyValidator`] that checks PUT bodies against Microsoft's ARM template schemas in
+/// `specs_dir` (the layout of `arm-specs`: `arm-template-schemas/schemas/<api-version>/...`), for
+/// the ML types and the workspace dependencies.
+pub fn schema_validator(specs_dir: &std::path::Path) -> Result<BodyValidator, EmulatorError> {
+    let validator = crate::armspec::shared(specs_dir)
+        .map_err(|source| EmulatorError::Specs { path: specs_dir.to_path_buf(), source })?;
+    Ok(Arc::new(move |t: &str, n: &str, b: &Value| validator.validate(t, n, b)))
+}
+
 /// A service principal the token endpoint accepts.
 #[derive(Clone)]
 pub struct Principal {
@@ -227,6 +236,15 @@ pub enum EmulatorError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Microsoft's ARM schemas could not be loaded from the folder given.
+    #[error("cannot load Microsoft's ARM schemas from {}", path.display())]
+    Specs {
+        /// The folder asked for.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: crate::armspec::SpecError,
     },
     /// Waiting for Ctrl-C failed.
     #[error("could not wait for the shutdown signal")]
@@ -873,6 +891,12 @@ pub struct EmulatorArgs {
     /// Enforce ARM's write bucket, `BURST:PER_SECOND` (ARM: `200:10`): writes beyond it get 429.
     #[arg(long, value_name = "BURST:PER_SECOND", value_parser = parse_write_limit)]
     pub write_limit: Option<(u32, f64)>,
+    /// Folder with Microsoft's ARM specs (the `arm-specs` layout: `arm-template-schemas/schemas/`
+    /// with the ML, storage, key vault, Log Analytics and Application Insights schemas): every PUT
+    /// body is validated against them and refused (400) when invalid. Without it, bodies are not
+    /// validated.
+    #[arg(long, env = crate::armspec::SPECS_ENV, value_name = "DIR")]
+    pub arm_specs: Option<PathBuf>,
 }
 
 /// Reads `--write-limit BURST:PER_SECOND`.
@@ -905,6 +929,7 @@ impl fmt::Debug for EmulatorArgs {
             .field("tenant_id", &self.tenant_id)
             .field("faults", &self.faults)
             .field("write_limit", &self.write_limit)
+            .field("arm_specs", &self.arm_specs)
             .finish()
     }
 }
@@ -922,7 +947,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
             client_secret: args.client_secret.clone(),
             ..Principal::default()
         }],
-        validator: None,
+        validator: args.arm_specs.as_deref().map(schema_validator).transpose()?,
         ca_file: Some(args.ca_file.clone()),
         write_limit: args.write_limit,
     };
@@ -941,6 +966,16 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
     println!(
         "  client secret:   the value of --client-secret (see `aml-operator emulator --help` for the default)"
     );
+    match &args.arm_specs {
+        Some(dir) => println!(
+            "  request bodies:  validated against Microsoft's ARM template schemas in {}",
+            dir.display()
+        ),
+        None => println!(
+            "  request bodies:  NOT validated (give --arm-specs DIR or {} to validate them against Microsoft's ARM schemas)",
+            crate::armspec::SPECS_ENV
+        ),
+    }
     println!();
     println!("Run the operator against it with:");
     println!(
