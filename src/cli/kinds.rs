@@ -80,6 +80,7 @@ impl<K: AmlKind> KindHandle for Typed<K> {
                     fields: Vec::new(),
                     note: None,
                     dependencies: Vec::new(),
+                    status: Default::default(),
                 },
             }
         })

@@ -126,6 +126,7 @@ fn blocked(reason: &str, message: String) -> Planned {
         fields: Vec::new(),
         note: None,
         dependencies: Vec::new(),
+        status: Default::default(),
     }
 }
 
@@ -148,6 +149,9 @@ pub(crate) fn mark_ready(session: &Session, path: &str, p: &Planned) {
                 "lastTransitionTime": now,
             }],
         });
+        if let Value::Object(status) = &mut obj["status"] {
+            status.extend(p.status.clone());
+        }
     });
 }
 

@@ -347,6 +347,13 @@ pub async fn ensure(
         seen.push((*kind, id.clone(), found));
     }
     if mode == DependencyMode::ReadOnly {
+        // What exists of what the operator would have made is what it created.
+        let mut known = previous.clone();
+        for (kind, id, found) in &seen {
+            if found.is_some() {
+                kind.record(&mut known, id.clone());
+            }
+        }
         let planned = seen
             .iter()
             .map(|(kind, id, found)| PlannedDependency {
@@ -356,7 +363,7 @@ pub async fn ensure(
                 drifted: found.as_ref().map(|f| drift::diff_except(&want(*kind), f, kind.unmanaged_paths())).unwrap_or_default(),
             })
             .collect();
-        return Ok(Dependencies { body, pending: None, status: status_of(&previous), planned });
+        return Ok(Dependencies { body, pending: None, status: status_of(&known), planned });
     }
 
     // Names of the global ones still to create: checked before the first write. One the operator

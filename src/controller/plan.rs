@@ -76,6 +76,9 @@ pub struct Planned {
     pub note: Option<String>,
     /// Resources the kind creates with the object (a workspace's dependencies) and their state.
     pub dependencies: Vec<PlannedDependency>,
+    /// Status fields the kind owns that a controller would show for what exists now (a workspace's
+    /// `createdDependencies`); `apply --delete` gives them to the object so cleanup finds them.
+    pub status: serde_json::Map<String, Value>,
 }
 
 impl Planned {
@@ -95,6 +98,7 @@ impl Planned {
             fields: Vec::new(),
             note: None,
             dependencies: Vec::new(),
+            status: Default::default(),
         }
     }
 
@@ -133,7 +137,7 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
         .get(&resolved.principal, &target.arm_id, &ctx.config.api_version)
         .await
         .map_err(|source| Error::Arm { action: "read", arm_id: target.arm_id.clone(), source })?;
-    let Dependencies { body: built, planned: dependencies, .. } =
+    let Dependencies { body: built, planned: dependencies, status, .. } =
         obj.dependencies(ctx, &resolved, &target, built, actual.as_ref(), DependencyMode::ReadOnly).await?;
     let Refined { body: desired, .. } = obj.refine(ctx, &resolved, &target, built, actual.as_ref()).await?;
     let observe_only = obj.policies().management == ManagementPolicy::Observe;
@@ -145,6 +149,7 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
         fields: Vec::new(),
         note: None,
         dependencies,
+        status,
     };
     let Some(actual) = actual else {
         planned.change = if observe_only {
@@ -206,6 +211,7 @@ async fn waiting_plan<K: AmlKind>(obj: &K, ctx: &Context, w: resolve::Waiting) -
                 fields: Vec::new(),
                 note: None,
                 dependencies: Vec::new(),
+                status: Default::default(),
             });
         }
     }
