@@ -117,6 +117,10 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     };
     let (primary, secondary) = (decode("primaryKey"), decode("secondaryKey"));
     assert!(primary.len() > 8 && secondary.len() > 8, "keys were written");
+    // The workspace came from nothing: its four dependencies were created with it (their steps are
+    // in the captured logs too), and are deleted with it below.
+    let created = &w.kube.raw(WS).unwrap()["status"]["createdDependencies"];
+    assert_eq!(created.as_object().map(|m| m.len()), Some(4), "{created}");
 
     // 3. Delete everything.
     for p in [WS, CPU, EP, DEP] {
@@ -125,6 +129,7 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     for _ in 0..10 {
         round(&w, &mut errors).await;
     }
+    assert!(w.emulator.resource_ids().is_empty(), "the dependencies went with the workspace: {:?}", w.emulator.resource_ids());
 
     // What must hold none of the values: logs, events, every object's status and conditions,
     // every error, and the metrics.
