@@ -348,6 +348,34 @@ async fn plan_lists_them_apply_creates_them_and_apply_delete_removes_them() {
     }
     assert!(emulator.requests().iter().all(|r| r.status < 400 || r.status == 404), "no request refused: {:?}", emulator.requests());
 
+    // Imported, the workspace names its dependencies explicitly and creates none.
+    let out_dir = temp_path("deps-imported");
+    let args = cli::ImportArgs {
+        subscription: SUBSCRIPTION.into(),
+        resource_group: "rg-ml".into(),
+        workspace: Some("team-a".into()),
+        management_policy: aml_operator::crd::ManagementPolicy::Manage,
+        output_dir: Some(out_dir.clone()),
+        arm: Default::default(),
+    };
+    let mut out = Vec::new();
+    let report = cli::import(&args, Some(setup.clone()), &mut out).await.expect("import runs");
+    assert_eq!(report.exit_code(), 0, "{}", String::from_utf8_lossy(&out));
+    let imported: Value = serde_yaml::from_str(&std::fs::read_to_string(out_dir.join("amlworkspace-team-a.yaml")).unwrap()).unwrap();
+    let ws_id = WS_ID.replace("rg-deps", "rg-ml");
+    for (field, kind) in [
+        ("storageAccount", DependencyKind::StorageAccount),
+        ("keyVault", DependencyKind::KeyVault),
+        ("applicationInsights", DependencyKind::ApplicationInsights),
+    ] {
+        let want = dependency_id(SUBSCRIPTION, "rg-ml", kind, generated_names(&ws_id).of(kind));
+        assert_eq!(imported["spec"][field].as_str(), Some(want.as_str()), "{field}: {imported:#}");
+    }
+    assert_eq!(imported["spec"]["createDependencies"], false);
+    let mut out = Vec::new();
+    let plan = cli::plan(&PlanArgs { files: vec![out_dir], ..PlanArgs::default() }, Some(setup.clone()), &mut out).await.unwrap();
+    assert_eq!(plan.exit_code(), 0, "{}", String::from_utf8_lossy(&out));
+
     let args = ApplyArgs { files: vec![dir.clone()], delete: true, ..ApplyArgs::default() };
     let mut out = Vec::new();
     let report = cli::apply(&args, Some(setup), &mut out, Progress::Lines).await.unwrap();
