@@ -283,6 +283,19 @@ async fn deleting_removes_what_was_created_after_the_workspace_and_orphan_leaves
     // Azure keeps a deleted vault's name: the operator never purges it.
     assert_eq!(w.emulator.deleted_vaults(), vec![generated_names(WS_ID).key_vault]);
     assert!(w.emulator.requests().iter().all(|r| !r.path.to_ascii_lowercase().contains("purge")));
+    // So the same workspace again gets the same vault name, held by the deleted vault: Stalled,
+    // naming it, and nothing is created before the names are known to be free.
+    w.emulator.clear_requests();
+    w.kube.put(workspace(json!({})));
+    let _ = w.reconcile::<AmlWorkspace>(WS).await;
+    let err = w.reconcile::<AmlWorkspace>(WS).await.expect_err("the vault name is reserved");
+    assert_eq!(err.reason(), "DependencyNameTaken");
+    let message = err.message();
+    assert!(message.contains(&generated_names(WS_ID).key_vault) && message.contains("deleted state"), "{message}");
+    assert!(message.contains("spec.dependencyNames.keyVault"), "{message}");
+    assert!(w.emulator.requests().iter().all(|r| r.method != "PUT"), "{:?}", w.emulator.requests());
+    w.kube.put(workspace(json!({"dependencyNames": {"keyVault": "teama-kv-2"}})));
+    converge(&mut w, false).await;
 
     // Orphan: the workspace and everything created for it stay.
     let mut w = World::new().await;
