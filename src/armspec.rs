@@ -1,9 +1,10 @@
 //! ARM template schema validation.
 //!
 //! Checks request bodies against Microsoft's ARM template JSON schemas
-//! (`arm-template-schemas/schemas/<api-version>/Microsoft.MachineLearningServices.json`, and
-//! `schemas/2022-04-01/Microsoft.Authorization.json` for role assignments) and loads the
-//! official request/response examples. The spec folder lives outside the repository (see
+//! (`arm-template-schemas/schemas/<api-version>/Microsoft.MachineLearningServices.json`, and the
+//! schemas of the other resources the operator writes: role assignments and the workspace
+//! dependencies a workspace from nothing creates — storage account, key vault, Log Analytics
+//! workspace, Application Insights component) and loads the official request/response examples. The spec folder lives outside the repository (see
 //! [`specs_dir`]); nothing here copies or edits those files: the two known quirks of the schemas are
 //! repaired on the in-memory JSON at load time (see [`SchemaValidator::load`]).
 
@@ -35,7 +36,7 @@ const EXPRESSION_PATTERN: &str = r"^\[([^\[].*)?\]$";
 /// How many problems a validation message lists at most.
 const MAX_REPORTED: usize = 5;
 
-/// The resource types this module validates, with their `resourceDefinitions` key.
+/// The ML resource types this module validates, with their `resourceDefinitions` key.
 const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
     ("Microsoft.MachineLearningServices/workspaces", "workspaces"),
     (
@@ -52,12 +53,20 @@ const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
     ),
 ];
 
-/// The Microsoft.Authorization api-version whose schema validates role assignments.
-pub const AUTHORIZATION_API_VERSION: &str = "2022-04-01";
-
 /// The role-assignment resource type, validated against
 /// `schemas/2022-04-01/Microsoft.Authorization.json#/resourceDefinitions/roleAssignments`.
 pub const ROLE_ASSIGNMENTS: &str = "Microsoft.Authorization/roleAssignments";
+
+/// The other resources the operator writes besides the ML ones, each validated by its own schema:
+/// resource type, api-version, schema file under `arm-template-schemas/schemas/<api-version>/`
+/// and `resourceDefinitions` key (role assignments; the workspace dependencies, FACTS §10).
+pub const OTHER_SCHEMAS: [(&str, &str, &str, &str); 5] = [
+    (ROLE_ASSIGNMENTS, "2022-04-01", "Microsoft.Authorization.json", "roleAssignments"),
+    ("Microsoft.Storage/storageAccounts", "2023-05-01", "Microsoft.Storage.json", "storageAccounts"),
+    ("Microsoft.KeyVault/vaults", "2023-07-01", "Microsoft.KeyVault.json", "vaults"),
+    ("Microsoft.OperationalInsights/workspaces", "2022-10-01", "Microsoft.OperationalInsights.json", "workspaces"),
+    ("Microsoft.Insights/components", "2020-02-02", "Microsoft.Insights.Application.json", "components"),
+];
 
 /// Failures while loading schemas or examples from the arm-specs folder.
 #[derive(thiserror::Error, Debug)]
@@ -152,7 +161,7 @@ pub fn specs_dir_for_tests() -> Option<PathBuf> {
 /// Holds one compiled validator per supported resource type; `Send + Sync`, cheap to share.
 pub struct SchemaValidator {
     api_version: String,
-    /// Per resource type: the validator and the api-version its bodies carry.
+    /// Per resource type: the compiled validator and the api-version its schema describes.
     validators: HashMap<&'static str, (Validator, String)>,
 }
 
@@ -172,6 +181,9 @@ impl SchemaValidator {
     /// Loads `arm-template-schemas/schemas/<api_version>/Microsoft.MachineLearningServices.json` and
     /// compiles the `workspaces`, `workspaces_computes`, `workspaces_onlineEndpoints` and
     /// `workspaces_onlineEndpoints_deployments` resource definitions (JSON Schema draft 4).
+    ///
+    /// The role assignments and workspace dependencies of [`OTHER_SCHEMAS`] are loaded too, each from its own
+    /// api-version's schema file.
     ///
     /// Two repairs are applied to the loaded JSON (the files are never touched):
     /// - every definition written `allOf: [base, {oneOf: [...]}]` loses `additionalProperties: false`
@@ -208,25 +220,34 @@ impl SchemaValidator {
                 (main_uri.clone(), Draft::Draft4.create_resource(main)),
                 (
                     COMMON_DEFINITIONS_URI.to_string(),
-                    Draft::Draft4.create_resource(common),
+                    Draft::Draft4.create_resource(common.clone()),
                 ),
             ])
             .map_err(|source| SpecError::Registry { source })?;
 
         let mut validators = HashMap::new();
         for (resource_type, definition) in RESOURCE_DEFINITIONS {
-            let root = serde_json::json!({ "$ref": format!("{main_uri}#/resourceDefinitions/{definition}") });
-            let validator = jsonschema::options()
-                .with_draft(Draft::Draft4)
-                .with_registry(registry.clone())
-                .build(&root)
-                .map_err(|source| SpecError::Compile {
-                    definition: definition.to_string(),
-                    source: Box::new(source),
-                })?;
+            let validator = compile(&registry, &main_uri, definition)?;
             validators.insert(resource_type, (validator, api_version.to_string()));
         }
-        validators.insert(ROLE_ASSIGNMENTS, (authorization_validator(&schemas)?, AUTHORIZATION_API_VERSION.to_string()));
+        for (resource_type, version, file, definition) in OTHER_SCHEMAS {
+            let path = schemas.join(version).join(file);
+            let mut document = read_json(&path)?;
+            const_to_enum(&mut document);
+            let uri = document_uri(&document)
+                .unwrap_or_else(|| format!("https://schema.management.azure.com/schemas/{version}/{file}"));
+            if document.pointer(&format!("/resourceDefinitions/{definition}")).is_none() {
+                return Err(SpecError::MissingDefinition { path, definition: definition.to_string() });
+            }
+            let registry = Registry::options()
+                .draft(Draft::Draft4)
+                .build([
+                    (uri.clone(), Draft::Draft4.create_resource(document)),
+                    (COMMON_DEFINITIONS_URI.to_string(), Draft::Draft4.create_resource(common.clone())),
+                ])
+                .map_err(|source| SpecError::Registry { source })?;
+            validators.insert(resource_type, (compile(&registry, &uri, definition)?, version.to_string()));
+        }
         Ok(Self {
             api_version: api_version.to_string(),
             validators,
@@ -236,6 +257,11 @@ impl SchemaValidator {
     /// The api-version whose schemas were loaded.
     pub fn api_version(&self) -> &str {
         &self.api_version
+    }
+
+    /// The api-version of `resource_type`'s schema (the ML api-version, or a dependency's own).
+    pub fn api_version_of(&self, resource_type: &str) -> Option<&str> {
+        self.validators.get(resource_type).map(|(_, v)| v.as_str())
     }
 
     /// Validates a PUT body for `resource_type` (e.g. `Microsoft.MachineLearningServices/workspaces/computes`)
@@ -289,32 +315,14 @@ impl SchemaValidator {
     }
 }
 
-/// The validator of `roleAssignments` from `schemas/2022-04-01/Microsoft.Authorization.json`
-/// (with the common definitions it `$ref`s).
-fn authorization_validator(schemas: &Path) -> Result<Validator, SpecError> {
-    let path = schemas.join(AUTHORIZATION_API_VERSION).join("Microsoft.Authorization.json");
-    let main = read_json(&path)?;
-    let mut common = read_json(&schemas.join("common").join("definitions.json"))?;
-    const_to_enum(&mut common);
-    if main.pointer("/resourceDefinitions/roleAssignments").is_none() {
-        return Err(SpecError::MissingDefinition { path, definition: "roleAssignments".into() });
-    }
-    let uri = document_uri(&main).unwrap_or_else(|| {
-        format!("https://schema.management.azure.com/schemas/{AUTHORIZATION_API_VERSION}/Microsoft.Authorization.json")
-    });
-    let registry = Registry::options()
-        .draft(Draft::Draft4)
-        .build([
-            (uri.clone(), Draft::Draft4.create_resource(main)),
-            (COMMON_DEFINITIONS_URI.to_string(), Draft::Draft4.create_resource(common)),
-        ])
-        .map_err(|source| SpecError::Registry { source })?;
-    let root = serde_json::json!({ "$ref": format!("{uri}#/resourceDefinitions/roleAssignments") });
+/// Compiles `resourceDefinitions/{definition}` of the document registered at `uri`.
+fn compile(registry: &Registry, uri: &str, definition: &str) -> Result<Validator, SpecError> {
+    let root = serde_json::json!({ "$ref": format!("{uri}#/resourceDefinitions/{definition}") });
     jsonschema::options()
         .with_draft(Draft::Draft4)
-        .with_registry(registry)
+        .with_registry(registry.clone())
         .build(&root)
-        .map_err(|source| SpecError::Compile { definition: "roleAssignments".into(), source: Box::new(source) })
+        .map_err(|source| SpecError::Compile { definition: definition.to_string(), source: Box::new(source) })
 }
 
 /// A validator for [`API_VERSION`] loaded once per folder for the whole process (tests share it).

@@ -234,7 +234,7 @@ fn unsupported_type_and_non_object_body_are_errors() {
     };
     let validator = validator(&dir);
     let err = validator
-        .validate("Microsoft.Storage/storageAccounts", "x", &json!({}))
+        .validate("Microsoft.Compute/virtualMachines", "x", &json!({}))
         .unwrap_err();
     assert!(err.contains("unsupported resource type"), "{err}");
     let err = validator

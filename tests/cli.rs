@@ -230,6 +230,7 @@ async fn import_of_applied_resources_round_trips_to_manifests_that_plan_as_no_ch
         }
         assert!(text.contains("friendlyName: Team A"), "{text}");
         assert!(text.contains(&format!("storageAccount: {}", storage("teamasa"))), "{text}");
+        assert!(text.contains("keyVault: ") && text.contains("createDependencies: false"), "dependencies named explicitly: {text}");
         assert!(text.contains(&format!("managementPolicy: {policy:?}")), "{text}");
         let legacy = std::fs::read_to_string(out_dir.join("amlworkspace-legacy-ws.yaml")).expect("written");
         assert!(legacy.contains("azureName: Legacy_WS"), "{legacy}");

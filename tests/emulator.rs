@@ -999,3 +999,132 @@ async fn msal_discovery_leads_to_a_token_endpoint_that_issues_tokens_arm_accepts
         .expect("ARM answers");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND, "the token is accepted: the workspace is just absent");
 }
+
+// A workspace's dependencies (FACTS §10).
+
+fn dep_id(provider_type: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/{provider_type}/{name}")
+}
+
+fn storage_body() -> Value {
+    json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}, "properties": {"isHnsEnabled": false}})
+}
+
+fn vault_body() -> Value {
+    json!({"location": "eastus", "properties": {"tenantId": DEFAULT_TENANT_ID, "sku": {"family": "A", "name": "standard"}, "accessPolicies": []}})
+}
+
+#[tokio::test]
+async fn storage_is_a_long_running_create_and_a_workspace_needs_its_storage_and_vault_to_exist() {
+    let h = Harness::start(fast_config()).await;
+    let sa = dep_id("Microsoft.Storage/storageAccounts", "st1");
+    let kv = dep_id("Microsoft.KeyVault/vaults", "kv1");
+
+    // Bad names are refused with each type's rule.
+    let resp = h.put(&dep_id("Microsoft.Storage/storageAccounts", "Bad_Name"), storage_body()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(resp).await["error"]["code"], "AccountNameInvalid");
+
+    let resp = h.put(&sa, storage_body()).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "storage creates asynchronously");
+    let location = header(&resp, "location").expect("Location to poll");
+    assert!(location.contains("/providers/Microsoft.Storage/locations/eastus/operationResults/"), "{location}");
+    assert_eq!(json_of(h.get(&sa).await).await["properties"]["provisioningState"], "Creating");
+
+    // A workspace may not use a storage account that is still provisioning, nor a missing vault.
+    let resp = h.put(&ws_id("ws1"), workspace_body()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(json_of(resp).await["error"]["message"].as_str().unwrap().contains("provisioning state 'Creating'"));
+    h.emu.finish_operations();
+    assert_eq!(h.call(Method::GET, &location, None).await.status(), StatusCode::OK);
+    let resp = h.put(&ws_id("ws1"), workspace_body()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let message = json_of(resp).await["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&kv) && message.contains("does not exist"), "{message}");
+
+    // A vault answers 201 while it registers its DNS name, then succeeds.
+    let resp = h.put(&kv, vault_body()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(json_of(resp).await["properties"]["provisioningState"], "RegisteringDns");
+    h.emu.finish_operations();
+    let vault = json_of(h.get(&kv).await).await;
+    assert_eq!(vault["properties"]["vaultUri"], "https://kv1.vault.azure.net/");
+    assert_eq!(h.put(&ws_id("ws1"), workspace_body()).await.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn global_names_are_checked_and_a_deleted_vault_keeps_its_name() {
+    let h = Harness::start(fast_config()).await;
+    let check = |provider: &str, ty: &str, name: &str| {
+        let url = format!("/subscriptions/{SUB}/providers/{provider}/checkNameAvailability?{API}");
+        let body = json!({"name": name, "type": ty});
+        let h = &h;
+        async move { json_of(h.call(Method::POST, &url, Some(body)).await).await }
+    };
+    let storage = |n| check("Microsoft.Storage", "Microsoft.Storage/storageAccounts", n);
+    let vault = |n| check("Microsoft.KeyVault", "Microsoft.KeyVault/vaults", n);
+    assert_eq!(storage("st1").await, json!({"nameAvailable": true}));
+    assert_eq!(storage("St_1").await["reason"], "AccountNameInvalid");
+
+    // Taken in another subscription: taken everywhere.
+    let elsewhere = "/subscriptions/99999999-0000-0000-0000-000000000000/resourceGroups/x/providers/Microsoft.Storage/storageAccounts/st1";
+    h.emu.insert_resource(elsewhere, storage_body());
+    assert_eq!(storage("st1").await["reason"], "AlreadyExists");
+    let resp = h.put(&dep_id("Microsoft.Storage/storageAccounts", "st1"), storage_body()).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(json_of(resp).await["error"]["code"], "StorageAccountAlreadyTaken");
+
+    // A deleted vault is soft-deleted: its name stays reserved, and it can be looked up.
+    let kv = dep_id("Microsoft.KeyVault/vaults", "kv1");
+    h.put(&kv, vault_body()).await;
+    h.emu.finish_operations();
+    assert_eq!(vault("kv1").await["nameAvailable"], false);
+    assert_eq!(h.delete(&kv, "").await.status(), StatusCode::OK);
+    assert!(h.emu.resource(&kv).is_none());
+    assert_eq!(h.emu.deleted_vaults(), vec!["kv1".to_string()]);
+    let taken = vault("kv1").await;
+    assert_eq!((taken["nameAvailable"].as_bool(), taken["reason"].as_str()), (Some(false), Some("AlreadyExists")));
+    let resp = h.put(&kv, vault_body()).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(json_of(resp).await["error"]["message"].as_str().unwrap().contains("deleted state"));
+    let deleted = json_of(h.get(&format!("/subscriptions/{SUB}/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/kv1")).await).await;
+    assert_eq!(deleted["properties"]["vaultId"], kv.as_str());
+}
+
+#[tokio::test]
+async fn a_component_needs_its_log_analytics_workspace_and_bodies_are_validated_with_microsofts_schemas() {
+    let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else {
+        return;
+    };
+    let h = Harness::start(EmulatorConfig {
+        validator: Some(aml_operator::emulator::schema_validator(&dir).expect("schemas load")),
+        ..fast_config()
+    })
+    .await;
+    // Microsoft's storage schema refuses an unknown SKU.
+    let mut bad = storage_body();
+    bad["sku"]["name"] = json!("Standard_XYZ");
+    let resp = h.put(&dep_id("Microsoft.Storage/storageAccounts", "st1"), bad).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(json_of(resp).await["error"]["message"].as_str().unwrap().contains("/sku/name"));
+
+    let law = dep_id("Microsoft.OperationalInsights/workspaces", "law1");
+    let appi = dep_id("Microsoft.Insights/components", "appi1");
+    let component = json!({"location": "eastus", "kind": "web", "properties": {
+        "Application_Type": "web", "Flow_Type": "Bluefield", "Request_Source": "rest", "WorkspaceResourceId": law}});
+    let resp = h.put(&appi, component.clone()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "no Log Analytics workspace yet");
+    let resp = h.put(&law, json!({"location": "eastus", "properties": {"sku": {"name": "PerGB2018"}, "retentionInDays": 30}})).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(json_of(resp).await["properties"]["provisioningState"], "Creating");
+    h.emu.finish_operations();
+    let resp = h.put(&appi, component).await;
+    assert_eq!(resp.status(), StatusCode::OK, "a component is created at once");
+    let body = json_of(resp).await;
+    assert!(body["properties"]["InstrumentationKey"].is_string() && body["properties"]["ConnectionString"].is_string());
+    // A Log Analytics workspace is deleted asynchronously; a component at once.
+    assert_eq!(h.delete(&appi, "").await.status(), StatusCode::OK);
+    assert_eq!(h.delete(&law, "").await.status(), StatusCode::ACCEPTED);
+    h.emu.finish_operations();
+    assert!(h.emu.resource_ids().is_empty());
+}

@@ -1155,3 +1155,128 @@ async fn killed_after_the_delete_before_the_finalizer_came_off_each_kind_is_rele
     killed_before_the_finalizer_came_off::<AmlOnlineDeployment>().await;
     killed_before_the_finalizer_came_off::<AmlRoleAssignment>().await;
 }
+
+// =============================================================================================
+// Part 4: a workspace from nothing — a failure or a restart at each dependency step
+
+/// The four dependency types, as their ARM ids show them.
+const DEPENDENCY_TYPES: [&str; 4] = [
+    "/providers/Microsoft.Storage/storageAccounts/",
+    "/providers/Microsoft.KeyVault/vaults/",
+    "/providers/Microsoft.OperationalInsights/workspaces/",
+    "/providers/Microsoft.Insights/components/",
+];
+
+/// Every step of a workspace's dependencies (request method, path substring), creation and deletion.
+const DEPENDENCY_STEPS: [(&str, &str); 10] = [
+    ("POST", "/Microsoft.Storage/checkNameAvailability"),
+    ("POST", "/Microsoft.KeyVault/checkNameAvailability"),
+    ("PUT", "/storageAccounts/"),
+    ("PUT", "/vaults/"),
+    ("PUT", "/Microsoft.OperationalInsights/workspaces/"),
+    ("PUT", "/components/"),
+    ("DELETE", "/components/"),
+    ("DELETE", "/Microsoft.OperationalInsights/workspaces/"),
+    ("DELETE", "/vaults/"),
+    ("DELETE", "/storageAccounts/"),
+];
+
+/// Each fault once at each dependency step, with a fresh operator (a restart) before every round,
+/// for a workspace from nothing and one that names its own storage account: every dependency is
+/// created once (no duplicate), everything the operator created is gone after the delete (no
+/// orphan), and the user's storage account is never written to nor deleted.
+#[tokio::test]
+async fn every_fault_at_every_dependency_step_converges_without_duplicates_orphans_or_deleting_the_users() {
+    let faults: [(&str, FaultKind); 4] = [
+        ("503", FaultKind::Status { status: 503, code: "ServiceUnavailable".into(), retry_after_secs: None }),
+        ("429", FaultKind::Status { status: 429, code: "TooManyRequests".into(), retry_after_secs: Some(0) }),
+        ("drop", FaultKind::Drop { after_handling: false }),
+        ("drop-after", FaultKind::Drop { after_handling: true }),
+    ];
+    let users = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/shared/providers/Microsoft.Storage/storageAccounts/userssa");
+    let mut cases = Vec::new();
+    for named in [false, true] {
+        for (method, path) in DEPENDENCY_STEPS {
+            for (fault, kind) in &faults {
+                cases.push((named, method, path, *fault, kind.clone()));
+            }
+        }
+    }
+    // In batches: each case runs its own emulator, and every round restarts the operator.
+    let mut outcomes = Vec::new();
+    let mut cases = cases.into_iter().peekable();
+    while cases.peek().is_some() {
+        let batch: Vec<_> = cases.by_ref().take(8).collect();
+        outcomes.extend(join_all(batch.into_iter().map(|(named, method, path, fault, kind)| {
+            let users = users.clone();
+            async move {
+                let label = format!("{method} {path} {fault}{}", if named { " (storage named)" } else { "" });
+                let mut w = World::with_emulator(fast_emulator()).await;
+                w.good_credentials();
+                if named {
+                    w.emulator.insert_resource(&users, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}));
+                }
+                w.emulator.inject_rule(FaultRule::new(Some(method), Some(path), kind, 1));
+                let extra = if named { json!({"storageAccount": users}) } else { json!({}) };
+                let spec = merged(json!({"resourceGroup": RG, "location": "eastus"}), extra);
+                w.kube.put(json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+                                  "metadata": {"name": "fresh", "namespace": NS}, "spec": spec}));
+                let path_ws = kpath::<AmlWorkspace>("fresh");
+                let mut problems = Vec::new();
+                let mut ready = false;
+                for _ in 0..25 {
+                    w.restart();
+                    let _ = w.reconcile::<AmlWorkspace>(&path_ws).await;
+                    if w.ready(&path_ws).as_deref() == Some("True") {
+                        ready = true;
+                        break;
+                    }
+                    w.emulator.finish_operations();
+                }
+                if !ready {
+                    problems.push(format!("{label}: not Ready: {:?}", w.condition(&path_ws, "Ready")));
+                }
+                let ids = w.emulator.resource_ids();
+                for t in DEPENDENCY_TYPES {
+                    let want = 1;
+                    let have = ids.iter().filter(|id| id.contains(t)).count();
+                    let created = w.emulator.requests().iter().filter(|r| r.created && r.path.contains(t)).count();
+                    let created_want = if named && t.contains("storageAccounts") { 0 } else { 1 };
+                    if have != want || created != created_want {
+                        problems.push(format!("{label}: {have} stored, {created} created of {t}"));
+                    }
+                }
+                w.kube.delete(&path_ws);
+                for _ in 0..25 {
+                    if w.kube.raw(&path_ws).is_none() {
+                        break;
+                    }
+                    w.restart();
+                    let _ = w.reconcile::<AmlWorkspace>(&path_ws).await;
+                    w.emulator.finish_operations();
+                }
+                if w.kube.raw(&path_ws).is_some() {
+                    problems.push(format!("{label}: not released: {:?}", w.condition(&path_ws, "Ready")));
+                }
+                let left = w.emulator.resource_ids();
+                let expected_left = if named { vec![users.clone()] } else { Vec::new() };
+                if left != expected_left {
+                    problems.push(format!("{label}: left in Azure {left:?}"));
+                }
+                let touched: Vec<String> = w.emulator.requests().iter()
+                    .filter(|r| r.method != "GET" && r.path.eq_ignore_ascii_case(&users))
+                    .map(|r| format!("{} {}", r.method, r.path)).collect();
+                if !touched.is_empty() {
+                    problems.push(format!("{label}: the user's storage account was written: {touched:?}"));
+                }
+                if w.emulator.pending_faults() != 0 && !(named && path.contains("torage")) {
+                    problems.push(format!("{label}: the fault never fired"));
+                }
+                problems
+            }
+        }))
+        .await);
+    }
+    let problems: Vec<String> = outcomes.into_iter().flatten().collect();
+    assert!(problems.is_empty(), "{} failing cases:\n{}", problems.len(), problems.join("\n"));
+}

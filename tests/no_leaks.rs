@@ -125,6 +125,10 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     };
     let (primary, secondary) = (decode("primaryKey"), decode("secondaryKey"));
     assert!(primary.len() > 8 && secondary.len() > 8, "keys were written");
+    // The workspace came from nothing: its four dependencies were created with it (their steps are
+    // in the captured logs too), and are deleted with it below.
+    let created = &w.kube.raw(WS).unwrap()["status"]["createdDependencies"];
+    assert_eq!(created.as_object().map(|m| m.len()), Some(4), "{created}");
 
     // 3. Delete everything.
     for p in [WS, CPU, EP, DEP, RA] {
@@ -136,7 +140,7 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     for p in [WS, CPU, EP, DEP, RA] {
         assert!(w.kube.raw(p).is_none(), "{p} was released");
     }
-    assert!(w.emulator.resource_ids().is_empty(), "nothing left in Azure: {:?}", w.emulator.resource_ids());
+    assert!(w.emulator.resource_ids().is_empty(), "nothing left in Azure, the workspace's dependencies included: {:?}", w.emulator.resource_ids());
 
     // What must hold none of the values: logs, events, every object's status and conditions,
     // every error, and the metrics.

@@ -207,6 +207,10 @@ fn workspace(namespace: &str, index: usize) -> Value {
         "spec": {
             "resourceGroup": "rg-bench",
             "location": "eastus",
+            // Existing dependencies, named: the benchmark measures what one object costs, not the
+            // creation of a workspace's storage account and key vault.
+            "storageAccount": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-bench/providers/Microsoft.Storage/storageAccounts/benchsa",
+            "keyVault": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-bench/providers/Microsoft.KeyVault/vaults/bench-kv",
             "friendlyName": format!("Benchmark workspace {index}"),
             "description": "created by aml-operator bench",
             "identity": {"type": "SystemAssigned"},

@@ -264,6 +264,9 @@ fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
         spec.insert("azureName".into(), json!(arm_name));
     }
     spec.insert("managementPolicy".into(), serde_json::to_value(ctx.management_policy).map_err(|e| e.to_string())?);
+    // An imported workspace names its dependencies (storageAccount, keyVault, applicationInsights
+    // above, as ARM shows them): the operator never creates any for it.
+    spec.insert("createDependencies".into(), json!(false));
     // Through the typed spec: whatever the CRD has no field for (read-only, unknown) falls away.
     let typed: AmlWorkspaceSpec = crate::crd::from_value(Value::Object(spec))?;
     let mut spec = serde_json::to_value(&typed).map_err(|e| e.to_string())?;

@@ -81,6 +81,8 @@ impl<K: AmlKind> KindHandle for Typed<K> {
                     exists: false,
                     fields: Vec::new(),
                     note: None,
+                    dependencies: Vec::new(),
+                    status: Default::default(),
                 },
             }
         })

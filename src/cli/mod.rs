@@ -47,6 +47,9 @@ among the manifests (the object's namespace, `aml-credentials` unless spec.crede
 see examples/secret.yaml.template), else AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and \
 AZURE_SUBSCRIPTION_ID. With none of these, the built-in ARM emulator is started and used.";
 
+/// Where the embedded emulator looks for Microsoft's ARM schemas when `AML_ARM_SPECS` is not set.
+const EMBEDDED_SPECS: &str = "../shared/arm-specs";
+
 /// How long an operation takes in the embedded emulator.
 const EMBEDDED_OPERATION: Duration = Duration::from_millis(300);
 
@@ -363,15 +366,28 @@ impl Session {
                 static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
                 let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let ca_file = std::env::temp_dir().join(format!("aml-operator-cli-{}-{n}-ca.pem", std::process::id()));
+                // Bodies are checked against Microsoft's schemas when they are at hand
+                // ($AML_ARM_SPECS, else ../shared/arm-specs), as the tests check them.
+                let specs = crate::armspec::specs_dir(std::path::Path::new(EMBEDDED_SPECS));
+                let validator = specs.as_deref().map(crate::emulator::schema_validator).transpose().map_err(CliError::Emulator)?;
                 let emulator = Emulator::start(EmulatorConfig {
                     operation_duration: EMBEDDED_OPERATION,
                     retry_after_secs: 0,
                     ca_file: Some(ca_file.clone()),
+                    validator,
                     ..EmulatorConfig::default()
                 })
                 .await
                 .map_err(CliError::Emulator)?;
                 say(out, &format!("{banner_prefix}using the embedded ARM emulator at {} (no Azure configured)", emulator.arm_endpoint()))?;
+                let validation = match &specs {
+                    Some(dir) => format!("it validates request bodies against Microsoft's ARM schemas in {}", dir.display()),
+                    None => format!(
+                        "it does not validate request bodies: no ARM schemas at {EMBEDDED_SPECS} (set {})",
+                        crate::armspec::SPECS_ENV
+                    ),
+                };
+                say(out, &format!("{banner_prefix}{validation}"))?;
                 let mut setup = ArmSetup::for_emulator(&emulator, ca_file.clone(), EMBEDDED_SUBSCRIPTION);
                 setup.api_version = args.api_version.clone();
                 (setup, Some(Embedded { _emulator: emulator, ca_file }))

@@ -23,7 +23,7 @@ impl PlanReport {
     pub fn exit_code(&self) -> u8 {
         if self.entries.iter().any(|(_, p)| matches!(p.change, Change::Blocked { .. })) {
             1
-        } else if self.entries.iter().any(|(_, p)| p.change.is_pending()) {
+        } else if self.entries.iter().any(|(_, p)| p.is_pending()) {
             2
         } else {
             0
@@ -55,11 +55,17 @@ pub async fn plan(args: &PlanArgs, given: Option<ArmSetup>, out: &mut (dyn Write
         entries.push((label, planned[i].clone()));
     }
     let count = |f: fn(&Change) -> bool| entries.iter().filter(|(_, p)| f(&p.change)).count();
+    let dependencies = entries
+        .iter()
+        .filter(|(_, p)| !matches!(p.change, Change::Blocked { .. }))
+        .flat_map(|(_, p)| &p.dependencies)
+        .filter(|d| !d.exists)
+        .count();
     say(
         out,
         &format!(
             "\nPlan: {} to create, {} to update, {} to recreate, {} unchanged, {} blocked.",
-            count(|c| matches!(c, Change::Create | Change::CreateAfterParent { .. })),
+            count(|c| matches!(c, Change::Create | Change::CreateAfterParent { .. })) + dependencies,
             count(|c| matches!(c, Change::Update)),
             count(|c| matches!(c, Change::Recreate { .. })),
             count(|c| matches!(c, Change::NoChange)),
@@ -119,6 +125,8 @@ fn blocked(reason: &str, message: String) -> Planned {
         exists: false,
         fields: Vec::new(),
         note: None,
+        dependencies: Vec::new(),
+        status: Default::default(),
     }
 }
 
@@ -141,6 +149,9 @@ pub(crate) fn mark_ready(session: &Session, path: &str, p: &Planned) {
                 "lastTransitionTime": now,
             }],
         });
+        if let Value::Object(status) = &mut obj["status"] {
+            status.extend(p.status.clone());
+        }
     });
 }
 
@@ -165,6 +176,15 @@ fn print_entry(out: &mut (dyn Write + Send), label: &str, p: &Planned) -> Result
         Change::Blocked { reason, message } => format!("blocked: {reason}: {message}"),
     };
     say(out, &format!("{label}: {head}"))?;
+    if !matches!(p.change, Change::Blocked { .. }) {
+        for d in &p.dependencies {
+            if !d.exists {
+                say(out, &format!("    + create {} {}", d.resource_type, d.arm_id))?;
+            } else if !d.drifted.is_empty() {
+                say(out, &format!("    ~ repair {} {}: {}", d.resource_type, d.arm_id, d.drifted.join(", ")))?;
+            }
+        }
+    }
     for f in &p.fields {
         say(out, &format!("    ~ {}: {} -> {}", f.path, show(&f.before), show(&f.after)))?;
     }

@@ -38,6 +38,15 @@ pub enum Error {
     /// The spec cannot be turned into a valid ARM request.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// A workspace to create names no storage account or key vault and may not create one.
+    #[error("spec.{field} is not set and spec.createDependencies is false: set spec.{field} to the ARM id of an existing {what}, or remove createDependencies: false to let the operator create one")]
+    DependencyMissing { field: &'static str, what: &'static str },
+    /// The (global) name of a dependency to create is taken elsewhere.
+    #[error("the {what} name {name} is not available ({detail}): set spec.dependencyNames.{field} to another name, or spec.{field} to the ARM id of an existing {what}")]
+    DependencyNameTaken { what: &'static str, field: &'static str, name: String, detail: String },
+    /// A dependency the operator created ended in a failed state.
+    #[error("the {what} {arm_id} that the operator created for this workspace is in provisioning state {state}: delete it in Azure to have it created again, or name an existing {what} in the spec")]
+    DependencyFailed { what: &'static str, arm_id: String, state: String },
     /// An ARM request failed.
     #[error("ARM {action} of {arm_id} failed")]
     Arm {
@@ -119,6 +128,9 @@ impl Error {
             Error::CredentialsInvalid { .. } => "CredentialsInvalid",
             Error::NoSubscription { .. } => "SubscriptionUnknown",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::DependencyMissing { .. } => "DependencyMissing",
+            Error::DependencyNameTaken { .. } => "DependencyNameTaken",
+            Error::DependencyFailed { .. } => "DependencyFailed",
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
             Error::Arm { source, .. } => source.reason(),
@@ -148,6 +160,9 @@ impl Error {
             | Error::CredentialsInvalid { .. }
             | Error::NoSubscription { .. }
             | Error::InvalidSpec(_)
+            | Error::DependencyMissing { .. }
+            | Error::DependencyNameTaken { .. }
+            | Error::DependencyFailed { .. }
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
@@ -161,8 +176,10 @@ impl Error {
     /// The retry policy for this error.
     pub fn retry(&self) -> Retry {
         match self.root() {
-            Error::InvalidSpec(_) => Retry::AwaitChange,
+            Error::InvalidSpec(_) | Error::DependencyMissing { .. } => Retry::AwaitChange,
             Error::CredentialsNotFound { .. }
+            | Error::DependencyNameTaken { .. }
+            | Error::DependencyFailed { .. }
             | Error::CredentialsInvalid { .. }
             | Error::NoSubscription { .. }
             | Error::SecretNotFound(_)

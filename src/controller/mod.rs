@@ -6,6 +6,7 @@
 
 pub mod compute;
 pub mod credentials;
+pub mod dependencies;
 pub mod deployment;
 pub mod drift;
 pub mod endpoint;
@@ -236,6 +237,42 @@ pub struct Refined {
     pub waiting: Option<(String, String)>,
 }
 
+/// Whether a kind's dependency hook may write to ARM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DependencyMode {
+    /// Create what is missing, repair drift, wait until ready (a reconcile under `Manage`).
+    Ensure,
+    /// Only read (`plan`, and `managementPolicy: Observe`).
+    ReadOnly,
+}
+
+/// A dependency as `plan` sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedDependency {
+    /// ARM resource type, e.g. `Microsoft.Storage/storageAccounts`.
+    pub resource_type: &'static str,
+    /// Its ARM id.
+    pub arm_id: String,
+    /// Whether it exists in Azure now (else applying creates it).
+    pub exists: bool,
+    /// JSON pointers where it differs from what the operator wants (applying repairs them).
+    pub drifted: Vec<String>,
+}
+
+/// What a kind's dependency hook found or did.
+#[derive(Clone, Debug, Default)]
+pub struct Dependencies {
+    /// The body, completed with the dependencies' ids.
+    pub body: Value,
+    /// Set while a dependency is not ready: the object's own resource is not written yet
+    /// (reason, message).
+    pub pending: Option<(String, String)>,
+    /// Status fields the kind owns beside ARM's outputs (camelCase name -> value).
+    pub status: Map<String, Value>,
+    /// For `plan`: each dependency the kind manages.
+    pub planned: Vec<PlannedDependency>,
+}
+
 /// How a kind sends an update.
 #[derive(Clone, Debug, PartialEq)]
 pub enum UpdateRequest {
@@ -314,6 +351,30 @@ pub trait AmlKind:
         _actual: Option<&'a Value>,
     ) -> BoxFuture<'a, Result<Refined, Error>> {
         Box::pin(async move { Ok(Refined { body: desired, waiting: None }) })
+    }
+
+    /// Other Azure resources the object's own resource needs and the kind creates when the spec
+    /// does not name them (a workspace's storage account, key vault, Log Analytics workspace and
+    /// Application Insights component). Runs after the observation and before [`AmlKind::refine`];
+    /// completes the body with their ids. Under [`DependencyMode::ReadOnly`] it only reads.
+    /// Default: none.
+    fn dependencies<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _resolved: &'a Resolved,
+        _target: &'a Target,
+        desired: Value,
+        _actual: Option<&'a Value>,
+        _mode: DependencyMode,
+    ) -> BoxFuture<'a, Result<Dependencies, Error>> {
+        Box::pin(async move { Ok(Dependencies { body: desired, ..Dependencies::default() }) })
+    }
+
+    /// Deletes what [`AmlKind::dependencies`] created, once the object's own resource is gone
+    /// (cleanup under `deletionPolicy: Delete`). Returns [`Error::DeletePending`] until all of
+    /// it is gone. Default: nothing to delete.
+    fn delete_dependencies<'a>(&'a self, _ctx: &'a Context, _sp: &'a ServicePrincipal) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Work after ARM matches the spec (write an endpoint's keys Secret, rotate its keys).

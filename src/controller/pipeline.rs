@@ -11,7 +11,10 @@
 use super::status::{self, Cond, Desired};
 use super::resolve::{self, Resolution};
 use super::error::reason;
-use super::{AmlKind, Context, DeleteGate, Error, Refined, Retry, Target, UpdateRequest, credentials, drift, protect};
+use super::{
+    AmlKind, Context, DeleteGate, Dependencies, DependencyMode, Error, Refined, Retry, Target, UpdateRequest, credentials, drift,
+    protect,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use crate::arm::{
@@ -39,6 +42,8 @@ const AFTER_FINALIZER: Duration = Duration::from_millis(200);
 const DELETE_GATE_RECHECK: Duration = Duration::from_secs(5);
 /// Poll interval when ARM shows a non-terminal state the operator did not start.
 const FOREIGN_OPERATION_POLL: Duration = Duration::from_secs(15);
+/// Poll interval while a kind's dependencies are being created.
+const DEPENDENCY_POLL: Duration = Duration::from_secs(3);
 
 /// Reconciles one object: the controller's entry point.
 #[instrument(skip_all, fields(kind = %K::kind(&()), namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
@@ -430,6 +435,21 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         let how = if observe_only { "observed" } else { "managed" };
         publish(ctx, obj, EventType::Normal, "Adopted", format!("Existing Azure resource {} is now {how} by this object", target.arm_id), "Adopt").await;
     }
+    let mode = if observe_only { DependencyMode::ReadOnly } else { DependencyMode::Ensure };
+    let Dependencies { body: built, pending, status: kind_status, .. } =
+        obj.dependencies(ctx, &resolved, &target, built, observed.as_ref(), mode).await?;
+    st.outputs.extend(kind_status.clone());
+    if let Some((reason, message)) = pending {
+        if let Some(actual) = &observed {
+            st.provisioning_state = Some(provisioning_state(actual));
+            st.outputs = K::outputs(actual);
+            st.outputs.extend(kind_status);
+        }
+        st.reconciling = Some(Cond::yes(reason.clone(), message.clone()));
+        st.ready = Some(Cond::no(reason, message));
+        status::write(ctx, obj, &st).await?;
+        return Ok(Action::requeue(DEPENDENCY_POLL));
+    }
     let Refined { body: desired, waiting } = obj.refine(ctx, &resolved, &target, built, observed.as_ref()).await?;
     let action = match &observed {
         None if observe_only => {
@@ -447,6 +467,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             let state = provisioning_state(actual);
             st.provisioning_state = Some(state.clone());
             st.outputs = K::outputs(actual);
+            st.outputs.extend(kind_status.clone());
             if !is_terminal(&state) {
                 st.reconciling = Some(Cond::yes("ArmOperationInProgress", format!("ARM reports provisioningState {state}")));
                 st.ready = Some(Cond::no("Provisioning", format!("Waiting for ARM: provisioningState is {state}")));
@@ -528,6 +549,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         WriteOutcome::Accepted { body, operation } => {
             if let Some(body) = &body {
                 st.outputs = K::outputs(body);
+                st.outputs.extend(kind_status.clone());
             }
             st.provisioning_state = Some(
                 body.as_ref()
@@ -541,6 +563,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         WriteOutcome::Done(body) => {
             if let Some(body) = &body {
                 st.outputs = K::outputs(body);
+                st.outputs.extend(kind_status.clone());
                 st.provisioning_state = Some(provisioning_state(body));
             }
             MIN_POLL
@@ -674,12 +697,12 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         if op.action == "Delete"
             && ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?.is_none()
         {
-            return deleted(obj, ctx, &target).await;
+            return deleted(obj, ctx, &target, &sp).await;
         }
     }
     match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
         DeleteGate::Proceed => {}
-        DeleteGate::Gone => return deleted(obj, ctx, &target).await,
+        DeleteGate::Gone => return deleted(obj, ctx, &target, &sp).await,
         DeleteGate::Wait { reason, message } => {
             st.reconciling = Some(Cond::yes(reason, message.clone()));
             st.ready = Some(Cond::no(reason, message));
@@ -689,8 +712,8 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     }
     let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
     match outcome {
-        Ok(DeleteOutcome::Gone) => deleted(obj, ctx, &target).await,
-        Err(e) if e.class() == arm::ErrorClass::NotFound => deleted(obj, ctx, &target).await,
+        Ok(DeleteOutcome::Gone) => deleted(obj, ctx, &target, &sp).await,
+        Err(e) if e.class() == arm::ErrorClass::NotFound => deleted(obj, ctx, &target, &sp).await,
         Err(e) => Err(Error::Arm { action: "delete", arm_id: target.arm_id.clone(), source: e }),
         Ok(DeleteOutcome::Accepted(op)) => {
             st.operation = Some(operation_status(&op, "Delete"));
@@ -703,7 +726,9 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target) -> Result<Action, Error> {
+/// The object's own resource is gone: delete what the kind created for it, then release.
+async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &ServicePrincipal) -> Result<Action, Error> {
+    obj.delete_dependencies(ctx, sp).await?;
     info!(arm_id = %target.arm_id, "Azure resource deleted");
     publish(ctx, obj, EventType::Normal, "Deleted", format!("{} deleted in Azure", target.arm_id), "Delete").await;
     released(obj, ctx).await
@@ -728,6 +753,22 @@ async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
 
 fn azure_name_of(id: &str) -> String {
     id.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Writes the object's status now with `outputs` added (and its ARM id and location), keeping
+/// everything else it shows: for a kind that must record what it is about to create before it
+/// creates it, so a restart, or a deletion, finds it.
+pub(crate) async fn record_outputs<K: AmlKind>(
+    ctx: &Context,
+    obj: &K,
+    target: &Target,
+    outputs: &serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    let mut st = current(obj);
+    st.arm_id = Some(target.arm_id.clone());
+    st.location = Some(target.location.clone());
+    st.outputs.extend(outputs.clone());
+    status::write(ctx, obj, &st).await.map(|_| ())
 }
 
 /// Adds an owner reference to the parent object, once (server-side apply of that field only).

@@ -1,12 +1,12 @@
 //! Plan: what a reconcile of an object would do to ARM, without writing anything.
 //!
 //! The decision reuses the pipeline's own pieces — [`resolve::resolve`], the kind's `target`,
-//! `desired` and `refine`, [`drift::drifted`] with the kind's write-only paths and owned maps — and adds only
+//! `desired`, `dependencies` (read-only) and `refine`, [`drift::drifted`] with the kind's write-only paths and owned maps — and adds only
 //! the kind's [`AmlKind::immutable_paths`] to tell an update from a recreate. The only ARM calls
 //! are reads (the GET of the resource, and whatever reads `resolve` and `refine` make).
 
 use super::resolve::{self, Resolution};
-use super::{AmlKind, Context, Error, ParentRef, Refined, drift};
+use super::{AmlKind, Context, Dependencies, DependencyMode, Error, ParentRef, PlannedDependency, Refined, drift};
 use crate::crd::ManagementPolicy;
 use kube::api::{Api, DynamicObject};
 use kube::ResourceExt;
@@ -74,9 +74,21 @@ pub struct Planned {
     pub fields: Vec<FieldChange>,
     /// Anything else worth saying (e.g. `managementPolicy Observe` leaves drift alone).
     pub note: Option<String>,
+    /// Resources the kind creates with the object (a workspace's dependencies) and their state.
+    pub dependencies: Vec<PlannedDependency>,
+    /// Status fields the kind owns that a controller would show for what exists now (a workspace's
+    /// `createdDependencies`); `apply --delete` gives them to the object so cleanup finds them.
+    pub status: serde_json::Map<String, Value>,
 }
 
 impl Planned {
+    /// Whether applying would write to ARM: the object itself, or a dependency to create or repair.
+    pub fn is_pending(&self) -> bool {
+        self.change.is_pending()
+            || (!matches!(self.change, Change::Blocked { .. })
+                && self.dependencies.iter().any(|d| !d.exists || !d.drifted.is_empty()))
+    }
+
     fn blocked(reason: &str, message: String) -> Self {
         Planned {
             change: Change::Blocked { reason: reason.to_string(), message },
@@ -85,6 +97,8 @@ impl Planned {
             exists: false,
             fields: Vec::new(),
             note: None,
+            dependencies: Vec::new(),
+            status: Default::default(),
         }
     }
 
@@ -133,6 +147,8 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
         }
         actual = Some(existing);
     }
+    let Dependencies { body: built, planned: dependencies, status, .. } =
+        obj.dependencies(ctx, &resolved, &target, built, actual.as_ref(), DependencyMode::ReadOnly).await?;
     let Refined { body: desired, .. } = obj.refine(ctx, &resolved, &target, built, actual.as_ref()).await?;
     let observe_only = obj.policies().management == ManagementPolicy::Observe;
     let mut planned = Planned {
@@ -142,6 +158,8 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
         exists: actual.is_some(),
         fields: Vec::new(),
         note: None,
+        dependencies,
+        status,
     };
     let Some(actual) = actual else {
         planned.change = if observe_only {
@@ -202,6 +220,8 @@ async fn waiting_plan<K: AmlKind>(obj: &K, ctx: &Context, w: resolve::Waiting) -
                 exists: false,
                 fields: Vec::new(),
                 note: None,
+                dependencies: Vec::new(),
+                status: Default::default(),
             });
         }
     }

@@ -1,7 +1,9 @@
-//! AmlWorkspace on the pipeline: ARM location, body and outputs.
+//! AmlWorkspace on the pipeline: ARM location, body and outputs; its dependencies are in
+//! [`super::dependencies`].
 
 use super::pipeline::subscription_of;
-use super::{AmlKind, Error, Resolved, Target, azure_name};
+use super::{AmlKind, BoxFuture, Context, Dependencies, DependencyMode, Error, Resolved, Target, azure_name, dependencies};
+use crate::arm::ServicePrincipal;
 use crate::crd::{AmlWorkspace, CommonSpec, CommonStatus};
 use serde_json::{Map, Value, json};
 
@@ -19,6 +21,8 @@ const NOT_PROPERTIES: &[&str] = &[
     "kind",
     "identity",
     "sharedPrivateLinkResources",
+    "createDependencies",
+    "dependencyNames",
 ];
 
 impl AmlKind for AmlWorkspace {
@@ -84,6 +88,22 @@ impl AmlKind for AmlWorkspace {
     /// itself, category `Required`/`Recommended`/`Dependency`, are never removed).
     fn owned_maps() -> &'static [&'static str] {
         &["/tags", "/identity/userAssignedIdentities", "/properties/managedNetwork/outboundRules"]
+    }
+
+    fn dependencies<'a>(
+        &'a self,
+        ctx: &'a Context,
+        resolved: &'a Resolved,
+        target: &'a Target,
+        desired: Value,
+        actual: Option<&'a Value>,
+        mode: DependencyMode,
+    ) -> BoxFuture<'a, Result<Dependencies, Error>> {
+        Box::pin(dependencies::ensure(self, ctx, resolved, target, desired, actual, mode))
+    }
+
+    fn delete_dependencies<'a>(&'a self, ctx: &'a Context, sp: &'a ServicePrincipal) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(dependencies::delete(self, ctx, sp))
     }
 
     fn immutable_paths() -> &'static [&'static str] {

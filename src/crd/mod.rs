@@ -12,7 +12,7 @@ pub use compute::{AmlCompute, AmlComputeSpec, AmlComputeStatus, ComputeType};
 pub use deployment::{AmlOnlineDeployment, AmlOnlineDeploymentSpec, AmlOnlineDeploymentStatus};
 pub use endpoint::{AmlOnlineEndpoint, AmlOnlineEndpointSpec, AmlOnlineEndpointStatus};
 pub use role_assignment::{AmlRoleAssignment, AmlRoleAssignmentSpec, AmlRoleAssignmentStatus, BuiltInRole, PrincipalType};
-pub use workspace::{AmlWorkspace, AmlWorkspaceSpec, AmlWorkspaceStatus};
+pub use workspace::{AmlWorkspace, AmlWorkspaceSpec, AmlWorkspaceStatus, CreatedDependencies, DependencyNames};
 
 use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -76,17 +76,36 @@ pub struct AmlWorkspaceSpec {
     /// Description of the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// ARM id of the storage account (must exist). Immutable.
+    /// ARM id of an existing storage account to use (never modified or deleted by the operator).
+    /// When omitted, the operator creates one with the workspace (see `createDependencies`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "storageAccount is immutable"}]))]
     pub storage_account: Option<String>,
-    /// ARM id of the key vault (must exist). Immutable.
+    /// ARM id of an existing key vault to use (never modified or deleted by the operator). When
+    /// omitted, the operator creates one with the workspace (see `createDependencies`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "keyVault is immutable"}]))]
     pub key_vault: Option<String>,
-    /// ARM id of the Application Insights component.
+    /// ARM id of an existing Application Insights component to use (never modified or deleted by
+    /// the operator). When omitted and the operator creates the storage account or key vault, it
+    /// also creates a workspace-based component and its Log Analytics workspace (see
+    /// `createDependencies`); a spec naming both `storageAccount` and `keyVault` gets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_insights: Option<String>,
+    /// Whether the operator creates, with the workspace, the dependencies the spec does not name:
+    /// a general-purpose v2 storage account, a key vault (access-policy model, in the credentials'
+    /// tenant), and a workspace-based Application Insights component with its Log Analytics
+    /// workspace, all in the workspace's resource group and location. Default true. With false, a
+    /// workspace to create must name `storageAccount` and `keyVault` (else `Stalled`, reason
+    /// `DependencyMissing`). Only read while the workspace does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_dependencies: Option<bool>,
+    /// Names for the storage account and key vault the operator creates, instead of the generated
+    /// ones (the workspace name's first letters and a hash of its ARM id). These names are global
+    /// in Azure: set one when the generated name is taken (reason `DependencyNameTaken`). Only read
+    /// while the workspace does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_names: Option<DependencyNames>,
     /// ARM id of the container registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_registry: Option<String>,
@@ -139,6 +158,41 @@ pub struct AmlWorkspaceSpec {
     /// Hub configuration (for `kind: Hub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_hub_config: Option<WorkspaceHubConfig>,
+}
+
+/// Names of the dependencies the operator creates for a workspace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyNames {
+    /// Storage account name: 3 to 24 lowercase letters and digits, unique in Azure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]{3,24}$"))]
+    pub storage_account: Option<String>,
+    /// Key vault name: 3 to 24 letters, digits and hyphens, starting with a letter, ending with a
+    /// letter or digit, without consecutive hyphens; unique in Azure, and reserved for the
+    /// retention period (90 days) after its vault is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z](-?[a-zA-Z0-9])+$"), length(min = 3, max = 24))]
+    pub key_vault: Option<String>,
+}
+
+/// ARM ids of the dependencies the operator created for a workspace (deleted with it under
+/// `deletionPolicy: Delete`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedDependencies {
+    /// The storage account (`Microsoft.Storage/storageAccounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_account: Option<String>,
+    /// The key vault (`Microsoft.KeyVault/vaults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault: Option<String>,
+    /// The Log Analytics workspace (`Microsoft.OperationalInsights/workspaces`) of the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_analytics_workspace: Option<String>,
+    /// The Application Insights component (`Microsoft.Insights/components`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_insights: Option<String>,
 }
 
 /// Workspace kinds.
@@ -316,4 +370,8 @@ pub struct AmlWorkspaceStatus {
     /// MLflow tracking URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ml_flow_tracking_uri: Option<String>,
+    /// ARM ids of the dependencies the operator created for this workspace (recorded before each
+    /// is created; deleted after the workspace under `deletionPolicy: Delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_dependencies: Option<CreatedDependencies>,
 }

@@ -118,6 +118,8 @@ impl ArmCall<'_> {
             (Route::RoleAssignments { scope, name }, method) => {
                 self.role_assignments(&scope, name.as_deref(), method, body)
             }
+            (Route::CheckName { provider }, "POST") => self.check_name(&provider, body),
+            (Route::DeletedVault { sub, name }, "GET") => self.deleted_vault(&sub, &name),
             (Route::OperationStatus { sub, op_id }, "GET") => self.operation_status(&sub, &op_id),
             (Route::OperationResult { sub, op_id }, "GET") => self.operation_result(&sub, &op_id),
             (Route::UnknownType { type_path, .. }, _) => {
@@ -166,8 +168,13 @@ impl ArmCall<'_> {
     }
 
     fn result_url(&self, sub: &str, location: &str, op_id: &str) -> String {
+        self.result_url_of(PROVIDER, sub, location, op_id)
+    }
+
+    /// The `Location` URL of an operation, under the resource's own provider namespace.
+    fn result_url_of(&self, provider: &str, sub: &str, location: &str, op_id: &str) -> String {
         format!(
-            "{}/subscriptions/{sub}/providers/{PROVIDER}/locations/{location}/operationResults/{op_id}?api-version={}",
+            "{}/subscriptions/{sub}/providers/{provider}/locations/{location}/operationResults/{op_id}?api-version={}",
             self.base, self.api_version
         )
     }
@@ -237,7 +244,7 @@ impl ArmCall<'_> {
                 }
                 p.key()
             }
-            None => format!("/subscriptions/{sub}/resourcegroups/{rg}/providers/{PROVIDER}")
+            None => format!("/subscriptions/{sub}/resourcegroups/{rg}/providers/{}", kind.provider())
                 .to_ascii_lowercase(),
         };
         let value: Vec<Value> = self
@@ -268,18 +275,19 @@ impl ArmCall<'_> {
     fn put(&mut self, id: &ResId, raw: &[u8]) -> Reply {
         let kind = id.kind();
         if !kind.name_is_valid(id.name()) {
+            let code = match kind {
+                Kind::StorageAccount => "AccountNameInvalid",
+                Kind::KeyVault => "VaultNameNotValid",
+                _ => "InvalidResourceName",
+            };
             return Reply::arm_error(
                 400,
-                "InvalidResourceName",
+                code,
                 format!(
-                    "Resource name '{}' is invalid for type '{}'. Names start with a letter or digit and contain only letters, digits, '-' and '_'{}.",
+                    "Resource name '{}' is invalid for type '{}'. {}",
                     id.name(),
                     kind.type_name(),
-                    if kind == Kind::Workspace {
-                        " (3 to 33 characters)"
-                    } else {
-                        ""
-                    }
+                    kind.name_rule()
                 ),
             );
         }
@@ -324,6 +332,24 @@ impl ArmCall<'_> {
             && let Err(reply) = self.check_traffic(id, &body)
         {
             return reply;
+        }
+        if kind == Kind::Workspace
+            && let Err(reply) = self.check_dependencies(&body)
+        {
+            return reply;
+        }
+        if existing.is_none()
+            && let Err(reply) = self.check_global_name(id)
+        {
+            return reply;
+        }
+        if kind == Kind::AppInsights
+            && let Err(reply) = self.check_log_analytics(&body)
+        {
+            return reply;
+        }
+        if kind.is_dependency() {
+            return self.put_dependency(id, &body, existing);
         }
 
         let provisioning = if existing.is_some() {
@@ -385,6 +411,220 @@ impl ArmCall<'_> {
                     self.status_url(&id.sub, &location, &op_id),
                 )
                 .header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
+            _ => Reply::json(200, rendered),
+        }
+    }
+
+    /// PUT of a workspace dependency, answered as its service does (FACTS §10): a storage account
+    /// is created by a long-running operation (202 + `Location`), a vault answers 201 while it
+    /// registers its DNS name, a Log Analytics workspace answers 201 `Creating`, a component is
+    /// created at once (200). An update is applied at once.
+    fn put_dependency(&mut self, id: &ResId, body: &Value, existing: Option<Value>) -> Reply {
+        let kind = id.kind();
+        let key = id.key();
+        if let Some(old) = &existing {
+            let rendered = render(id, body, Some(old), "Succeeded", &self.ctx());
+            if let Some(res) = self.st.resources.get_mut(&key) {
+                res.body = rendered.clone();
+            }
+            return Reply::json(200, rendered);
+        }
+        let initial = match kind {
+            Kind::StorageAccount | Kind::LogAnalytics => "Creating",
+            Kind::KeyVault => "RegisteringDns",
+            _ => "Succeeded",
+        };
+        let rendered = render(id, body, None, initial, &self.ctx());
+        self.st.resources.insert(
+            key,
+            Resource {
+                id: id.clone(),
+                body: rendered.clone(),
+                op: None,
+                keys: None,
+            },
+        );
+        match kind {
+            Kind::StorageAccount => {
+                let (op_id, location) = self.start_op(id, OpKind::Put);
+                self.with_retry_after(Reply::empty(202)).header(
+                    "Location",
+                    self.result_url_of(kind.provider(), &id.sub, &location, &op_id),
+                )
+            }
+            Kind::KeyVault | Kind::LogAnalytics => {
+                let _ = self.start_op(id, OpKind::Put);
+                Reply::json(201, rendered)
+            }
+            _ => Reply::json(200, rendered),
+        }
+    }
+
+    /// A workspace's storage account and key vault must exist (and have finished provisioning), as
+    /// ARM requires. Checked for ids in resource groups where the emulator holds dependencies;
+    /// ids elsewhere (tests that name resources the emulator never saw) are taken on trust.
+    fn check_dependencies(&self, body: &Value) -> Result<(), Reply> {
+        for (field, what, want) in [
+            ("storageAccount", "storage account", Kind::StorageAccount),
+            ("keyVault", "key vault", Kind::KeyVault),
+        ] {
+            let Some(dep) = get_path(body, &format!("properties/{field}")).and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let Some(dep_id) = ResId::parse(dep).filter(|d| d.kind() == want) else {
+                continue;
+            };
+            match self.st.get(&dep_id.key()) {
+                Some(res) => {
+                    let state = get_path(&res.body, "properties/provisioningState")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Succeeded");
+                    if state != "Succeeded" {
+                        return Err(Reply::arm_error(
+                            400,
+                            "BadRequest",
+                            format!(
+                                "The {what} '{dep}' of the workspace is in provisioning state '{state}'; create the workspace once it has succeeded."
+                            ),
+                        ));
+                    }
+                }
+                None if self.plays_dependencies(&dep_id.sub, &dep_id.rg) => {
+                    return Err(Reply::arm_error(
+                        400,
+                        "BadRequest",
+                        format!(
+                            "The {what} '{dep}' given in properties.{field} does not exist. Create it before the workspace."
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the emulator holds any workspace dependency in this resource group.
+    fn plays_dependencies(&self, sub: &str, rg: &str) -> bool {
+        self.st.resources.values().any(|r| {
+            r.id.kind().is_dependency()
+                && r.id.sub.eq_ignore_ascii_case(sub)
+                && r.id.rg.eq_ignore_ascii_case(rg)
+        })
+    }
+
+    /// Why a globally unique name cannot be used by `id`, if it cannot: another resource of the
+    /// type has it, anywhere, or a soft-deleted vault holds it.
+    fn name_held(&self, kind: Kind, name: &str, except_key: Option<&str>) -> Option<(&'static str, String)> {
+        if !kind.global_names() {
+            return None;
+        }
+        let taken = self.st.resources.iter().any(|(k, r)| {
+            r.id.kind() == kind && r.id.name().eq_ignore_ascii_case(name) && Some(k.as_str()) != except_key
+        });
+        match kind {
+            Kind::StorageAccount if taken => Some((
+                "StorageAccountAlreadyTaken",
+                format!("The storage account named {name} is already taken."),
+            )),
+            Kind::KeyVault if taken => Some((
+                "VaultAlreadyExists",
+                format!("The vault name '{name}' is already in use. Vault names are globally unique so it is possible that the name is already taken."),
+            )),
+            Kind::KeyVault if self.st.deleted_vaults.contains_key(&name.to_ascii_lowercase()) => Some((
+                "ConflictError",
+                format!("A vault with the same name already exists in deleted state. You need to either recover or purge existing key vault. Vault name: '{name}'."),
+            )),
+            _ => None,
+        }
+    }
+
+    fn check_global_name(&self, id: &ResId) -> Result<(), Reply> {
+        match self.name_held(id.kind(), id.name(), Some(&id.key())) {
+            Some((code, message)) => Err(Reply::arm_error(409, code, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// A workspace-based component's Log Analytics workspace must exist.
+    fn check_log_analytics(&self, body: &Value) -> Result<(), Reply> {
+        let Some(law) = get_path(body, "properties/WorkspaceResourceId").and_then(Value::as_str) else {
+            return Err(Reply::arm_error(
+                400,
+                "BadRequest",
+                "properties.WorkspaceResourceId is required to create an application with this API version.",
+            ));
+        };
+        match ResId::parse(law).filter(|l| l.kind() == Kind::LogAnalytics) {
+            Some(l) if self.st.get(&l.key()).is_some() => Ok(()),
+            _ => Err(Reply::arm_error(
+                400,
+                "BadRequest",
+                format!("The Log Analytics workspace '{law}' given in properties.WorkspaceResourceId does not exist."),
+            )),
+        }
+    }
+
+    /// `checkNameAvailability` of `Microsoft.Storage` and `Microsoft.KeyVault`.
+    fn check_name(&self, provider: &str, raw: &[u8]) -> Reply {
+        let kind = if provider.eq_ignore_ascii_case("Microsoft.Storage") {
+            Kind::StorageAccount
+        } else if provider.eq_ignore_ascii_case("Microsoft.KeyVault") {
+            Kind::KeyVault
+        } else {
+            return unknown_type(&format!("{provider}/checkNameAvailability"), &self.api_version);
+        };
+        let body = match Self::parse_body(raw) {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        let Some(name) = body.get("name").and_then(Value::as_str) else {
+            return Reply::arm_error(400, "InvalidRequestContent", "The request content is missing the required property 'name'.");
+        };
+        let ty = body.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !ty.eq_ignore_ascii_case(kind.type_name()) {
+            return Reply::arm_error(
+                400,
+                "InvalidRequestContent",
+                format!("The property 'type' must be '{}'.", kind.type_name()),
+            );
+        }
+        if !kind.name_is_valid(name) {
+            return Reply::json(
+                200,
+                json!({"nameAvailable": false, "reason": "AccountNameInvalid", "message": format!("{name} is not a valid name. {}", kind.name_rule())}),
+            );
+        }
+        match self.name_held(kind, name, None) {
+            Some((_, message)) => Reply::json(
+                200,
+                json!({"nameAvailable": false, "reason": "AlreadyExists", "message": message}),
+            ),
+            None => Reply::json(200, json!({"nameAvailable": true})),
+        }
+    }
+
+    /// A soft-deleted vault, as `GET .../locations/{location}/deletedVaults/{name}` shows it.
+    fn deleted_vault(&self, sub: &str, name: &str) -> Reply {
+        match self.st.deleted_vaults.get(&name.to_ascii_lowercase()) {
+            Some(d) if d.sub.eq_ignore_ascii_case(sub) => Reply::json(
+                200,
+                json!({
+                    "id": format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{name}", d.location),
+                    "name": name,
+                    "type": "Microsoft.KeyVault/deletedVaults",
+                    "properties": {
+                        "vaultId": d.vault_id,
+                        "location": d.location,
+                        "deletionDate": rfc3339(d.deleted),
+                        "scheduledPurgeDate": rfc3339(d.deleted + std::time::Duration::from_secs(90 * 24 * 3600)),
+                        "tags": d.tags,
+                        "purgeProtectionEnabled": false,
+                    },
+                }),
+            ),
+            _ => Reply::arm_error(404, "ResourceNotFound", format!("The deleted vault '{name}' was not found.")),
         }
     }
 
@@ -509,6 +749,13 @@ impl ArmCall<'_> {
         if succeeded && user_part(kind, &existing) == user_part(kind, &rendered) {
             return Reply::json(200, existing);
         }
+        if kind.is_dependency() {
+            let done = render(id, &merged, Some(&existing), "Succeeded", &self.ctx());
+            if let Some(res) = self.st.resources.get_mut(&key) {
+                res.body = done.clone();
+            }
+            return Reply::json(200, done);
+        }
         if let Some(res) = self.st.resources.get_mut(&key) {
             res.body = rendered.clone();
         }
@@ -525,6 +772,7 @@ impl ArmCall<'_> {
                 .with_retry_after(Reply::empty(202))
                 .header("Location", self.result_url(&id.sub, &location, &op_id))
                 .header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
+            _ => Reply::json(200, rendered),
         }
     }
 
@@ -556,6 +804,25 @@ impl ArmCall<'_> {
         {
             return reply;
         }
+        if matches!(kind, Kind::StorageAccount | Kind::KeyVault | Kind::AppInsights) {
+            // Synchronous deletes (200); a vault is soft-deleted and keeps its name reserved.
+            if let Some(res) = self.st.resources.remove(&key)
+                && kind == Kind::KeyVault
+            {
+                let location = res.body.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
+                self.st.deleted_vaults.insert(
+                    id.name().to_ascii_lowercase(),
+                    super::state::DeletedVault {
+                        sub: id.sub.clone(),
+                        vault_id: id.canonical(),
+                        location,
+                        deleted: self.now,
+                        tags: res.body.get("tags").cloned().unwrap_or(Value::Null),
+                    },
+                );
+            }
+            return Reply::empty(200);
+        }
         for k in self.st.subtree(&key) {
             if let Some(res) = self.st.resources.get_mut(&k) {
                 set_path(
@@ -568,7 +835,7 @@ impl ArmCall<'_> {
         let (op_id, location) = self.start_op(id, OpKind::Delete);
         let reply = self
             .with_retry_after(Reply::empty(202))
-            .header("Location", self.result_url(&id.sub, &location, &op_id));
+            .header("Location", self.result_url_of(kind.provider(), &id.sub, &location, &op_id));
         match kind {
             Kind::Compute => reply.header(
                 "Azure-AsyncOperation",
@@ -577,7 +844,7 @@ impl ArmCall<'_> {
             Kind::OnlineEndpoint => {
                 reply.header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT)
             }
-            Kind::Workspace | Kind::OnlineDeployment => reply,
+            _ => reply,
         }
     }
 
@@ -623,7 +890,7 @@ impl ArmCall<'_> {
             Kind::Compute => {
                 ["start", "stop", "restart", "listnodes"].contains(&action_lower.as_str())
             }
-            Kind::Workspace | Kind::OnlineDeployment => false,
+            _ => false,
         };
         if !known {
             return unknown_type(&format!("{}/{action}", kind.type_name()), &self.api_version);
@@ -812,7 +1079,19 @@ fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
     let field = |path: &str| get_path(body, path).and_then(Value::as_str);
     let bad = |message: String| Err(Reply::arm_error(400, "InvalidRequestContent", message));
     match kind {
-        Kind::Workspace => Ok(()),
+        Kind::Workspace | Kind::LogAnalytics => Ok(()),
+        Kind::StorageAccount => match (field("kind"), field("sku/name")) {
+            (Some(_), Some(_)) => Ok(()),
+            _ => bad("The request content is missing the required properties 'kind' and 'sku.name'.".into()),
+        },
+        Kind::KeyVault => match (field("properties/tenantId"), field("properties/sku/name")) {
+            (Some(_), Some(_)) => Ok(()),
+            _ => bad("The request content is missing the required properties 'properties.tenantId' and 'properties.sku'.".into()),
+        },
+        Kind::AppInsights => match (field("kind"), field("properties/Application_Type")) {
+            (Some(_), Some(_)) => Ok(()),
+            _ => bad("The request content is missing the required properties 'kind' and 'properties.Application_Type'.".into()),
+        },
         Kind::Compute => match field("properties/computeType") {
             Some(_) => Ok(()),
             None => bad("The request content is missing the required property 'properties.computeType'.".into()),
@@ -864,8 +1143,10 @@ fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
             "properties/properties/vmSize",
             "properties/properties/vmPriority",
         ],
-        Kind::OnlineEndpoint => &[],
+        Kind::OnlineEndpoint | Kind::KeyVault | Kind::LogAnalytics => &[],
         Kind::OnlineDeployment => &["properties/endpointComputeType"],
+        Kind::StorageAccount => &["kind"],
+        Kind::AppInsights => &["properties/Application_Type"],
     };
     for path in fixed {
         let (Some(a), Some(b)) = (get_path(old, path), get_path(new, path)) else {

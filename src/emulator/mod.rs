@@ -1,5 +1,8 @@
 //! A local emulator of Azure Resource Manager (for the four Microsoft.MachineLearningServices
-//! resource types the operator manages) and of the Entra ID client-credentials token endpoint.
+//! resource types the operator manages, and a workspace's dependencies: storage accounts with
+//! `checkNameAvailability`, key vaults with `checkNameAvailability` and soft-delete, Log Analytics
+//! workspaces and Application Insights components) and of the Entra ID client-credentials token
+//! endpoint.
 //!
 //! It serves HTTPS with a certificate authority it generates at start, behaves like ARM as
 //! `arm-specs/FACTS.md` describes (URLs, long-running operations with `Location` /
@@ -11,7 +14,10 @@
 //! only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`]) while the
 //! operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
 //! throttle with [`EmulatorConfig::write_limit`] (or an injected 429 [`Fault`]); GET during a
-//! workspace creation shows `Creating` rather than 404.
+//! workspace creation shows `Creating` rather than 404. A workspace PUT whose storage account or key
+//! vault is missing (or still provisioning) is refused, as ARM does — for ids in resource groups
+//! where the emulator holds dependencies; ids elsewhere are taken on trust, so tests may name
+//! resources the emulator never saw.
 
 mod arm;
 mod authz;
@@ -58,6 +64,15 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Checks a PUT body: `(resource type, name, body)`; `Err(message)` makes the emulator answer
 /// 400 `InvalidRequestContent` with that message (and the resource id as `error.target`).
 pub type BodyValidator = Arc<dyn Fn(&str, &str, &Value) -> Result<(), String> + Send + Sync>;
+
+/// A [`BodyValidator`] that checks PUT bodies against Microsoft's ARM template schemas in
+/// `specs_dir` (the layout of `arm-specs`: `arm-template-schemas/schemas/<api-version>/...`), for
+/// the ML types and the workspace dependencies.
+pub fn schema_validator(specs_dir: &std::path::Path) -> Result<BodyValidator, EmulatorError> {
+    let validator = crate::armspec::shared(specs_dir)
+        .map_err(|source| EmulatorError::Specs { path: specs_dir.to_path_buf(), source })?;
+    Ok(Arc::new(move |t: &str, n: &str, b: &Value| validator.validate(t, n, b)))
+}
 
 /// A service principal the token endpoint accepts.
 #[derive(Clone)]
@@ -222,6 +237,15 @@ pub enum EmulatorError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Microsoft's ARM schemas could not be loaded from the folder given.
+    #[error("cannot load Microsoft's ARM schemas from {}", path.display())]
+    Specs {
+        /// The folder asked for.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: crate::armspec::SpecError,
     },
     /// Waiting for Ctrl-C failed.
     #[error("could not wait for the shutdown signal")]
@@ -719,9 +743,11 @@ impl Emulator {
     }
 
     /// Removes a resource or role assignment out of band ("someone deleted it in the portal"), with
-    /// the resources and assignments under it. Returns whether something was there.
+    /// the resources and assignments under it, without an operation. Returns whether something was
+    /// there.
     pub fn remove_resource(&self, arm_id: &str) -> bool {
         let mut st = self.shared.lock();
+        st.advance(Instant::now());
         let key = arm_id.to_ascii_lowercase();
         let under = format!("{key}/");
         let before = st.resources.len() + st.role_assignments.len();
@@ -735,6 +761,11 @@ impl Emulator {
     /// replicates a principal created moments ago.
     pub fn principal_not_found(&self, principal_id: &str, attempts: usize) {
         self.shared.lock().unknown_principals.insert(principal_id.to_ascii_lowercase(), attempts);
+    }
+
+    /// Names (lowercase) of the key vaults deleted so far: soft-deleted, their names reserved.
+    pub fn deleted_vaults(&self) -> Vec<String> {
+        self.shared.lock().deleted_vaults.keys().cloned().collect()
     }
 
     /// Changes a stored resource out of band ("someone edited it in the portal"). `f` sees the
@@ -912,6 +943,12 @@ pub struct EmulatorArgs {
     /// Enforce ARM's write bucket, `BURST:PER_SECOND` (ARM: `200:10`): writes beyond it get 429.
     #[arg(long, value_name = "BURST:PER_SECOND", value_parser = parse_write_limit)]
     pub write_limit: Option<(u32, f64)>,
+    /// Folder with Microsoft's ARM specs (the `arm-specs` layout: `arm-template-schemas/schemas/`
+    /// with the ML, storage, key vault, Log Analytics and Application Insights schemas): every PUT
+    /// body is validated against them and refused (400) when invalid. Without it, bodies are not
+    /// validated.
+    #[arg(long, env = crate::armspec::SPECS_ENV, value_name = "DIR")]
+    pub arm_specs: Option<PathBuf>,
 }
 
 /// Reads `--write-limit BURST:PER_SECOND`.
@@ -944,6 +981,7 @@ impl fmt::Debug for EmulatorArgs {
             .field("tenant_id", &self.tenant_id)
             .field("faults", &self.faults)
             .field("write_limit", &self.write_limit)
+            .field("arm_specs", &self.arm_specs)
             .finish()
     }
 }
@@ -961,7 +999,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
             client_secret: args.client_secret.clone(),
             ..Principal::default()
         }],
-        validator: None,
+        validator: args.arm_specs.as_deref().map(schema_validator).transpose()?,
         ca_file: Some(args.ca_file.clone()),
         write_limit: args.write_limit,
     };
@@ -980,6 +1018,16 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
     println!(
         "  client secret:   the value of --client-secret (see `aml-operator emulator --help` for the default)"
     );
+    match &args.arm_specs {
+        Some(dir) => println!(
+            "  request bodies:  validated against Microsoft's ARM template schemas in {}",
+            dir.display()
+        ),
+        None => println!(
+            "  request bodies:  NOT validated (give --arm-specs DIR or {} to validate them against Microsoft's ARM schemas)",
+            crate::armspec::SPECS_ENV
+        ),
+    }
     println!();
     println!("Run the operator against it with:");
     println!(

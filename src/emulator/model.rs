@@ -9,19 +9,57 @@ use super::util::{
     default_path, get_path, guid, normalize_location, remove_path, rfc3339, set_path,
 };
 
-/// The resource provider namespace the emulator serves.
+/// The resource provider namespace of the ML resource types.
 pub(crate) const PROVIDER: &str = "Microsoft.MachineLearningServices";
 
-/// The four resource types the emulator knows.
+/// The top-level types the emulator knows, under their provider namespace.
+const TOP_LEVEL: [Kind; 5] = [
+    Kind::Workspace,
+    Kind::StorageAccount,
+    Kind::KeyVault,
+    Kind::LogAnalytics,
+    Kind::AppInsights,
+];
+
+/// The resource types the emulator knows: the four ML types and a workspace's four dependencies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Workspace,
     Compute,
     OnlineEndpoint,
     OnlineDeployment,
+    /// `Microsoft.Storage/storageAccounts` (global names).
+    StorageAccount,
+    /// `Microsoft.KeyVault/vaults` (global names, soft-deleted).
+    KeyVault,
+    /// `Microsoft.OperationalInsights/workspaces`.
+    LogAnalytics,
+    /// `Microsoft.Insights/components`.
+    AppInsights,
 }
 
 impl Kind {
+    /// The resource provider namespace of this type.
+    pub(crate) fn provider(self) -> &'static str {
+        match self {
+            Kind::Workspace | Kind::Compute | Kind::OnlineEndpoint | Kind::OnlineDeployment => PROVIDER,
+            Kind::StorageAccount => "Microsoft.Storage",
+            Kind::KeyVault => "Microsoft.KeyVault",
+            Kind::LogAnalytics => "Microsoft.OperationalInsights",
+            Kind::AppInsights => "Microsoft.Insights",
+        }
+    }
+
+    /// Whether this is one of a workspace's dependencies (not an ML type).
+    pub(crate) fn is_dependency(self) -> bool {
+        self.provider() != PROVIDER
+    }
+
+    /// Whether names of this type are unique across all of Azure (not per resource group).
+    pub(crate) fn global_names(self) -> bool {
+        matches!(self, Kind::StorageAccount | Kind::KeyVault)
+    }
+
     /// The path segment naming this type's collection (canonical casing).
     pub(crate) fn segment(self) -> &'static str {
         match self {
@@ -29,6 +67,10 @@ impl Kind {
             Kind::Compute => "computes",
             Kind::OnlineEndpoint => "onlineEndpoints",
             Kind::OnlineDeployment => "deployments",
+            Kind::StorageAccount => "storageAccounts",
+            Kind::KeyVault => "vaults",
+            Kind::LogAnalytics => "workspaces",
+            Kind::AppInsights => "components",
         }
     }
 
@@ -41,21 +83,40 @@ impl Kind {
             Kind::OnlineDeployment => {
                 "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments"
             }
+            Kind::StorageAccount => "Microsoft.Storage/storageAccounts",
+            Kind::KeyVault => "Microsoft.KeyVault/vaults",
+            Kind::LogAnalytics => "Microsoft.OperationalInsights/workspaces",
+            Kind::AppInsights => "Microsoft.Insights/components",
         }
     }
 
-    /// The child type reached from `self` through `segment` (case-insensitive).
-    fn child(parent: Option<Kind>, segment: &str) -> Option<Kind> {
+    /// The child type reached from `parent` (or, at the top, from `provider`) through `segment`
+    /// (case-insensitive).
+    fn child(parent: Option<Kind>, provider: &str, segment: &str) -> Option<Kind> {
         let candidates: &[Kind] = match parent {
-            None => &[Kind::Workspace],
+            None => &TOP_LEVEL,
             Some(Kind::Workspace) => &[Kind::Compute, Kind::OnlineEndpoint],
             Some(Kind::OnlineEndpoint) => &[Kind::OnlineDeployment],
             Some(_) => &[],
         };
-        candidates
-            .iter()
-            .copied()
-            .find(|k| k.segment().eq_ignore_ascii_case(segment))
+        candidates.iter().copied().find(|k| {
+            k.segment().eq_ignore_ascii_case(segment)
+                && (parent.is_some() || k.provider().eq_ignore_ascii_case(provider))
+        })
+    }
+
+    /// ARM's name rule for this type, in words (for the error a refused name gets).
+    pub(crate) fn name_rule(self) -> &'static str {
+        match self {
+            Kind::Workspace => "Names start with a letter or digit and contain only letters, digits, '-' and '_' (3 to 33 characters).",
+            Kind::Compute | Kind::OnlineEndpoint | Kind::OnlineDeployment => {
+                "Names start with a letter or digit and contain only letters, digits, '-' and '_'."
+            }
+            Kind::StorageAccount => "Storage account names are 3 to 24 lowercase letters and digits.",
+            Kind::KeyVault => "Vault names are 3 to 24 letters, digits and hyphens, start with a letter, end with a letter or digit and have no consecutive hyphens.",
+            Kind::LogAnalytics => "Log Analytics workspace names are 4 to 63 letters, digits and hyphens, starting and ending with a letter or digit.",
+            Kind::AppInsights => "Component names are 1 to 260 characters without %&\\?/ or control characters, not ending with a space or period.",
+        }
     }
 
     /// Whether `name` is a valid name for this type (the spec's / ARM schema's patterns).
@@ -64,8 +125,31 @@ impl Kind {
         let Some(first) = bytes.first() else {
             return false;
         };
+        let last = bytes[bytes.len() - 1];
         let rest_ok = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
         match self {
+            Kind::StorageAccount => {
+                (3..=24).contains(&bytes.len())
+                    && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            }
+            Kind::KeyVault => {
+                (3..=24).contains(&bytes.len())
+                    && first.is_ascii_alphabetic()
+                    && last.is_ascii_alphanumeric()
+                    && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                    && !name.contains("--")
+            }
+            Kind::LogAnalytics => {
+                (4..=63).contains(&bytes.len())
+                    && first.is_ascii_alphanumeric()
+                    && last.is_ascii_alphanumeric()
+                    && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            }
+            Kind::AppInsights => {
+                bytes.len() <= 260
+                    && !name.chars().any(|c| "%&\\?/".contains(c) || c.is_control())
+                    && !matches!(last, b' ' | b'.')
+            }
             // ^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$
             Kind::Workspace => {
                 first.is_ascii_alphanumeric()
@@ -124,6 +208,27 @@ impl Kind {
                 "properties/keys",
             ],
             Kind::OnlineDeployment => &[],
+            Kind::StorageAccount => &[
+                "properties/primaryEndpoints",
+                "properties/primaryLocation",
+                "properties/statusOfPrimary",
+                "properties/creationTime",
+            ],
+            Kind::KeyVault => &["properties/vaultUri", "properties/hsmPoolResourceId"],
+            Kind::LogAnalytics => &[
+                "properties/customerId",
+                "properties/createdDate",
+                "properties/modifiedDate",
+            ],
+            Kind::AppInsights => &[
+                "properties/AppId",
+                "properties/ApplicationId",
+                "properties/InstrumentationKey",
+                "properties/ConnectionString",
+                "properties/TenantId",
+                "properties/CreationDate",
+                "properties/Name",
+            ],
         }
     }
 }
@@ -139,7 +244,7 @@ const COMMON_OUTPUTS: &[&str] = &[
     "identity/tenantId",
 ];
 
-/// A parsed resource id under `/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}`.
+/// A parsed resource id under `/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}`.
 #[derive(Clone, Debug)]
 pub(crate) struct ResId {
     pub(crate) sub: String,
@@ -161,8 +266,9 @@ impl ResId {
 
     /// The canonical id string (`/subscriptions/.../workspaces/ws/computes/c`).
     pub(crate) fn canonical(&self) -> String {
+        let provider = self.chain.first().map_or(PROVIDER, |(k, _)| k.provider());
         let mut s = format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}",
+            "/subscriptions/{}/resourceGroups/{}/providers/{provider}",
             self.sub, self.rg
         );
         for (kind, name) in &self.chain {
@@ -188,7 +294,7 @@ impl ResId {
         })
     }
 
-    /// Parses a resource id (no trailing action). `None` if it is not one of the four types.
+    /// Parses a resource id (no trailing action). `None` if it is not a type the emulator knows.
     pub(crate) fn parse(id: &str) -> Option<ResId> {
         match Route::parse(id) {
             Route::Resource { id, action: None } => Some(id),
@@ -206,6 +312,10 @@ pub(crate) enum Route {
     Discovery(Discovery),
     /// A resource, optionally with a POST action after it (`listKeys`).
     Resource { id: ResId, action: Option<String> },
+    /// `POST /subscriptions/{sub}/providers/{provider}/checkNameAvailability` (storage, key vault).
+    CheckName { provider: String },
+    /// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}`.
+    DeletedVault { sub: String, name: String },
     /// A list of resources of `kind` under `parent` (or in the resource group).
     Collection {
         sub: String,
@@ -278,7 +388,7 @@ impl Route {
             return Route::NotFound;
         }
         let sub = segs[1].to_owned();
-        if eq(2, "providers") && eq(3, PROVIDER) && eq(4, "locations") && segs.len() == 8 {
+        if eq(2, "providers") && eq(4, "locations") && segs.len() == 8 {
             let op_id = segs[7].to_ascii_lowercase();
             if eq(6, "operations") || eq(6, "operationsStatus") {
                 return Route::OperationStatus { sub, op_id };
@@ -286,9 +396,17 @@ impl Route {
             if eq(6, "operationResults") {
                 return Route::OperationResult { sub, op_id };
             }
+            if eq(3, "Microsoft.KeyVault") && eq(6, "deletedVaults") {
+                return Route::DeletedVault { sub, name: segs[7].to_owned() };
+            }
             return Route::NotFound;
         }
-        if !(eq(2, "resourceGroups") && segs.len() >= 6 && eq(4, "providers") && eq(5, PROVIDER)) {
+        if eq(2, "providers") && segs.len() == 5 && eq(4, "checkNameAvailability") {
+            return Route::CheckName { provider: segs[3].to_owned() };
+        }
+        let provider = segs.get(5).copied().unwrap_or_default();
+        let known_provider = TOP_LEVEL.iter().any(|k| k.provider().eq_ignore_ascii_case(provider));
+        if !(eq(2, "resourceGroups") && segs.len() >= 6 && eq(4, "providers") && known_provider) {
             return Route::NotFound;
         }
         let rg = segs[3].to_owned();
@@ -301,7 +419,7 @@ impl Route {
         let mut i = 0;
         while i < rest.len() {
             let parent = id.chain.last().map(|(k, _)| *k);
-            match (Kind::child(parent, rest[i]), rest.get(i + 1)) {
+            match (Kind::child(parent, provider, rest[i]), rest.get(i + 1)) {
                 (Some(kind), Some(name)) => id.chain.push((kind, (*name).to_owned())),
                 (Some(kind), None) => {
                     let parent = (!id.chain.is_empty()).then_some(id);
@@ -319,7 +437,7 @@ impl Route {
                     };
                 }
                 (None, _) => {
-                    let mut type_path = String::from(PROVIDER);
+                    let mut type_path = String::from(provider);
                     for (k, _) in &id.chain {
                         type_path.push('/');
                         type_path.push_str(k.segment());
@@ -436,8 +554,84 @@ pub(crate) fn render(
         Kind::Compute => render_compute(&mut v, existing, &keep, provisioning_state, &now),
         Kind::OnlineEndpoint => render_endpoint(&mut v, id, &location),
         Kind::OnlineDeployment => render_deployment(&mut v),
+        Kind::StorageAccount => render_storage(&mut v, id, &location, &keep, &now),
+        Kind::KeyVault => render_vault(&mut v, id),
+        Kind::LogAnalytics => render_log_analytics(&mut v, &keep, &now),
+        Kind::AppInsights => render_component(&mut v, id, &location, &keep, &now),
     }
     v
+}
+
+fn render_storage(
+    v: &mut Value,
+    id: &ResId,
+    location: &str,
+    keep: &dyn Fn(&str) -> Option<Value>,
+    now: &str,
+) {
+    let name = id.name().to_ascii_lowercase();
+    default_path(v, "properties/accessTier", Value::from("Hot"));
+    default_path(v, "properties/supportsHttpsTrafficOnly", Value::from(true));
+    default_path(v, "properties/isHnsEnabled", Value::from(false));
+    let endpoints: Map<String, Value> = ["blob", "queue", "table", "file", "web", "dfs"]
+        .iter()
+        .map(|s| ((*s).to_owned(), Value::from(format!("https://{name}.{s}.core.windows.net/"))))
+        .collect();
+    set_path(v, "properties/primaryEndpoints", Value::Object(endpoints));
+    set_path(v, "properties/primaryLocation", Value::from(location));
+    set_path(v, "properties/statusOfPrimary", Value::from("available"));
+    let created = keep("properties/creationTime").unwrap_or_else(|| Value::from(now));
+    set_path(v, "properties/creationTime", created);
+}
+
+fn render_vault(v: &mut Value, id: &ResId) {
+    default_path(v, "properties/enableSoftDelete", Value::from(true));
+    default_path(v, "properties/softDeleteRetentionInDays", Value::from(90));
+    default_path(v, "properties/enableRbacAuthorization", Value::from(false));
+    default_path(v, "properties/publicNetworkAccess", Value::from("Enabled"));
+    set_path(
+        v,
+        "properties/vaultUri",
+        Value::from(format!("https://{}.vault.azure.net/", id.name().to_ascii_lowercase())),
+    );
+}
+
+fn render_log_analytics(v: &mut Value, keep: &dyn Fn(&str) -> Option<Value>, now: &str) {
+    default_path(v, "properties/sku", json!({"name": "PerGB2018"}));
+    default_path(v, "properties/retentionInDays", Value::from(30));
+    default_path(v, "properties/publicNetworkAccessForIngestion", Value::from("Enabled"));
+    default_path(v, "properties/publicNetworkAccessForQuery", Value::from("Enabled"));
+    let customer = keep("properties/customerId").unwrap_or_else(|| Value::from(guid()));
+    set_path(v, "properties/customerId", customer);
+    let created = keep("properties/createdDate").unwrap_or_else(|| Value::from(now));
+    set_path(v, "properties/createdDate", created);
+    set_path(v, "properties/modifiedDate", Value::from(now));
+}
+
+fn render_component(
+    v: &mut Value,
+    id: &ResId,
+    location: &str,
+    keep: &dyn Fn(&str) -> Option<Value>,
+    now: &str,
+) {
+    default_path(v, "properties/Application_Type", Value::from("web"));
+    default_path(v, "properties/IngestionMode", Value::from("LogAnalytics"));
+    default_path(v, "properties/RetentionInDays", Value::from(90));
+    let app_id = keep("properties/AppId").unwrap_or_else(|| Value::from(guid()));
+    let key = keep("properties/InstrumentationKey").unwrap_or_else(|| Value::from(guid()));
+    let connection = format!(
+        "InstrumentationKey={};IngestionEndpoint=https://{location}-0.in.applicationinsights.azure.com/",
+        key.as_str().unwrap_or_default()
+    );
+    set_path(v, "properties/AppId", app_id);
+    set_path(v, "properties/ApplicationId", Value::from(id.name()));
+    set_path(v, "properties/Name", Value::from(id.name()));
+    set_path(v, "properties/InstrumentationKey", key);
+    set_path(v, "properties/ConnectionString", Value::from(connection));
+    set_path(v, "properties/TenantId", Value::from(id.sub.as_str()));
+    let created = keep("properties/CreationDate").unwrap_or_else(|| Value::from(now));
+    set_path(v, "properties/CreationDate", created);
 }
 
 fn render_identity(v: &mut Value, existing: Option<&Value>, ctx: &RenderCtx<'_>) {
@@ -750,6 +944,25 @@ mod tests {
             matches!(Route::parse("/tenant/oauth2/v2.0/token"), Route::Token { tenant } if tenant == "tenant")
         );
         assert!(matches!(Route::parse("/"), Route::NotFound));
+
+        // A workspace's dependencies: the same segment under another namespace is another type.
+        let p = "/subscriptions/s/resourcegroups/rg/providers/microsoft.operationalinsights/workspaces/law";
+        let Route::Resource { id, action: None } = Route::parse(p) else {
+            panic!("not a resource")
+        };
+        assert_eq!(id.kind(), Kind::LogAnalytics);
+        assert_eq!(
+            id.canonical(),
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/law"
+        );
+        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1";
+        assert_eq!(ResId::parse(p).map(|id| id.kind()), Some(Kind::StorageAccount));
+        let p = "/subscriptions/s/providers/Microsoft.KeyVault/checkNameAvailability";
+        assert!(matches!(Route::parse(p), Route::CheckName { provider } if provider == "Microsoft.KeyVault"));
+        let p = "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/kv1";
+        assert!(matches!(Route::parse(p), Route::DeletedVault { name, .. } if name == "kv1"));
+        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm";
+        assert!(matches!(Route::parse(p), Route::NotFound));
     }
 
     #[test]
@@ -760,6 +973,14 @@ mod tests {
         assert!(!Kind::Workspace.name_is_valid(&"a".repeat(34)));
         assert!(Kind::OnlineEndpoint.name_is_valid("e"));
         assert!(!Kind::OnlineEndpoint.name_is_valid("e.x"));
+        assert!(Kind::StorageAccount.name_is_valid("teamast0123"));
+        assert!(!Kind::StorageAccount.name_is_valid("Team_A"));
+        assert!(Kind::KeyVault.name_is_valid("teama-kv"));
+        assert!(!Kind::KeyVault.name_is_valid("1kv"));
+        assert!(!Kind::KeyVault.name_is_valid("a--kv"));
+        assert!(!Kind::KeyVault.name_is_valid("kv-"));
+        assert!(Kind::LogAnalytics.name_is_valid("team-log-1"));
+        assert!(!Kind::AppInsights.name_is_valid("a/b"));
     }
 
     #[test]

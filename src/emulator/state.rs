@@ -102,6 +102,15 @@ pub(crate) struct ActiveFault {
     pub(crate) used: usize,
 }
 
+/// A soft-deleted key vault: its name stays reserved for the retention period (90 days).
+pub(crate) struct DeletedVault {
+    pub(crate) sub: String,
+    pub(crate) vault_id: String,
+    pub(crate) location: String,
+    pub(crate) deleted: SystemTime,
+    pub(crate) tags: Value,
+}
+
 /// A bearer token the emulator issued.
 pub(crate) struct IssuedToken {
     pub(crate) tenant_id: String,
@@ -119,6 +128,8 @@ struct Bucket {
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) resources: BTreeMap<String, Resource>,
+    /// Soft-deleted key vaults by lowercase name (never purged).
+    pub(crate) deleted_vaults: BTreeMap<String, DeletedVault>,
     pub(crate) operations: HashMap<String, Operation>,
     pub(crate) tokens: HashMap<String, IssuedToken>,
     pub(crate) token_requests: usize,
