@@ -234,18 +234,20 @@ const CLASS_NEEDS_PERSON: &str = "NeedsPerson";
 /// answer or `status.operation` was lost, or someone else's operation failed). By ARM's code: a
 /// transient failure is retried after a backoff that doubles with each retry at this generation
 /// (up to `max_operation_retries`); any other waits for a person (`Stalled`).
-async fn operation_failed<K: AmlKind>(
+/// The decision after an ARM operation failed: classified by its code, a transient failure retries
+/// at a set time, one that needs a person stalls. Pure: computed without IO.
+fn operation_failed<K: AmlKind>(
     obj: &K,
-    ctx: &Context,
+    config: &super::Config,
     mut st: Desired,
     target: &Target,
     action: &str,
     code: String,
     message: String,
-) -> Result<Action, Error> {
+) -> Decision {
     let generation = obj.meta().generation.unwrap_or_default();
     let retries = failure_now(obj, &st).map_or(0, |f| f.retries);
-    let budget = ctx.config.max_operation_retries;
+    let budget = config.max_operation_retries;
     let class = match failure_class(&code) {
         FailureClass::Transient if retries >= budget => FailureClass::NeedsPerson,
         class => class,
@@ -263,7 +265,7 @@ async fn operation_failed<K: AmlKind>(
     let (requeue, text) = match class {
         FailureClass::Transient => {
             let factor = 2u32.saturating_pow(retries.min(16));
-            let delay = jitter(ctx.config.base_backoff.saturating_mul(factor).min(ctx.config.max_backoff), 0.2);
+            let delay = jitter(config.base_backoff.saturating_mul(factor).min(config.max_backoff), 0.2);
             // Whole seconds, rounded up: what status can hold, and never before the backoff ends.
             let at = Timestamp::now().as_second().saturating_add(delay.as_secs_f64().ceil() as i64);
             let at = Timestamp::from_second(at).unwrap_or_else(|_| Timestamp::now());
@@ -297,14 +299,18 @@ async fn operation_failed<K: AmlKind>(
             );
             st.reconciling = None;
             st.stalled = Some(Cond::yes(err.reason(), text.clone()));
-            (jitter(ctx.config.slow_retry, 0.1), text)
+            (jitter(config.slow_retry, 0.1), text)
         }
     };
     st.ready = Some(Cond::no(err.reason(), text.clone()));
-    if status::write(ctx, obj, &st).await? {
-        publish(ctx, obj, EventType::Warning, err.reason(), text, "Reconcile").await;
-    }
-    Ok(Action::requeue(requeue))
+    let note = Note {
+        type_: EventType::Warning,
+        reason: err.reason().to_string(),
+        message: text,
+        action: "Reconcile".into(),
+        only_if_changed: true,
+    };
+    Decision::new(st, Action::requeue(requeue)).with(vec![note])
 }
 
 /// How long until `at` (at least [`MIN_POLL`]).
@@ -350,7 +356,83 @@ fn provisioning_errors(v: &Value) -> Option<String> {
 }
 
 async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let decision = decide(obj, ctx).await?;
+    commit(obj, ctx, decision).await
+}
+
+/// What one pass decided, before anything is written to Kubernetes: the status (none: leave it as
+/// it is), when to come back, and the events to publish. Computed by [`decide`] and the pure
+/// functions it ends in ([`converged`], [`operation_failed`], [`adopted`]); written by [`commit`], the
+/// one place apply writes status.
+#[derive(Debug)]
+pub struct Decision {
+    /// The status to write (only what changed reaches the API server), if any.
+    pub status: Option<Desired>,
+    /// When to reconcile again.
+    pub requeue: Action,
+    /// Events, in order.
+    pub events: Vec<Note>,
+}
+
+impl Decision {
+    fn new(status: Desired, requeue: Action) -> Decision {
+        Decision { status: Some(status), requeue, events: Vec::new() }
+    }
+
+    fn requeue(requeue: Action) -> Decision {
+        Decision { status: None, requeue, events: Vec::new() }
+    }
+
+    /// `earlier` events first, then this decision's own.
+    fn with(mut self, mut earlier: Vec<Note>) -> Decision {
+        earlier.append(&mut self.events);
+        self.events = earlier;
+        self
+    }
+}
+
+/// An event a decision asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// PascalCase reason.
+    pub reason: String,
+    /// What happened, for a person.
+    pub message: String,
+    /// The action the event is about.
+    pub action: String,
+    /// Publish only when the status changed: a repeated failure is one event, not one per try.
+    pub only_if_changed: bool,
+}
+
+impl Note {
+    fn normal(reason: &str, message: String, action: &str) -> Note {
+        Note { type_: EventType::Normal, reason: reason.to_string(), message, action: action.to_string(), only_if_changed: false }
+    }
+}
+
+/// Writes a decision: the status first (an operation URL must be durable before anything else),
+/// then the events.
+async fn commit<K: AmlKind>(obj: &K, ctx: &Context, decision: Decision) -> Result<Action, Error> {
+    let changed = match &decision.status {
+        Some(st) => status::write(ctx, obj, st).await?,
+        None => false,
+    };
+    for note in decision.events {
+        if changed || !note.only_if_changed {
+            publish(ctx, obj, note.type_, &note.reason, note.message, &note.action).await;
+        }
+    }
+    Ok(decision.requeue)
+}
+
+/// One pass of apply up to, not including, its writes to Kubernetes: ARM is read (and written, when
+/// the spec says so), and what follows — the status, the requeue, the events — is returned as a
+/// [`Decision`] for [`commit`] to write.
+async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     let policies = obj.policies();
+    let mut events: Vec<Note> = Vec::new();
     let mut st = current(obj);
     let resolved = match resolve::resolve(obj, ctx).await? {
         Resolution::Ready(resolved, secret) => {
@@ -362,9 +444,8 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             st.reconciling = Some(Cond::yes(w.reason, w.message.clone()));
             st.stalled = None;
             st.ready = Some(Cond::no(w.reason, w.message));
-            status::write(ctx, obj, &st).await?;
             // The watch on the parent wakes this object as soon as the parent is ready.
-            return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+            return Ok(Decision::new(st, Action::requeue(jitter(ctx.config.slow_retry, 0.1))));
         }
     };
     if let Some(owner) = resolved.parent.as_ref().and_then(|p| p.owner.as_ref()) {
@@ -393,7 +474,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         && let Some(at) = failure_now(obj, &st).filter(|f| f.class == CLASS_TRANSIENT).and_then(|f| f.next_retry.clone())
         && at.0 > Timestamp::now()
     {
-        return Ok(Action::requeue(until(at.0)));
+        return Ok(Decision::requeue(Action::requeue(until(at.0))));
     }
     if waits_for_person(obj, &st) {
         // Still stalled: reads may show it fixed in Azure, but nothing is written.
@@ -411,12 +492,11 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             Some(PollOutcome::InProgress { retry_after }) => {
                 st.reconciling = Some(Cond::yes(progress_reason(&op.action), format!("ARM {} in progress", op.action.to_lowercase())));
                 st.ready = Some(Cond::no(progress_reason(&op.action), format!("Waiting for ARM to finish the {}", op.action.to_lowercase())));
-                status::write(ctx, obj, &st).await?;
-                return Ok(Action::requeue(retry_after.max(MIN_POLL)));
+                return Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events));
             }
             Some(PollOutcome::Succeeded) | None => st.operation = None,
             Some(PollOutcome::Failed(e)) => {
-                return operation_failed(obj, ctx, st, &target, &op.action, e.code, e.message).await;
+                return Ok(operation_failed(obj, &ctx.config, st, &target, &op.action, e.code, e.message).with(events));
             }
         }
     }
@@ -427,13 +507,13 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     if observed.is_none()
         && let Some(existing) = obj.locate(ctx, &resolved, &target).await?
     {
-        return adopted(obj, ctx, st, &existing).await;
+        return Ok(adopted::<K>(st, &existing).with(events));
     }
     let seen_before = obj.common_status().is_some_and(|s| s.provisioning_state.is_some() || s.operation.is_some());
     if observed.is_some() && !seen_before {
         // A resource that existed before this object knew it: now managed (or observed) by it.
         let how = if observe_only { "observed" } else { "managed" };
-        publish(ctx, obj, EventType::Normal, "Adopted", format!("Existing Azure resource {} is now {how} by this object", target.arm_id), "Adopt").await;
+        events.push(Note::normal("Adopted", format!("Existing Azure resource {} is now {how} by this object", target.arm_id), "Adopt"));
     }
     let mode = if observe_only { DependencyMode::ReadOnly } else { DependencyMode::Ensure };
     let Dependencies { body: built, pending, status: kind_status, .. } =
@@ -447,8 +527,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         }
         st.reconciling = Some(Cond::yes(reason.clone(), message.clone()));
         st.ready = Some(Cond::no(reason, message));
-        status::write(ctx, obj, &st).await?;
-        return Ok(Action::requeue(DEPENDENCY_POLL));
+        return Ok(Decision::new(st, Action::requeue(DEPENDENCY_POLL)).with(events));
     }
     let Refined { body: desired, waiting } = obj.refine(ctx, &resolved, &target, built, observed.as_ref()).await?;
     let action = match &observed {
@@ -459,8 +538,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 "NotFoundInAzure",
                 format!("{} does not exist in Azure; managementPolicy Observe never creates it", target.arm_id),
             ));
-            status::write(ctx, obj, &st).await?;
-            return Ok(resync(ctx));
+            return Ok(Decision::new(st, resync(ctx)).with(events));
         }
         None => "Create",
         Some(actual) => {
@@ -471,14 +549,12 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             if !is_terminal(&state) {
                 st.reconciling = Some(Cond::yes("ArmOperationInProgress", format!("ARM reports provisioningState {state}")));
                 st.ready = Some(Cond::no("Provisioning", format!("Waiting for ARM: provisioningState is {state}")));
-                status::write(ctx, obj, &st).await?;
-                return Ok(Action::requeue(FOREIGN_OPERATION_POLL));
+                return Ok(Decision::new(st, Action::requeue(FOREIGN_OPERATION_POLL)).with(events));
             }
             if is_failed(&state) && !observe_only {
                 if waits_for_person(obj, &st) {
                     // Known and reported: wait for a person, write nothing to ARM.
-                    status::write(ctx, obj, &st).await?;
-                    return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+                    return Ok(Decision::new(st, Action::requeue(jitter(ctx.config.slow_retry, 0.1))).with(events));
                 }
                 let generation = obj.meta().generation.unwrap_or_default();
                 if failure_now(obj, &st).is_none() && !retry_now && ctx.wrote_at(&obj.uid().unwrap_or_default(), generation) {
@@ -488,7 +564,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                         let code = if state == "Canceled" { CODE_CANCELED_WITHOUT_ERROR } else { CODE_FAILED_WITHOUT_ERROR };
                         (code.to_string(), format!("ARM reports provisioningState {state} without an error"))
                     });
-                    return operation_failed(obj, ctx, st, &target, "provisioning", code, message).await;
+                    return Ok(operation_failed(obj, &ctx.config, st, &target, "provisioning", code, message).with(events));
                 }
                 // A failure this process did not cause at this generation (found after a restart, a
                 // spec edit, or someone else's write), a transient failure whose retry is due, or a
@@ -505,14 +581,13 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 let st = if let (Some((reason, message)), true) = (&waiting, drifted.is_empty()) {
                     st.ready = Some(Cond::no(reason.clone(), message.clone()));
                     st.reconciling = None;
-                    status::write(ctx, obj, &st).await?;
                     let wait = ctx.config.slow_retry.min(ctx.config.resync);
-                    return Ok(Action::requeue(jitter(again.map_or(wait, |d| d.min(wait)), 0.1)));
+                    return Ok(Decision::new(st, Action::requeue(jitter(again.map_or(wait, |d| d.min(wait)), 0.1))).with(events));
                 } else {
                     st
                 };
-                let action = converged(obj, ctx, st, &state, actual, &drifted, observe_only).await?;
-                return Ok(again.map_or(action, Action::requeue));
+                let decided = converged(&ctx.config, st, &state, actual, &drifted, observe_only).with(events);
+                return Ok(Decision { requeue: again.map_or(decided.requeue, Action::requeue), ..decided });
             }
             debug!(paths = ?drifted, "drift from spec");
             "Update"
@@ -520,7 +595,7 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     };
     if waits_for_person(obj, &st) {
         // The write failed in ARM: wait for a person instead of writing again.
-        return Ok(Action::requeue(jitter(ctx.config.slow_retry, 0.1)));
+        return Ok(Decision::requeue(Action::requeue(jitter(ctx.config.slow_retry, 0.1))));
     }
 
     // 3. Act. A resource in a failed state is repaired by a full PUT.
@@ -540,11 +615,11 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         Ok(outcome) => outcome,
         Err(e) => {
             let existing = obj.write_failed(ctx, &resolved, &target, verb, e).await?;
-            return adopted(obj, ctx, st, &existing).await;
+            return Ok(adopted::<K>(st, &existing).with(events));
         }
     };
     info!(arm_id = %target.arm_id, action, "ARM write accepted");
-    publish(ctx, obj, EventType::Normal, &format!("{action}d"), format!("{action} of {} accepted by ARM", target.arm_id), action).await;
+    events.push(Note::normal(&format!("{action}d"), format!("{action} of {} accepted by ARM", target.arm_id), action));
     let retry_after = match outcome {
         WriteOutcome::Accepted { body, operation } => {
             if let Some(body) = &body {
@@ -571,24 +646,20 @@ async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     };
     st.reconciling = Some(Cond::yes(progress_reason(action), format!("ARM {} in progress", action.to_lowercase())));
     st.ready = Some(Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {}", action.to_lowercase())));
-    status::write(ctx, obj, &st).await?;
-    Ok(Action::requeue(retry_after.max(MIN_POLL)))
+    Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events))
 }
 
 /// ARM refused the write because `existing` already is what the spec describes (see
 /// [`AmlKind::write_failed`]): the object now tracks it, says so, and looks again at once.
-async fn adopted<K: AmlKind>(obj: &K, ctx: &Context, mut st: Desired, existing: &Value) -> Result<Action, Error> {
+/// An existing resource that already is what the spec describes, adopted instead of written.
+fn adopted<K: AmlKind>(mut st: Desired, existing: &Value) -> Decision {
     let id = existing.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     info!(arm_id = %id, "adopted an existing Azure resource instead of writing");
-    publish(
-        ctx,
-        obj,
-        EventType::Normal,
+    let note = Note::normal(
         "Adopted",
         format!("{id} already exists with what the spec describes: adopted instead of creating a second one"),
         "Adopt",
-    )
-    .await;
+    );
     if !id.is_empty() {
         st.arm_id = Some(id.clone());
     }
@@ -596,8 +667,7 @@ async fn adopted<K: AmlKind>(obj: &K, ctx: &Context, mut st: Desired, existing: 
     st.provisioning_state = Some(provisioning_state(existing));
     st.reconciling = Some(Cond::yes("Adopting", format!("Adopting the existing {id}")));
     st.ready = Some(Cond::no("Adopting", format!("Adopting the existing {id}")));
-    status::write(ctx, obj, &st).await?;
-    Ok(Action::requeue(MIN_POLL))
+    Decision::new(st, Action::requeue(MIN_POLL)).with(vec![note])
 }
 
 fn progress_reason(action: &str) -> &'static str {
@@ -613,15 +683,16 @@ fn resync(ctx: &Context) -> Action {
     Action::requeue(jitter(ctx.config.resync, 0.1))
 }
 
-async fn converged<K: AmlKind>(
-    obj: &K,
-    ctx: &Context,
+/// The status of an object ARM shows in a terminal state, with nothing (more) to write: Ready, or
+/// why not. Pure: computed without IO.
+fn converged(
+    config: &super::Config,
     mut st: Desired,
     state: &str,
     actual: &Value,
     drifted: &[String],
     observe_only: bool,
-) -> Result<Action, Error> {
+) -> Decision {
     st.reconciling = None;
     st.ready = Some(if state == "Succeeded" && drifted.is_empty() {
         st.last_failure = None;
@@ -643,8 +714,7 @@ async fn converged<K: AmlKind>(
             Cond::no(reason::OPERATION_FAILED, format!("The last ARM operation failed; edit the spec or set the annotation {RETRY_ANNOTATION} to retry"))
         })
     });
-    status::write(ctx, obj, &st).await?;
-    Ok(resync(ctx))
+    Decision::new(st, Action::requeue(jitter(config.resync, 0.1)))
 }
 
 async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
@@ -794,4 +864,97 @@ pub fn subscription_of<K: AmlKind>(obj: &K, spec_subscription: Option<&str>, sp:
         .map(str::to_string)
         .or_else(|| sp.subscription_id.clone())
         .ok_or_else(|| Error::NoSubscription { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() })
+}
+
+/// The decisions apply ends in are values: tested here without a server, an emulator or a clock
+/// beyond `now`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::AmlWorkspace;
+    use serde_json::json;
+
+    fn workspace(generation: i64) -> AmlWorkspace {
+        serde_json::from_value(json!({
+            "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+            "metadata": {"name": "ws", "namespace": "ns", "generation": generation, "uid": "u1"},
+            "spec": {"resourceGroup": "rg", "location": "eastus"}
+        }))
+        .unwrap()
+    }
+
+    fn target() -> Target {
+        Target {
+            subscription: "s".into(),
+            resource_group: "rg".into(),
+            name: "ws".into(),
+            arm_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws".into(),
+            location: "eastus".into(),
+        }
+    }
+
+    #[test]
+    fn a_converged_resource_is_ready_and_forgets_its_failure() {
+        let mut st = Desired {
+            stalled: Some(Cond::yes("ArmOperationFailed", "old")),
+            last_failure: Some(FailureStatus { code: "X".into(), class: CLASS_NEEDS_PERSON.into(), generation: 1, retries: 0, next_retry: None }),
+            ..Desired::default()
+        };
+        st.reconciling = Some(Cond::yes("Updating", "in progress"));
+        let d = converged(&super::super::Config::default(), st, "Succeeded", &json!({}), &[], false);
+        let st = d.status.expect("a status");
+        assert_eq!(st.ready, Some(Cond::yes("Succeeded", "The Azure resource matches the spec")));
+        assert!(st.reconciling.is_none() && st.stalled.is_none() && st.last_failure.is_none());
+        assert!(d.events.is_empty());
+    }
+
+    #[test]
+    fn an_observed_resource_that_differs_says_where_and_writes_nothing() {
+        let d = converged(&super::super::Config::default(), Desired::default(), "Succeeded", &json!({}), &["/tags".to_string()], true);
+        let ready = d.status.unwrap().ready.unwrap();
+        assert_eq!(ready.reason, "Drifted");
+        assert!(ready.message.contains("/tags") && ready.message.contains("Observe"), "{}", ready.message);
+    }
+
+    #[test]
+    fn a_transient_operation_failure_retries_at_a_time_it_states() {
+        let config = super::super::Config::default();
+        let d = operation_failed(&workspace(3), &config, Desired::default(), &target(), "Create", "InternalServerError".into(), "Boom.".into());
+        let st = d.status.expect("a status");
+        let failure = st.last_failure.clone().expect("recorded");
+        assert_eq!((failure.class.as_str(), failure.generation, failure.retries), (CLASS_TRANSIENT, 3, 1));
+        let at = failure.next_retry.expect("a retry time").0;
+        let reconciling = st.reconciling.expect("Reconciling while it retries");
+        assert_eq!(reconciling.reason, reason::OPERATION_FAILED_RETRYING);
+        assert!(reconciling.message.contains(&at.to_string()) && !reconciling.message.contains(".."), "{}", reconciling.message);
+        assert!(st.stalled.is_none());
+        // One Warning, published only if the status changed (a repeat is not a new event).
+        assert_eq!(d.events.len(), 1);
+        assert!(d.events[0].only_if_changed && d.events[0].type_ == EventType::Warning);
+    }
+
+    #[test]
+    fn an_operation_failure_a_person_must_fix_stalls_and_says_how_to_retry() {
+        let config = super::super::Config::default();
+        let d = operation_failed(&workspace(1), &config, Desired::default(), &target(), "Create", "QuotaExceeded".into(), "No quota.".into());
+        let st = d.status.unwrap();
+        let stalled = st.stalled.expect("Stalled");
+        assert_eq!(stalled.reason, reason::OPERATION_FAILED);
+        assert!(stalled.message.contains(RETRY_ANNOTATION), "{}", stalled.message);
+        assert!(st.reconciling.is_none());
+        assert_eq!(st.last_failure.unwrap().class, CLASS_NEEDS_PERSON);
+    }
+
+    #[test]
+    fn an_adoption_reports_the_existing_id_and_one_event() {
+        let existing = json!({"id": "/subscriptions/s/x/other", "properties": {"provisioningState": "Succeeded"}});
+        let d = adopted::<AmlWorkspace>(Desired::default(), &existing);
+        let st = d.status.unwrap();
+        assert_eq!(st.arm_id.as_deref(), Some("/subscriptions/s/x/other"));
+        assert_eq!(st.provisioning_state.as_deref(), Some("Succeeded"));
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].reason, "Adopted");
+        let with_earlier = Decision::requeue(Action::await_change()).with(vec![Note::normal("First", "a".into(), "x")]);
+        assert_eq!(with_earlier.events[0].reason, "First");
+    }
 }
