@@ -5,34 +5,19 @@
 
 mod support;
 
-use aml_operator::arm::{ArmClient, CloudConfig};
 use aml_operator::controller::dependencies::{DependencyKind, dependency_id, generated_names};
-use aml_operator::controller::{Config, Context};
 use aml_operator::crd::AmlWorkspace;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use support::cluster::{cluster, delete_namespace, eventually, namespace_with_emulator};
+use support::cluster::{Env, cluster, delete_namespace, eventually};
 
 #[tokio::test]
 async fn a_workspace_from_nothing_brings_its_dependencies_and_takes_them_with_its_namespace() {
     let Some(client) = cluster().await else { return };
-    let (ns, emulator, ca_file) = namespace_with_emulator(&client, "aml-e2e-deps").await;
-    let cloud = CloudConfig {
-        arm_endpoint: emulator.arm_endpoint(),
-        authority_host: emulator.authority_host(),
-        ca_file: Some(ca_file),
-        ..CloudConfig::default()
-    };
-    let config = Config { resync: Duration::from_secs(30), base_backoff: Duration::from_secs(1), ..Config::default() };
-    let ctx = Arc::new(Context::new(client.clone(), ArmClient::new(&cloud).expect("ARM client"), config));
-    let watch_ns = ns.clone();
-    let controllers = tokio::spawn(async move {
-        aml_operator::manager::run_controllers(ctx, Some(&watch_ns), Arc::new(AtomicBool::new(false))).await;
-    });
+    let env = Env::start(client.clone(), "aml-e2e-deps").await;
+    let (ns, emulator) = (env.ns.clone(), &env.emulator);
 
     let api: Api<AmlWorkspace> = Api::namespaced(client.clone(), &ns);
     let manifest = json!({
@@ -79,6 +64,5 @@ async fn a_workspace_from_nothing_brings_its_dependencies_and_takes_them_with_it
     let deletes: Vec<String> = emulator.requests().iter().filter(|r| r.method == "DELETE" && r.status < 300).map(|r| r.path.clone()).collect();
     assert!(deletes.first().is_some_and(|d| d.eq_ignore_ascii_case(&ws_id)), "the workspace goes first: {deletes:?}");
     assert_eq!(emulator.deleted_vaults(), vec![names.key_vault.clone()], "the vault is soft-deleted, never purged");
-    controllers.abort();
-    emulator.shutdown().await;
+    env.finish().await;
 }

@@ -7,6 +7,10 @@
 //! ```
 //! Long-running operations are never awaited here: their URL goes into status and the object is
 //! requeued at Retry-After, so a restarted operator resumes polling instead of writing again.
+//!
+//! Apply is `decide` then `commit`: `decide` talks to ARM and returns a [`Decision`] — the status,
+//! the requeue and the events — which `commit` writes in one place (status first, then events).
+//! The statuses it ends in (`converged`, `operation_failed`, `adopted`) are pure functions.
 
 use super::status::{self, Cond, Desired};
 use super::resolve::{self, Resolution};
