@@ -8,6 +8,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 
+
+/// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
+/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+pub const PRESENCE_IMMUTABLE: &[&str] = &["workspaceRef", "workspaceId", "location", "disableLocalAuth"];
+
 /// ARM's rule for compute names (checked at admission on `spec.azureName`, else `metadata.name`).
 pub const NAME_RULE: NameRule = NameRule {
     what: "compute",
@@ -38,10 +43,6 @@ pub const NAME_RULE: NameRule = NameRule {
     {"rule": "has(self.workspaceRef) != has(self.workspaceId)", "message": "set exactly one of workspaceRef or workspaceId"},
     {"rule": "self.computeType != 'AmlCompute' || (has(self.amlCompute) && !has(self.computeInstance))", "message": "computeType AmlCompute requires amlCompute and forbids computeInstance"},
     {"rule": "self.computeType != 'ComputeInstance' || (has(self.computeInstance) && !has(self.amlCompute))", "message": "computeType ComputeInstance requires computeInstance and forbids amlCompute"},
-    {"rule": "has(self.workspaceRef) == has(oldSelf.workspaceRef)", "message": "workspaceRef is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.workspaceId) == has(oldSelf.workspaceId)", "message": "workspaceId is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.location) == has(oldSelf.location)", "message": "location is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.disableLocalAuth) == has(oldSelf.disableLocalAuth)", "message": "disableLocalAuth is immutable: it cannot be added or removed after creation"},
 ]))]
 pub struct AmlComputeSpec {
     /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.

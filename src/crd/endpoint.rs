@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 
+
+/// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
+/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+pub const PRESENCE_IMMUTABLE: &[&str] = &["workspaceRef", "workspaceId", "location"];
+
 /// ARM's rule for online endpoint names (checked at admission on `spec.azureName`, else `metadata.name`).
 pub const NAME_RULE: NameRule = NameRule {
     what: "online endpoint",
@@ -42,9 +47,6 @@ pub const NAME_RULE: NameRule = NameRule {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.workspaceRef) != has(self.workspaceId)", "message": "set exactly one of workspaceRef and workspaceId"},
-    {"rule": "has(self.workspaceRef) == has(oldSelf.workspaceRef)", "message": "workspaceRef is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.workspaceId) == has(oldSelf.workspaceId)", "message": "workspaceId is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.location) == has(oldSelf.location)", "message": "location is immutable: it cannot be added or removed after creation"},
 ]))]
 pub struct AmlOnlineEndpointSpec {
     /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.

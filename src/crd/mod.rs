@@ -20,11 +20,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 /// Every CRD this operator serves, generated from the Rust types.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
-        with_common_rules(AmlWorkspace::crd(), Naming::Arm(&workspace::NAME_RULE)),
-        with_common_rules(AmlCompute::crd(), Naming::Arm(&compute::NAME_RULE)),
-        with_common_rules(AmlOnlineEndpoint::crd(), Naming::Arm(&endpoint::NAME_RULE)),
-        with_common_rules(AmlOnlineDeployment::crd(), Naming::Arm(&deployment::NAME_RULE)),
-        with_common_rules(AmlRoleAssignment::crd(), Naming::Derived(role_assignment::DERIVED_NAME)),
+        with_common_rules(AmlWorkspace::crd(), Naming::Arm(&workspace::NAME_RULE), workspace::PRESENCE_IMMUTABLE),
+        with_common_rules(AmlCompute::crd(), Naming::Arm(&compute::NAME_RULE), compute::PRESENCE_IMMUTABLE),
+        with_common_rules(AmlOnlineEndpoint::crd(), Naming::Arm(&endpoint::NAME_RULE), endpoint::PRESENCE_IMMUTABLE),
+        with_common_rules(AmlOnlineDeployment::crd(), Naming::Arm(&deployment::NAME_RULE), &[]),
+        with_common_rules(AmlRoleAssignment::crd(), Naming::Derived(role_assignment::DERIVED_NAME), role_assignment::PRESENCE_IMMUTABLE),
     ]
 }
 
@@ -63,9 +63,29 @@ impl NameRule {
 /// checks `metadata.name` against the ARM name rule when `azureName` is not set (only a rule on
 /// the root schema can see `metadata.name`). For a [`Naming::Derived`] kind: one rule refusing
 /// `azureName` instead.
-fn with_common_rules(mut crd: CustomResourceDefinition, naming: Naming) -> CustomResourceDefinition {
+///
+/// And for each optional field in `presence_immutable`: the rule that it can be neither added nor
+/// removed after creation (the rule that its value cannot change sits on the field itself).
+fn with_common_rules(mut crd: CustomResourceDefinition, naming: Naming, presence_immutable: &[&str]) -> CustomResourceDefinition {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
     let rule = |rule: String, message: String| ValidationRule { rule, message: Some(message), ..ValidationRule::default() };
+    for version in &mut crd.spec.versions {
+        let spec = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|root| root.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"));
+        if let Some(spec) = spec {
+            let rules = spec.x_kubernetes_validations.get_or_insert_with(Vec::new);
+            for field in presence_immutable {
+                rules.push(rule(
+                    format!("has(self.{field}) == has(oldSelf.{field})"),
+                    format!("{field} is immutable: it cannot be added or removed after creation"),
+                ));
+            }
+        }
+    }
     let name = match naming {
         Naming::Arm(name) => name,
         Naming::Derived(why) => {

@@ -10,6 +10,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+
+/// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
+/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+pub const PRESENCE_IMMUTABLE: &[&str] = &["workspaceRef", "computeRef", "scopeId", "role", "roleDefinitionId"];
+
 /// Why `spec.azureName` is refused on this kind (the admission message).
 pub const DERIVED_NAME: &str = "azureName is not used by AmlRoleAssignment: the assignment's name is a GUID derived from its scope, role and principal";
 
@@ -39,11 +44,6 @@ pub const GUID_PATTERN: &str = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "(has(self.workspaceRef) ? 1 : 0) + (has(self.computeRef) ? 1 : 0) + (has(self.scopeId) ? 1 : 0) == 1", "message": "set exactly one of workspaceRef, computeRef or scopeId"},
     {"rule": "has(self.role) != has(self.roleDefinitionId)", "message": "set exactly one of role or roleDefinitionId"},
-    {"rule": "has(self.workspaceRef) == has(oldSelf.workspaceRef)", "message": "workspaceRef is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.computeRef) == has(oldSelf.computeRef)", "message": "computeRef is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.scopeId) == has(oldSelf.scopeId)", "message": "scopeId is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.role) == has(oldSelf.role)", "message": "role is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.roleDefinitionId) == has(oldSelf.roleDefinitionId)", "message": "roleDefinitionId is immutable: it cannot be added or removed after creation"},
 ]))]
 pub struct AmlRoleAssignmentSpec {
     /// Fields every kind has: `credentials`, `deletionPolicy`, `managementPolicy`. `azureName` is

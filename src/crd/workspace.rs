@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 
+
+/// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
+/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+pub const PRESENCE_IMMUTABLE: &[&str] = &["subscriptionId", "storageAccount", "keyVault", "hbiWorkspace", "encryption"];
+
 /// ARM's rule for workspace names (checked at admission on `spec.azureName`, else `metadata.name`).
 pub const NAME_RULE: NameRule = NameRule {
     what: "workspace",
@@ -32,13 +37,6 @@ pub const NAME_RULE: NameRule = NameRule {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.subscriptionId) == has(oldSelf.subscriptionId)", "message": "subscriptionId is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.storageAccount) == has(oldSelf.storageAccount)", "message": "storageAccount is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.keyVault) == has(oldSelf.keyVault)", "message": "keyVault is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.hbiWorkspace) == has(oldSelf.hbiWorkspace)", "message": "hbiWorkspace is immutable: it cannot be added or removed after creation"},
-    {"rule": "has(self.encryption) == has(oldSelf.encryption)", "message": "encryption cannot be added or removed after creation"},
-]))]
 pub struct AmlWorkspaceSpec {
     /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.
     #[serde(flatten)]
