@@ -808,11 +808,46 @@ async fn traffic_that_does_not_sum_to_100_is_stalled_naming_the_field_without_an
     }
 }
 
-/// A namespace deletion deletes an endpoint and the deployment it routes to at once. ARM refuses
-/// to delete a deployment that still receives traffic, so the deployment waits for its endpoint
-/// (whose deletion takes it along) instead of sending a DELETE ARM answers 400.
+/// ARM refuses to delete a deployment that still receives traffic: a deployment deleted on its own
+/// while its endpoint routes to it waits (no DELETE ARM would refuse) until the endpoint's traffic
+/// leaves it, then goes.
 #[tokio::test]
-async fn a_deployment_receiving_traffic_waits_for_its_endpoint_instead_of_a_refused_delete() {
+async fn a_deployment_receiving_traffic_waits_for_the_traffic_to_leave_instead_of_a_refused_delete() {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({"blue": 100}));
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    w.emulator.clear_requests();
+
+    w.kube.delete(DEP_PATH);
+    let err = w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.expect_err("waits for the traffic");
+    assert!(matches!(err, Error::DeletePending { .. }), "{err:?}");
+    let ready = w.condition(DEP_PATH, "Ready").unwrap();
+    assert_eq!(ready["reason"], "WaitingForTrafficRemoval", "{ready}");
+    assert!(ready["message"].as_str().unwrap().contains("100% of live"), "{ready}");
+    assert_eq!(w.arm_calls("DELETE"), 0, "no DELETE ARM would refuse");
+
+    // The endpoint's spec drops the deployment: it routes 0 to it, and the delete goes ahead.
+    w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({}));
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    for _ in 0..5 {
+        if w.kube.raw(DEP_PATH).is_none() {
+            break;
+        }
+        let _ = w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await;
+        w.emulator.finish_operations();
+    }
+    assert!(w.kube.raw(DEP_PATH).is_none());
+    assert!(w.emulator.resource(&dep_id()).is_none());
+    assert_no_refusals(&w);
+}
+
+/// A namespace deletion deletes an endpoint and its deployment at once: the deployment leaves its
+/// deletion to the endpoint's (ARM deletes a resource's children with it) instead of a DELETE of its
+/// own that ARM would refuse while traffic flows, or that the endpoint's delete would cancel.
+#[tokio::test]
+async fn a_deployment_deleted_with_its_endpoint_leaves_the_delete_to_the_endpoint() {
     let w = with_endpoint(json!({})).await;
     w.kube.put(deployment(json!({})));
     w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
@@ -824,12 +859,9 @@ async fn a_deployment_receiving_traffic_waits_for_its_endpoint_instead_of_a_refu
     w.kube.delete(EP_PATH);
     let err = w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.expect_err("waits for the endpoint");
     assert!(matches!(err, Error::DeletePending { .. }), "{err:?}");
-    let ready = w.condition(DEP_PATH, "Ready").unwrap();
-    assert_eq!(ready["reason"], "WaitingForTrafficRemoval", "{ready}");
-    assert!(ready["message"].as_str().unwrap().contains("100% of live"), "{ready}");
-    assert_eq!(w.arm_calls("DELETE"), 0, "no DELETE ARM would refuse");
+    assert_eq!(w.condition(DEP_PATH, "Ready").unwrap()["reason"], "WaitingForParentDeletion");
+    assert_eq!(w.arm_calls("DELETE"), 0);
 
-    // The endpoint goes, and its deployments with it in ARM; the deployment object is then released.
     for _ in 0..5 {
         if w.kube.raw(EP_PATH).is_none() {
             break;
@@ -843,7 +875,20 @@ async fn a_deployment_receiving_traffic_waits_for_its_endpoint_instead_of_a_refu
     }
     assert!(w.kube.raw(DEP_PATH).is_none());
     assert!(w.emulator.resource(&dep_id()).is_none());
-    let refused: Vec<_> = w.emulator.requests().into_iter().filter(|r| (400..500).contains(&r.status) && r.status != 404).map(|r| format!("{} {} {}", r.status, r.method, r.path)).collect();
+    let deletes: Vec<_> = w.emulator.requests().into_iter().filter(|r| r.method == "DELETE").map(|r| r.path).collect();
+    assert_eq!(deletes.len(), 1, "one DELETE, the endpoint's: {deletes:?}");
+    assert_no_refusals(&w);
+}
+
+/// No request answered 4xx other than 404 (a refused request, or a poll of an operation canceled).
+fn assert_no_refusals(w: &World) {
+    let refused: Vec<_> = w
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| (400..500).contains(&r.status) && r.status != 404)
+        .map(|r| format!("{} {} {}", r.status, r.method, r.path))
+        .collect();
     assert!(refused.is_empty(), "ARM refused nothing: {refused:?}");
 }
 

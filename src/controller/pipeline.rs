@@ -774,6 +774,13 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             return deleted(obj, ctx, &target, &sp).await;
         }
     }
+    if parent_deletes_it(obj, ctx).await? {
+        let message = "The parent object is being deleted and ARM deletes this resource with it";
+        st.reconciling = Some(Cond::yes("WaitingForParentDeletion", message));
+        st.ready = Some(Cond::no("WaitingForParentDeletion", message));
+        status::write(ctx, obj, &st).await?;
+        return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK });
+    }
     match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
         DeleteGate::Proceed => {}
         DeleteGate::Gone => return deleted(obj, ctx, &target, &sp).await,
@@ -801,6 +808,25 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// The object's own resource is gone: delete what the kind created for it, then release.
+/// Whether the object's parent object is being deleted and will delete its Azure resource (policy
+/// Delete, managed, written to ARM): ARM deletes a resource's children with it, so the child waits
+/// for that instead of sending a DELETE of its own, which the parent's would cancel mid-way. Once
+/// the parent object is gone, the child's own DELETE finds nothing left (204/404).
+async fn parent_deletes_it<K: AmlKind>(obj: &K, ctx: &Context) -> Result<bool, Error> {
+    let Some(super::ParentRef::Object { kind, name }) = obj.parent() else { return Ok(false) };
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &obj.namespace().unwrap_or_default(), &resolve::parent_resource(kind));
+    let Some(parent) = api.get_opt(name).await.map_err(|source| Error::Kube { what: "reading the parent object", source })? else {
+        return Ok(false);
+    };
+    let spec = &parent.data["spec"];
+    Ok(parent.metadata.deletion_timestamp.is_some()
+        && parent.finalizers().iter().any(|f| f == FINALIZER)
+        && parent.data["status"]["armId"].is_string()
+        && spec["deletionPolicy"].as_str().unwrap_or("Delete") == "Delete"
+        && spec["managementPolicy"].as_str().unwrap_or("Manage") == "Manage")
+}
+
 async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &ServicePrincipal) -> Result<Action, Error> {
     obj.delete_dependencies(ctx, sp).await?;
     info!(arm_id = %target.arm_id, "Azure resource deleted");
