@@ -13,7 +13,7 @@ use aml_operator::arm::{
 };
 use aml_operator::controller::{AmlKind, Config, Context, Parent, Resolved, drift, pipeline};
 use aml_operator::arm::ids;
-use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
+use aml_operator::crd::{RETRY_ANNOTATION, AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use aml_operator::emulator::{
     EmulatorArgs, EmulatorConfig, Fault, FaultKind, FaultRule, OperationEnd, Principal,
 };
@@ -69,7 +69,12 @@ fn cloud(w: &World) -> CloudConfig {
 /// and whose backoff after a transient operation failure starts at 100 ms (status holds the retry
 /// time in whole seconds, so a retry comes within about a second).
 fn fresh_ctx(w: &World) -> Arc<Context> {
-    let arm = ArmClient::new(&cloud(w)).expect("ARM client");
+    ctx_with_timeout(w, CLIENT_TIMEOUT)
+}
+
+/// As [`fresh_ctx`], with the ARM client's timeout `timeout`.
+fn ctx_with_timeout(w: &World, timeout: Duration) -> Arc<Context> {
+    let arm = ArmClient::new(&CloudConfig { timeout, ..cloud(w) }).expect("ARM client");
     let config = Config { resync: Duration::from_secs(300), base_backoff: Duration::from_millis(100), ..Config::default() };
     Arc::new(Context::new(w.client.clone(), arm, config))
 }
@@ -383,6 +388,11 @@ trait Kind: AmlKind {
     fn shows_update(actual: &Value) -> bool {
         actual["tags"]["phase"] == "update"
     }
+    /// The owned maps ([`AmlKind::owned_maps`]) the removal cases take an entry out of: the spec's
+    /// field, where ARM holds the map, and the method of the write that removes the entry.
+    fn removable_maps() -> Vec<(&'static str, &'static str, &'static str)> {
+        vec![("tags", "/tags", Self::UPDATE_METHOD)]
+    }
 }
 
 fn merged(mut base: Value, extra: Value) -> Value {
@@ -504,6 +514,9 @@ impl Kind for AmlOnlineDeployment {
     fn arm_id(name: &str) -> String {
         format!("{}/deployments/{name}", ep_id("ep1"))
     }
+    fn removable_maps() -> Vec<(&'static str, &'static str, &'static str)> {
+        vec![("tags", "/tags", Self::UPDATE_METHOD), ("environmentVariables", "/properties/environmentVariables", "PUT")]
+    }
     fn ready_parent() -> Option<Parent> {
         parent(ep_id("ep1"))
     }
@@ -545,6 +558,10 @@ impl Kind for AmlRoleAssignment {
     }
     fn shows_update(actual: &Value) -> bool {
         actual["properties"]["description"] == "phase=update"
+    }
+    /// Role assignments own no map.
+    fn removable_maps() -> Vec<(&'static str, &'static str, &'static str)> {
+        Vec::new()
     }
 }
 
@@ -645,6 +662,11 @@ struct Outcome {
     orphans: usize,
     deletes_of_kept: usize,
     lost_deletes: usize,
+    /// Cases of each new group that ran.
+    annotation_retries: usize,
+    map_removals: usize,
+    rotations: usize,
+    stack_deletions: usize,
 }
 
 impl Outcome {
@@ -654,6 +676,10 @@ impl Outcome {
         self.orphans += o.orphans;
         self.deletes_of_kept += o.deletes_of_kept;
         self.lost_deletes += o.lost_deletes;
+        self.annotation_retries += o.annotation_retries;
+        self.map_removals += o.map_removals;
+        self.rotations += o.rotations;
+        self.stack_deletions += o.stack_deletions;
     }
 }
 
@@ -664,6 +690,9 @@ enum On {
     Writes,
     /// Every operation poll (the route is shared: such cases run one at a time).
     Polls,
+    /// As `Writes`, and a failure that waits for a person is retried by the retry annotation
+    /// instead of a spec edit.
+    WritesRetriedByAnnotation,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -682,21 +711,36 @@ fn converged(w: &World, path: &str) -> bool {
         && ready_condition(w, path).is_some_and(|c| c["status"] == "True")
 }
 
-/// Reconciles `name` until `until`, finishing ARM operations between rounds, ignoring errors. When
-/// `edit_on_failure`, a Ready=False/ArmOperationFailed object gets one spec edit (a person retrying).
-async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until, edit_on_failure: bool) -> Result<usize, String> {
+/// How a person retries a failure that waits for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Nobody does.
+    No,
+    /// One spec edit.
+    SpecEdit,
+    /// A new value of the retry annotation ([`RETRY_ANNOTATION`]), the spec untouched.
+    Annotation,
+}
+
+/// The value a person sets the retry annotation to.
+const RETRY_VALUE: &str = "retry-1";
+
+/// Reconciles `name` until `until`, finishing ARM operations between rounds, ignoring errors. A
+/// Ready=False/ArmOperationFailed object gets one retry by `retry` (a person retrying). Returns the
+/// length of the emulator's request log when that retry was made, if it was.
+async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until, retry: Retry) -> Result<Option<usize>, String> {
     let path = kpath::<K>(name);
     // A liveness bound, not a speed target: a loaded 2-core CI machine makes the 1 s client timeout
     // fire on ordinary answers too, and each such round only costs time.
     let deadline = Instant::now() + Duration::from_secs(45);
-    let mut edited = false;
+    let mut retried_at: Option<usize> = None;
     // What each round's reconcile returned (repeats folded), for the failure message.
     let mut rounds: Vec<String> = Vec::new();
     // Rounds are cheap while a transient failure waits for its retry time (no ARM call): the
     // deadline bounds the loop.
-    for round in 0..2000 {
+    for _ in 0..2000 {
         let Some(obj) = w.kube.get::<K>(&path) else {
-            return if until == Until::Gone { Ok(round) } else { Err("the object vanished".into()) };
+            return if until == Until::Gone { Ok(retried_at) } else { Err("the object vanished".into()) };
         };
         let result = match pipeline::reconcile(Arc::new(obj), ctx.clone()).await {
             Ok(_) => "ok".to_string(),
@@ -706,16 +750,19 @@ async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until,
             rounds.push(result);
         }
         match until {
-            Until::Ready if converged(w, &path) => return Ok(round + 1),
-            Until::Gone if w.kube.raw(&path).is_none() => return Ok(round + 1),
+            Until::Ready if converged(w, &path) => return Ok(retried_at),
+            Until::Gone if w.kube.raw(&path).is_none() => return Ok(retried_at),
             _ => {}
         }
-        if edit_on_failure
-            && !edited
+        if retry != Retry::No
+            && retried_at.is_none()
             && ready_condition(w, &path).is_some_and(|c| c["reason"] == "ArmOperationFailed")
         {
-            w.kube.edit(&path, |o| K::set_field(o, "retry", "1"));
-            edited = true;
+            retried_at = Some(w.emulator.requests().len());
+            match retry {
+                Retry::SpecEdit => w.kube.edit(&path, |o| K::set_field(o, "retry", "1")),
+                _ => w.kube.edit(&path, |o| o["metadata"]["annotations"][RETRY_ANNOTATION] = json!(RETRY_VALUE)),
+            }
         }
         if Instant::now() > deadline {
             break;
@@ -757,7 +804,11 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) ->
     let label = format!("{} {f:?} {phase:?} {on:?} {name}", K::kind(&()));
     let path = kpath::<K>(name);
     let arm_id = K::arm_id(name);
-    let ctx = fresh_ctx(w);
+    // A retry by annotation needs the failure's code, which only the operation's poll carries: an
+    // answer to the PUT lost to the 1 s timeout on a loaded machine (no operation URL, so ARM's
+    // failed resource is all the operator sees) makes it an automatic retry instead. Lost answers
+    // have their own cases; these use a patient client.
+    let ctx = if on == On::WritesRetriedByAnnotation { ctx_with_timeout(w, Duration::from_secs(20)) } else { fresh_ctx(w) };
 
     // The phase's starting point.
     match phase {
@@ -765,7 +816,7 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) ->
         Phase::Update => w.kube.edit(&path, |o| K::set_field(o, "phase", "update")),
         Phase::DeleteObserve => {
             w.kube.edit(&path, |o| o["spec"]["managementPolicy"] = json!("Observe"));
-            if let Err(e) = drive::<K>(w, &ctx, name, Until::Ready, false).await {
+            if let Err(e) = drive::<K>(w, &ctx, name, Until::Ready, Retry::No).await {
                 out.failures.push(format!("{label}: setting Observe: {e}"));
                 return out;
             }
@@ -788,14 +839,23 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) ->
     let route = match on {
         _ if f.on_token_endpoint() => "/oauth2/".to_string(),
         On::Polls => "/operation".to_string(), // operations/ and operationResults/
-        On::Writes => arm_id.clone(),
+        On::Writes | On::WritesRetriedByAnnotation => arm_id.clone(),
     };
     let fault = w.emulator.inject_rule(FaultRule::new(method, Some(&route), kind, times));
 
     let until = if phase.deletes() { Until::Gone } else { Until::Ready };
-    let edit = f.needs_a_spec_edit() && !phase.deletes();
-    if let Err(e) = drive::<K>(w, &ctx, name, until, edit).await {
-        out.failures.push(format!("{label}: {e}"));
+    let retry = match on {
+        _ if !f.needs_a_spec_edit() || phase.deletes() => Retry::No,
+        On::WritesRetriedByAnnotation => Retry::Annotation,
+        _ => Retry::SpecEdit,
+    };
+    out.annotation_retries += usize::from(retry == Retry::Annotation);
+    match drive::<K>(w, &ctx, name, until, retry).await {
+        Err(e) => out.failures.push(format!("{label}: {e}")),
+        Ok(retried_at) if retry == Retry::Annotation => {
+            check_annotation_retry::<K>(w, &ctx, &label, name, retried_at, &mut out).await;
+        }
+        Ok(_) => {}
     }
 
     // The checks. First, that the case tested something: the fault fired (nothing may reach ARM
@@ -876,6 +936,119 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) ->
     out
 }
 
+/// The writes (anything but a GET) to `arm_id` or below it (e.g. its `listKeys`) in the request
+/// log from `from` on.
+fn writes_since(w: &World, arm_id: &str, from: usize) -> Vec<String> {
+    let below = format!("{}/", arm_id.to_ascii_lowercase());
+    w.emulator
+        .requests()
+        .into_iter()
+        .skip(from)
+        .filter(|r| r.method != "GET" && (same_path(&r.path, arm_id) || r.path.to_ascii_lowercase().starts_with(&below)))
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// Reconciles `name` again (its `arm_id` in ARM) with the same context until a reconcile succeeds
+/// (a transient error, e.g. an answer past the client's timeout on a loaded machine, is followed by
+/// another, up to 5): the writes all of them sent, and whether the object is converged then.
+async fn reconcile_again<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, arm_id: &str) -> (Vec<String>, bool) {
+    let path = kpath::<K>(name);
+    let mark = w.emulator.requests().len();
+    for _ in 0..5 {
+        let Some(obj) = w.kube.get::<K>(&path) else { break };
+        if pipeline::reconcile(Arc::new(obj), ctx.clone()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (writes_since(w, arm_id, mark), converged(w, &path))
+}
+
+/// After a person-class failure was retried by the retry annotation (`retried_at`: the request log's
+/// length then): exactly one write went out and the object is Ready; reconciling again with the
+/// same value writes nothing.
+async fn check_annotation_retry<K: Kind>(w: &World, ctx: &Arc<Context>, label: &str, name: &str, retried_at: Option<usize>, out: &mut Outcome) {
+    let path = kpath::<K>(name);
+    let arm_id = K::arm_id(name);
+    let Some(at) = retried_at else {
+        let calls: Vec<String> = w.emulator.requests().iter().filter(|r| same_path(&r.path, &arm_id)).map(|r| format!("{} {}{}", r.method, r.status, if r.created { "*" } else { "" })).collect();
+        out.failures.push(format!("{label}: Ready without the failure waiting for a person; calls {calls:?}"));
+        return;
+    };
+    let writes = writes_since(w, &arm_id, at);
+    if writes.len() != 1 {
+        out.failures.push(format!("{label}: {} writes after the retry annotation, expected 1: {writes:?}", writes.len()));
+    }
+    let obj = w.kube.raw(&path).unwrap_or_default();
+    if obj["status"]["retryToken"] != RETRY_VALUE {
+        out.failures.push(format!("{label}: the retry annotation's value is not recorded: {}", obj["status"]));
+    }
+    for _ in 0..2 {
+        let (again, converged) = reconcile_again::<K>(w, ctx, name, &arm_id).await;
+        if !again.is_empty() || !converged {
+            out.failures.push(format!("{label}: the same annotation value again: writes {again:?}, converged {converged}"));
+        }
+    }
+}
+
+/// Faults on the write that removes a map entry.
+const REMOVAL_FAULTS: [F; 6] = [F::Throttled429, F::Error500, F::Unavailable503, F::SlowAnswer, F::DropBeforeHandling, F::DropAfterHandling];
+
+/// The object of a removal case: its map (`field`) holds `keep` and `gone`.
+fn removal_object<K: Kind>(name: &str, field: &str) -> K {
+    K::build(name, json!({ field: {"keep": "1", "gone": "2"} }))
+}
+
+/// One map-removal case: the converged object's `field` loses its entry `gone` while `f` hits the
+/// write that removes it (`method` on the resource); it converges with the key gone in ARM, nothing
+/// created or deleted, and the next reconcile writes nothing.
+async fn run_removal<K: Kind>(w: &World, f: F, (field, pointer, method): (&str, &str, &str), name: &str) -> Outcome {
+    let mut out = Outcome { map_removals: 1, ..Outcome::default() };
+    let label = format!("{} {f:?} removal of {field}.gone {name}", K::kind(&()));
+    let path = kpath::<K>(name);
+    let arm_id = K::arm_id(name);
+    let ctx = fresh_ctx(w);
+    w.kube.edit(&path, |o| {
+        o["spec"][field].as_object_mut().map(|m| m.remove("gone"));
+    });
+    let mark = w.emulator.requests().len();
+    let (kind, times) = f.kind();
+    let fault = w.emulator.inject_rule(FaultRule::new(Some(method), Some(&arm_id), kind, times));
+    if let Err(e) = drive::<K>(w, &ctx, name, Until::Ready, Retry::No).await {
+        out.failures.push(format!("{label}: {e}"));
+    }
+    let used = w.emulator.fault_uses(fault);
+    w.emulator.remove_fault(fault);
+    if used == 0 {
+        out.failures.push(format!("{label}: the fault never fired"));
+    }
+    let log: Vec<_> = w.emulator.requests().into_iter().skip(mark).filter(|r| same_path(&r.path, &arm_id)).collect();
+    let creates = log.iter().filter(|r| r.created).count();
+    if creates > 0 {
+        out.duplicate_creates += creates;
+        out.failures.push(format!("{label}: {creates} creating PUTs"));
+    }
+    if log.iter().any(|r| r.method == "DELETE") {
+        out.failures.push(format!("{label}: a DELETE while removing a map entry"));
+    }
+    match w.emulator.resource(&arm_id) {
+        None => out.failures.push(format!("{label}: the resource is missing in ARM")),
+        Some(actual) => {
+            let map = actual.pointer(pointer).cloned().unwrap_or_default();
+            if map.get("gone").is_some() || map.get("keep") != Some(&json!("1")) {
+                out.failures.push(format!("{label}: ARM's {pointer} is {map}, expected only keep"));
+            }
+        }
+    }
+    let (again, converged) = reconcile_again::<K>(w, &ctx, name, &arm_id).await;
+    if !again.is_empty() || !converged {
+        let obj = w.kube.raw(&path).unwrap_or_default();
+        out.failures.push(format!("{label}: the next reconcile: writes {again:?}, converged {converged}: generation {} status {}", obj["metadata"]["generation"], obj["status"]));
+    }
+    out
+}
+
 /// A world with the parents `K` needs, converged.
 async fn world_for<K: Kind>() -> World {
     let w = World::with_emulator(fast_emulator()).await;
@@ -908,6 +1081,18 @@ async fn matrix_for<K: Kind>() -> (usize, Outcome) {
             cases.push((*f, *p, format!("{}{i:02}{j}x", K::PREFIX), On::Writes));
         }
     }
+    // A person-class failure retried by the retry annotation instead of a spec edit (a kind without
+    // long-running operations has no operation to fail).
+    for (j, p) in [Phase::Create, Phase::Update].iter().enumerate().filter(|_| K::POLLS) {
+        cases.push((F::OperationFailedNeedsPerson, *p, format!("{}a{j}x", K::PREFIX), On::WritesRetriedByAnnotation));
+    }
+    // An entry of each owned map removed while a fault hits the write that removes it.
+    let mut removals: Vec<(F, (&str, &str, &str), String)> = Vec::new();
+    for (m, map) in K::removable_maps().into_iter().enumerate() {
+        for (i, f) in REMOVAL_FAULTS.iter().enumerate() {
+            removals.push((*f, map, format!("{}m{m}{i}x", K::PREFIX)));
+        }
+    }
     // A kind without long-running operations never polls: nothing to aim those faults at.
     for (i, f) in POLL_FAULTS.iter().enumerate().filter(|_| K::POLLS) {
         for (j, p) in POLL_PHASES.iter().enumerate() {
@@ -921,18 +1106,26 @@ async fn matrix_for<K: Kind>() -> (usize, Outcome) {
     for (_, phase, name, _) in &existing {
         w.kube.put(case_object::<K>(name, *phase));
     }
-    let setups = join_all(existing.iter().map(|(_, _, name, _)| drive::<K>(&w, &ctx, name, Until::Ready, false))).await;
-    for (r, (f, p, name, _)) in setups.into_iter().zip(&existing) {
+    for (_, (field, _, _), name) in &removals {
+        w.kube.put(removal_object::<K>(name, field));
+    }
+    let names = existing.iter().map(|c| &c.2).chain(removals.iter().map(|r| &r.2));
+    let setups = join_all(names.clone().map(|name| drive::<K>(&w, &ctx, name, Until::Ready, Retry::No))).await;
+    for (r, name) in setups.into_iter().zip(names) {
         if let Err(e) = r {
-            out.failures.push(format!("{} {f:?} {p:?} {name}: setup: {e}", K::kind(&())));
+            out.failures.push(format!("{} {name}: setup: {e}", K::kind(&())));
         }
     }
     if !out.failures.is_empty() {
-        return (cases.len(), out);
+        return (cases.iter().filter(|c| c.3 != On::WritesRetriedByAnnotation).count(), out);
     }
 
     let (shared, aimed): (Vec<_>, Vec<_>) = cases.iter().partition(|(f, _, _, on)| f.on_token_endpoint() || *on == On::Polls);
-    for o in join_all(aimed.iter().map(|(f, p, name, on)| run_case::<K>(&w, *f, *p, name, *on))).await {
+    let (a, r) = futures::join!(
+        join_all(aimed.iter().map(|(f, p, name, on)| run_case::<K>(&w, *f, *p, name, *on))),
+        join_all(removals.iter().map(|(f, map, name)| run_removal::<K>(&w, *f, *map, name))),
+    );
+    for o in a.into_iter().chain(r) {
         out.add(o);
     }
     for (f, p, name, on) in shared {
@@ -955,7 +1148,242 @@ async fn matrix_for<K: Kind>() -> (usize, Outcome) {
             out.failures.push(format!("{}: {id} has no object (orphan)", K::kind(&())));
         }
     }
-    (cases.len(), out)
+    // The matrix proper; the annotation retries are counted in `out`.
+    (cases.iter().filter(|c| c.3 != On::WritesRetriedByAnnotation).count(), out)
+}
+
+/// Faults during a key rotation: on the `regenerateKeys` POST, or on the poll of its operation.
+const ROTATION_FAULTS: [(&str, &str, F); 9] = [
+    ("POST", "/regenerateKeys", F::Throttled429),
+    ("POST", "/regenerateKeys", F::Error500),
+    ("POST", "/regenerateKeys", F::DropBeforeHandling),
+    ("POST", "/regenerateKeys", F::DropAfterHandling),
+    ("POST", "/regenerateKeys", F::OperationFailed),
+    ("GET", "/operation", F::Unavailable503),
+    ("GET", "/operation", F::SlowAnswer),
+    ("GET", "/operation", F::DropBeforeHandling),
+    ("GET", "/operation", F::DropAfterHandling),
+];
+
+/// The keys Secret `name`'s primary and secondary key and its annotations.
+fn published_keys(w: &World, name: &str) -> Option<(String, String, std::collections::BTreeMap<String, String>)> {
+    let secret: k8s_openapi::api::core::v1::Secret = w.kube.get(&format!("/api/v1/namespaces/{NS}/secrets/{name}"))?;
+    let data = secret.data.clone().unwrap_or_default();
+    let key = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
+    Some((key("primaryKey"), key("secondaryKey"), secret.metadata.annotations.unwrap_or_default()))
+}
+
+/// Each rotation fault once, on its own endpoint with a keys Secret (one at a time: the poll route
+/// is shared): the endpoint converges, `amloperator.io/rotate-keys` is set, and the pipeline is
+/// driven until the rotation is recorded done; the Secret must then hold two keys different from
+/// the originals and equal to ARM's, and another reconcile regenerates nothing.
+async fn rotation_cases() -> Outcome {
+    let mut out = Outcome::default();
+    let w = world_for::<AmlOnlineEndpoint>().await;
+    let arm = ArmClient::new(&cloud(&w)).expect("ARM client");
+    let config = Config {
+        resync: Duration::from_secs(300),
+        base_backoff: Duration::from_millis(100),
+        keys_rotation_grace: Duration::ZERO,
+        ..Config::default()
+    };
+    let ctx = Arc::new(Context::new(w.client.clone(), arm, config));
+    for (i, (method, route, f)) in ROTATION_FAULTS.iter().enumerate() {
+        out.rotations += 1;
+        let name = format!("ek{i}x");
+        let secret = format!("{name}-keys");
+        let label = format!("rotation {f:?} on {method} {route} {name}");
+        let path = kpath::<AmlOnlineEndpoint>(&name);
+        let arm_id = ep_id(&name);
+        w.kube.put(AmlOnlineEndpoint::build(&name, json!({"keysSecret": {"name": secret}})));
+        if let Err(e) = drive::<AmlOnlineEndpoint>(&w, &ctx, &name, Until::Ready, Retry::No).await {
+            out.failures.push(format!("{label}: setup: {e}"));
+            continue;
+        }
+        let Some((p0, s0, _)) = published_keys(&w, &secret) else {
+            out.failures.push(format!("{label}: no keys Secret once Ready"));
+            continue;
+        };
+        w.kube.edit(&path, |o| o["metadata"]["annotations"][aml_operator::controller::endpoint::ROTATE_KEYS] = json!("r1"));
+        let mark = w.emulator.requests().len();
+        let (kind, times) = f.kind();
+        let fault = w.emulator.inject_rule(FaultRule::new(Some(method), Some(route), kind, times));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done = |w: &World| {
+            published_keys(w, &secret).is_some_and(|(p, s, notes)| {
+                notes.get("amloperator.io/keys-rotated").map(String::as_str) == Some("r1")
+                    && notes.get("amloperator.io/keys-rotation").is_none_or(String::is_empty)
+                    && p != p0
+                    && s != s0
+            })
+        };
+        let mut errors: Vec<String> = Vec::new();
+        while !done(&w) && Instant::now() < deadline {
+            let Some(obj) = w.kube.get::<AmlOnlineEndpoint>(&path) else { break };
+            if let Err(e) = pipeline::reconcile(Arc::new(obj), ctx.clone()).await {
+                if errors.last().map(String::as_str) != Some(e.reason()) {
+                    errors.push(e.reason().to_string());
+                }
+            }
+            w.emulator.finish_operations();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let used = w.emulator.fault_uses(fault);
+        w.emulator.remove_fault(fault);
+        if !done(&w) {
+            let notes = published_keys(&w, &secret).map(|k| k.2);
+            out.failures.push(format!("{label}: the rotation did not complete (errors {errors:?}; Secret annotations {notes:?})"));
+            continue;
+        }
+        if used == 0 {
+            out.failures.push(format!("{label}: the fault never fired"));
+        }
+        let (p, s, _) = published_keys(&w, &secret).unwrap_or_default();
+        match ctx.arm.post(&principal(), &format!("{arm_id}/listKeys"), &ctx.config.api_version, None).await {
+            Ok(aml_operator::arm::PostOutcome::Done(Some(keys))) if keys["primaryKey"] == p.as_str() && keys["secondaryKey"] == s.as_str() => {}
+            other => out.failures.push(format!("{label}: the Secret's keys are not ARM's: {other:?}")),
+        }
+        let creates = w.emulator.requests().into_iter().skip(mark).filter(|r| r.created).count();
+        if creates > 0 {
+            out.duplicate_creates += creates;
+            out.failures.push(format!("{label}: {creates} creating PUTs during the rotation"));
+        }
+        let (again, _) = reconcile_again::<AmlOnlineEndpoint>(&w, &ctx, &name, &arm_id).await;
+        if !again.is_empty() {
+            out.failures.push(format!("{label}: writes after the rotation completed: {again:?}"));
+        }
+    }
+    out
+}
+
+/// Where a stack-deletion fault is aimed: a DELETE of the endpoint (or below it), of the workspace
+/// (or below it: whichever DELETE of the stack comes first), or the first read at or below the
+/// endpoint (the deployment, reconciled first, reads it in its delete gate).
+/// Never a DELETE of the deployment: while its endpoint routes traffic to it, it is not deleted but
+/// goes with its endpoint (the check that ARM refused nothing shows it).
+const STACK_FAULTS: [(&str, &str, F); 17] = [
+    ("GET", "ep", F::Throttled429),
+    ("GET", "ep", F::Error500),
+    ("GET", "ep", F::DropAfterHandling),
+    ("DELETE", "ep", F::Throttled429),
+    ("DELETE", "ep", F::Error500),
+    ("DELETE", "ep", F::DropBeforeHandling),
+    ("DELETE", "ep", F::DropAfterHandling),
+    ("DELETE", "ep", F::OperationFailed),
+    ("DELETE", "ep", F::OperationCanceled),
+    ("DELETE", "ws", F::Throttled429),
+    ("DELETE", "ws", F::Error500),
+    ("DELETE", "ws", F::DropBeforeHandling),
+    ("DELETE", "ws", F::DropAfterHandling),
+    ("DELETE", "ws", F::OperationFailed),
+    ("DELETE", "ws", F::OperationCanceled),
+    ("GET", "ep", F::Unavailable503),
+    ("GET", "ep", F::DropBeforeHandling),
+];
+
+/// Reconciles the stack's objects that remain, children first, once; then finishes ARM operations.
+async fn stack_round(w: &World, ctx: &Arc<Context>, (ws, ep, dep): (&str, &str, &str)) {
+    if let Some(o) = w.kube.get::<AmlOnlineDeployment>(&kpath::<AmlOnlineDeployment>(dep)) {
+        let _ = pipeline::reconcile(Arc::new(o), ctx.clone()).await;
+    }
+    if let Some(o) = w.kube.get::<AmlOnlineEndpoint>(&kpath::<AmlOnlineEndpoint>(ep)) {
+        let _ = pipeline::reconcile(Arc::new(o), ctx.clone()).await;
+    }
+    if let Some(o) = w.kube.get::<AmlWorkspace>(&kpath::<AmlWorkspace>(ws)) {
+        let _ = pipeline::reconcile(Arc::new(o), ctx.clone()).await;
+    }
+    w.emulator.finish_operations();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// One stack — a workspace, an endpoint routing 100% to a deployment, the deployment — converged,
+/// then deleted at once while `f` hits `method` on `target`: everything goes, nothing is created,
+/// and ARM answers no 4xx but 404 (and the injected 429): a deployment that still receives traffic
+/// is never DELETEd.
+async fn run_stack(w: &World, i: usize, method: &str, target: &str, f: F) -> Outcome {
+    let mut out = Outcome { stack_deletions: 1, ..Outcome::default() };
+    let (ws, ep, dep) = (format!("s{i:02}x"), format!("s{i:02}e"), format!("s{i:02}d"));
+    let names = (ws.as_str(), ep.as_str(), dep.as_str());
+    let label = format!("stack {f:?} on {method} {target} {ws}");
+    let ctx = fresh_ctx(w);
+    let ws_arm = ws_id(&ws);
+    let ep_arm = format!("{ws_arm}/onlineEndpoints/{ep}");
+    let dep_arm = format!("{ep_arm}/deployments/{dep}");
+    let paths = [kpath::<AmlWorkspace>(&ws), kpath::<AmlOnlineEndpoint>(&ep), kpath::<AmlOnlineDeployment>(&dep)];
+    w.kube.put(workspace(&ws, json!({})));
+    w.kube.put(AmlOnlineEndpoint::build(&ep, json!({"workspaceRef": {"name": ws}, "traffic": {dep.as_str(): 100}})));
+    w.kube.put(AmlOnlineDeployment::build(&dep, json!({"endpointRef": {"name": ep}})));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !paths.iter().all(|p| converged(w, p)) && Instant::now() < deadline {
+        stack_round(w, &ctx, names).await;
+    }
+    let routed = w.emulator.resource(&ep_arm).map(|e| e["properties"]["traffic"].clone());
+    if routed != Some(json!({dep.as_str(): 100})) {
+        out.failures.push(format!("{label}: setup: not converged with traffic routed (ARM traffic {routed:?})"));
+        return out;
+    }
+
+    let mark = w.emulator.requests().len();
+    let (kind, times) = f.kind();
+    let route = match target {
+        "dep" => &dep_arm,
+        "ep" => &ep_arm,
+        _ => &ws_arm,
+    };
+    let fault = w.emulator.inject_rule(FaultRule::new(Some(method), Some(route), kind, times));
+    for p in &paths {
+        w.kube.delete(p);
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while paths.iter().any(|p| w.kube.raw(p).is_some()) && Instant::now() < deadline {
+        stack_round(w, &ctx, names).await;
+    }
+    let used = w.emulator.fault_uses(fault);
+    w.emulator.remove_fault(fault);
+    let left: Vec<&String> = paths.iter().filter(|p| w.kube.raw(p).is_some()).collect();
+    if !left.is_empty() {
+        out.lost_deletes += left.len();
+        let conditions: Vec<_> = left.iter().map(|p| ready_condition(w, p)).collect();
+        out.failures.push(format!("{label}: not released: {left:?} {conditions:?}"));
+    }
+    let prefix = ws_arm.to_ascii_lowercase();
+    let in_stack = |p: &str| p.to_ascii_lowercase().starts_with(&prefix);
+    let orphans: Vec<String> = w.emulator.resource_ids().into_iter().filter(|id| in_stack(id)).collect();
+    if !orphans.is_empty() {
+        out.orphans += orphans.len();
+        out.failures.push(format!("{label}: left in Azure: {orphans:?}"));
+    }
+    if used == 0 {
+        out.failures.push(format!("{label}: the fault never fired"));
+    }
+    let log: Vec<_> = w.emulator.requests().into_iter().skip(mark).filter(|r| in_stack(&r.path)).collect();
+    let creates = log.iter().filter(|r| r.created).count();
+    if creates > 0 {
+        out.duplicate_creates += creates;
+        out.failures.push(format!("{label}: {creates} creating PUTs while deleting"));
+    }
+    let injected = matches!(f, F::Throttled429);
+    let refused: Vec<String> = log
+        .iter()
+        .filter(|r| (400..500).contains(&r.status) && r.status != 404 && !(injected && r.status == 429))
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    if !refused.is_empty() {
+        out.failures.push(format!("{label}: ARM refused requests: {refused:?}"));
+    }
+    out
+}
+
+/// Every stack-deletion fault, each on its own stack, all in one world at once (each fault is aimed
+/// at its stack's paths).
+async fn stack_cases() -> Outcome {
+    let w = World::with_emulator(fast_emulator()).await;
+    w.good_credentials();
+    let mut out = Outcome::default();
+    for o in join_all(STACK_FAULTS.iter().enumerate().map(|(i, (m, t, f))| run_stack(&w, i, m, t, *f))).await {
+        out.add(o);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,19 +1400,26 @@ async fn every_fault_on_every_kind_and_phase_converges_without_duplicates_orphan
     );
     // After the others, not with them: the 1 s client timeout the slow-answer cases rely on leaves
     // little headroom on a loaded 2-core machine, and a fifth concurrent matrix used it up.
-    let e = matrix_for::<AmlRoleAssignment>().await;
+    // The rotation and stack cases have no slow answers on a single request's resource timing.
+    let (e, rotations, stacks) = tokio::join!(matrix_for::<AmlRoleAssignment>(), rotation_cases(), stack_cases());
     let mut total = Outcome::default();
     let mut cases = 0;
     for (n, o) in [a, b, c, d, e] {
         cases += n;
         total.add(o);
     }
+    total.add(rotations);
+    total.add(stacks);
     let line = format!(
-        "fault matrix: 5 kinds x {} faults x {} phases on writes + 4 kinds x {} faults x {} phases on polls = {cases} cases, {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
+        "fault matrix: 5 kinds x {} faults x {} phases on writes + 4 kinds x {} faults x {} phases on polls = {cases} cases; + {} retries by annotation, {} map-entry removals, {} key rotations, {} whole-stack deletions; {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
         FAULTS.len(),
         PHASES.len(),
         POLL_FAULTS.len(),
         POLL_PHASES.len(),
+        total.annotation_retries,
+        total.map_removals,
+        total.rotations,
+        total.stack_deletions,
         total.duplicate_creates,
         total.orphans,
         total.deletes_of_kept,
@@ -993,8 +1428,11 @@ async fn every_fault_on_every_kind_and_phase_converges_without_duplicates_orphan
     );
     println!("{line}");
     eprintln!("{line}");
-    assert_eq!(cases, 5 * FAULTS.len() * PHASES.len() + 4 * POLL_FAULTS.len() * POLL_PHASES.len());
     assert!(total.failures.is_empty(), "{} failing cases:\n{}", total.failures.len(), total.failures.join("\n"));
+    assert_eq!(cases, 5 * FAULTS.len() * PHASES.len() + 4 * POLL_FAULTS.len() * POLL_PHASES.len());
+    // 4 kinds (those with operations) x create and update; tags on the 4 ML kinds and a deployment's environment variables.
+    let groups = (total.annotation_retries, total.map_removals, total.rotations, total.stack_deletions);
+    assert_eq!(groups, (4 * 2, 5 * REMOVAL_FAULTS.len(), ROTATION_FAULTS.len(), STACK_FAULTS.len()), "every case of the new groups ran");
     assert_eq!((total.duplicate_creates, total.orphans, total.deletes_of_kept, total.lost_deletes), (0, 0, 0, 0));
 }
 
@@ -1027,7 +1465,7 @@ async fn killed_after_put<K: Kind>() {
     assert!(w.kube.raw(&path).unwrap()["status"]["operation"].is_null(), "no operation recorded");
 
     let ctx = fresh_ctx(&w);
-    drive::<K>(&w, &ctx, &name, Until::Ready, false).await.unwrap();
+    drive::<K>(&w, &ctx, &name, Until::Ready, Retry::No).await.unwrap();
     assert_eq!(puts_creating(&w, &arm_id), 1, "{}: no second create after the restart", K::kind(&()));
     let puts = w.emulator.requests().iter().filter(|r| r.method == "PUT" && same_path(&r.path, &arm_id)).count();
     assert_eq!(puts, 1, "{}: one PUT in all", K::kind(&()));
@@ -1074,7 +1512,7 @@ async fn killed_before_the_finalizer_came_off<K: Kind>() {
     let arm_id = K::arm_id(&name);
     w.kube.put(K::build(&name, json!({})));
     let ctx = fresh_ctx(&w);
-    drive::<K>(&w, &ctx, &name, Until::Ready, false).await.unwrap();
+    drive::<K>(&w, &ctx, &name, Until::Ready, Retry::No).await.unwrap();
     w.kube.delete(&path);
     let object = path.rsplit_once("/namespaces/").unwrap().1.to_string();
     if K::POLLS {
@@ -1090,7 +1528,7 @@ async fn killed_before_the_finalizer_came_off<K: Kind>() {
     assert!(w.emulator.resource(&arm_id).is_none(), "ARM already deleted it");
 
     let ctx = fresh_ctx(&w);
-    drive::<K>(&w, &ctx, &name, Until::Gone, false).await.unwrap();
+    drive::<K>(&w, &ctx, &name, Until::Gone, Retry::No).await.unwrap();
     assert_eq!(accepted_deletes(&w, &arm_id), 1, "{}: the delete was neither lost nor repeated", K::kind(&()));
     assert!(w.emulator.requests().iter().filter(|r| r.method == "DELETE" && same_path(&r.path, &arm_id)).all(|r| matches!(r.status, 200 | 202 | 204)));
 }
@@ -1104,7 +1542,7 @@ async fn killed_after_the_delete_before_the_status_write<K: Kind>() {
     let arm_id = K::arm_id(&name);
     w.kube.put(K::build(&name, json!({})));
     let ctx = fresh_ctx(&w);
-    drive::<K>(&w, &ctx, &name, Until::Ready, false).await.unwrap();
+    drive::<K>(&w, &ctx, &name, Until::Ready, Retry::No).await.unwrap();
     w.kube.delete(&path);
     let object = path.rsplit_once("/namespaces/").unwrap().1.to_string();
     w.kube.fail_next("PATCH", &format!("{object}/status"), 500, 2);
@@ -1114,7 +1552,7 @@ async fn killed_after_the_delete_before_the_status_write<K: Kind>() {
     assert!(w.kube.raw(&path).unwrap()["status"]["operation"].is_null(), "no operation recorded");
 
     let ctx = fresh_ctx(&w);
-    drive::<K>(&w, &ctx, &name, Until::Gone, false).await.unwrap();
+    drive::<K>(&w, &ctx, &name, Until::Gone, Retry::No).await.unwrap();
     assert!(w.emulator.resource(&arm_id).is_none(), "{}: no orphan", K::kind(&()));
     assert_eq!(accepted_deletes(&w, &arm_id), 1, "{}: one accepted delete", K::kind(&()));
 }
