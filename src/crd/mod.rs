@@ -70,13 +70,7 @@ fn with_common_rules(mut crd: CustomResourceDefinition, naming: Naming, presence
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
     let rule = |rule: String, message: String| ValidationRule { rule, message: Some(message), ..ValidationRule::default() };
     for version in &mut crd.spec.versions {
-        let spec = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|root| root.properties.as_mut())
-            .and_then(|p| p.get_mut("spec"));
-        if let Some(spec) = spec {
+        if let Some(spec) = spec_schema(version) {
             let rules = spec.x_kubernetes_validations.get_or_insert_with(Vec::new);
             for field in presence_immutable {
                 rules.push(rule(
@@ -90,13 +84,7 @@ fn with_common_rules(mut crd: CustomResourceDefinition, naming: Naming, presence
         Naming::Arm(name) => name,
         Naming::Derived(why) => {
             for version in &mut crd.spec.versions {
-                let spec = version
-                    .schema
-                    .as_mut()
-                    .and_then(|s| s.open_api_v3_schema.as_mut())
-                    .and_then(|root| root.properties.as_mut())
-                    .and_then(|p| p.get_mut("spec"));
-                if let Some(spec) = spec {
+                if let Some(spec) = spec_schema(version) {
                     spec.x_kubernetes_validations.get_or_insert_with(Vec::new).insert(0, rule("!has(self.azureName)".into(), why.into()));
                 }
             }
@@ -126,6 +114,13 @@ fn with_common_rules(mut crd: CustomResourceDefinition, naming: Naming, presence
         }
     }
     crd
+}
+
+/// The schema of `spec` in one version of a CRD.
+fn spec_schema(
+    version: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionVersion,
+) -> Option<&mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps> {
+    version.schema.as_mut()?.open_api_v3_schema.as_mut()?.properties.as_mut()?.get_mut("spec")
 }
 
 /// The CRDs as one multi-document YAML stream (what `aml-operator crds` prints and `crds/` holds).
