@@ -3,6 +3,7 @@
 //! `main.rs` only wires configuration, telemetry and the subcommands; everything it, the CLI and the
 //! tests need lives here.
 
+pub mod alloc;
 pub mod arm;
 pub mod armspec;
 pub mod bench;

@@ -171,6 +171,7 @@ pub async fn run_until(args: RunArgs, shutdown: Shutdown) -> Result<(), ManagerE
         }
     });
     info!(arm_endpoint = %args.arm_endpoint, namespace = ?args.namespace, leader_elect = args.leader_elect, "starting");
+    tokio::spawn(crate::alloc::keep_trimmed());
     let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let namespace = args.namespace.clone();
     let standby_ready = ready.clone();
@@ -268,6 +269,23 @@ pub fn wakes<K: kube::Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Drops what the operator never reads before an object enters its cache: `managedFields` (on a
+/// real API server often the largest part of an object) and kubectl's last-applied annotation (a
+/// second copy of the spec).
+pub fn trim_for_cache<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// The annotation `kubectl apply` (client-side) keeps the last applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The controller of one kind: watches its objects and, for children, their parents, so a child
 /// starts as soon as its parent becomes ready.
 ///
@@ -290,6 +308,7 @@ async fn kind_controller<K: AmlKind>(
     let (reader, writer) = reflector::store();
     let wakes_of_interest = watcher(objects, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(trim_for_cache)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(wakes::<K>, PredicateConfig::default());

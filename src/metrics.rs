@@ -59,7 +59,10 @@ const HELP: &[(&str, &str, &str)] = &[
     ("aml_arm_request_duration_seconds", "histogram", "ARM request latency by operation"),
     ("aml_arm_throttled_total", "counter", "ARM answers 429 (throttled)"),
     ("aml_arm_client_wait_seconds_total", "counter", "Seconds requests waited for the client-side ARM budget"),
+    ("aml_arm_writes_deferred_total", "counter", "Writes whose reconcile gave its worker back to wait for the write budget"),
     ("aml_token_requests_total", "counter", "Token acquisitions from Entra ID by result"),
+    ("aml_arm_principal_objects", "gauge", "Objects managed with one principal (subscription, client id)"),
+    ("aml_arm_principal_object_capacity", "gauge", "Objects one principal's read budget can check per resync period (reads per second x resync seconds)"),
 ];
 
 fn counter(name: &'static str, labels: Labels, by: u64) {
@@ -125,6 +128,19 @@ pub fn arm_client_wait(waited: Duration) {
         // Stored in milliseconds in the counter map; rendered as seconds.
         *r.counters.entry(key).or_insert(0) += waited.as_millis() as u64;
     }
+}
+
+/// A reconcile gave its worker back until the write budget earns its token.
+pub fn write_deferred() {
+    counter("aml_arm_writes_deferred_total", vec![], 1);
+}
+
+/// Objects of one principal, and how many its read budget can check per resync period.
+pub fn principal_objects(subscription: &str, client_id: &str, objects: u64, capacity: u64) {
+    let labels = || vec![("subscription", subscription.to_string()), ("client_id", client_id.to_string())];
+    let mut r = registry();
+    r.gauges.insert(("aml_arm_principal_objects", labels()), objects as f64);
+    r.gauges.insert(("aml_arm_principal_object_capacity", labels()), capacity as f64);
 }
 
 /// A token acquisition: `ok` or `error`.

@@ -176,3 +176,43 @@ async fn on_shutdown_the_leader_releases_the_lease_and_a_standby_takes_it_at_onc
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
     b.abort();
 }
+
+const FLEET_SUBSCRIPTION: &str = "99999999-2222-3333-4444-555555555555";
+
+#[tokio::test]
+async fn a_principal_with_more_objects_than_its_read_budget_checks_per_resync_is_reported() {
+    use aml_operator::arm::limit::RateLimits;
+    use aml_operator::arm::{ArmClient, CloudConfig};
+    use aml_operator::controller::{Config, Context};
+    let mut w = World::new().await;
+    w.good_credentials();
+    // 1 read per second and a 2 s resync: this principal can check 2 objects per period.
+    let cloud = CloudConfig {
+        arm_endpoint: w.emulator.arm_endpoint(),
+        authority_host: w.emulator.authority_host(),
+        ca_file: Some(w.ca_file.clone()),
+        rate_limits: RateLimits { reads_per_second: 1, read_burst: 100, writes_per_second: 100, write_burst: 100 },
+        ..CloudConfig::default()
+    };
+    let config = Config { resync: Duration::from_secs(2), ..Config::default() };
+    w.ctx = Arc::new(Context::new(w.client.clone(), ArmClient::new(&cloud).unwrap(), config));
+    assert_eq!(w.ctx.fleet.capacity(), 2);
+    let client_id = aml_operator::emulator::Principal::default().client_id;
+    for name in ["fleet-a", "fleet-b", "fleet-c"] {
+        let ws: AmlWorkspace = serde_json::from_value(json!({
+            "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace",
+            "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}")},
+            // A subscription of its own: the metrics registry is shared by the tests of this file.
+            "spec": {"resourceGroup": "rg", "location": "eastus", "subscriptionId": FLEET_SUBSCRIPTION}
+        }))
+        .unwrap();
+        w.kube.put(ws);
+        w.converge::<AmlWorkspace>(&format!("/apis/amloperator.io/v1alpha1/namespaces/{NS}/amlworkspaces/{name}")).await;
+    }
+    // Reconciled again and again, each object counts once.
+    assert_eq!(w.ctx.fleet.objects_of(FLEET_SUBSCRIPTION, &client_id), 3);
+    let text = aml_operator::metrics::render();
+    let labels = format!("{{subscription=\"{FLEET_SUBSCRIPTION}\",client_id=\"{client_id}\"}}");
+    assert!(text.contains(&format!("aml_arm_principal_objects{labels} 3")), "{text}");
+    assert!(text.contains(&format!("aml_arm_principal_object_capacity{labels} 2")), "{text}");
+}

@@ -186,6 +186,11 @@ impl ArmClient {
         })
     }
 
+    /// The client-side ARM budget per principal.
+    pub fn rate_limits(&self) -> super::limit::RateLimits {
+        self.inner.limiter.limits()
+    }
+
     /// The ARM endpoint, without a trailing slash.
     pub fn endpoint(&self) -> &str {
         &self.inner.endpoint
@@ -226,6 +231,16 @@ impl ArmClient {
             },
             status => Err(api_error(status, &answer)),
         }
+    }
+
+    /// Before writing `path`: `None` when the write may go now, or `Some(wait)` when the
+    /// principal's write budget earns its token only after `wait`. The token stays reserved for
+    /// this resource, so a reconcile can give its worker back and write when it comes back (see
+    /// [`super::limit::Limiter::write_permit`]).
+    pub fn write_permit(&self, sp: &ServicePrincipal, path: &str, api_version: &str) -> Result<Option<Duration>, Error> {
+        let url = self.resource_url(path, api_version, &[])?;
+        let subscription = super::limit::subscription_of(url.path());
+        Ok(self.inner.limiter.write_permit(subscription, &sp.client_id, url.path()))
     }
 
     /// PUT a resource (create or replace).
@@ -457,7 +472,7 @@ impl ArmClient {
         let path = url.path().to_string();
         let subscription = super::limit::subscription_of(&path).to_string();
         let class = super::limit::OpClass::of(&method);
-        let waited = self.inner.limiter.acquire(&subscription, &sp.client_id, class).await;
+        let waited = self.inner.limiter.acquire(&subscription, &sp.client_id, class, &path).await;
         crate::metrics::arm_client_wait(waited);
         let started = Instant::now();
         let outcome = async {

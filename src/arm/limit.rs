@@ -7,6 +7,12 @@
 //! - A 429's `Retry-After` pauses every request of that (subscription, client), not one object.
 //! - `x-ms-ratelimit-remaining-subscription-*` headers drain the local bucket when ARM says fewer
 //!   requests remain than the bucket thinks, so the operator slows down before ARM says no.
+//! - A token is reserved, first come first served: an empty bucket goes into debt, and each caller
+//!   learns when its own token is earned, so waiters never race each other for the next one.
+//! - A reconcile about to write asks for a [`Limiter::write_permit`] first. When its token is
+//!   further away than [`GIVE_BACK_ABOVE`], it is told when to come back instead of waiting: the
+//!   token stays reserved for that resource, and the worker serves other objects (polls of
+//!   finished operations) meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -80,18 +86,31 @@ impl Bucket {
 
 type Key = (String, String);
 
+/// A write whose token is further away than this gives its worker back (see
+/// [`Limiter::write_permit`]); a shorter wait is spent in the request.
+pub const GIVE_BACK_ABOVE: Duration = Duration::from_millis(250);
+/// A reserved write token nobody came back for is dropped this long after it was earned.
+const PERMIT_TTL: Duration = Duration::from_secs(120);
+
 /// The limiter shared by every clone of an `ArmClient`.
 #[derive(Debug, Default)]
 pub struct Limiter {
     limits: RateLimits,
     buckets: Mutex<HashMap<(Key, OpClass), Bucket>>,
     paused_until: Mutex<HashMap<Key, Instant>>,
+    /// Write tokens reserved for one resource by [`Limiter::write_permit`]: when each is earned.
+    permits: Mutex<HashMap<(Key, String), Instant>>,
 }
 
 impl Limiter {
     /// A limiter with these budgets.
     pub fn new(limits: RateLimits) -> Self {
         Limiter { limits, ..Limiter::default() }
+    }
+
+    /// The budgets.
+    pub fn limits(&self) -> RateLimits {
+        self.limits
     }
 
     fn bucket_for(&self, class: OpClass) -> Bucket {
@@ -103,37 +122,79 @@ impl Limiter {
         Bucket { tokens: capacity, capacity, per_second: f64::from(per_second.max(1)), updated: Instant::now() }
     }
 
-    /// How long to wait before one request of `class` may go (0 = take a token now).
-    fn try_take(&self, key: &Key, class: OpClass, now: Instant) -> Duration {
-        if let Some(until) = self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
-            if *until > now {
-                return *until - now;
-            }
-        }
+    /// Reserves one token of `class` and returns how long until it is earned (0 = now). The bucket
+    /// may go into debt: the next caller's token is earned after this one's.
+    fn reserve(&self, key: &Key, class: OpClass, now: Instant) -> Duration {
+        let paused = self.paused_for(key, now);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets.entry((key.clone(), class)).or_insert_with(|| self.bucket_for(class));
         bucket.refill(now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.per_second)
+        bucket.tokens -= 1.0;
+        let earned = if bucket.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-bucket.tokens / bucket.per_second) };
+        earned.max(paused)
+    }
+
+    /// Waits until a request of `class` for (`subscription`, `client_id`) fits the budget; a
+    /// write to `path` uses the token a [`Limiter::write_permit`] reserved for it, if any.
+    /// Returns how long it waited.
+    pub async fn acquire(&self, subscription: &str, client_id: &str, class: OpClass, path: &str) -> Duration {
+        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
+        let now = Instant::now();
+        let permit = match class {
+            OpClass::Write => self
+                .permits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(key.clone(), path.to_ascii_lowercase()))
+                .filter(|earned| now < *earned + PERMIT_TTL),
+            _ => None,
+        };
+        let mut wait = match permit {
+            Some(earned) => earned.saturating_duration_since(now),
+            None => self.reserve(&key, class, now),
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        // A 429 while this request waited pauses it too.
+        loop {
+            let paused = self.paused_for(&key, Instant::now());
+            if paused.is_zero() {
+                return wait;
+            }
+            tokio::time::sleep(paused).await;
+            wait += paused;
         }
     }
 
-    /// Waits until a request of `class` for (`subscription`, `client_id`) fits the budget.
-    /// Returns how long it waited.
-    pub async fn acquire(&self, subscription: &str, client_id: &str, class: OpClass) -> Duration {
+    fn paused_for(&self, key: &Key, now: Instant) -> Duration {
+        self.paused_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+    }
+
+    /// Before a write to `path`: `None` when it may go now (its token is reserved for it), or
+    /// `Some(wait)` when its token is earned only after `wait` — the caller comes back then
+    /// instead of holding a worker; the token stays reserved for `path` until
+    /// [`PERMIT_TTL`] after it is earned.
+    pub fn write_permit(&self, subscription: &str, client_id: &str, path: &str) -> Option<Duration> {
         let key = (subscription.to_ascii_lowercase(), client_id.to_string());
-        let mut waited = Duration::ZERO;
-        loop {
-            let wait = self.try_take(&key, class, Instant::now());
-            if wait.is_zero() {
-                return waited;
+        let now = Instant::now();
+        let mut permits = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        permits.retain(|_, earned| now < *earned + PERMIT_TTL);
+        let slot = (key, path.to_ascii_lowercase());
+        let earned = match permits.get(&slot) {
+            Some(earned) => *earned,
+            None => {
+                let earned = now + self.reserve(&slot.0, OpClass::Write, now);
+                permits.insert(slot, earned);
+                earned
             }
-            tokio::time::sleep(wait).await;
-            waited += wait;
-        }
+        };
+        let wait = earned.saturating_duration_since(now);
+        (wait > GIVE_BACK_ABOVE).then_some(wait)
     }
 
     /// ARM answered 429: pause every request of this principal on this subscription.
@@ -182,14 +243,40 @@ mod tests {
         let key = ("s".to_string(), "c".to_string());
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(l.try_take(&key, OpClass::Write, now), Duration::ZERO);
+            assert_eq!(l.reserve(&key, OpClass::Write, now), Duration::ZERO);
         }
-        let wait = l.try_take(&key, OpClass::Write, now);
+        let wait = l.reserve(&key, OpClass::Write, now);
         assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
+        // The next caller queues behind the first: its token is earned one refill later.
+        let next = l.reserve(&key, OpClass::Write, now);
+        assert!(next > Duration::from_millis(190) && next <= Duration::from_millis(200), "{next:?}");
         // Reads have their own bucket.
-        assert_eq!(l.try_take(&key, OpClass::Read, now), Duration::ZERO);
+        assert_eq!(l.reserve(&key, OpClass::Read, now), Duration::ZERO);
         // Another subscription has its own bucket.
-        assert_eq!(l.try_take(&("t".into(), "c".into()), OpClass::Write, now), Duration::ZERO);
+        assert_eq!(l.reserve(&("t".into(), "c".into()), OpClass::Write, now), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_would_wait_gets_a_time_to_come_back_and_its_token_is_kept() {
+        let l = Limiter::new(limits(4, 1));
+        // The bucket's one token: this write may go now, and its request uses that token.
+        assert_eq!(l.write_permit("s", "c", "/a"), None);
+        // The next token is earned in 250 ms: short enough to wait in the request.
+        assert_eq!(l.write_permit("s", "c", "/b"), None);
+        // Then 500 ms: come back later; asking again reserves nothing more.
+        let wait = l.write_permit("s", "c", "/c").expect("a time to come back");
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        let again = l.write_permit("s", "c", "/C").expect("still not earned");
+        assert!(again <= wait, "{again:?}");
+        // The writes use their reserved tokens: /a goes at once, /b within its 250 ms.
+        assert_eq!(l.acquire("s", "c", OpClass::Write, "/a").await, Duration::ZERO);
+        assert!(l.acquire("s", "c", OpClass::Write, "/b").await <= Duration::from_millis(250));
+        // A write without a permit queues behind the three reserved ones.
+        let key = ("s".to_string(), "c".to_string());
+        let after = l.reserve(&key, OpClass::Write, Instant::now());
+        assert!(after > Duration::from_millis(400), "{after:?}");
+        // Reads have their own bucket.
+        assert_eq!(l.acquire("s", "c", OpClass::Read, "/c").await, Duration::ZERO);
     }
 
     #[test]
@@ -197,9 +284,9 @@ mod tests {
         let l = Limiter::new(limits(10, 100));
         l.pause("S", "c", Duration::from_secs(5));
         let key = ("s".to_string(), "c".to_string());
-        let wait = l.try_take(&key, OpClass::Read, Instant::now());
+        let wait = l.reserve(&key, OpClass::Read, Instant::now());
         assert!(wait > Duration::from_secs(4), "{wait:?}");
-        assert_eq!(l.try_take(&("s".into(), "other".into()), OpClass::Read, Instant::now()), Duration::ZERO);
+        assert_eq!(l.reserve(&("s".into(), "other".into()), OpClass::Read, Instant::now()), Duration::ZERO);
     }
 
     #[test]
@@ -208,8 +295,8 @@ mod tests {
         l.observe_remaining("s", "c", OpClass::Write, 2);
         let key = ("s".to_string(), "c".to_string());
         let now = Instant::now();
-        assert_eq!(l.try_take(&key, OpClass::Write, now), Duration::ZERO);
-        assert!(l.try_take(&key, OpClass::Write, now) > Duration::ZERO);
+        assert_eq!(l.reserve(&key, OpClass::Write, now), Duration::ZERO);
+        assert!(l.reserve(&key, OpClass::Write, now) > Duration::ZERO);
     }
 
     #[test]

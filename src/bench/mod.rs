@@ -70,8 +70,10 @@ pub struct BenchOptions {
     pub resync_periods: u32,
     /// P2: objects (0 skips P2).
     pub throttle_objects: usize,
-    /// P2: the emulator's write bucket (burst, writes per second).
+    /// P2: the emulator's write bucket per subscription (burst, writes per second).
     pub write_limit: (u32, f64),
+    /// P2: the emulator's read bucket per principal (burst, reads per second), if enforced.
+    pub read_limit: Option<(u32, f64)>,
     /// P3: objects at the end (0 skips P3); the first fifth is present when the operator starts.
     pub memory_objects: usize,
     /// P3 and P5: the `aml-operator` executable to run as the operator's own process (P3 is
@@ -99,6 +101,7 @@ impl BenchOptions {
             resync_periods: 5,
             throttle_objects: 1000,
             write_limit: (200, 10.0),
+            read_limit: Some((250, 25.0)),
             memory_objects: 5000,
             operator_exe: None,
             latency_objects: 200,
@@ -115,6 +118,7 @@ impl BenchOptions {
             resync_periods: 2,
             throttle_objects: 100,
             write_limit: (20, 10.0),
+            read_limit: Some((25, 25.0)),
             memory_objects: 500,
             latency_objects: 50,
             ..Self::full()
@@ -252,34 +256,57 @@ impl Steady {
     }
 }
 
-/// P2: convergence under the write bucket.
+/// P2: convergence under ARM's buckets.
 #[derive(Clone, Debug)]
 pub struct Throttle {
     /// Objects created at once.
     pub objects: usize,
     /// Objects Ready at the end (all, unless the wait timed out).
     pub ready: usize,
-    /// Bucket size.
+    /// Write bucket size (per subscription).
     pub burst: u32,
-    /// Refill, writes per second.
+    /// Write refill, writes per second.
     pub rate: f64,
+    /// Read bucket (size, reads per second) per principal, when enforced.
+    pub read_limit: Option<(u32, f64)>,
     /// Time from creating the objects to all Ready.
     pub elapsed: Duration,
-    /// 429s the emulator answered.
+    /// Writes the emulator answered 429.
     pub throttled: u64,
+    /// Reads the emulator answered 429.
+    pub throttled_reads: u64,
     /// Writes ARM accepted.
     pub accepted_writes: u64,
+    /// Reads ARM answered (resources and operation polls, 429s not counted).
+    pub reads: u64,
+}
+
+/// The least time `requests` take through a bucket of `burst` refilled at `rate` per second.
+fn bucket_bound(requests: u64, burst: u32, rate: f64) -> Duration {
+    let excess = requests.saturating_sub(u64::from(burst)) as f64;
+    Duration::from_secs_f64(if rate > 0.0 { excess / rate } else { 0.0 })
 }
 
 impl Throttle {
-    /// The fastest any client can be: `(N − burst) / rate` seconds (one write per object).
-    pub fn lower_bound(&self) -> Duration {
-        let excess = self.objects.saturating_sub(self.burst as usize) as f64;
-        Duration::from_secs_f64(if self.rate > 0.0 { excess / self.rate } else { 0.0 })
+    /// The write bucket's bound, the fastest any client can be: `(N − burst) / rate` seconds
+    /// (one write per object).
+    pub fn write_bound(&self) -> Duration {
+        bucket_bound(self.objects as u64, self.burst, self.rate)
     }
-    /// Elapsed over the lower bound (1.0 is perfect; undefined when N ≤ burst).
+    /// The read bucket's bound for the reads this run made: `(reads − burst) / rate` seconds.
+    pub fn read_bound(&self) -> Option<Duration> {
+        self.read_limit.map(|(burst, rate)| bucket_bound(self.reads, burst, rate))
+    }
+    /// The larger bound, and which bucket it is.
+    pub fn lower_bound(&self) -> (Duration, &'static str) {
+        match self.read_bound() {
+            Some(r) if r > self.write_bound() => (r, "reads"),
+            _ => (self.write_bound(), "writes"),
+        }
+    }
+    /// Elapsed over the binding bucket's bound (1.0 is perfect; undefined when nothing binds).
     pub fn ratio(&self) -> Option<f64> {
-        let lb = self.lower_bound().as_secs_f64();
+        let lb = self.lower_bound().0.as_secs_f64();
         (lb > 0.0).then(|| self.elapsed.as_secs_f64() / lb)
     }
 }
@@ -356,12 +383,18 @@ pub struct Report {
     pub binary: Option<(u64, PathBuf)>,
     /// Where the Kubernetes API came from.
     pub kube_side: String,
+    /// On a cluster: each phase's cleanup (phase, objects released, time taken).
+    pub cleanups: Vec<(String, usize, Duration)>,
     /// Wall time of the whole run.
     pub wall: Duration,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
+}
+
+fn ratio_of(a: u64, b: usize) -> f64 {
+    ratio(a as f64, b as f64)
 }
 
 fn ms(d: Duration) -> String {
@@ -404,14 +437,22 @@ impl fmt::Display for Report {
         match &self.throttle {
             Some(t) => {
                 let ratio = t.ratio().map_or("n/a (N <= burst)".to_string(), |r| format!("{r:.2}"));
+                let (bound, binds) = t.lower_bound();
+                let reads = match (t.read_limit, t.read_bound()) {
+                    (Some((burst, rate)), Some(b)) => format!(
+                        "; reads {}-burst/{}-per-s per principal: {} reads ({:.2} per object) need >= {:.1} s; 429s on reads {}",
+                        burst, rate, t.reads, ratio_of(t.reads, t.objects), b.as_secs_f64(), t.throttled_reads
+                    ),
+                    _ => "; reads not limited".to_string(),
+                };
                 writeln!(
                     f,
-                    "P2 write bucket      {} objects under {}-burst/{}-per-s: all Ready in {:.1} s = {ratio} x lower bound {:.1} s; 429s {} (target 0); accepted writes {}{}",
-                    t.objects, t.burst, t.rate, t.elapsed.as_secs_f64(), t.lower_bound().as_secs_f64(), t.throttled, t.accepted_writes,
+                    "P2 ARM buckets       {} objects, writes {}-burst/{}-per-s: all Ready in {:.1} s = {ratio} x lower bound {:.1} s ({binds} bind); 429s on writes {} (target 0); accepted writes {} need >= {:.1} s{reads}{}",
+                    t.objects, t.burst, t.rate, t.elapsed.as_secs_f64(), bound.as_secs_f64(), t.throttled, t.accepted_writes, t.write_bound().as_secs_f64(),
                     if t.ready < t.objects { format!(" — only {}/{} Ready", t.ready, t.objects) } else { String::new() }
                 )?;
             }
-            None => writeln!(f, "P2 write bucket      skipped")?,
+            None => writeln!(f, "P2 ARM buckets       skipped")?,
         }
         match &self.memory {
             Some(m) => writeln!(
@@ -438,6 +479,9 @@ impl fmt::Display for Report {
         match &self.binary {
             Some((bytes, path)) => writeln!(f, "   binary size       {:.1} MiB ({bytes} bytes, {})", *bytes as f64 / 1048576.0, path.display())?,
             None => writeln!(f, "   binary size       unknown")?,
+        }
+        for (phase, objects, took) in &self.cleanups {
+            writeln!(f, "   cleanup {phase:<9} {objects} objects released and deleted, namespace gone in {:.1} s", took.as_secs_f64())?;
         }
         write!(f, "wall time {:.0} s", self.wall.as_secs_f64())
     }
@@ -487,6 +531,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         report.latency = Some(latency(options).await?);
     }
     report.wall = started.elapsed();
+    report.cleanups = side::cleanups();
     Ok(report)
 }
 
@@ -571,12 +616,15 @@ impl World {
         (k, (k.object)(self.side.namespace(), index))
     }
 
-    /// Creates objects `range`.
+    /// Creates objects `range`, in order; on a cluster, up to 16 requests at a time (one at a time,
+    /// a real API server's round trip made creating 5,000 objects take minutes).
     async fn create(&self, range: std::ops::Range<usize>) -> Result<(), BenchError> {
-        for i in range {
-            self.side.create(self.object(i).1).await?;
-        }
-        Ok(())
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(range.map(|i| self.side.create(self.object(i).1)))
+            .buffered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
     }
 
     /// Waits until `n` objects are Ready; the time it took from `since`.
@@ -594,11 +642,15 @@ impl World {
     }
 
     async fn finish(self, controllers: Option<tokio::task::JoinHandle<()>>) {
-        if let Err(e) = self.side.finish().await {
-            eprintln!("warning: cleanup failed: {e}");
-        }
+        // Stop the controllers first: cleanup releases the objects instead of deleting their
+        // Azure resources (they live in this phase's emulator), and a running controller would
+        // put its finalizer back.
         if let Some(c) = controllers {
             c.abort();
+            let _ = c.await;
+        }
+        if let Err(e) = self.side.finish(&self.kinds).await {
+            eprintln!("warning: cleanup failed: {e}");
         }
         self.emulator.shutdown().await;
         if self.keep_files {
@@ -699,15 +751,24 @@ async fn steady_state(o: &BenchOptions) -> Result<(Steady, Option<Duration>), Be
 async fn throttled(o: &BenchOptions) -> Result<Throttle, BenchError> {
     let n = o.throttle_objects;
     let (burst, rate) = o.write_limit;
-    let mut world = World::start(o, "p2", emulator(Duration::from_secs(1), Some((burst, rate)))).await?;
-    // The operator's own budget, set the way a user sets `--arm-write-rate` for a subscription:
-    // ARM's rate with a slightly smaller burst, so it never asks for more than the bucket holds.
-    // Reads stay unthrottled: the emulator enforces only the write bucket here (see BENCHMARKS.md
-    // for what ARM's read bucket adds).
+    let config = EmulatorConfig { read_limit: o.read_limit, ..emulator(Duration::from_secs(1), Some((burst, rate))) };
+    let mut world = World::start(o, "p2", config).await?;
+    // The operator's own budget, set the way a user sets `--arm-write-rate` and `--arm-read-rate`
+    // for a principal: ARM's rates with slightly smaller bursts, so it never asks for more than
+    // the buckets hold. The margin absorbs a quarter second of network jitter (requests sent in
+    // budget can arrive closer together than they left) and 2% of the burst.
+    let below = |burst: u32, rate: f64| burst.saturating_sub((burst / 50).max((rate / 4.0).ceil() as u32).max(1)).max(1);
     world.client_limits = Some(crate::arm::limit::RateLimits {
         writes_per_second: (rate.floor() as u32).max(1),
-        write_burst: (burst - (burst / 50).max(1)).max(1),
-        ..UNTHROTTLED
+        write_burst: below(burst, rate),
+        ..match o.read_limit {
+            Some((read_burst, read_rate)) => crate::arm::limit::RateLimits {
+                reads_per_second: (read_rate.floor() as u32).max(1),
+                read_burst: below(read_burst, read_rate),
+                ..UNTHROTTLED
+            },
+            None => UNTHROTTLED,
+        }
     });
     let (controllers, ready) = world.controllers(Duration::from_secs(600))?;
     world.started(&ready).await?;
@@ -721,20 +782,21 @@ async fn throttled(o: &BenchOptions) -> Result<Throttle, BenchError> {
     if let Err(e) = &result {
         eprintln!("warning: P2: {e}");
     }
-    let accepted_writes = world
-        .emulator
-        .requests()
-        .iter()
-        .filter(|r| matches!(r.method.as_str(), "PUT" | "PATCH" | "POST") && r.status < 300)
-        .count() as u64;
+    let requests = world.emulator.requests();
+    let answered = |methods: &[&str]| requests.iter().filter(|r| methods.contains(&r.method.as_str()) && r.status != 429 && r.status != 0).count() as u64;
+    let accepted_writes =
+        requests.iter().filter(|r| matches!(r.method.as_str(), "PUT" | "PATCH" | "POST") && r.status < 300).count() as u64;
     let t = Throttle {
         objects: n,
         ready: ready_now,
         burst,
         rate,
+        read_limit: o.read_limit,
         elapsed: result.unwrap_or(elapsed),
         throttled: world.emulator.throttled() as u64,
+        throttled_reads: world.emulator.throttled_reads() as u64,
         accepted_writes,
+        reads: answered(&["GET"]),
     };
     world.finish(Some(controllers)).await;
     Ok(t)

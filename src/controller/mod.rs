@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod drift;
 pub mod endpoint;
 pub mod error;
+pub mod fleet;
 pub mod pipeline;
 pub mod plan;
 pub mod protect;
@@ -83,6 +84,9 @@ impl Default for Config {
     }
 }
 
+/// The controller name Events are reported by.
+pub(crate) const REPORTER: &str = "aml-operator";
+
 /// Everything a reconcile needs, shared by all controllers.
 pub struct Context {
     /// Kubernetes client.
@@ -100,12 +104,15 @@ pub struct Context {
     /// Per object uid, the last generation this process sent an ARM write for: a resource found
     /// failed afterwards is that write's failure, even when its answer was lost.
     writes: Mutex<HashMap<String, i64>>,
+    /// Objects per principal against the fleet bound.
+    pub fleet: fleet::Fleet,
 }
 
 impl Context {
     /// A context for the controllers.
     pub fn new(client: Client, arm: ArmClient, config: Config) -> Self {
-        let recorder = Recorder::new(client.clone(), "aml-operator".into());
+        let recorder = Recorder::new(client.clone(), REPORTER.into());
+        let fleet = fleet::Fleet::new(arm.rate_limits().reads_per_second, config.resync);
         Context {
             client,
             arm,
@@ -114,6 +121,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             locations: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
+            fleet,
         }
     }
 
@@ -143,6 +151,14 @@ impl Context {
     /// Whether this process sent an ARM write for `uid` at `generation`.
     pub(crate) fn wrote_at(&self, uid: &str, generation: i64) -> bool {
         self.writes.lock().unwrap_or_else(|e| e.into_inner()).get(uid) == Some(&generation)
+    }
+
+    /// Forgets everything this process remembers of `uid`: its object is gone (without this,
+    /// a cluster that creates and deletes objects all day would grow the maps forever).
+    pub(crate) fn forget(&self, uid: &str) {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.fleet.forget(uid);
     }
 
     /// Forgets the failures of `uid` after a success.

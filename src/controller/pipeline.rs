@@ -17,7 +17,7 @@ use super::resolve::{self, Resolution};
 use super::error::reason;
 use super::{
     AmlKind, Context, DeleteGate, Dependencies, DependencyMode, Error, Refined, Retry, Target, UpdateRequest, credentials, drift,
-    protect,
+    fleet, protect,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
@@ -144,9 +144,44 @@ async fn publish<K: AmlKind>(ctx: &Context, obj: &K, type_: EventType, reason: &
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    let reference = obj.object_ref(&());
+    let published = match event.type_ {
+        // Warnings repeat (a failure retried): the recorder folds repeats into one Event's series,
+        // remembering each for a few minutes.
+        EventType::Warning => ctx.recorder.publish(&event, &reference).await,
+        // Normal events say once what happened (created, deleted): posted as they are, without
+        // holding every object's last event in memory for minutes — thousands at once while a
+        // fleet converges.
+        EventType::Normal => post_event(&ctx.client, &event, &reference).await,
+    };
+    if let Err(e) = published {
         debug!(error = %e, "cannot publish event");
     }
+}
+
+/// Creates an `events.k8s.io/v1` Event as kube's recorder would for a first occurrence.
+async fn post_event(client: &kube::Client, event: &Event, reference: &k8s_openapi::api::core::v1::ObjectReference) -> Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    let now = Timestamp::now();
+    let namespace = reference.namespace.clone().unwrap_or_else(|| "default".into());
+    let k8s = K8sEvent {
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        note: event.note.clone(),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(reference.clone()),
+        metadata: ObjectMeta {
+            namespace: Some(namespace.clone()),
+            name: Some(format!("{}.{:x}", reference.name.as_deref().unwrap_or(super::REPORTER), now.as_nanosecond())),
+            ..Default::default()
+        },
+        reporting_controller: Some(super::REPORTER.into()),
+        reporting_instance: Some(super::REPORTER.into()),
+        type_: Some("Normal".into()),
+        ..Default::default()
+    };
+    Api::<K8sEvent>::namespaced(client.clone(), &namespace).create(&kube::api::PostParams::default(), &k8s).await.map(drop)
 }
 
 /// The status the object has now, as a starting point.
@@ -457,6 +492,18 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     }
     let sp = resolved.principal.clone();
     let target = obj.target(&resolved)?;
+    let subscription = arm::limit::subscription_of(&target.arm_id);
+    if let fleet::Crossing::Over { objects } = ctx.fleet.observe(&obj.uid().unwrap_or_default(), subscription, &sp.client_id) {
+        warn!(
+            subscription,
+            client_id = %sp.client_id,
+            objects,
+            capacity = ctx.fleet.capacity(),
+            "this principal's objects exceed what its ARM read budget can check in one resync period \
+             (reads per second x resync seconds): they are checked less often than --resync-seconds asks; \
+             raise --resync-seconds, or split the objects over more service principals"
+        );
+    }
     let built = obj.desired(&target)?;
     let api_version = K::arm_api_version(&ctx.config);
     st.arm_id = Some(target.arm_id.clone());
@@ -483,6 +530,18 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     if waits_for_person(obj, &st) {
         // Still stalled: reads may show it fixed in Azure, but nothing is written.
         st.stalled = keep_stalled;
+    }
+
+    // A write is likely (a new object, or an edited spec) and none is in flight: when the write
+    // budget has no token for it soon, come back when it has, before spending a read on the GET.
+    let likely_writes = obj.common_status().and_then(|s| s.observed_generation) != obj.meta().generation;
+    if likely_writes
+        && st.operation.is_none()
+        && policies.management != ManagementPolicy::Observe
+        && !waits_for_person(obj, &st)
+        && let Some(later) = defer_write(ctx, &sp, &target, api_version)?
+    {
+        return Ok(later);
     }
 
     // 1. An operation in flight: poll it, never write over it.
@@ -610,6 +669,9 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
         _ => UpdateRequest::Put(desired.clone()),
     };
     let verb = if action == "Create" { "create" } else { "update" };
+    if let Some(later) = defer_write(ctx, &sp, &target, api_version)? {
+        return Ok(later);
+    }
     ctx.note_write(&obj.uid().unwrap_or_default(), obj.meta().generation.unwrap_or_default());
     let outcome = match &request {
         UpdateRequest::Put(body) => ctx.arm.put(&sp, &target.arm_id, api_version, body).await,
@@ -651,6 +713,18 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     st.reconciling = Some(Cond::yes(progress_reason(action), format!("ARM {} in progress", action.to_lowercase())));
     st.ready = Some(Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {}", action.to_lowercase())));
     Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events))
+}
+
+/// A write that would wait long for the principal's write budget gives its worker back (polls of
+/// finished operations go on meanwhile): `Some` requeues the object for when the token reserved
+/// for its resource is earned; `None`: write now.
+fn defer_write(ctx: &Context, sp: &ServicePrincipal, target: &Target, api_version: &str) -> Result<Option<Decision>, Error> {
+    let wait = ctx.arm.write_permit(sp, &target.arm_id, api_version).map_err(arm_error("write", target))?;
+    Ok(wait.map(|wait| {
+        debug!(arm_id = %target.arm_id, wait_ms = wait.as_millis() as u64, "write budget: back when a token is earned");
+        crate::metrics::write_deferred();
+        Decision::requeue(Action::requeue(wait))
+    }))
 }
 
 /// ARM refused the write because `existing` already is what the spec describes (see
@@ -840,6 +914,7 @@ async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &Servi
 /// the same moment: each sees the others still there, finalizers and all, and without the mark
 /// none would take itself for the last and the Secret would keep its finalizer forever.
 async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    ctx.forget(&obj.uid().unwrap_or_default());
     if let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) {
         let mut st = current(obj);
         st.reconciling = None;

@@ -139,6 +139,10 @@ pub struct EmulatorConfig {
     /// tokens refilled at `per_second`, and are answered 429 with `Retry-After` when it is empty
     /// (ARM's write bucket is 200 burst, 10 per second). Default: not enforced.
     pub write_limit: Option<(u32 /* burst */, f64 /* per second */)>,
+    /// When set, reads (GET) draw from a bucket per principal (the token's client id) of `burst`
+    /// tokens refilled at `per_second`, and are answered 429 with `Retry-After` when it is empty
+    /// (ARM's read bucket is 250 burst, 25 per second). Default: not enforced.
+    pub read_limit: Option<(u32 /* burst */, f64 /* per second */)>,
 }
 
 impl Default for EmulatorConfig {
@@ -151,6 +155,7 @@ impl Default for EmulatorConfig {
             validator: None,
             ca_file: None,
             write_limit: None,
+            read_limit: None,
         }
     }
 }
@@ -261,6 +266,7 @@ struct Shared {
     validator: Option<BodyValidator>,
     arm_endpoint: String,
     write_limit: Option<(u32, f64)>,
+    read_limit: Option<(u32, f64)>,
 }
 
 impl Shared {
@@ -388,21 +394,30 @@ impl Shared {
             "DELETE" => RateClass::Deletes,
             _ => RateClass::Writes,
         };
+        // ARM's buckets, where enforced: writes per subscription, reads per principal.
+        let enforced = match class {
+            RateClass::Reads => self.read_limit.zip(caller_client_id(&st, headers)).map(|(l, who)| (l, who, "principal")),
+            _ => self.write_limit.zip(sub.clone()).map(|(l, sub)| (l, sub, "subscription")),
+        };
         let mut enforced_remaining = None;
-        if let (Some((burst, per_second)), Some(sub), false) =
-            (self.write_limit, sub.as_deref(), matches!(class, RateClass::Reads))
-        {
-            match st.take_write(sub, burst, per_second) {
+        if let Some(((burst, per_second), key, scope)) = enforced {
+            match st.take_enforced(class, &key, burst, per_second) {
                 Ok(remaining) => enforced_remaining = Some(remaining),
                 Err(wait) => {
-                    st.throttled += 1;
+                    let what = if matches!(class, RateClass::Reads) {
+                        st.throttled_reads += 1;
+                        "read"
+                    } else {
+                        st.throttled += 1;
+                        "write"
+                    };
                     st.pending_override = None;
                     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                     let mut reply = Reply::arm_error(
                         429,
                         "TooManyRequests",
                         format!(
-                            "The subscription '{sub}' exceeded its write limit of {burst} requests refilled at {per_second} per second. Retry after {secs} seconds."
+                            "The {scope} '{key}' exceeded its {what} limit of {burst} requests refilled at {per_second} per second. Retry after {secs} seconds."
                         ),
                     )
                     .header("Retry-After", secs.to_string());
@@ -522,6 +537,14 @@ impl Shared {
         };
         call.handle(route, method, body)
     }
+}
+
+/// The client id of the valid token a request carries, if any (a request without one is answered
+/// 401 and draws from no bucket).
+fn caller_client_id(st: &State, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    st.tokens.get(token).filter(|t| t.expires > Instant::now()).map(|t| t.client_id.clone())
 }
 
 fn unauthorized(code: &str, message: &str) -> Reply {
@@ -654,6 +677,7 @@ impl Emulator {
             validator: config.validator,
             arm_endpoint,
             write_limit: config.write_limit,
+            read_limit: config.read_limit,
         });
         let router: Router = Router::new()
             .fallback(handle)
@@ -877,6 +901,11 @@ impl Emulator {
         self.shared.lock().throttled
     }
 
+    /// Reads answered 429 because the [`EmulatorConfig::read_limit`] bucket was empty.
+    pub fn throttled_reads(&self) -> usize {
+        self.shared.lock().throttled_reads
+    }
+
     /// Completes every running operation now.
     pub fn finish_operations(&self) {
         self.shared.lock().finish_all();
@@ -941,8 +970,12 @@ pub struct EmulatorArgs {
     #[arg(long = "fault", value_name = "METHOD:PATH:KIND:TIMES")]
     pub faults: Vec<FaultRule>,
     /// Enforce ARM's write bucket, `BURST:PER_SECOND` (ARM: `200:10`): writes beyond it get 429.
-    #[arg(long, value_name = "BURST:PER_SECOND", value_parser = parse_write_limit)]
+    #[arg(long, value_name = "BURST:PER_SECOND", value_parser = parse_limit)]
     pub write_limit: Option<(u32, f64)>,
+    /// Enforce ARM's read bucket per principal, `BURST:PER_SECOND` (ARM: `250:25`): reads beyond
+    /// it get 429.
+    #[arg(long, value_name = "BURST:PER_SECOND", value_parser = parse_limit)]
+    pub read_limit: Option<(u32, f64)>,
     /// Folder with Microsoft's ARM specs (the `arm-specs` layout: `arm-template-schemas/schemas/`
     /// with the ML, storage, key vault, Log Analytics and Application Insights schemas): every PUT
     /// body is validated against them and refused (400) when invalid. Without it, bodies are not
@@ -951,8 +984,8 @@ pub struct EmulatorArgs {
     pub arm_specs: Option<PathBuf>,
 }
 
-/// Reads `--write-limit BURST:PER_SECOND`.
-fn parse_write_limit(value: &str) -> Result<(u32, f64), String> {
+/// Reads `--write-limit` / `--read-limit BURST:PER_SECOND`.
+fn parse_limit(value: &str) -> Result<(u32, f64), String> {
     let (burst, rate) = value
         .split_once(':')
         .ok_or_else(|| format!("{value:?} is not BURST:PER_SECOND, e.g. 200:10"))?;
@@ -981,6 +1014,7 @@ impl fmt::Debug for EmulatorArgs {
             .field("tenant_id", &self.tenant_id)
             .field("faults", &self.faults)
             .field("write_limit", &self.write_limit)
+            .field("read_limit", &self.read_limit)
             .field("arm_specs", &self.arm_specs)
             .finish()
     }
@@ -1002,6 +1036,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
         validator: args.arm_specs.as_deref().map(schema_validator).transpose()?,
         ca_file: Some(args.ca_file.clone()),
         write_limit: args.write_limit,
+        read_limit: args.read_limit,
     };
     let emulator = Emulator::start(config).await?;
     for rule in &args.faults {

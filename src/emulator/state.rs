@@ -140,10 +140,13 @@ pub(crate) struct State {
     /// Id of the next fault added.
     pub(crate) next_fault_id: u64,
     buckets: HashMap<(String, &'static str), Bucket>,
-    /// The enforced write bucket per subscription (only with `EmulatorConfig::write_limit`).
-    write_buckets: HashMap<String, Bucket>,
+    /// The enforced buckets: writes per subscription (`EmulatorConfig::write_limit`), reads per
+    /// principal (`EmulatorConfig::read_limit`), by `(class header, key)`.
+    enforced_buckets: HashMap<(&'static str, String), Bucket>,
     /// Writes answered 429 by the enforced write bucket.
     pub(crate) throttled: usize,
+    /// Reads answered 429 by the enforced read bucket.
+    pub(crate) throttled_reads: usize,
     /// Set by a fault for the operation the current request starts (taken by `start_op`).
     pub(crate) pending_override: Option<OpOverride>,
     /// Role assignments by lowercased id (`{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`).
@@ -200,11 +203,13 @@ impl State {
         bucket.level.floor() as u64
     }
 
-    /// Takes one token from the enforced write bucket of `sub` (`burst` tokens, refilled at
-    /// `per_second`): `Ok(remaining)`, or `Err(wait)` until one token is back when it is empty.
-    pub(crate) fn take_write(
+    /// Takes one token from the enforced `class` bucket of `key` (a subscription for writes, a
+    /// principal for reads; `burst` tokens, refilled at `per_second`): `Ok(remaining)`, or
+    /// `Err(wait)` until one token is back when it is empty.
+    pub(crate) fn take_enforced(
         &mut self,
-        sub: &str,
+        class: RateClass,
+        key: &str,
         burst: u32,
         per_second: f64,
     ) -> Result<u64, std::time::Duration> {
@@ -212,8 +217,8 @@ impl State {
         let refill = per_second.max(f64::MIN_POSITIVE);
         let now = Instant::now();
         let bucket = self
-            .write_buckets
-            .entry(sub.to_ascii_lowercase())
+            .enforced_buckets
+            .entry((class.header(), key.to_ascii_lowercase()))
             .or_insert(Bucket {
                 level: size,
                 updated: now,
