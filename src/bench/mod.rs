@@ -6,9 +6,10 @@
 //!
 //! * **P1 steady state**: N objects converge; then, over K resync periods, ARM writes per object
 //!   (target 0) and ARM GETs per object per resync (target ≤ 1).
-//! * **P2 convergence under ARM's write limit**: N new objects while the emulator enforces a write
-//!   bucket (200 burst, 10/s); time to all Ready over the bucket's lower bound `(N − burst) / rate`,
-//!   and the number of 429s (target 0).
+//! * **P2 convergence under ARM's buckets**: N new objects while the emulator enforces ARM's write
+//!   bucket per subscription (200 burst, 10/s) and read bucket per principal (250 burst, 25/s); time
+//!   to all Ready over the larger of the two lower bounds (`(N − 200) / 10` for the writes, `(R −
+//!   250) / 25` for the R reads made), which bucket binds, and the number of 429s (target 0).
 //! * **P3 memory**: the operator runs as its own process (`aml-operator run`, this executable)
 //!   against LocalKube served over loopback HTTP, so neither stand-in is counted; its VmHWM while
 //!   managing 5N objects, and RSS per 1000 objects between N and 5N.
@@ -46,7 +47,8 @@ pub struct BenchArgs {
     /// Default 1000 (100 with --quick).
     #[arg(long)]
     pub objects: Option<usize>,
-    /// A small run (about a minute): 100 objects, a 20-burst 10/s write bucket, 2 resync periods.
+    /// A small run: 100 objects, a 20-burst 10/s write bucket and a 25-burst 25/s read bucket, 2
+    /// resync periods.
     #[arg(long)]
     pub quick: bool,
     /// Only these phases, e.g. `--only p1,p4` (default: all).
@@ -535,13 +537,13 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// One phase's world: the Kubernetes side, the emulator, temp files.
 /// The operator's ARM budget in the phases where the emulator does not throttle (P1, P3, P4, P5):
 /// high enough not to be what the figures measure. P2 measures convergence under ARM's real
-/// write bucket with the operator's budget set to match it.
+/// buckets with the operator's budget set to match them.
 const UNTHROTTLED: crate::arm::limit::RateLimits =
     crate::arm::limit::RateLimits { reads_per_second: 2000, read_burst: 20_000, writes_per_second: 2000, write_burst: 20_000 };
 
+/// One phase's world: the Kubernetes side, the emulator, temp files.
 struct World {
     side: Side,
     emulator: Emulator,
