@@ -813,12 +813,7 @@ async fn traffic_that_does_not_sum_to_100_is_stalled_naming_the_field_without_an
 /// leaves it, then goes.
 #[tokio::test]
 async fn a_deployment_receiving_traffic_waits_for_the_traffic_to_leave_instead_of_a_refused_delete() {
-    let w = with_endpoint(json!({})).await;
-    w.kube.put(deployment(json!({})));
-    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
-    w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({"blue": 100}));
-    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
-    w.emulator.clear_requests();
+    let w = serving_all_traffic().await;
 
     w.kube.delete(DEP_PATH);
     let err = w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.expect_err("waits for the traffic");
@@ -831,13 +826,7 @@ async fn a_deployment_receiving_traffic_waits_for_the_traffic_to_leave_instead_o
     // The endpoint's spec drops the deployment: it routes 0 to it, and the delete goes ahead.
     w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({}));
     w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
-    for _ in 0..5 {
-        if w.kube.raw(DEP_PATH).is_none() {
-            break;
-        }
-        let _ = w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await;
-        w.emulator.finish_operations();
-    }
+    reconcile_until_gone::<AmlOnlineDeployment>(&w, DEP_PATH).await;
     assert!(w.kube.raw(DEP_PATH).is_none());
     assert!(w.emulator.resource(&dep_id()).is_none());
     assert_no_refusals(&w);
@@ -848,12 +837,7 @@ async fn a_deployment_receiving_traffic_waits_for_the_traffic_to_leave_instead_o
 /// own that ARM would refuse while traffic flows, or that the endpoint's delete would cancel.
 #[tokio::test]
 async fn a_deployment_deleted_with_its_endpoint_leaves_the_delete_to_the_endpoint() {
-    let w = with_endpoint(json!({})).await;
-    w.kube.put(deployment(json!({})));
-    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
-    w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({"blue": 100}));
-    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
-    w.emulator.clear_requests();
+    let w = serving_all_traffic().await;
 
     w.kube.delete(DEP_PATH);
     w.kube.delete(EP_PATH);
@@ -862,13 +846,7 @@ async fn a_deployment_deleted_with_its_endpoint_leaves_the_delete_to_the_endpoin
     assert_eq!(w.condition(DEP_PATH, "Ready").unwrap()["reason"], "WaitingForParentDeletion");
     assert_eq!(w.arm_calls("DELETE"), 0);
 
-    for _ in 0..5 {
-        if w.kube.raw(EP_PATH).is_none() {
-            break;
-        }
-        let _ = w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await;
-        w.emulator.finish_operations();
-    }
+    reconcile_until_gone::<AmlOnlineEndpoint>(&w, EP_PATH).await;
     assert!(w.kube.raw(EP_PATH).is_none());
     if w.kube.raw(DEP_PATH).is_some() {
         w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.expect("released with its endpoint");
@@ -878,6 +856,30 @@ async fn a_deployment_deleted_with_its_endpoint_leaves_the_delete_to_the_endpoin
     let deletes: Vec<_> = w.emulator.requests().into_iter().filter(|r| r.method == "DELETE").map(|r| r.path).collect();
     assert_eq!(deletes.len(), 1, "one DELETE, the endpoint's: {deletes:?}");
     assert_no_refusals(&w);
+}
+
+/// An endpoint and its deployment, converged, the endpoint sending all traffic to the deployment;
+/// the emulator's request log cleared.
+async fn serving_all_traffic() -> World {
+    let w = with_endpoint(json!({})).await;
+    w.kube.put(deployment(json!({})));
+    w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
+    w.kube.edit(EP_PATH, |o| o["spec"]["traffic"] = json!({"blue": 100}));
+    w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
+    w.emulator.clear_requests();
+    w
+}
+
+/// Reconciles the deleted object at `path` (finishing ARM operations between rounds) until
+/// Kubernetes has removed it, five rounds at most.
+async fn reconcile_until_gone<K: AmlKind>(w: &World, path: &str) {
+    for _ in 0..5 {
+        if w.kube.raw(path).is_none() {
+            break;
+        }
+        let _ = w.reconcile::<K>(path).await;
+        w.emulator.finish_operations();
+    }
 }
 
 /// No request answered 4xx other than 404 (a refused request, or a poll of an operation canceled).
