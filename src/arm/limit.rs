@@ -86,6 +86,11 @@ impl Bucket {
 
 type Key = (String, String);
 
+/// The bucket key of a principal on a subscription (subscription ids compared case-insensitively).
+fn key(subscription: &str, client_id: &str) -> Key {
+    (subscription.to_ascii_lowercase(), client_id.to_string())
+}
+
 /// A write whose token is further away than this gives its worker back (see
 /// [`Limiter::write_permit`]); a shorter wait is spent in the request.
 pub const GIVE_BACK_ABOVE: Duration = Duration::from_millis(250);
@@ -138,7 +143,7 @@ impl Limiter {
     /// write to `path` uses the token a [`Limiter::write_permit`] reserved for it, if any.
     /// Returns how long it waited.
     pub async fn acquire(&self, subscription: &str, client_id: &str, class: OpClass, path: &str) -> Duration {
-        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
+        let key = key(subscription, client_id);
         let now = Instant::now();
         let permit = match class {
             OpClass::Write => self
@@ -180,7 +185,7 @@ impl Limiter {
     /// instead of holding a worker; the token stays reserved for `path` until
     /// [`PERMIT_TTL`] after it is earned.
     pub fn write_permit(&self, subscription: &str, client_id: &str, path: &str) -> Option<Duration> {
-        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
+        let key = key(subscription, client_id);
         let now = Instant::now();
         let mut permits = self.permits.lock().unwrap_or_else(|e| e.into_inner());
         permits.retain(|_, earned| now < *earned + PERMIT_TTL);
@@ -199,7 +204,7 @@ impl Limiter {
 
     /// ARM answered 429: pause every request of this principal on this subscription.
     pub fn pause(&self, subscription: &str, client_id: &str, for_: Duration) {
-        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
+        let key = key(subscription, client_id);
         let until = Instant::now() + for_;
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         let slot = paused.entry(key).or_insert(until);
@@ -210,7 +215,7 @@ impl Limiter {
 
     /// ARM said how many requests of `class` remain: never believe we have more than half of that.
     pub fn observe_remaining(&self, subscription: &str, client_id: &str, class: OpClass, remaining: u64) {
-        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
+        let key = key(subscription, client_id);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets.entry((key, class)).or_insert_with(|| self.bucket_for(class));
         let allowed = remaining as f64 / 2.0;

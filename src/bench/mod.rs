@@ -776,8 +776,8 @@ async fn throttled(o: &BenchOptions) -> Result<Throttle, BenchError> {
     world.started(&ready).await?;
     let t0 = Instant::now();
     world.create(0..n).await?;
-    let lower = (n.saturating_sub(burst as usize) as f64 / rate.max(f64::MIN_POSITIVE)).min(3600.0);
-    let timeout = o.ready_timeout.max(Duration::from_secs_f64(lower * 4.0 + 60.0));
+    let lower = bucket_bound(n as u64, burst, rate).min(Duration::from_secs(3600));
+    let timeout = o.ready_timeout.max(lower * 4 + Duration::from_secs(60));
     let result = world.all_ready(n, t0, timeout).await;
     let elapsed = t0.elapsed();
     let ready_now = world.side.ready(&world.kinds).await.unwrap_or(0);

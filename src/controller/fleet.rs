@@ -55,22 +55,23 @@ impl Fleet {
     /// Counts object `uid` for (`subscription`, `client_id`) (again: a no-op; a changed principal
     /// moves it).
     pub fn observe(&self, uid: &str, subscription: &str, client_id: &str) -> Crossing {
-        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let index = match st.principals.iter().position(|(p, _, _)| *p == key) {
+        let index = match st.principals.iter().position(|((s, c), _, _)| s.eq_ignore_ascii_case(subscription) && c == client_id) {
             Some(i) => i,
             None => {
-                st.principals.push((key, 0, false));
+                st.principals.push(((subscription.to_ascii_lowercase(), client_id.to_string()), 0, false));
                 st.principals.len() - 1
             }
         };
-        match st.objects.insert(uid.to_string(), index) {
+        // Called by every reconcile: an object already counted for this principal costs no allocation.
+        match st.objects.get(uid).copied() {
             Some(before) if before == index => return Crossing::None,
             Some(before) => {
                 self.count(&mut st, before, -1);
             }
             None => {}
         }
+        st.objects.insert(uid.to_string(), index);
         self.count(&mut st, index, 1)
     }
 
@@ -84,9 +85,8 @@ impl Fleet {
 
     /// Objects counted for (`subscription`, `client_id`).
     pub fn objects_of(&self, subscription: &str, client_id: &str) -> u64 {
-        let key = (subscription.to_ascii_lowercase(), client_id.to_string());
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.principals.iter().find(|(p, _, _)| *p == key).map_or(0, |(_, n, _)| *n)
+        st.principals.iter().find(|((s, c), _, _)| s.eq_ignore_ascii_case(subscription) && c == client_id).map_or(0, |(_, n, _)| *n)
     }
 
     fn count(&self, st: &mut State, index: usize, delta: i64) -> Crossing {

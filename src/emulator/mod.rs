@@ -476,10 +476,7 @@ impl Shared {
                 );
             }
             Some(value) => {
-                let token = value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-                    .map(str::trim);
+                let token = bearer(value);
                 match token.and_then(|t| st.tokens.get(t)) {
                     Some(issued) if issued.expires > Instant::now() => {
                         (issued.tenant_id.clone(), issued.client_id.clone())
@@ -539,11 +536,15 @@ impl Shared {
     }
 }
 
+/// The token of an `Authorization: Bearer …` header value.
+fn bearer(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+}
+
 /// The client id of the valid token a request carries, if any (a request without one is answered
 /// 401 and draws from no bucket).
 fn caller_client_id(st: &State, headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("authorization")?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    let token = bearer(headers.get("authorization")?.to_str().ok()?)?;
     st.tokens.get(token).filter(|t| t.expires > Instant::now()).map(|t| t.client_id.clone())
 }
 
