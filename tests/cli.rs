@@ -510,3 +510,187 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     );
     assert!(azure.writes().is_empty(), "plan never writes");
 }
+
+// Separate processes against an ARM that keeps its state: `aml-operator emulator` standing in for
+// Azure, and each `apply`, `apply --delete` and `plan` a process of its own, as a user runs them.
+
+/// `aml-operator emulator` as its own process, on a free port; killed when dropped.
+struct EmulatorProcess {
+    child: std::process::Child,
+    arm_endpoint: String,
+    ca_file: PathBuf,
+}
+
+impl EmulatorProcess {
+    fn start() -> EmulatorProcess {
+        use std::io::BufRead;
+        let ca_file = temp_path("standalone-ca.pem");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"));
+        cmd.args(["emulator", "--port", "0", "--operation-seconds", "1", "--ca-file"]).arg(&ca_file);
+        match aml_operator::armspec::specs_dir_for_tests() {
+            Some(dir) => cmd.arg("--arm-specs").arg(dir),
+            None => cmd.env_remove(aml_operator::armspec::SPECS_ENV),
+        };
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("emulator starts");
+        let stdout = child.stdout.take().expect("piped");
+        let mut arm_endpoint = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("emulator output");
+            if let Some(url) = line.trim().strip_prefix("ARM endpoint:") {
+                arm_endpoint = Some(url.trim().to_string());
+            }
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+        EmulatorProcess { child, arm_endpoint: arm_endpoint.expect("the emulator prints its ARM endpoint"), ca_file }
+    }
+
+    /// Runs the binary against this emulator with `args`, failing the test if it takes longer than
+    /// `limit`: (exit code, stdout).
+    fn run(&self, args: &[&str], limit: std::time::Duration) -> (i32, String) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"));
+        cmd.args(args)
+            .env("AML_ARM_ENDPOINT", &self.arm_endpoint)
+            .env("AZURE_AUTHORITY_HOST", format!("{}/", self.arm_endpoint))
+            .env("AML_CA_FILE", &self.ca_file)
+            .env("AZURE_TENANT_ID", aml_operator::emulator::DEFAULT_TENANT_ID)
+            .env("AZURE_CLIENT_ID", aml_operator::emulator::DEFAULT_CLIENT_ID)
+            .env("AZURE_CLIENT_SECRET", aml_operator::emulator::DEFAULT_CLIENT_SECRET)
+            .env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().expect("binary runs");
+        let pid = child.id();
+        let started = std::time::Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let output = match rx.recv_timeout(limit) {
+            Ok(output) => output.expect("output"),
+            Err(_) => {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                panic!("`aml-operator {}` still running after {limit:?}", args.join(" "));
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        println!("aml-operator {} -> exit {:?} in {:.1}s", args.join(" "), output.status.code(), started.elapsed().as_secs_f64());
+        (output.status.code().unwrap_or(-1), stdout + &String::from_utf8_lossy(&output.stderr))
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The examples in a folder of their own, in resource group `rg`: a workspace deleted in one
+/// resource group leaves its soft-deleted vault's name taken there, so each round uses another.
+fn examples_in(rg: &str, edit: &[(&str, &str, &str)]) -> PathBuf {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = temp_path(&format!("examples-{rg}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let mut text = std::fs::read_to_string(&path).unwrap().replace("resourceGroup: rg-ml", &format!("resourceGroup: {rg}"));
+        for (file, from, to) in edit {
+            if *file == name {
+                assert!(text.contains(from), "{name} has no {from:?}");
+                text = text.replace(from, to);
+            }
+        }
+        std::fs::write(dir.join(&name), text).unwrap();
+    }
+    dir
+}
+
+/// The five objects of the examples and the four dependencies the workspace creates.
+const EXAMPLE_RESOURCES: usize = 9;
+
+fn plan_line(out: &str) -> &str {
+    out.lines().find(|l| l.starts_with("Plan: ")).unwrap_or_else(|| panic!("no Plan line in {out}"))
+}
+
+#[test]
+fn apply_and_delete_in_separate_processes_against_an_emulator_that_keeps_state() {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let azure = EmulatorProcess::start();
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let all_absent = format!("Plan: {EXAMPLE_RESOURCES} to create, 0 to update, 0 to recreate, 0 unchanged, 0 blocked.");
+    let labels = [
+        "AmlWorkspace default/team-a",
+        "AmlCompute default/cpu-cluster",
+        "AmlOnlineEndpoint default/scoring",
+        "AmlRoleAssignment default/team-a-data-scientists",
+        "AmlOnlineDeployment default/blue",
+    ];
+
+    // The whole folder: apply, then delete in a new process, then delete again (a no-op).
+    let dir = path(&examples_in("rg-whole", &[]));
+    let (code, out) = azure.run(&["apply", "-f", &dir], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = azure.run(&["plan", "-f", &dir], LIMIT);
+    assert_eq!((code, plan_line(&out)), (0, "Plan: 0 to create, 0 to update, 0 to recreate, 5 unchanged, 0 blocked."), "{out}");
+    let (code, out) = azure.run(&["apply", "-f", &dir, "--delete"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    for label in labels {
+        assert!(out.contains(&format!("{label}: deleted in Azure")), "{label}: {out}");
+    }
+    let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);
+    assert_eq!(plan_line(&out), all_absent, "everything the manifests describe is gone from Azure: {out}");
+    let (code, out) = azure.run(&["apply", "-f", &dir, "--delete"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    for label in labels {
+        assert!(out.contains(&format!("{label}: not in Azure, nothing to delete")), "{label}: {out}");
+    }
+
+    // Subsets. Only the deployment, without its parents' manifests: where it is is unknown, and
+    // the answer says how to give them. With them as --context: its endpoint routes all traffic to
+    // it, which ARM would refuse to delete; the answer says what to change, and nothing is touched.
+    let dir = path(&examples_in("rg-subset", &[]));
+    assert_eq!(azure.run(&["apply", "-f", &dir], LIMIT).0, 0);
+    let deployment = format!("{dir}/deployment.yaml");
+    let (code, out) = azure.run(&["apply", "-f", &deployment, "--delete"], LIMIT);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("AmlOnlineDeployment default/blue: FAILED: WaitingForParent") && out.contains("--context"), "{out}");
+    let (code, out) = azure.run(&["apply", "-f", &deployment, "--delete", "--context", &dir], LIMIT);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("AmlOnlineDeployment default/blue: FAILED: WaitingForTrafficRemoval") && out.contains("spec.traffic"), "{out}");
+    assert!(!out.contains("AmlWorkspace default/team-a:"), "context objects are not reported: {out}");
+    let (code, out) = azure.run(&["plan", "-f", &dir], LIMIT);
+    assert_eq!(code, 0, "nothing was touched: {out}");
+    // Only the compute (its parent as context): the compute goes, nothing else.
+    let (code, out) = azure.run(&["apply", "-f", &format!("{dir}/compute.yaml"), "--delete", "--context", &dir], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("AmlCompute default/cpu-cluster: deleted in Azure"), "{out}");
+    let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);
+    assert_eq!(plan_line(&out), "Plan: 1 to create, 0 to update, 0 to recreate, 4 unchanged, 0 blocked.", "{out}");
+    // Only the workspace: ARM deletes its children with it.
+    let (code, out) = azure.run(&["apply", "-f", &format!("{dir}/workspace.yaml"), "--delete"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);
+    assert_eq!(plan_line(&out), all_absent, "the workspace took its children with it: {out}");
+
+    // The whole folder with one object already gone in Azure (the compute), and a deployment the
+    // endpoint sends no traffic, deleted on its own.
+    let dir = path(&examples_in("rg-gone", &[("endpoint.yaml", "traffic:\n    blue: 100", "traffic: {}")]));
+    let (code, out) = azure.run(&["apply", "-f", &dir], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = azure.run(&["apply", "-f", &format!("{dir}/deployment.yaml"), "--delete", "--context", &dir], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("AmlOnlineDeployment default/blue: deleted in Azure"), "{out}");
+    assert_eq!(azure.run(&["apply", "-f", &format!("{dir}/compute.yaml"), "--delete", "--context", &dir], LIMIT).0, 0);
+    let (code, out) = azure.run(&["apply", "-f", &dir, "--delete"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("AmlCompute default/cpu-cluster: not in Azure, nothing to delete"), "{out}");
+    assert!(out.contains("AmlOnlineDeployment default/blue: not in Azure, nothing to delete"), "{out}");
+    for label in ["AmlWorkspace default/team-a", "AmlOnlineEndpoint default/scoring", "AmlRoleAssignment default/team-a-data-scientists"] {
+        assert!(out.contains(&format!("{label}: deleted in Azure")), "{label}: {out}");
+    }
+    let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);
+    assert_eq!(plan_line(&out), all_absent, "{out}");
+}

@@ -32,7 +32,9 @@ const TAKE_OVER_WITHIN: Duration = Duration::from_secs(2);
 /// The cluster's kubeconfig and a client for it; `None` (skip) without `AML_E2E_KUBECONFIG`,
 /// unless `AML_REQUIRE_E2E=1`.
 async fn cluster() -> Option<(PathBuf, Client)> {
-    Some((support::cluster::kubeconfig_path(), support::cluster::cluster().await?))
+    // The client first: it is what skips (with its reason) when no cluster is configured.
+    let client = support::cluster::cluster().await?;
+    Some((support::cluster::kubeconfig_path(), client))
 }
 
 /// A fresh namespace with the workspace credentials Secret, and the emulator; removed by `finish`.

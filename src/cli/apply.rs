@@ -7,7 +7,7 @@
 use super::kinds::{self, KindHandle, Node};
 use super::plan::{plan_all, store};
 use super::{ApplyArgs, ArmSetup, CliError, Manifest, Session, load, say};
-use crate::controller::Retry;
+use crate::controller::{Error, Retry};
 use crate::controller::plan::Change;
 use crate::crd::{FINALIZER, condition};
 use crate::localkube::path_of;
@@ -99,7 +99,16 @@ pub async fn apply(
     progress: Progress,
 ) -> Result<ApplyReport, CliError> {
     let kinds = kinds::registry();
-    let loaded = load(&args.files, &kinds)?;
+    let mut loaded = load(&args.files, &kinds)?;
+    // Context objects follow the objects acted on, so indexes below `acted` are the latter.
+    let acted = loaded.objects.len();
+    if !args.context.is_empty() {
+        let context = load(&args.context, &kinds)?;
+        let named = |m: &Manifest| loaded.objects.iter().any(|o| path_of(&o.value) == path_of(&m.value));
+        let extra: Vec<Manifest> = context.objects.into_iter().filter(|m| !named(m)).collect();
+        loaded.objects.extend(extra);
+        loaded.secrets.extend(context.secrets);
+    }
     let session = Session::start(&args.arm, !loaded.secrets.is_empty(), given, out, "").await?;
     for s in &loaded.skipped {
         say(out, &format!("skipped: {s}"))?;
@@ -107,12 +116,16 @@ pub async fn apply(
     store(&session, &loaded);
     let nodes = kinds::graph(&loaded.objects, &kinds);
     let mut run = Run::new(&session, &loaded.objects, &nodes, &kinds, progress, args.timeout);
+    for i in acted..loaded.objects.len() {
+        run.slots[i].done = Some(Outcome::Absent);
+        run.slots[i].context = true;
+    }
     if args.delete {
         run.delete(out).await?;
     } else {
         run.converge(out).await?;
     }
-    let order = kinds::parents_first(&nodes);
+    let order: Vec<usize> = kinds::parents_first(&nodes).into_iter().filter(|&i| i < acted).collect();
     let objects: Vec<(String, Outcome)> = order
         .iter()
         .map(|&i| (loaded.objects[i].label(), run.outcome(i)))
@@ -160,6 +173,8 @@ struct Slot {
     last: String,
     /// The state last printed (progress as lines).
     shown: String,
+    /// Read from `--context`: locates its children in Azure, is never acted on or shown.
+    context: bool,
 }
 
 struct Run<'a> {
@@ -172,6 +187,9 @@ struct Run<'a> {
     deadline: Instant,
     slots: Vec<Slot>,
 }
+
+/// The Ready reason of an object whose parent object is missing or not ready.
+const WAITING_FOR_PARENT: &str = "WaitingForParent";
 
 /// Far enough to mean "until woken".
 const PARKED: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -188,7 +206,7 @@ impl<'a> Run<'a> {
         let start = Instant::now();
         let slots = objects
             .iter()
-            .map(|m| Slot { path: path_of(&m.value), due: start, done: None, immediate: 0, last: String::new(), shown: String::new() })
+            .map(|m| Slot { path: path_of(&m.value), due: start, done: None, immediate: 0, last: String::new(), shown: String::new(), context: false })
             .collect();
         Run { session, objects, nodes, kinds, progress, start, deadline: start + timeout, slots }
     }
@@ -262,7 +280,7 @@ impl<'a> Run<'a> {
                     self.wake_waiting();
                 } else if let Some(s) = stalled {
                     self.fail(i, format!("{}: {}", s["reason"].as_str().unwrap_or_default(), s["message"].as_str().unwrap_or_default()));
-                } else if reason == "WaitingForParent" {
+                } else if reason == WAITING_FOR_PARENT {
                     match self.nodes[i].parent {
                         // Nothing in this run will create the parent.
                         None => self.fail(i, message),
@@ -313,7 +331,20 @@ impl<'a> Run<'a> {
         // a controller would have left, so the pipeline's cleanup deletes them.
         let planned = plan_all(self.session, self.objects, self.nodes, self.kinds).await;
         for (i, p) in planned.iter().enumerate() {
+            if self.slots[i].context {
+                continue;
+            }
             match &p.change {
+                // Its parent is not among the manifests: where it is in Azure is unknown.
+                Change::Blocked { reason, .. } if reason == WAITING_FOR_PARENT && self.nodes[i].parent.is_none() => {
+                    let parent = kinds::handle(self.kinds, self.objects[i].kind())
+                        .and_then(|h| h.parent(&self.objects[i].value))
+                        .map_or_else(|| "its parent".to_string(), |(kind, name)| format!("{kind} {}/{name}", self.objects[i].namespace()));
+                    self.fail(i, format!(
+                        "{WAITING_FOR_PARENT}: {parent} is not among the manifests, so where this object is in Azure is unknown; \
+                         give the parent's manifest (and its workspace's) with --context, which reads them and deletes nothing"
+                    ));
+                }
                 Change::Blocked { reason, message } => self.fail(i, format!("{reason}: {message}")),
                 _ if !p.exists => self.slots[i].done = Some(Outcome::Absent),
                 _ => self.session.kube.edit(&self.slots[i].path, |o| o["metadata"]["finalizers"] = json!([FINALIZER])),
@@ -330,9 +361,6 @@ impl<'a> Run<'a> {
                 if self.slots[i].done.is_some() || self.slots[i].due > now {
                     continue;
                 }
-                if self.children(i).iter().any(|&j| self.slots[j].done.is_none()) {
-                    continue;
-                }
                 let keeps = kinds::handle(self.kinds, self.objects[i].kind()).is_some_and(|h| h.keeps_azure(&self.objects[i].value));
                 let Some(handle) = kinds::handle(self.kinds, self.objects[i].kind()) else {
                     self.fail(i, "no handler for this kind".into());
@@ -341,11 +369,23 @@ impl<'a> Run<'a> {
                 let r = handle.reconcile(&self.session.kube, &self.slots[i].path, self.session.ctx.clone()).await;
                 let obj = self.session.kube.raw(&self.slots[i].path);
                 match (r, obj) {
-                    (_, None) | (None, _) => self.slots[i].done = Some(if keeps { Outcome::Kept } else { Outcome::Deleted }),
+                    (_, None) | (None, _) => {
+                        self.slots[i].done = Some(if keeps { Outcome::Kept } else { Outcome::Deleted });
+                        // A child waiting for this one's deletion may go on now.
+                        self.wake_waiting();
+                    }
                     (Some(r), Some(obj)) => {
                         self.slots[i].last = summary(&obj);
                         match &r.result {
                             Err(e) if e.is_stalled() => self.fail(i, e.message()),
+                            // It waits for another resource to change (its endpoint's traffic):
+                            // nothing this run deletes will change it, so say what would.
+                            Err(Error::DeletePending { gate: Some(reason), .. }) => {
+                                let message = find_condition(&obj, condition::READY)
+                                    .and_then(|c| c["message"].as_str().map(str::to_string))
+                                    .unwrap_or_default();
+                                self.fail(i, format!("{reason}: {message}"));
+                            }
                             _ => self.reschedule(i, &r.action),
                         }
                     }
@@ -375,8 +415,9 @@ impl<'a> Run<'a> {
         let io = |source| CliError::Write { what: "progress".into(), source };
         match self.progress {
             Progress::Terminal => {
-                let done = self.slots.iter().filter(|s| s.done.is_some()).count();
-                let mut line = format!("[{t:>4}s] {done}/{} done", self.slots.len());
+                let acted = self.slots.iter().filter(|s| !s.context);
+                let (done, all) = acted.fold((0, 0), |(d, a), s| (d + usize::from(s.done.is_some()), a + 1));
+                let mut line = format!("[{t:>4}s] {done}/{all} done");
                 for i in self.pending() {
                     line.push_str(&format!(" · {} {}", self.objects[i].name(), self.slots[i].last));
                 }

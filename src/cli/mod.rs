@@ -156,6 +156,10 @@ pub struct ApplyArgs {
     /// Delete the Azure resources of the manifests instead (children first).
     #[arg(long)]
     pub delete: bool,
+    /// With `--delete`: manifests read only to find where the deleted objects' parents are in
+    /// Azure (to delete one deployment, give its endpoint and workspace here); never deleted.
+    #[arg(long, value_name = "FILE_OR_FOLDER", requires = "delete", num_args = 1..)]
+    pub context: Vec<PathBuf>,
     /// Give up after this long: `90s`, `10m`, `1h` or seconds.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -166,7 +170,7 @@ pub struct ApplyArgs {
 
 impl Default for ApplyArgs {
     fn default() -> Self {
-        ApplyArgs { files: Vec::new(), delete: false, timeout: Duration::from_secs(600), arm: ArmArgs::default() }
+        ApplyArgs { files: Vec::new(), delete: false, context: Vec::new(), timeout: Duration::from_secs(600), arm: ArmArgs::default() }
     }
 }
 

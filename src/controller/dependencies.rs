@@ -499,7 +499,7 @@ pub async fn delete(ws: &AmlWorkspace, ctx: &Context, sp: &ServicePrincipal) -> 
             continue;
         };
         if state_of(&found) == "Deleting" {
-            return Err(Error::DeletePending { arm_id: id.clone(), retry_after: DELETE_POLL });
+            return Err(Error::DeletePending { arm_id: id.clone(), retry_after: DELETE_POLL, gate: None });
         }
         info!(arm_id = %id, "deleting a workspace dependency the operator created");
         match ctx.arm.delete(sp, id, kind.api_version(), &[]).await {
@@ -507,7 +507,7 @@ pub async fn delete(ws: &AmlWorkspace, ctx: &Context, sp: &ServicePrincipal) -> 
             Err(e) if e.class() == arm::ErrorClass::NotFound => {}
             Err(source) => return Err(Error::Arm { action: "delete", arm_id: id.clone(), source }),
             Ok(arm::DeleteOutcome::Accepted(op)) => {
-                return Err(Error::DeletePending { arm_id: id.clone(), retry_after: op.retry_after.max(Duration::from_secs(1)) });
+                return Err(Error::DeletePending { arm_id: id.clone(), retry_after: op.retry_after.max(Duration::from_secs(1)), gate: None });
             }
         }
     }

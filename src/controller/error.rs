@@ -84,9 +84,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// ARM is still deleting the resource; the finalizer stays.
+    /// ARM is still deleting the resource, or the delete waits; the finalizer stays.
     #[error("waiting for ARM to delete {arm_id}")]
-    DeletePending { arm_id: String, retry_after: Duration },
+    DeletePending {
+        arm_id: String,
+        retry_after: Duration,
+        /// The reason, when the delete waits for another resource's state (a delete gate: a
+        /// deployment its endpoint still routes traffic to) rather than for ARM or the parent.
+        gate: Option<&'static str>,
+    },
     /// The finalizer helper failed around apply or cleanup.
     #[error("finalizer {0}")]
     Finalizer(&'static str, #[source] Box<Error>),

@@ -39,9 +39,6 @@ use tracing::{debug, info, instrument, warn};
 
 /// Shortest wait between polls of a non-terminal resource without a Retry-After of its own.
 const MIN_POLL: Duration = Duration::from_secs(1);
-/// Wait after adding the finalizer before the apply: long enough for the watch to bring the
-/// patched object into the cache, short enough not to be noticed.
-const AFTER_FINALIZER: Duration = Duration::from_millis(200);
 /// How soon a delete that waits for another resource (see `AmlKind::delete_gate`) looks again.
 const DELETE_GATE_RECHECK: Duration = Duration::from_secs(5);
 /// Poll interval when ARM shows a non-terminal state the operator did not start.
@@ -68,7 +65,14 @@ pub async fn reconcile<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
 
 async fn reconcile_inner<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let adds_finalizer = obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == FINALIZER);
+    let obj = match add_finalizer(&api, &obj).await {
+        Ok(Some(patched)) => Arc::new(patched),
+        Ok(None) => obj,
+        Err(e) => {
+            report_failure(&*obj, &e, &ctx).await;
+            return Err(e);
+        }
+    };
     let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             FinalizerEvent::Apply(o) => apply(&*o, &ctx).await,
@@ -80,12 +84,6 @@ async fn reconcile_inner<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         other => Error::FinalizerPatch(Box::new(other)),
     });
-    // The finalizer patch is the operator's own write and does not wake the object (see
-    // `manager::wakes`): come back for the apply it stands in front of.
-    let result = match result {
-        Ok(_) if adds_finalizer => Ok(Action::requeue(AFTER_FINALIZER)),
-        other => other,
-    };
     let uid = obj.uid().unwrap_or_default();
     match &result {
         Ok(_) => ctx.note_success(&uid),
@@ -93,6 +91,35 @@ async fn reconcile_inner<K: AmlKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
         Err(e) => report_failure(&*obj, e, &ctx).await,
     }
     result
+}
+
+/// Adds the finalizer to an object that is not being deleted and lacks it, and returns the object
+/// as the API server now holds it, so the apply goes on in the same reconcile. The patch is the
+/// operator's own write and does not wake the object (see `manager::wakes`); kube's `finalizer()`
+/// would instead stop after the patch and wait for that wake. Like kube's, the patch tests the
+/// finalizers it found, so a concurrent writer makes it fail (and the object is retried) instead
+/// of adding the finalizer twice.
+async fn add_finalizer<K: AmlKind>(api: &Api<K>, obj: &K) -> Result<Option<K>, Error> {
+    if obj.meta().deletion_timestamp.is_some() || obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(None);
+    }
+    use json_patch::jsonptr::Pointer;
+    use json_patch::{AddOperation, PatchOperation, TestOperation};
+    let finalizers = Pointer::from_static("/metadata/finalizers");
+    let (found, add) = if obj.finalizers().is_empty() {
+        (Value::Null, AddOperation { path: finalizers.to_buf(), value: serde_json::json!([FINALIZER]) })
+    } else {
+        let path = Pointer::from_static("/metadata/finalizers/-").to_buf();
+        (serde_json::json!(obj.finalizers()), AddOperation { path, value: FINALIZER.into() })
+    };
+    let patch = json_patch::Patch(vec![
+        PatchOperation::Test(TestOperation { path: finalizers.to_buf(), value: found }),
+        PatchOperation::Add(add),
+    ]);
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map(Some)
+        .map_err(|source| Error::Kube { what: "adding the finalizer", source })
 }
 
 /// The controller's error policy: classify, never block.
@@ -826,7 +853,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     if let Some(op) = st.operation.clone() {
         match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {
             PollOutcome::InProgress { retry_after } => {
-                return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after });
+                return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after, gate: None });
             }
             PollOutcome::Succeeded => st.operation = None,
             PollOutcome::Failed(e) if op.action == "Delete" => {
@@ -853,7 +880,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         st.reconciling = Some(Cond::yes("WaitingForParentDeletion", message));
         st.ready = Some(Cond::no("WaitingForParentDeletion", message));
         status::write(ctx, obj, &st).await?;
-        return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK });
+        return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK, gate: None });
     }
     match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
         DeleteGate::Proceed => {}
@@ -862,7 +889,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             st.reconciling = Some(Cond::yes(reason, message.clone()));
             st.ready = Some(Cond::no(reason, message));
             status::write(ctx, obj, &st).await?;
-            return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK });
+            return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK, gate: Some(reason) });
         }
     }
     let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
@@ -876,7 +903,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             st.reconciling = Some(Cond::yes("Deleting", "ARM delete in progress"));
             st.ready = Some(Cond::no("Deleting", "Waiting for ARM to delete the resource"));
             status::write(ctx, obj, &st).await?;
-            Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: op.retry_after })
+            Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: op.retry_after, gate: None })
         }
     }
 }
