@@ -4,7 +4,7 @@ use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
 use crate::shutdown::{Shutdown, bounded};
-use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve};
+use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve, secrets};
 use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::{FutureExt, StreamExt};
@@ -229,6 +229,17 @@ pub async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, ready: 
 /// Runs every controller on `ctx` until `shutdown` is requested; then they take no new work and
 /// this returns once their in-flight reconciles have finished.
 pub async fn run_controllers_until(ctx: Arc<Context>, namespace: Option<&str>, ready: Arc<AtomicBool>, shutdown: Shutdown) {
+    // One watch of Secrets (metadata only) for all kinds; each controller maps its changes to the
+    // objects of its own store. It stops with the controllers.
+    let (secret_changes, _) = tokio::sync::broadcast::channel(1024);
+    let watch = secrets::watch_changes(ctx.clone(), namespace.map(str::to_string), secret_changes.clone());
+    let requested = shutdown.requested();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = watch => {},
+            _ = requested => {},
+        }
+    });
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One per kind joined below.
     let kinds = 5;
@@ -240,17 +251,18 @@ pub async fn run_controllers_until(ctx: Arc<Context>, namespace: Option<&str>, r
         }
     };
     futures::join!(
-        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
-        kind_controller::<AmlCompute>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
+        kind_controller::<AmlWorkspace>(ctx.clone(), namespace, None, &secret_changes, mark(synced.clone(), ready.clone()), &shutdown),
+        kind_controller::<AmlCompute>(ctx.clone(), namespace, None, &secret_changes, mark(synced.clone(), ready.clone()), &shutdown),
         kind_controller::<AmlOnlineEndpoint>(
             ctx.clone(),
             namespace,
             Some((ApiResource::erase::<AmlOnlineDeployment>(&()), "/spec/endpointRef/name")),
+            &secret_changes,
             mark(synced.clone(), ready.clone()),
             &shutdown,
         ),
-        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
-        kind_controller::<AmlRoleAssignment>(ctx.clone(), namespace, None, mark(synced.clone(), ready.clone()), &shutdown),
+        kind_controller::<AmlOnlineDeployment>(ctx.clone(), namespace, None, &secret_changes, mark(synced.clone(), ready.clone()), &shutdown),
+        kind_controller::<AmlRoleAssignment>(ctx.clone(), namespace, None, &secret_changes, mark(synced.clone(), ready.clone()), &shutdown),
     );
 }
 
@@ -296,6 +308,7 @@ async fn kind_controller<K: AmlKind>(
     ctx: Arc<Context>,
     namespace: Option<&str>,
     children: Option<(ApiResource, &'static str)>,
+    secret_changes: &tokio::sync::broadcast::Sender<secrets::SecretRef>,
     on_synced: impl FnOnce() + Send + 'static,
     shutdown: &Shutdown,
 ) {
@@ -351,6 +364,12 @@ async fn kind_controller<K: AmlKind>(
             })
         });
     }
+    // A changed credentials Secret wakes the objects that use it.
+    let users = controller.store();
+    let default = ctx.config.default_credentials.clone();
+    let woken = secrets::stream(secret_changes.subscribe())
+        .flat_map(move |secret| futures::stream::iter(secrets::woken(&users, &secret, default.as_ref())));
+    controller = controller.reconcile_on(woken);
     let ready_store = controller.store();
     tokio::spawn(async move {
         // The store's readiness future keeps only the last waiter's waker (the controller waits on

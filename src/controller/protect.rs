@@ -48,9 +48,11 @@ pub async fn hold(ctx: &Context, secret: &Secret) -> Result<(), Error> {
     let mut finalizers = secret.finalizers().to_vec();
     finalizers.push(SECRET_FINALIZER.to_string());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
-    api.patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let patched = api
+        .patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::Kube { what: "protecting the credentials Secret with a finalizer", source })?;
+    ctx.own_secret_writes.note(&patched);
     Ok(())
 }
 
@@ -88,8 +90,10 @@ pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str,
     }
     let finalizers: Vec<&String> = current.finalizers().iter().filter(|f| *f != SECRET_FINALIZER).collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": current.resource_version()}});
-    api.patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
+    let patched = api
+        .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::Kube { what: "releasing the credentials Secret", source })?;
+    ctx.own_secret_writes.note(&patched);
     Ok(())
 }

@@ -103,7 +103,8 @@ Each verb is there because src/ calls it (tests/chart.rs checks both ways):
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
+  # list and watch: metadata only, so a changed credentials Secret wakes its objects at once.
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
