@@ -179,8 +179,7 @@ async fn statuses_the_workspace_pipeline_writes_read_as_argo_cd_should_show_them
     w.kube.put(workspace());
     assert_eq!(live(&w).status, "Progressing", "a new object with no status yet");
 
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("create accepted");
+    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added and create accepted");
     let h = live(&w);
     assert_eq!((h.status.as_str(), h.message.as_str()), ("Progressing", "Creating: ARM create in progress"));
 
@@ -205,7 +204,6 @@ async fn statuses_the_workspace_pipeline_writes_read_as_argo_cd_should_show_them
 async fn missing_credentials_read_as_degraded_with_the_operators_message() {
     let w = World::new().await;
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
     let _ = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("no credentials");
     let h = live(&w);
     assert_eq!(h.status, "Degraded");

@@ -410,7 +410,6 @@ async fn a_rotated_client_secret_is_used_at_the_next_reconcile() {
     let w = World::new().await;
     w.credentials("aml-credentials", WRONG);
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(WS_PATH).await.expect("finalizer added");
     w.reconcile::<AmlWorkspace>(WS_PATH).await.expect_err("the token is refused");
     assert_eq!(w.condition(WS_PATH, "Ready").unwrap()["reason"], "AuthenticationFailed");
     assert_eq!(w.emulator.token_requests(), 1);
@@ -469,7 +468,6 @@ async fn a_secret_without_any_credential_names_the_keys() {
         ("subscriptionId", SUBSCRIPTION),
     ]));
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(WS_PATH).await.expect("finalizer added");
     let err = w.reconcile::<AmlWorkspace>(WS_PATH).await.expect_err("no credential");
     assert!(err.is_stalled());
     let ready = w.condition(WS_PATH, "Ready").unwrap();

@@ -122,8 +122,6 @@ async fn a_workspace_is_in_progress_while_arm_creates_it_and_current_once_conver
     let w = World::new().await;
     w.good_credentials();
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
-
     w.reconcile::<AmlWorkspace>(PATH).await.expect("create accepted");
     let k = kstatus(&w);
     assert_eq!((k.status, k.message.as_str()), (KStatus::InProgress, "ARM create in progress"));
@@ -162,7 +160,6 @@ async fn a_spec_edit_is_in_progress_until_the_operator_has_applied_it() {
 async fn missing_credentials_are_failed_and_recover_to_current() {
     let w = World::new().await;
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
     let _ = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("no credentials");
 
     let k = kstatus(&w);
@@ -180,7 +177,6 @@ async fn a_wrong_client_secret_is_failed() {
     let w = World::new().await;
     w.credentials("aml-credentials", "not-the-secret");
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
     let _ = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("token refused");
     assert_eq!(kstatus(&w).status, KStatus::Failed);
 }
@@ -210,7 +206,6 @@ async fn a_transient_arm_failure_is_in_progress_not_current() {
     let w = World::new().await;
     w.good_credentials();
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
     w.emulator.inject(Fault {
         method: Some("GET".into()),
         path_contains: Some("/workspaces/ws1".into()),

@@ -223,7 +223,6 @@ async fn a_409_role_assignment_exists_is_adopted_too() {
     let w = with_workspace().await;
     let foreign = portal_grant(&w);
     w.kube.put(data_scientists());
-    w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect("finalizer");
     // The pre-create lookup misses it (a 404 on the second GET of the assignments route: the list),
     // so the PUT goes out and ARM answers 409 RoleAssignmentExists.
     let mut rule = FaultRule::new(
@@ -249,7 +248,6 @@ async fn principal_not_found_is_retried_with_backoff_then_converges() {
     let w = with_workspace().await;
     w.emulator.principal_not_found(GROUP, 2);
     w.kube.put(data_scientists());
-    w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect("finalizer");
     for attempt in 1..=2 {
         let err = w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect_err("not replicated yet");
         assert_eq!(err.reason(), "PrincipalNotFound", "{err:?}");
@@ -272,7 +270,6 @@ async fn principal_not_found_past_the_replication_grace_is_stalled() {
     w.configure(|c| c.principal_replication_grace = std::time::Duration::ZERO);
     w.emulator.principal_not_found(GROUP, 100);
     w.kube.put(data_scientists());
-    w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect("finalizer");
     let err = w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect_err("unknown principal");
     assert_eq!((err.reason(), err.retry(), err.is_stalled()), ("PrincipalNotFound", Retry::Slow, true));
     assert!(err.message().contains("check spec.principalId"), "{}", err.message());
@@ -291,7 +288,6 @@ async fn a_403_names_the_permission_the_operator_lacks_and_the_roles_that_grant_
         times: 1,
     });
     w.kube.put(data_scientists());
-    w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect("finalizer");
     let err = w.reconcile::<AmlRoleAssignment>(&path(NAME)).await.expect_err("forbidden");
     assert_eq!((err.reason(), err.retry(), err.is_stalled()), ("AuthorizationFailed", Retry::Slow, true));
     let ready = w.condition(&path(NAME), "Ready").unwrap();

@@ -157,10 +157,8 @@ async fn first_apply_creates_the_endpoint_once_under_its_workspace_and_reports_t
     let w = with_workspace().await;
     w.kube.put(endpoint(json!({})));
     w.emulator.clear_requests();
-    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("finalizer added");
-    assert!(w.emulator.requests().is_empty(), "no ARM call before the finalizer is in place");
-
-    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("create accepted");
+    w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("finalizer added and create accepted");
+    assert_eq!(w.kube.raw(EP_PATH).unwrap()["metadata"]["finalizers"], json!(["amloperator.io/finalizer"]));
     assert_eq!(w.arm_calls("PUT"), 1);
     let obj = w.kube.raw(EP_PATH).unwrap();
     assert_eq!(obj["status"]["operation"]["action"], "Create");
@@ -796,7 +794,6 @@ async fn traffic_that_does_not_sum_to_100_is_stalled_naming_the_field_without_an
         let w = with_workspace().await;
         w.kube.put(endpoint(extra));
         w.emulator.clear_requests();
-        w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect("finalizer added");
         let err = w.reconcile::<AmlOnlineEndpoint>(EP_PATH).await.expect_err("invalid routing");
         assert!(matches!(err, Error::InvalidSpec(_)), "{err:?}");
         let ready = w.condition(EP_PATH, "Ready").unwrap();

@@ -44,13 +44,9 @@ async fn created(policy: impl FnOnce(&mut AmlWorkspace)) -> World {
 #[tokio::test]
 async fn first_apply_creates_the_workspace_once_and_reports_ready_with_outputs() {
     let w = created(|_| {}).await;
-    // First pass only adds the finalizer.
-    w.reconcile::<AmlWorkspace>(PATH).await.expect("finalizer added");
-    assert_eq!(w.kube.raw(PATH).unwrap()["metadata"]["finalizers"], json!(["amloperator.io/finalizer"]));
-    assert!(w.emulator.requests().is_empty(), "no ARM call before the finalizer is in place");
-
-    // Second pass: GET (404) then one PUT; the operation goes into status.
+    // One pass adds the finalizer and goes on: GET (404) then one PUT; the operation goes into status.
     w.reconcile::<AmlWorkspace>(PATH).await.expect("create accepted");
+    assert_eq!(w.kube.raw(PATH).unwrap()["metadata"]["finalizers"], json!(["amloperator.io/finalizer"]));
     assert_eq!(w.arm_calls("PUT"), 1);
     let obj = w.kube.raw(PATH).unwrap();
     assert_eq!(obj["status"]["operation"]["action"], "Create");
@@ -138,7 +134,6 @@ async fn a_spec_change_is_applied_and_observed_generation_follows() {
 async fn a_missing_secret_costs_zero_arm_calls_and_says_what_to_create() {
     let w = World::new().await;
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     let err = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("no credentials");
     assert!(matches!(err, Error::CredentialsNotFound { .. }), "{err:?}");
     assert_eq!(err.retry(), aml_operator::controller::Retry::Slow);
@@ -166,7 +161,6 @@ async fn a_wrong_secret_is_reported_without_the_secret_text() {
     let w = World::new().await;
     w.credentials("aml-credentials", WRONG);
     w.kube.put(workspace());
-    w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     let err = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("token refused");
     assert!(err.is_stalled());
 
@@ -311,7 +305,6 @@ async fn an_explicit_secret_name_is_used_and_never_falls_back() {
     let mut ws = workspace();
     ws.spec.common.credentials = Some(aml_operator::crd::CredentialsRef { secret_name: "other".into() });
     w.kube.put(ws);
-    w.reconcile::<AmlWorkspace>(PATH).await.unwrap();
     let err = w.reconcile::<AmlWorkspace>(PATH).await.expect_err("named Secret missing");
     assert!(err.message().contains("team-a/other"), "{}", err.message());
     assert!(w.emulator.requests().is_empty());

@@ -119,7 +119,7 @@ async fn add_finalizer<K: AmlKind>(api: &Api<K>, obj: &K) -> Result<Option<K>, E
     api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
         .map(Some)
-        .map_err(|source| Error::Kube { what: "adding the finalizer", source })
+        .map_err(|e| Error::FinalizerPatch(Box::new(finalizer::Error::AddFinalizer(e))))
 }
 
 /// The controller's error policy: classify, never block.
