@@ -316,6 +316,41 @@ fn the_emulator_command_takes_repeatable_fault_flags() {
     assert!(err.contains("unknown kind"), "{err}");
 }
 
+#[test]
+fn the_emulator_command_sets_what_azure_offers() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+    use clap::Parser;
+    // Without flags: the built-in catalog, the same one the embedded emulator uses.
+    let cli = Cli::try_parse_from(["emulator"]).unwrap();
+    assert_eq!(cli.args.catalog(), aml_operator::emulator::Catalog::default());
+    assert_eq!(EmulatorConfig::default().catalog, cli.args.catalog());
+    let cli = Cli::try_parse_from([
+        "emulator",
+        "--locations",
+        "East US,westeurope",
+        "--vm-sizes",
+        "Standard_DS3_v2:standardDSv2Family:4,Standard_NC6:standardNCFamily:6@westus2",
+        "--core-quota",
+        "100",
+        "--core-quota",
+        "eastus/standardDSv2Family=24",
+    ])
+    .unwrap();
+    let catalog = cli.args.catalog();
+    assert_eq!(catalog.locations, vec!["eastus".to_string(), "westeurope".to_string()]);
+    assert!(catalog.vm_size("STANDARD_DS3_V2", "westeurope").is_some());
+    assert!(catalog.vm_size("Standard_NC6", "westeurope").is_none(), "offered in westus2 only");
+    assert_eq!(catalog.core_limit("standardDSv2Family", "eastus"), 24);
+    assert_eq!(catalog.core_limit("standardDSv2Family", "westeurope"), 100);
+    for bad in [["--vm-sizes", "Standard_DS3_v2:4"], ["--core-quota", "eastus/x=lots"], ["--locations", ","]] {
+        assert!(Cli::try_parse_from(["emulator", bad[0], bad[1]]).is_err(), "{bad:?}");
+    }
+}
+
 #[tokio::test]
 async fn localkube_fails_the_next_matching_requests_and_only_those() {
     let w = World::new().await;
