@@ -1,12 +1,14 @@
 //! What Azure refuses, through the operator's own pipeline against the emulator as Azure: a region
 //! that does not offer the type, a VM size or instance type the region lacks, a core quota too
 //! small, tags beyond ARM's limits. Each ends `Stalled=True` with `Ready=False`, a reason of its
-//! own and a message that names the spec field to change; each costs one ARM write, and waits
-//! for a change instead of writing again. A change of classification fails here.
+//! own and a message that names the spec field to change; each costs one ARM write: the refusal
+//! is recorded (`status.lastFailure`, class `NeedsPerson`) like a failed operation, so however
+//! often the object is reconciled nothing is written again until the spec changes or the retry
+//! annotation gets a new value. A change of classification fails here.
 
 mod support;
 
-use aml_operator::controller::{AmlKind, Retry};
+use aml_operator::controller::AmlKind;
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace, RETRY_ANNOTATION};
 use serde_json::{Value, json};
 use support::{NS, World};
@@ -68,20 +70,30 @@ fn cond(w: &World, path: &str, type_: &str) -> (String, String, String) {
     (s("status"), s("reason"), s("message"))
 }
 
-/// Reconciles (finishing ARM operations in between) until the object is Stalled, as the
-/// controller would, and returns the retry policy of the error that stalled it (`None` when the
-/// reconcile itself succeeded in writing a Stalled status). A refusal's policy is
-/// `Retry::AwaitChange`: the controller does not call again until the object changes, so the
-/// rounds stop there.
-async fn until_stalled<K: AmlKind>(w: &World, path: &str) -> Option<Retry> {
+/// Reconciles (finishing ARM operations in between) until the object is Stalled, then five
+/// times more (resyncs, a restarted operator); returns the error of the last reconcile, if any.
+async fn until_stalled<K: AmlKind>(w: &World, path: &str) -> Option<aml_operator::controller::Error> {
     for _ in 0..8 {
-        let last = w.reconcile::<K>(path).await.err().map(|e| e.retry());
+        let _ = w.reconcile::<K>(path).await;
+        w.emulator.finish_operations();
         if w.condition(path, "Stalled").is_some() {
+            let mut last = None;
+            for _ in 0..5 {
+                last = w.reconcile::<K>(path).await.err();
+                w.emulator.finish_operations();
+            }
             return last;
         }
-        w.emulator.finish_operations();
     }
     panic!("{path} never stalled: {:#}", w.kube.raw(path).unwrap_or_default()["status"]);
+}
+
+/// The refusal is recorded for this generation as one that needs a person.
+fn assert_recorded(w: &World, path: &str, code: &str) {
+    let status = w.kube.raw(path).unwrap()["status"].clone();
+    assert_eq!(status["lastFailure"]["code"], code, "{status:#}");
+    assert_eq!(status["lastFailure"]["class"], "NeedsPerson");
+    assert_eq!(status["lastFailure"]["generation"], w.kube.raw(path).unwrap()["metadata"]["generation"]);
 }
 
 /// The object is Stalled with `reason`, Ready=False with the same reason, not Reconciling, and
@@ -104,10 +116,11 @@ async fn a_workspace_in_a_region_without_azure_ml_stalls_naming_spec_location_an
     let w = world().await;
     let p = path("amlworkspaces", "ws-mars");
     w.kube.put(workspace("ws-mars", json!({"location": "mars-central"})));
-    let retry = until_stalled::<AmlWorkspace>(&w, &p).await;
-    let message = assert_stalled(&w, &p, "LocationNotAvailable", &["spec.location", "'mars-central'", "eastus", "westeurope", "LocationNotAvailableForResourceType"]);
+    let err = until_stalled::<AmlWorkspace>(&w, &p).await;
+    let message = assert_stalled(&w, &p, "LocationNotAvailable", &["spec.location", "'mars-central'", "eastus", "westeurope", "LocationNotAvailableForResourceType", RETRY_ANNOTATION]);
     assert!(message.starts_with("spec.location:"), "what to change comes first: {message}");
-    assert_eq!(retry, Some(Retry::AwaitChange), "waits for a spec change, no retry loop");
+    assert!(err.is_none(), "a recorded refusal is not an error: {err:?}");
+    assert_recorded(&w, &p, "LocationNotAvailableForResourceType");
     assert_eq!(writes(&w), 1, "one refused PUT: {:?}", w.emulator.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>());
 }
 
@@ -116,10 +129,12 @@ async fn a_workspace_from_nothing_in_a_region_without_azure_ml_stalls_on_its_fir
     let w = world().await;
     let p = path("amlworkspaces", "ws-mars");
     w.kube.put(object::<AmlWorkspace>("AmlWorkspace", "ws-mars", json!({"resourceGroup": "rg-ml", "location": "mars-central"})));
-    let retry = until_stalled::<AmlWorkspace>(&w, &p).await;
+    until_stalled::<AmlWorkspace>(&w, &p).await;
     assert_stalled(&w, &p, "LocationNotAvailable", &["spec.location", "'mars-central'", "eastus"]);
-    assert_eq!(retry, Some(Retry::AwaitChange));
+    assert_recorded(&w, &p, "LocationNotAvailableForResourceType");
     assert_eq!(writes(&w), 1, "the first dependency's PUT, refused; nothing else written");
+    let posts = w.emulator.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts, 2, "the storage account's and key vault's name checks, once each");
 }
 
 #[tokio::test]
@@ -128,19 +143,12 @@ async fn a_cluster_whose_vm_size_the_region_lacks_fails_once_and_names_spec_vm_s
     let p = path("amlcomputes", "nope");
     w.kube.put(cluster("nope", "Standard_NOPE_v9", 4));
     until_stalled::<AmlCompute>(&w, &p).await;
-    // Reconciled again (a resync, a restart): the failure is recorded, nothing is written.
-    for _ in 0..4 {
-        let _ = w.reconcile::<AmlCompute>(&p).await;
-        w.emulator.finish_operations();
-    }
     // Azure accepts the cluster and then fails it: the operator sees the failure and stops.
-    assert_stalled(&w, &p, "ArmOperationFailed", &[
+    assert_stalled(&w, &p, "VmSizeNotSupported", &[
         "spec.amlCompute.vmSize", "'Standard_NOPE_v9'", "Standard_DS3_v2", "InvalidPropertyValue", "delete the object",
     ]);
-    let status = w.kube.raw(&p).unwrap()["status"].clone();
-    assert_eq!(status["lastFailure"]["code"], "InvalidPropertyValue");
-    assert_eq!(status["lastFailure"]["class"], "NeedsPerson");
-    assert_eq!(status["provisioningState"], "Failed");
+    assert_recorded(&w, &p, "InvalidPropertyValue");
+    assert_eq!(w.kube.raw(&p).unwrap()["status"]["provisioningState"], "Failed");
     assert_eq!(writes(&w), 1, "one PUT, no create loop");
 }
 
@@ -150,18 +158,25 @@ async fn a_cluster_beyond_the_core_quota_stalls_with_the_family_region_numbers_a
     let p = path("amlcomputes", "huge");
     // 300 nodes of 4 vCPUs: 1200 cores, against the emulator's default 1000 per family per region.
     w.kube.put(cluster("huge", "STANDARD_DS3_V2", 300));
-    let retry = until_stalled::<AmlCompute>(&w, &p).await;
+    until_stalled::<AmlCompute>(&w, &p).await;
     assert_stalled(&w, &p, "QuotaExceeded", &[
         "standardDSv2Family", "eastus", "1000 of 1000 cores left", "asks for 1200",
         "spec.amlCompute.scaleSettings.maxNodeCount", "Quotas", RETRY_ANNOTATION,
     ]);
-    assert_eq!(retry, Some(Retry::AwaitChange));
+    assert_recorded(&w, &p, "QuotaExceeded");
     assert_eq!(writes(&w), 1);
+
+    // A person asks for a retry (the emulator's quota is fixed at start, so it is refused again):
+    // exactly one write for the new annotation value, then stalled again.
+    w.kube.edit(&p, |o| o["metadata"]["annotations"] = json!({RETRY_ANNOTATION: "quota-raised"}));
+    until_stalled::<AmlCompute>(&w, &p).await;
+    assert_eq!(writes(&w), 2, "one write for the annotation value");
+    assert_eq!(w.kube.raw(&p).unwrap()["status"]["retryToken"], "quota-raised");
 
     // The person lowers maxNodeCount: one write, and it converges.
     w.kube.edit(&p, |o| o["spec"]["amlCompute"]["scaleSettings"]["maxNodeCount"] = json!(200));
     w.converge::<AmlCompute>(&p).await;
-    assert_eq!(writes(&w), 2);
+    assert_eq!(writes(&w), 3);
     assert!(w.condition(&p, "Stalled").is_none());
 }
 
@@ -173,9 +188,9 @@ async fn tags_beyond_arms_limits_stall_naming_spec_tags() {
     let p = path("amlworkspaces", "ws-tags");
     let tags: serde_json::Map<String, Value> = (0..60).map(|i| (format!("tag{i}"), json!("v"))).collect();
     w.kube.put(workspace("ws-tags", json!({"tags": tags})));
-    let retry = until_stalled::<AmlWorkspace>(&w, &p).await;
+    until_stalled::<AmlWorkspace>(&w, &p).await;
     assert_stalled(&w, &p, "InvalidTags", &["spec.tags", "at most 50 tags", "512", "256", "InvalidTagCount"]);
-    assert_eq!(retry, Some(Retry::AwaitChange));
+    assert_recorded(&w, &p, "InvalidTagCount");
     assert_eq!(writes(&w), 1);
 }
 
@@ -190,9 +205,9 @@ async fn a_deployment_whose_instance_type_the_region_lacks_stalls_naming_spec_in
     w.kube.put(object::<AmlOnlineDeployment>("AmlOnlineDeployment", "blue", json!({
         "endpointRef": {"name": "ep1"}, "model": "azureml:m:1", "instanceType": "Standard_NOPE_v9", "instanceCount": 1,
     })));
-    let retry = until_stalled::<AmlOnlineDeployment>(&w, &p).await;
+    until_stalled::<AmlOnlineDeployment>(&w, &p).await;
     assert_stalled(&w, &p, "VmSizeNotSupported", &["spec.instanceType", "'Standard_NOPE_v9'", "Standard_DS3_v2", "BadArgument"]);
-    assert_eq!(retry, Some(Retry::AwaitChange));
+    assert_recorded(&w, &p, "BadArgument");
     assert_eq!(writes(&w), 1);
 
     // A supported size (any case, as in Azure): it converges.

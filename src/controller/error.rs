@@ -141,7 +141,9 @@ impl Error {
             Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
             Error::Arm { arm_id, source, .. } => refusal_of(arm_id, source).map_or_else(|| source.reason(), |r| r.reason),
             Error::OperationFailed { class: FailureClass::Transient, .. } => reason::OPERATION_FAILED_RETRYING,
-            Error::OperationFailed { class: FailureClass::NeedsPerson, .. } => reason::OPERATION_FAILED,
+            Error::OperationFailed { class: FailureClass::NeedsPerson, arm_id, code, message, .. } => {
+                refusal(arm_id, code, message, None).map_or(reason::OPERATION_FAILED, |r| r.reason)
+            }
             Error::PrincipalNotFound { .. } => "PrincipalNotFound",
             Error::RoleAssignmentForbidden { .. } => crate::arm::reason::AUTHORIZATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
