@@ -136,11 +136,28 @@ async fn report_failure<K: AmlKind>(obj: &K, error: &Error, ctx: &Context) {
     warn!(reason = error.reason(), error = %error.message(), "reconcile failed");
 }
 
+/// Longest Event note the API server takes (events.k8s.io/v1 validation: at most 1 kB).
+const MAX_NOTE: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE`] bytes at a character boundary, marked `...` when cut: a longer note
+/// makes the API server refuse the whole Event. What to change comes first in the operator's
+/// messages; the full text is in the object's conditions.
+fn bounded_note(note: String) -> String {
+    if note.len() <= MAX_NOTE {
+        return note;
+    }
+    let mut end = MAX_NOTE - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
+
 async fn publish<K: AmlKind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String, action: &str) {
     let event = Event {
         type_,
         reason: reason.to_string(),
-        note: Some(note),
+        note: Some(bounded_note(note)),
         action: action.to_string(),
         secondary: None,
     };
@@ -1069,6 +1086,14 @@ mod tests {
         assert!(stalled.message.contains(RETRY_ANNOTATION), "{}", stalled.message);
         assert!(st.reconciling.is_none());
         assert_eq!(st.last_failure.unwrap().class, CLASS_NEEDS_PERSON);
+    }
+
+    #[test]
+    fn event_notes_fit_the_api_servers_limit() {
+        assert_eq!(bounded_note("short".into()), "short");
+        let long = format!("{}é{}", "a".repeat(1020), "b".repeat(100));
+        let cut = bounded_note(long.clone());
+        assert!(cut.len() <= MAX_NOTE && cut.ends_with("...") && long.starts_with(cut.trim_end_matches("...")), "{}", cut.len());
     }
 
     #[test]
