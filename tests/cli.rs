@@ -510,3 +510,73 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     );
     assert!(azure.writes().is_empty(), "plan never writes");
 }
+
+/// `aml-operator apply` against the standalone `aml-operator emulator` (both as processes, as a
+/// user runs them): each mistake Azure refuses is reported with the reason and the field to
+/// change, the same as the operator's conditions; the good workspace converges.
+#[test]
+fn apply_against_the_standalone_emulator_reports_what_azure_refuses_and_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
+    let ca = temp_path("standalone-ca.pem");
+    let log = temp_path("standalone-emulator.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let mut emulator = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
+        .args(["emulator", "--port", &port.to_string(), "--ca-file", ca.to_str().expect("utf-8 path"), "--operation-seconds", "1"])
+        .stdout(out.try_clone().expect("log handle"))
+        .stderr(out)
+        .spawn()
+        .expect("the emulator starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(ca.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        assert!(std::time::Instant::now() < deadline, "the emulator did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let banner = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(banner.contains("Azure offers:    28 regions, 15 VM sizes, 1000 dedicated cores per VM family per region"), "{banner}");
+
+    let tags: String = (0..60).map(|i| format!("    t{i}: v\n")).collect();
+    let ws = |name: &str, location: &str, extra: &str| {
+        format!("apiVersion: amloperator.io/v1alpha1\nkind: AmlWorkspace\nmetadata:\n  name: {name}\nspec:\n  resourceGroup: rg-cli\n  location: {location}\n{extra}")
+    };
+    let cluster = |name: &str, vm_size: &str, max_nodes: u32| {
+        format!(
+            "apiVersion: amloperator.io/v1alpha1\nkind: AmlCompute\nmetadata:\n  name: {name}\nspec:\n  workspaceRef: {{name: ws-good}}\n  computeType: AmlCompute\n  amlCompute:\n    vmSize: {vm_size}\n    scaleSettings: {{minNodeCount: 0, maxNodeCount: {max_nodes}}}\n"
+        )
+    };
+    let dir = folder(&[
+        ("ws-good.yaml", &ws("ws-good", "eastus", "")),
+        ("ws-mars.yaml", &ws("ws-mars", "mars-central", "")),
+        ("ws-tags.yaml", &ws("ws-tags", "eastus", &format!("  tags:\n{tags}"))),
+        ("c-nope.yaml", &cluster("c-nope", "Standard_NOPE_v9", 4)),
+        ("c-huge.yaml", &cluster("c-huge", "STANDARD_DS3_V2", 100_000)),
+    ]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let apply = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
+        .args(["apply", "-f", dir.to_str().expect("utf-8 path"), "--timeout", "120s", "--arm-endpoint", &endpoint])
+        .args(["--authority-host", &format!("{endpoint}/"), "--ca-file", ca.to_str().expect("utf-8 path")])
+        .env("AZURE_TENANT_ID", aml_operator::emulator::DEFAULT_TENANT_ID)
+        .env("AZURE_CLIENT_ID", aml_operator::emulator::DEFAULT_CLIENT_ID)
+        .env("AZURE_CLIENT_SECRET", aml_operator::emulator::DEFAULT_CLIENT_SECRET)
+        .env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION)
+        .output()
+        .expect("apply runs");
+    let _ = emulator.kill();
+    let _ = emulator.wait();
+    let stdout = String::from_utf8_lossy(&apply.stdout);
+    let stderr = String::from_utf8_lossy(&apply.stderr);
+    assert_eq!(apply.status.code(), Some(1), "{stdout}\n{stderr}");
+    let line = |label: &str| stdout.lines().find(|l| l.starts_with(&format!("{label}: "))).unwrap_or_default().to_string();
+    assert_eq!(line("AmlWorkspace default/ws-good"), "AmlWorkspace default/ws-good: ready", "{stdout}");
+    for (label, says) in [
+        ("AmlWorkspace default/ws-mars", &["FAILED: LocationNotAvailable: spec.location:", "'mars-central'", "eastus"][..]),
+        ("AmlWorkspace default/ws-tags", &["FAILED: InvalidTags: spec.tags:", "at most 50 tags", "InvalidTagCount"][..]),
+        ("AmlCompute default/c-nope", &["FAILED: VmSizeNotSupported: spec.amlCompute.vmSize", "'Standard_NOPE_v9'", "Standard_DS3_v2"][..]),
+        ("AmlCompute default/c-huge", &["FAILED: QuotaExceeded: Quota:", "standardDSv2Family", "eastus", "asks for 400000", "maxNodeCount"][..]),
+    ] {
+        let got = line(label);
+        for part in says {
+            assert!(got.contains(part), "{label}: {part:?} missing from {got:?}\n{stdout}");
+        }
+        println!("{got}");
+    }
+}
