@@ -10,9 +10,12 @@
 //! and cascade deletes) and lets tests inject faults, edit resources out of band and fast-forward
 //! operations. `aml-operator emulator` runs it for people (see [`run_cli`]).
 //!
+//! Like Azure, it refuses regions, VM sizes, core quota and tags beyond what its [`Catalog`]
+//! offers (see the `catalog` module; a compute with an unknown VM size is accepted, then fails).
+//!
 //! Differences from Azure worth knowing: every subscription and resource group exists; operations
-//! only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`]) while the
-//! operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
+//! otherwise only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`])
+//! while the operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
 //! throttle with [`EmulatorConfig::write_limit`] (or an injected 429 [`Fault`]); GET during a
 //! workspace creation shows `Creating` rather than 404. A workspace PUT whose storage account or key
 //! vault is missing (or still provisioning) is refused, as ARM does — for ids in resource groups
