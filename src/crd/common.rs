@@ -178,7 +178,7 @@ pub enum EnabledDisabled {
 pub type Tags = BTreeMap<String, String>;
 
 /// Most tags ARM takes on a resource, and the longest tag name and value
-/// (https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations).
+/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations>).
 pub const MAX_TAGS: u32 = 50;
 /// Longest tag name ARM takes (same source).
 pub const MAX_TAG_NAME: u32 = 512;

@@ -196,7 +196,7 @@ pub enum RemoteLoginPortPublicAccess {
 pub struct ScaleSettings {
     /// Largest number of nodes: at most 65000, Azure ML's ceiling for one cluster (its default
     /// limit is 100 nodes per cluster, raised on request;
-    /// https://learn.microsoft.com/azure/machine-learning/how-to-manage-quotas). Each node counts
+    /// <https://learn.microsoft.com/azure/machine-learning/how-to-manage-quotas>). Each node counts
     /// `vmSize`'s vCPUs against the VM family's dedicated-core quota in the region.
     #[schemars(range(min = 0, max = 65000))]
     pub max_node_count: i32,

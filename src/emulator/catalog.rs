@@ -13,7 +13,7 @@ use super::reply::Reply;
 use super::util::normalize_location;
 
 /// Regions where the emulated resource types are available by default: Azure regions that offer
-/// Azure Machine Learning (https://azure.microsoft.com/explore/global-infrastructure/products-by-region/,
+/// Azure Machine Learning (<https://azure.microsoft.com/explore/global-infrastructure/products-by-region/>,
 /// "Azure Machine Learning"), a subset. Every region the tests and `examples/` use is here.
 pub const DEFAULT_LOCATIONS: &[&str] = &[
     "eastus", "eastus2", "westus", "westus2", "westus3", "centralus", "northcentralus", "southcentralus",
@@ -50,7 +50,7 @@ pub const DEFAULT_VM_SIZES: &[(&str, &str, u32)] = &[
 pub const DEFAULT_CORE_QUOTA: u32 = 1000;
 
 /// Most tags a resource may carry, and the longest tag name and value: ARM's limits
-/// (https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations).
+/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations>).
 pub const MAX_TAGS: usize = 50;
 /// Longest tag name ARM accepts (same source).
 pub const MAX_TAG_NAME: usize = 512;
@@ -117,7 +117,7 @@ impl Catalog {
     /// Whether `location` (any spelling ARM accepts, e.g. `East US`) is in the catalog.
     pub fn has_location(&self, location: &str) -> bool {
         let wanted = normalize_location(location);
-        self.locations.iter().any(|l| *l == wanted)
+        self.locations.contains(&wanted)
     }
 
     /// The VM size called `name` (case-insensitive) if it is offered in `location`.
@@ -212,7 +212,7 @@ impl Catalog {
 /// 400 when `tags` break ARM's tag limits (at most [`MAX_TAGS`], names up to [`MAX_TAG_NAME`]
 /// characters without [`TAG_NAME_FORBIDDEN`], values up to [`MAX_TAG_VALUE`]); ARM checks them
 /// for every resource type before the resource provider sees the request
-/// (https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations).
+/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations>).
 /// `InvalidTagNameCharacters` and its wording are ARM's; the codes of the length and count
 /// refusals are this emulator's choice (unverified), each starting with `InvalidTag`.
 pub(crate) fn check_tags(body: &Value) -> Result<(), Reply> {
