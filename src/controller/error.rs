@@ -274,7 +274,7 @@ pub fn refusal(arm_id: &str, code: &str, message: &str, target: Option<&str>) ->
             .map(|l| l.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>())
             .unwrap_or_default();
         let field = if compute || deployment || id.contains("/onlineendpoints/") {
-            "the workspace's spec.location (which this object inherits)"
+            "spec.location (or, when it is not set, the workspace's spec.location this object inherits)"
         } else {
             "spec.location"
         };
@@ -357,4 +357,36 @@ fn quoted_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 fn a_few(items: &[String], n: usize) -> String {
     let shown = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
     if items.len() > n { format!("{shown} (and {} more)", items.len() - n) } else { shown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WS: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w";
+
+    #[test]
+    fn refusals_name_the_field_and_other_errors_are_left_alone() {
+        // ARM's other wording of an unsupported region names the locations too.
+        let r = refusal(
+            WS,
+            "NoRegisteredProviderFound",
+            "No registered resource provider found for location 'mars'. The supported locations are 'eastus, westeurope'.",
+            None,
+        )
+        .expect("a location refusal");
+        assert_eq!(r.reason, reason::LOCATION_NOT_AVAILABLE);
+        assert!(r.hint.starts_with("spec.location:") && r.hint.contains("'mars'") && r.hint.contains("eastus, westeurope"), "{}", r.hint);
+        // Without the numbers, a quota refusal still says how to get more.
+        let r = refusal(&format!("{WS}/computes/c"), "OutOfQuota", "not enough cores", None).expect("quota");
+        assert_eq!(r.reason, arm::reason::QUOTA_EXCEEDED);
+        assert!(r.hint.contains("maxNodeCount") && r.hint.contains(crate::crd::RETRY_ANNOTATION), "{}", r.hint);
+        // A size refusal is known by its target even without the sizes listed.
+        let r = refusal(&format!("{WS}/onlineEndpoints/e/deployments/d"), "BadArgument", "Instance type 'x' is bad.", Some("properties.instanceType"));
+        assert_eq!(r.map(|r| r.reason), Some(reason::VM_SIZE_NOT_SUPPORTED));
+        // Not refusals of the spec: left to their own classification.
+        assert!(refusal(WS, "MissingSubscriptionRegistration", "register", None).is_none());
+        assert!(refusal(WS, "BadArgument", "the model is missing", None).is_none());
+        assert!(refusal(&format!("{WS}/computes/c"), "InternalServerError", "oops", None).is_none());
+    }
 }
