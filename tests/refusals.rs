@@ -135,6 +135,30 @@ async fn a_workspace_from_nothing_in_a_region_without_azure_ml_stalls_on_its_fir
     assert_eq!(writes(&w), 1, "the first dependency's PUT, refused; nothing else written");
     let posts = w.emulator.requests().iter().filter(|r| r.method == "POST").count();
     assert_eq!(posts, 2, "the storage account's and key vault's name checks, once each");
+    // One Warning Event, whatever the number of reconciles.
+    let warnings = w.kube.events().iter().filter(|e| e["reason"] == "LocationNotAvailable").count();
+    assert_eq!(warnings, 1, "{:#?}", w.kube.events());
+
+    // The fix: delete the object (the location is immutable) and apply it again elsewhere. The
+    // stalled object goes at once: nothing of it exists in Azure.
+    w.kube.delete(&p);
+    for _ in 0..5 {
+        if w.kube.raw(&p).is_none() {
+            break;
+        }
+        let _ = w.reconcile::<AmlWorkspace>(&p).await;
+        w.emulator.finish_operations();
+    }
+    assert!(w.kube.raw(&p).is_none(), "the stalled workspace is deleted: {:#}", w.kube.raw(&p).unwrap_or_default()["status"]);
+    w.kube.put(object::<AmlWorkspace>("AmlWorkspace", "ws-mars", json!({"resourceGroup": "rg-ml", "location": "westeurope"})));
+    for _ in 0..30 {
+        let _ = w.reconcile::<AmlWorkspace>(&p).await;
+        w.emulator.finish_operations();
+        if w.ready(&p).as_deref() == Some("True") {
+            break;
+        }
+    }
+    assert_eq!(w.ready(&p).as_deref(), Some("True"), "{:#}", w.kube.raw(&p).unwrap_or_default()["status"]);
 }
 
 #[tokio::test]
