@@ -1218,6 +1218,14 @@ async fn a_compute_with_a_vm_size_the_region_lacks_is_accepted_then_fails_listin
     assert_eq!(error["details"][0]["code"], "SupportedVMSizes");
     assert!(error["details"][0]["message"].as_str().unwrap().contains("Standard_DS3_v2"), "{error}");
     assert_eq!(op["error"], *error, "the operation and the resource tell the same error");
+
+    // A compute instance fails the same way.
+    let ci = json!({"location": "eastus", "properties": {"computeType": "ComputeInstance", "properties": {"vmSize": "Standard_NOPE_v9"}}});
+    assert_eq!(h.put(&compute_id("ws1", "ci-nope"), ci).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let ci = json_of(h.get(&compute_id("ws1", "ci-nope")).await).await;
+    assert_eq!(ci["properties"]["provisioningState"], "Failed");
+    assert_eq!(ci["properties"]["provisioningErrors"][0]["error"]["code"], "InvalidPropertyValue");
 }
 
 #[tokio::test]
@@ -1274,6 +1282,17 @@ async fn a_compute_beyond_its_families_core_quota_is_refused_with_the_numbers() 
     )
     .await;
     assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "QuotaExceeded"));
+
+    // Usage counts the nodes computes hold (a cluster's minNodeCount, a compute instance's one):
+    // another cluster holding four nodes brings it to 24, and a compute instance no longer fits.
+    let mut keeps_four = aml_compute_body();
+    keeps_four["properties"]["properties"]["scaleSettings"] = json!({"minNodeCount": 4, "maxNodeCount": 4});
+    assert_eq!(h.put(&compute_id("ws1", "warm4"), keeps_four).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let ci = json!({"location": "eastus", "properties": {"computeType": "ComputeInstance", "properties": {"vmSize": "Standard_DS3_v2"}}});
+    let (status, code, message, _) = arm_error(h.put(&compute_id("ws1", "ci"), ci).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "QuotaExceeded"));
+    assert!(message.contains("Current Usage: 24") && message.contains("Additional Required: 4"), "{message}");
 
     // The default quota (1000 cores per family per region) refuses a cluster of thousands of nodes.
     let h = Harness::start(fast_config()).await;
