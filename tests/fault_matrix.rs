@@ -332,6 +332,8 @@ fn the_emulator_command_sets_what_azure_offers() {
         "emulator",
         "--locations",
         "East US,westeurope",
+        "--locations",
+        "Microsoft.MachineLearningServices/workspaces=westeurope",
         "--vm-sizes",
         "Standard_DS3_v2:standardDSv2Family:4,Standard_NC6:standardNCFamily:6@westus2",
         "--core-quota",
@@ -342,6 +344,8 @@ fn the_emulator_command_sets_what_azure_offers() {
     .unwrap();
     let catalog = cli.args.catalog();
     assert_eq!(catalog.locations, vec!["eastus".to_string(), "westeurope".to_string()]);
+    assert!(catalog.offers("Microsoft.Storage/storageAccounts", "eastus"));
+    assert!(!catalog.offers("Microsoft.MachineLearningServices/workspaces", "eastus"), "workspaces: westeurope only");
     assert!(catalog.vm_size("STANDARD_DS3_V2", "westeurope").is_some());
     assert!(catalog.vm_size("Standard_NC6", "westeurope").is_none(), "offered in westus2 only");
     assert_eq!(catalog.core_limit("standardDSv2Family", "eastus"), 24);

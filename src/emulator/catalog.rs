@@ -86,8 +86,12 @@ pub struct CoreQuota {
 /// What the emulated Azure offers (see the module doc).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Catalog {
-    /// Normalized regions every emulated resource type is available in.
+    /// Normalized regions every emulated resource type is available in, unless `type_locations`
+    /// names the type.
     pub locations: Vec<String>,
+    /// Regions of one resource type (`Microsoft.MachineLearningServices/workspaces`, matched
+    /// case-insensitively), replacing `locations` for it; the last entry for a type wins.
+    pub type_locations: Vec<(String, Vec<String>)>,
     /// VM sizes for computes and online deployments.
     pub vm_sizes: Vec<VmSize>,
     /// Quotas; the last matching entry wins, the most specific ones should come last. With none
@@ -99,6 +103,7 @@ impl Default for Catalog {
     fn default() -> Self {
         Self {
             locations: DEFAULT_LOCATIONS.iter().map(|l| (*l).to_owned()).collect(),
+            type_locations: Vec::new(),
             vm_sizes: DEFAULT_VM_SIZES
                 .iter()
                 .map(|(name, family, cores)| VmSize {
@@ -114,10 +119,18 @@ impl Default for Catalog {
 }
 
 impl Catalog {
-    /// Whether `location` (any spelling ARM accepts, e.g. `East US`) is in the catalog.
-    pub fn has_location(&self, location: &str) -> bool {
-        let wanted = normalize_location(location);
-        self.locations.contains(&wanted)
+    /// The regions `resource_type` (e.g. `Microsoft.Storage/storageAccounts`) is offered in.
+    pub fn locations_for(&self, resource_type: &str) -> &[String] {
+        self.type_locations
+            .iter()
+            .rev()
+            .find(|(t, _)| t.eq_ignore_ascii_case(resource_type))
+            .map_or(&self.locations, |(_, regions)| regions)
+    }
+
+    /// Whether `resource_type` is offered in `location` (any spelling ARM accepts, e.g. `East US`).
+    pub fn offers(&self, resource_type: &str, location: &str) -> bool {
+        self.locations_for(resource_type).contains(&normalize_location(location))
     }
 
     /// The VM size called `name` (case-insensitive) if it is offered in `location`.
@@ -156,7 +169,7 @@ impl Catalog {
     /// the type is offered in (message as ARM words it, e.g. Microsoft Q&A 1534182 for the
     /// resource-group variant `LocationNotAvailableForResourceGroup`; the issue #26 report).
     pub(crate) fn check_location(&self, kind: Kind, location: &str) -> Result<(), Reply> {
-        if self.has_location(location) {
+        if self.offers(kind.type_name(), location) {
             return Ok(());
         }
         Err(Reply::arm_error(
@@ -165,7 +178,7 @@ impl Catalog {
             format!(
                 "The provided location '{location}' is not available for resource type '{}'. List of available regions for the resource type is '{}'.",
                 kind.type_name(),
-                self.locations.join(",")
+                self.locations_for(kind.type_name()).join(",")
             ),
         ))
     }
@@ -258,21 +271,31 @@ pub(crate) fn check_tags(body: &Value) -> Result<(), Reply> {
     Ok(())
 }
 
-/// The regions of `--locations`.
+/// One `--locations`: the regions of one resource type, or of every type.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Locations(pub Vec<String>);
+pub struct Locations {
+    /// The resource type, e.g. `Microsoft.MachineLearningServices/workspaces`; `None`: every type.
+    pub resource_type: Option<String>,
+    /// Normalized regions.
+    pub regions: Vec<String>,
+}
 
 /// The sizes of `--vm-sizes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmSizes(pub Vec<VmSize>);
 
-/// Reads `--locations a,b,c` (normalized).
+/// Reads `--locations [TYPE=]REGION,...` (regions normalized; a type has a `/`).
 pub fn parse_locations(value: &str) -> Result<Locations, String> {
-    let list: Vec<String> = value.split(',').map(normalize_location).filter(|l| !l.is_empty()).collect();
-    if list.is_empty() {
+    let (resource_type, list) = match value.split_once('=') {
+        Some((t, list)) if t.contains('/') => (Some(t.trim().to_owned()), list),
+        Some(_) => return Err(format!("{value:?}: the part before '=' must be a resource type such as Microsoft.MachineLearningServices/workspaces")),
+        None => (None, value),
+    };
+    let regions: Vec<String> = list.split(',').map(normalize_location).filter(|l| !l.is_empty()).collect();
+    if regions.is_empty() {
         return Err("give at least one region, e.g. eastus,westeurope".into());
     }
-    Ok(Locations(list))
+    Ok(Locations { resource_type, regions })
 }
 
 /// Reads `--vm-sizes NAME:FAMILY:CORES[@REGION+REGION],...`.
@@ -322,6 +345,18 @@ pub fn parse_core_quota(value: &str) -> Result<CoreQuota, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_type_may_have_regions_of_its_own() {
+        let mut c = Catalog::default();
+        assert!(c.offers("Microsoft.Storage/storageAccounts", "East US") && !c.offers("Microsoft.Storage/storageAccounts", "mars-central"));
+        let only = parse_locations("microsoft.machinelearningservices/workspaces=westeurope").expect("parses");
+        c.type_locations.push((only.resource_type.expect("a type"), only.regions));
+        assert!(!c.offers("Microsoft.MachineLearningServices/workspaces", "eastus"));
+        assert!(c.offers("Microsoft.MachineLearningServices/workspaces", "westeurope"));
+        assert!(c.offers("Microsoft.Storage/storageAccounts", "eastus"), "other types keep the common list");
+        assert!(parse_locations("eastus=westus").is_err());
+    }
 
     #[test]
     fn sizes_compare_case_insensitively_and_by_region() {

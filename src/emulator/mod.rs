@@ -997,11 +997,12 @@ pub struct EmulatorArgs {
     /// validated.
     #[arg(long, env = crate::armspec::SPECS_ENV, value_name = "DIR")]
     pub arm_specs: Option<PathBuf>,
-    /// Regions every emulated resource type is available in, comma-separated (replaces the
-    /// built-in list of 28 Azure ML regions); a resource elsewhere is refused with 400
-    /// `LocationNotAvailableForResourceType`.
-    #[arg(long, value_name = "REGION,...", value_parser = catalog::parse_locations)]
-    pub locations: Option<catalog::Locations>,
+    /// Regions the emulated resource types are available in, `[TYPE=]REGION,...` (repeatable):
+    /// without a type it replaces the built-in list of 28 Azure ML regions for every type; with
+    /// one (`Microsoft.MachineLearningServices/workspaces=eastus,westeurope`) for that type only.
+    /// A resource elsewhere is refused with 400 `LocationNotAvailableForResourceType`.
+    #[arg(long, value_name = "[TYPE=]REGION,...", value_parser = catalog::parse_locations)]
+    pub locations: Vec<catalog::Locations>,
     /// VM sizes computes and online deployments may use, `NAME:FAMILY:CORES[@REGION+REGION]`,
     /// comma-separated (replaces the built-in list; without `@` a size is offered in every
     /// region). A compute with another size ends `Failed` (`InvalidPropertyValue`), a deployment
@@ -1020,8 +1021,11 @@ impl EmulatorArgs {
     /// and `--core-quota` replace.
     pub fn catalog(&self) -> Catalog {
         let mut catalog = Catalog::default();
-        if let Some(locations) = &self.locations {
-            catalog.locations = locations.0.clone();
+        for entry in &self.locations {
+            match &entry.resource_type {
+                None => catalog.locations = entry.regions.clone(),
+                Some(t) => catalog.type_locations.push((t.clone(), entry.regions.clone())),
+            }
         }
         if let Some(sizes) = &self.vm_sizes {
             catalog.vm_sizes = sizes.0.clone();
