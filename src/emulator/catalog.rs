@@ -166,8 +166,11 @@ impl Catalog {
 
     /// 400 `LocationNotAvailableForResourceType` when `location` is not one of the catalog's
     /// regions. ARM answers so, before the resource provider sees the request, naming the regions
-    /// the type is offered in (message as ARM words it, e.g. Microsoft Q&A 1534182 for the
-    /// resource-group variant `LocationNotAvailableForResourceGroup`; the issue #26 report).
+    /// the type is offered in. The wording is ARM's: its resource-group variant
+    /// `LocationNotAvailableForResourceGroup` reads "The provided location '...' is not available
+    /// for resource group. List of available regions is '...'."
+    /// (<https://learn.microsoft.com/answers/a/1534182>), and issue #26 reports this code for an
+    /// ML workspace in an unknown region.
     pub(crate) fn check_location(&self, kind: Kind, location: &str) -> Result<(), Reply> {
         if self.offers(kind.type_name(), location) {
             return Ok(());
