@@ -252,3 +252,45 @@ fn a_role_assignment_refuses_edits_of_scope_role_and_principal_but_not_of_its_de
     let err = check(&moved, Some(&old)).expect_err("workspaceRef replaced by scopeId");
     assert!(err.contains("workspaceRef is immutable") && err.contains("scopeId is immutable"), "{err}");
 }
+
+/// Tag names ARM refuses are refused by the CEL rules of `spec.tags` on every kind that has tags
+/// (the count and the value length are plain schema, proven on the real API server in
+/// tests/e2e_refusals.rs), and so are the schema's own bounds where the validator checks them.
+#[test]
+fn tag_names_azure_refuses_are_refused_on_every_kind_with_tags() {
+    let compute = json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlCompute", "metadata": {"name": "cpu", "namespace": "ns"},
+        "spec": {"workspaceRef": {"name": "ws"}, "computeType": "AmlCompute", "amlCompute": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"maxNodeCount": 4}}}
+    });
+    let endpoint = json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineEndpoint", "metadata": {"name": "ep", "namespace": "ns"},
+        "spec": {"workspaceRef": {"name": "ws"}, "authMode": "Key"}
+    });
+    let deployment = json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineDeployment", "metadata": {"name": "blue", "namespace": "ns"},
+        "spec": {"endpointRef": {"name": "ep"}, "model": "azureml:m:1"}
+    });
+    for base in [workspace(), compute, endpoint, deployment] {
+        let kind = base["kind"].as_str().unwrap().to_string();
+        let ok = edited(&base, |v| v["spec"]["tags"] = json!({"team": "a", "cost-center": "42", "n".repeat(512): "x"}));
+        check(&ok, None).unwrap_or_else(|e| panic!("{kind}: tags within the limits: {e}"));
+        for (bad, says) in [
+            ("a/b", "must not contain"),
+            ("a<b", "must not contain"),
+            ("100%", "must not contain"),
+            ("a&b", "must not contain"),
+            ("a\\b", "must not contain"),
+            ("why?", "must not contain"),
+            (&*"n".repeat(513), "at most 512"),
+        ] {
+            let refused = edited(&base, |v| v["spec"]["tags"] = json!({bad: "x"}));
+            let err = check(&refused, None).expect_err(&format!("{kind}: tag name {bad:.20}"));
+            assert!(err.contains(says), "{kind}: {bad:.20}: {err}");
+        }
+    }
+    // The schema bounds the CEL rules rely on, as generated.
+    let tags = &schema("AmlWorkspace")["properties"]["spec"]["properties"]["tags"];
+    assert_eq!((tags["maxProperties"].as_i64(), tags["additionalProperties"]["maxLength"].as_i64()), (Some(50), Some(256)));
+    let max_nodes = &schema("AmlCompute")["properties"]["spec"]["properties"]["amlCompute"]["properties"]["scaleSettings"]["properties"]["maxNodeCount"];
+    assert_eq!(max_nodes["maximum"].as_f64(), Some(65000.0));
+}

@@ -519,6 +519,8 @@ struct EmulatorProcess {
     child: std::process::Child,
     arm_endpoint: String,
     ca_file: PathBuf,
+    /// What it printed at start.
+    banner: String,
 }
 
 impl EmulatorProcess {
@@ -534,8 +536,11 @@ impl EmulatorProcess {
         let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("emulator starts");
         let stdout = child.stdout.take().expect("piped");
         let mut arm_endpoint = None;
+        let mut banner = String::new();
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line.expect("emulator output");
+            banner.push_str(&line);
+            banner.push('\n');
             if let Some(url) = line.trim().strip_prefix("ARM endpoint:") {
                 arm_endpoint = Some(url.trim().to_string());
             }
@@ -543,7 +548,7 @@ impl EmulatorProcess {
                 break;
             }
         }
-        EmulatorProcess { child, arm_endpoint: arm_endpoint.expect("the emulator prints its ARM endpoint"), ca_file }
+        EmulatorProcess { child, arm_endpoint: arm_endpoint.expect("the emulator prints its ARM endpoint"), ca_file, banner }
     }
 
     /// Runs the binary against this emulator with `args`, failing the test if it takes longer than
@@ -693,4 +698,46 @@ fn apply_and_delete_in_separate_processes_against_an_emulator_that_keeps_state()
     }
     let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);
     assert_eq!(plan_line(&out), all_absent, "{out}");
+}
+
+/// `aml-operator apply` against the standalone `aml-operator emulator` (both as processes, as a
+/// user runs them): each mistake Azure refuses is reported with the reason and the field to
+/// change, the same as the operator's conditions; the good workspace converges.
+#[test]
+fn apply_against_the_standalone_emulator_reports_what_azure_refuses_and_why() {
+    let azure = EmulatorProcess::start();
+    assert!(azure.banner.contains("Azure offers:    28 regions, 15 VM sizes, 1000 dedicated cores per VM family per region"), "{}", azure.banner);
+
+    let tags: String = (0..60).map(|i| format!("    t{i}: v\n")).collect();
+    let ws = |name: &str, location: &str, extra: &str| {
+        format!("apiVersion: amloperator.io/v1alpha1\nkind: AmlWorkspace\nmetadata:\n  name: {name}\nspec:\n  resourceGroup: rg-cli\n  location: {location}\n{extra}")
+    };
+    let cluster = |name: &str, vm_size: &str, max_nodes: u32| {
+        format!(
+            "apiVersion: amloperator.io/v1alpha1\nkind: AmlCompute\nmetadata:\n  name: {name}\nspec:\n  workspaceRef: {{name: ws-good}}\n  computeType: AmlCompute\n  amlCompute:\n    vmSize: {vm_size}\n    scaleSettings: {{minNodeCount: 0, maxNodeCount: {max_nodes}}}\n"
+        )
+    };
+    let dir = folder(&[
+        ("ws-good.yaml", &ws("ws-good", "eastus", "")),
+        ("ws-mars.yaml", &ws("ws-mars", "mars-central", "")),
+        ("ws-tags.yaml", &ws("ws-tags", "eastus", &format!("  tags:\n{tags}"))),
+        ("c-nope.yaml", &cluster("c-nope", "Standard_NOPE_v9", 4)),
+        ("c-huge.yaml", &cluster("c-huge", "STANDARD_DS3_V2", 100_000)),
+    ]);
+    let (code, stdout) = azure.run(&["apply", "-f", dir.to_str().expect("utf-8 path"), "--timeout", "120s"], std::time::Duration::from_secs(180));
+    assert_eq!(code, 1, "{stdout}");
+    let line = |label: &str| stdout.lines().find(|l| l.starts_with(&format!("{label}: "))).unwrap_or_default().to_string();
+    assert_eq!(line("AmlWorkspace default/ws-good"), "AmlWorkspace default/ws-good: ready", "{stdout}");
+    for (label, says) in [
+        ("AmlWorkspace default/ws-mars", &["FAILED: LocationNotAvailable: spec.location:", "'mars-central'", "eastus"][..]),
+        ("AmlWorkspace default/ws-tags", &["FAILED: InvalidTags: spec.tags:", "at most 50 tags", "InvalidTagCount"][..]),
+        ("AmlCompute default/c-nope", &["FAILED: VmSizeNotSupported: spec.amlCompute.vmSize", "'Standard_NOPE_v9'", "Standard_DS3_v2"][..]),
+        ("AmlCompute default/c-huge", &["FAILED: QuotaExceeded: Quota:", "standardDSv2Family", "eastus", "asks for 400000", "maxNodeCount"][..]),
+    ] {
+        let got = line(label);
+        for part in says {
+            assert!(got.contains(part), "{label}: {part:?} missing from {got:?}\n{stdout}");
+        }
+        println!("{got}");
+    }
 }

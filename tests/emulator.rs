@@ -1128,3 +1128,178 @@ async fn a_component_needs_its_log_analytics_workspace_and_bodies_are_validated_
     h.emu.finish_operations();
     assert!(h.emu.resource_ids().is_empty());
 }
+
+/// The error `(code, message)` of an ARM error answer.
+async fn arm_error(resp: reqwest::Response) -> (StatusCode, String, String, Value) {
+    let status = resp.status();
+    let body = json_of(resp).await;
+    let e = &body["error"];
+    (status, e["code"].as_str().unwrap_or_default().to_owned(), e["message"].as_str().unwrap_or_default().to_owned(), e.clone())
+}
+
+#[tokio::test]
+async fn a_resource_in_a_region_azure_does_not_offer_is_refused_with_the_regions_it_offers() {
+    let h = Harness::start(fast_config()).await;
+    let mut body = workspace_body();
+    body["location"] = json!("mars-central");
+    let (status, code, message, _) = arm_error(h.put(&ws_id("ws-mars"), body).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "LocationNotAvailableForResourceType"));
+    assert!(message.contains("'mars-central'") && message.contains("Microsoft.MachineLearningServices/workspaces"), "{message}");
+    assert!(message.contains("List of available regions for the resource type is '") && message.contains("eastus,"), "{message}");
+    assert_eq!(h.get(&ws_id("ws-mars")).await.status(), StatusCode::NOT_FOUND, "nothing stored");
+    // ARM's display names and case are the same region.
+    let mut body = workspace_body();
+    body["location"] = json!("West Europe");
+    assert_eq!(h.put(&ws_id("ws-we"), body).await.status(), StatusCode::ACCEPTED);
+
+    // The region list is configurable.
+    let h = Harness::start(EmulatorConfig {
+        catalog: aml_operator::emulator::Catalog { locations: vec!["westeurope".into()], ..Default::default() },
+        ..fast_config()
+    })
+    .await;
+    let (status, code, message, _) = arm_error(h.put(&ws_id("ws-east"), workspace_body()).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "LocationNotAvailableForResourceType"));
+    assert!(message.ends_with("is 'westeurope'."), "{message}");
+}
+
+#[tokio::test]
+async fn tags_beyond_arms_limits_are_refused_on_put_and_patch() {
+    let h = Harness::start(fast_config()).await;
+    let many: serde_json::Map<String, Value> = (0..60).map(|i| (format!("tag{i}"), json!("v"))).collect();
+    for (tags, code, said) in [
+        (json!(many), "InvalidTagCount", "at most 50"),
+        (json!({"team/a": "x"}), "InvalidTagNameCharacters", "'team/a'"),
+        (json!({"x".repeat(513): "x"}), "InvalidTagNameLength", "512"),
+        (json!({"team": "v".repeat(257)}), "InvalidTagValueLength", "256"),
+    ] {
+        let mut body = workspace_body();
+        body["tags"] = tags.clone();
+        let (status, got, message, _) = arm_error(h.put(&ws_id("ws-tags"), body).await).await;
+        assert_eq!((status, got.as_str()), (StatusCode::BAD_REQUEST, code), "{message}");
+        assert!(message.contains(said), "{code}: {message}");
+    }
+    // At the limits exactly: accepted.
+    let mut body = workspace_body();
+    let fifty: serde_json::Map<String, Value> = (0..49).map(|i| (format!("tag{i}"), json!("v".repeat(256)))).chain([("n".repeat(512), json!("v"))]).collect();
+    body["tags"] = json!(fifty);
+    assert_eq!(h.put(&ws_id("ws-tags"), body).await.status(), StatusCode::ACCEPTED);
+    h.emu.finish_operations();
+    // A PATCH that would go beyond them is refused too, and changes nothing.
+    let (status, code, _, _) = arm_error(h.call(Method::PATCH, &format!("{}?{API}", ws_id("ws-tags")), Some(json!({"tags": many}))).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "InvalidTagCount"));
+    assert_eq!(json_of(h.get(&ws_id("ws-tags")).await).await["tags"].as_object().map(|t| t.len()), Some(50));
+}
+
+#[tokio::test]
+async fn a_compute_with_a_vm_size_the_region_lacks_is_accepted_then_fails_listing_the_supported_sizes() {
+    let h = Harness::start(fast_config()).await;
+    h.workspace("ws1").await;
+    // Sizes compare case-insensitively, as in Azure.
+    let mut ok = aml_compute_body();
+    ok["properties"]["properties"]["vmSize"] = json!("standard_ds3_v2");
+    assert_eq!(h.put(&compute_id("ws1", "lower"), ok).await.status(), StatusCode::CREATED);
+
+    let mut body = aml_compute_body();
+    body["properties"]["properties"]["vmSize"] = json!("Standard_NOPE_v9");
+    let resp = h.put(&compute_id("ws1", "nope"), body).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "accepted: Azure ML fails the create afterwards");
+    let status_url = header(&resp, "azure-asyncoperation").expect("Azure-AsyncOperation");
+    h.emu.finish_operations();
+    let op = json_of(h.call(Method::GET, &status_url, None).await).await;
+    assert_eq!(op["status"], "Failed");
+    assert_eq!(op["error"]["code"], "InvalidPropertyValue");
+    let compute = json_of(h.get(&compute_id("ws1", "nope")).await).await;
+    assert_eq!(compute["properties"]["provisioningState"], "Failed");
+    let error = &compute["properties"]["provisioningErrors"][0]["error"];
+    assert_eq!(error["code"], "InvalidPropertyValue");
+    assert!(error["message"].as_str().unwrap().contains("'Standard_NOPE_v9' is not a supported VM size"), "{error}");
+    assert_eq!(error["target"], "properties.properties.vmSize");
+    assert_eq!(error["details"][0]["code"], "SupportedVMSizes");
+    assert!(error["details"][0]["message"].as_str().unwrap().contains("Standard_DS3_v2"), "{error}");
+    assert_eq!(op["error"], *error, "the operation and the resource tell the same error");
+
+    // A compute instance fails the same way.
+    let ci = json!({"location": "eastus", "properties": {"computeType": "ComputeInstance", "properties": {"vmSize": "Standard_NOPE_v9"}}});
+    assert_eq!(h.put(&compute_id("ws1", "ci-nope"), ci).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let ci = json_of(h.get(&compute_id("ws1", "ci-nope")).await).await;
+    assert_eq!(ci["properties"]["provisioningState"], "Failed");
+    assert_eq!(ci["properties"]["provisioningErrors"][0]["error"]["code"], "InvalidPropertyValue");
+}
+
+#[tokio::test]
+async fn a_deployment_with_an_instance_type_the_region_lacks_is_refused_at_once() {
+    let h = Harness::start(fast_config()).await;
+    h.workspace("ws1").await;
+    assert_eq!(h.put(&endpoint_id("ws1", "ep"), endpoint_body(json!({}))).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let mut body = deployment_body();
+    body["properties"]["instanceType"] = json!("Standard_NOPE_v9");
+    let (status, code, message, error) = arm_error(h.put(&deployment_id("ws1", "ep", "blue"), body).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "BadArgument"));
+    assert!(message.contains("'Standard_NOPE_v9'"), "{message}");
+    assert_eq!(error["target"], "properties.instanceType");
+    assert_eq!(error["details"][0]["code"], "SupportedVMSizes");
+    assert_eq!(h.get(&deployment_id("ws1", "ep", "blue")).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_compute_beyond_its_families_core_quota_is_refused_with_the_numbers() {
+    use aml_operator::emulator::catalog::parse_core_quota;
+    let h = Harness::start(EmulatorConfig {
+        catalog: aml_operator::emulator::Catalog {
+            core_quotas: vec![parse_core_quota("eastus/standardDSv2Family=24").unwrap()],
+            ..Default::default()
+        },
+        ..fast_config()
+    })
+    .await;
+    h.workspace("ws1").await;
+    // Two nodes kept allocated (minNodeCount 2 x 4 vCPUs): 8 of 24 cores used.
+    let mut keeps_two = aml_compute_body();
+    keeps_two["properties"]["properties"]["scaleSettings"] = json!({"minNodeCount": 2, "maxNodeCount": 2});
+    assert_eq!(h.put(&compute_id("ws1", "warm"), keeps_two).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let mut big = aml_compute_body();
+    big["properties"]["properties"]["scaleSettings"] = json!({"minNodeCount": 0, "maxNodeCount": 5});
+    let (status, code, message, _) = arm_error(h.put(&compute_id("ws1", "big"), big.clone()).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "QuotaExceeded"));
+    for part in ["standardDSv2Family Cores quota", "Location: eastus", "Current Limit: 24", "Current Usage: 8", "Additional Required: 20"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    // Four nodes fit (8 + 16 = 24); low-priority nodes draw from another quota.
+    big["properties"]["properties"]["scaleSettings"]["maxNodeCount"] = json!(4);
+    assert_eq!(h.put(&compute_id("ws1", "big"), big.clone()).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let mut spot = aml_compute_body();
+    spot["properties"]["properties"]["vmPriority"] = json!("LowPriority");
+    spot["properties"]["properties"]["scaleSettings"] = json!({"minNodeCount": 0, "maxNodeCount": 100});
+    assert_eq!(h.put(&compute_id("ws1", "spot"), spot).await.status(), StatusCode::CREATED);
+    // Scaling up with a PATCH is held to the same quota.
+    let (status, code, _, _) = arm_error(
+        h.call(Method::PATCH, &format!("{}?{API}", compute_id("ws1", "warm")), Some(json!({"properties": {"properties": {"scaleSettings": {"minNodeCount": 2, "maxNodeCount": 10}}}}))).await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "QuotaExceeded"));
+
+    // Usage counts the nodes computes hold (a cluster's minNodeCount, a compute instance's one):
+    // another cluster holding four nodes brings it to 24, and a compute instance no longer fits.
+    let mut keeps_four = aml_compute_body();
+    keeps_four["properties"]["properties"]["scaleSettings"] = json!({"minNodeCount": 4, "maxNodeCount": 4});
+    assert_eq!(h.put(&compute_id("ws1", "warm4"), keeps_four).await.status(), StatusCode::CREATED);
+    h.emu.finish_operations();
+    let ci = json!({"location": "eastus", "properties": {"computeType": "ComputeInstance", "properties": {"vmSize": "Standard_DS3_v2"}}});
+    let (status, code, message, _) = arm_error(h.put(&compute_id("ws1", "ci"), ci).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "QuotaExceeded"));
+    assert!(message.contains("Current Usage: 24") && message.contains("Additional Required: 4"), "{message}");
+
+    // The default quota (1000 cores per family per region) refuses a cluster of thousands of nodes.
+    let h = Harness::start(fast_config()).await;
+    h.workspace("ws1").await;
+    let mut huge = aml_compute_body();
+    huge["properties"]["properties"]["scaleSettings"] = json!({"minNodeCount": 0, "maxNodeCount": 100000});
+    let (status, code, message, _) = arm_error(h.put(&compute_id("ws1", "huge"), huge).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "QuotaExceeded"), "{message}");
+    assert!(message.contains("Current Limit: 1000") && message.contains("Additional Required: 400000"), "{message}");
+}

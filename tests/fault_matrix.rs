@@ -316,6 +316,45 @@ fn the_emulator_command_takes_repeatable_fault_flags() {
     assert!(err.contains("unknown kind"), "{err}");
 }
 
+#[test]
+fn the_emulator_command_sets_what_azure_offers() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+    use clap::Parser;
+    // Without flags: the built-in catalog, the same one the embedded emulator uses.
+    let cli = Cli::try_parse_from(["emulator"]).unwrap();
+    assert_eq!(cli.args.catalog(), aml_operator::emulator::Catalog::default());
+    assert_eq!(EmulatorConfig::default().catalog, cli.args.catalog());
+    let cli = Cli::try_parse_from([
+        "emulator",
+        "--locations",
+        "East US,westeurope",
+        "--locations",
+        "Microsoft.MachineLearningServices/workspaces=westeurope",
+        "--vm-sizes",
+        "Standard_DS3_v2:standardDSv2Family:4,Standard_NC6:standardNCFamily:6@westus2",
+        "--core-quota",
+        "100",
+        "--core-quota",
+        "eastus/standardDSv2Family=24",
+    ])
+    .unwrap();
+    let catalog = cli.args.catalog();
+    assert_eq!(catalog.locations, vec!["eastus".to_string(), "westeurope".to_string()]);
+    assert!(catalog.offers("Microsoft.Storage/storageAccounts", "eastus"));
+    assert!(!catalog.offers("Microsoft.MachineLearningServices/workspaces", "eastus"), "workspaces: westeurope only");
+    assert!(catalog.vm_size("STANDARD_DS3_V2", "westeurope").is_some());
+    assert!(catalog.vm_size("Standard_NC6", "westeurope").is_none(), "offered in westus2 only");
+    assert_eq!(catalog.core_limit("standardDSv2Family", "eastus"), 24);
+    assert_eq!(catalog.core_limit("standardDSv2Family", "westeurope"), 100);
+    for bad in [["--vm-sizes", "Standard_DS3_v2:4"], ["--core-quota", "eastus/x=lots"], ["--locations", ","]] {
+        assert!(Cli::try_parse_from(["emulator", bad[0], bad[1]]).is_err(), "{bad:?}");
+    }
+}
+
 #[tokio::test]
 async fn localkube_fails_the_next_matching_requests_and_only_those() {
     let w = World::new().await;
@@ -725,8 +764,9 @@ enum Retry {
 /// The value a person sets the retry annotation to.
 const RETRY_VALUE: &str = "retry-1";
 
-/// Reconciles `name` until `until`, finishing ARM operations between rounds, ignoring errors. A
-/// Ready=False/ArmOperationFailed object gets one retry by `retry` (a person retrying). Returns the
+/// Reconciles `name` until `until`, finishing ARM operations between rounds, ignoring errors. An
+/// object stalled on a failure that needs a person (`status.lastFailure.class` NeedsPerson) gets
+/// one retry by `retry` (a person retrying). Returns the
 /// length of the emulator's request log when that retry was made, if it was.
 async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until, retry: Retry) -> Result<Option<usize>, String> {
     let path = kpath::<K>(name);
@@ -756,7 +796,7 @@ async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until,
         }
         if retry != Retry::No
             && retried_at.is_none()
-            && ready_condition(w, &path).is_some_and(|c| c["reason"] == "ArmOperationFailed")
+            && w.kube.raw(&path).is_some_and(|o| o["status"]["lastFailure"]["class"] == "NeedsPerson")
         {
             retried_at = Some(w.emulator.requests().len());
             match retry {
@@ -1716,4 +1756,67 @@ async fn every_fault_at_every_dependency_step_converges_without_duplicates_orpha
     }
     let problems: Vec<String> = outcomes.into_iter().flatten().collect();
     assert!(problems.is_empty(), "{} failing cases:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// What Azure itself refuses, on every kind that has tags (not an injected fault: the emulator
+/// refuses 60 tags as ARM does): Stalled with reason `InvalidTags` naming `spec.tags`, one write,
+/// none while reconciled again; a new retry annotation value costs exactly one more write (refused
+/// again); fixing the spec converges. A change in how the refusal is classified fails here.
+async fn refused_tags_on<K: Kind>() -> Vec<String> {
+    let w = world_for::<K>().await;
+    let ctx = fresh_ctx(&w);
+    let name = format!("{}refusedx", K::PREFIX);
+    let path = kpath::<K>(&name);
+    let too_many: serde_json::Map<String, Value> = (0..60).map(|i| (format!("t{i}"), json!("v"))).collect();
+    w.kube.put(K::build(&name, json!({"tags": too_many})));
+    let writes = || {
+        w.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET" && same_path(&K::arm_id(&name), &r.path))
+            .count()
+    };
+    let rounds = |n: usize| {
+        let ctx = ctx.clone();
+        let path = path.clone();
+        let w = &w;
+        async move {
+            for _ in 0..n {
+                if let Some(obj) = w.kube.get::<K>(&path) {
+                    let _ = pipeline::reconcile(Arc::new(obj), ctx.clone()).await;
+                }
+                w.emulator.finish_operations();
+            }
+        }
+    };
+    let mut failures = Vec::new();
+    let kind = K::kind(&());
+    rounds(8).await;
+    let stalled = w.condition(&path, "Stalled").unwrap_or_default();
+    if stalled["status"] != "True" || stalled["reason"] != "InvalidTags" || !stalled["message"].as_str().unwrap_or_default().starts_with("spec.tags:") {
+        failures.push(format!("{kind}: not Stalled/InvalidTags naming spec.tags: {stalled}"));
+    }
+    if writes() != 1 {
+        failures.push(format!("{kind}: {} writes for one refusal", writes()));
+    }
+    w.kube.edit(&path, |o| o["metadata"]["annotations"] = json!({RETRY_ANNOTATION: "again"}));
+    rounds(6).await;
+    if writes() != 2 {
+        failures.push(format!("{kind}: {} writes after one retry annotation value (want 2)", writes()));
+    }
+    w.kube.edit(&path, |o| o["spec"]["tags"] = json!({"team": "a"}));
+    rounds(10).await;
+    if !converged(&w, &path) || w.condition(&path, "Stalled").is_some() {
+        failures.push(format!("{kind}: did not converge once the spec was fixed: {}", w.kube.raw(&path).unwrap_or_default()["status"]));
+    }
+    failures
+}
+
+#[tokio::test]
+async fn a_refusal_by_azure_on_every_kind_with_tags_stalls_once_and_retries_once_per_annotation_value() {
+    let mut failures = refused_tags_on::<AmlWorkspace>().await;
+    failures.extend(refused_tags_on::<AmlCompute>().await);
+    failures.extend(refused_tags_on::<AmlOnlineEndpoint>().await);
+    failures.extend(refused_tags_on::<AmlOnlineDeployment>().await);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

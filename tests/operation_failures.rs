@@ -213,10 +213,12 @@ async fn a_failure_that_needs_a_person_waits_for_the_retry_annotation_and_acts_o
     w.reconcile::<AmlWorkspace>(&ws_path()).await.expect("PUT accepted");
     w.emulator.finish_operations();
     w.reconcile::<AmlWorkspace>(&ws_path()).await.expect("poll: failed");
+    // A quota code has a reason of its own (not the generic ArmOperationFailed), and says how to
+    // ask for more.
     let (stalled, reason, message) = cond(&w, &ws_path(), "Stalled");
-    assert_eq!((stalled.as_str(), reason.as_str()), ("True", "ArmOperationFailed"));
-    assert!(message.contains("QuotaExceeded") && message.contains(RETRY_ANNOTATION), "{message}");
-    assert_eq!(cond(&w, &ws_path(), "Ready").1, "ArmOperationFailed");
+    assert_eq!((stalled.as_str(), reason.as_str()), ("True", "QuotaExceeded"));
+    assert!(message.contains("QuotaExceeded") && message.contains(RETRY_ANNOTATION) && message.contains("request more"), "{message}");
+    assert_eq!(cond(&w, &ws_path(), "Ready").1, "QuotaExceeded");
     assert!(w.condition(&ws_path(), "Reconciling").is_none());
 
     let before = writes(&w, &ws_id());
@@ -225,7 +227,7 @@ async fn a_failure_that_needs_a_person_waits_for_the_retry_annotation_and_acts_o
         w.emulator.finish_operations();
     }
     assert_eq!(writes(&w, &ws_id()), before, "no ARM write while stalled");
-    assert_eq!(cond(&w, &ws_path(), "Stalled").1, "ArmOperationFailed");
+    assert_eq!(cond(&w, &ws_path(), "Stalled").1, "QuotaExceeded");
 
     // The person raised the quota (here: the fault is gone) and asks for a retry.
     w.kube.edit(&ws_path(), |o| o["metadata"]["annotations"] = json!({RETRY_ANNOTATION: "2024-06-01"}));
@@ -237,7 +239,7 @@ async fn a_failure_that_needs_a_person_waits_for_the_retry_annotation_and_acts_o
     }
     assert_eq!(writes(&w, &ws_id()), before + 1, "one write for the annotation value");
     assert_eq!(status(&w, &ws_path())["retryToken"], "2024-06-01");
-    assert_eq!(cond(&w, &ws_path(), "Stalled").1, "ArmOperationFailed");
+    assert_eq!(cond(&w, &ws_path(), "Stalled").1, "QuotaExceeded");
 
     // The same value again does nothing.
     w.kube.edit(&ws_path(), |o| o["metadata"]["annotations"] = json!({RETRY_ANNOTATION: "2024-06-01"}));

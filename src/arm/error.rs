@@ -112,6 +112,9 @@ pub const OPERATION_FAILURE_CLASSES: &[(&str, FailureClass)] = {
         ("ValidationError", P),
         ("UserError", P),
         ("InvalidResourceName", P),
+        ("InvalidPropertyValue", P),
+        ("LocationNotAvailableForResourceType", P),
+        ("InvalidTagNameCharacters", P),
         ("ImageBuildFailure", P),
         // Permissions and registration: grant a role or register the provider.
         ("AuthorizationFailed", P),
@@ -567,7 +570,7 @@ mod tests {
         for code in ["InternalServerError", "serviceunavailable", "Conflict", "OperationCanceled", CODE_FAILED_WITHOUT_ERROR] {
             assert_eq!(failure_class(code), FailureClass::Transient, "{code}");
         }
-        for code in ["QuotaExceeded", "BadRequest", "AuthorizationFailed", "ImageBuildFailure", "SomethingNew", ""] {
+        for code in ["QuotaExceeded", "BadRequest", "AuthorizationFailed", "ImageBuildFailure", "InvalidPropertyValue", "LocationNotAvailableForResourceType", "SomethingNew", ""] {
             assert_eq!(failure_class(code), FailureClass::NeedsPerson, "{code}");
         }
         let mut codes: Vec<String> = OPERATION_FAILURE_CLASSES.iter().map(|(c, _)| c.to_ascii_lowercase()).collect();

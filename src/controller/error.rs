@@ -11,6 +11,12 @@ pub mod reason {
     pub const OPERATION_FAILED: &str = "ArmOperationFailed";
     /// An ARM operation failed transiently: `Reconciling=True` until the automatic retry.
     pub const OPERATION_FAILED_RETRYING: &str = "ArmOperationFailedRetrying";
+    /// ARM does not offer the resource type in the spec's location.
+    pub const LOCATION_NOT_AVAILABLE: &str = "LocationNotAvailable";
+    /// The region does not offer the spec's VM size or instance type.
+    pub const VM_SIZE_NOT_SUPPORTED: &str = "VmSizeNotSupported";
+    /// The spec's tags break ARM's tag limits.
+    pub const INVALID_TAGS: &str = "InvalidTags";
 }
 
 /// What failed in a reconcile, one variant per failing step.
@@ -139,9 +145,11 @@ impl Error {
             Error::DependencyFailed { .. } => "DependencyFailed",
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::ParentInAnotherSubscription { .. } => "ParentInAnotherSubscription",
-            Error::Arm { source, .. } => source.reason(),
+            Error::Arm { arm_id, source, .. } => refusal_of(arm_id, source).map_or_else(|| source.reason(), |r| r.reason),
             Error::OperationFailed { class: FailureClass::Transient, .. } => reason::OPERATION_FAILED_RETRYING,
-            Error::OperationFailed { class: FailureClass::NeedsPerson, .. } => reason::OPERATION_FAILED,
+            Error::OperationFailed { class: FailureClass::NeedsPerson, arm_id, code, message, .. } => {
+                refusal(arm_id, code, message, None).map_or(reason::OPERATION_FAILED, |r| r.reason)
+            }
             Error::PrincipalNotFound { .. } => "PrincipalNotFound",
             Error::RoleAssignmentForbidden { .. } => crate::arm::reason::AUTHORIZATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
@@ -174,7 +182,7 @@ impl Error {
             | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
             | Error::RoleAssignmentForbidden { .. } => true,
             Error::PrincipalNotFound { stalled, .. } => *stalled,
-            Error::Arm { source, .. } => source.class() == ErrorClass::NeedsPerson,
+            Error::Arm { arm_id, source, .. } => source.class() == ErrorClass::NeedsPerson || refusal_of(arm_id, source).is_some(),
             _ => false,
         }
     }
@@ -196,6 +204,10 @@ impl Error {
             Error::PrincipalNotFound { stalled: true, .. } => Retry::Slow,
             Error::PrincipalNotFound { stalled: false, .. } => Retry::Backoff,
             Error::DeletePending { retry_after, .. } => Retry::After(*retry_after),
+            // ARM refused what the spec asks for: writing it again changes nothing until the spec
+            // changes (or, for quota, the retry annotation says the quota was raised; both wake
+            // the object).
+            Error::Arm { arm_id, source, .. } if refusal_of(arm_id, source).is_some() => Retry::AwaitChange,
             Error::Arm { source, .. } => match source.class() {
                 ErrorClass::Throttled(d) => Retry::After(d),
                 ErrorClass::NeedsPerson => Retry::Slow,
@@ -209,6 +221,13 @@ impl Error {
     /// reach error types, so this is safe to put in conditions and events.
     pub fn message(&self) -> String {
         let mut out = self.to_string();
+        let refusal = match self.root() {
+            Error::Arm { arm_id, source, .. } => refusal_of(arm_id, source),
+            Error::OperationFailed { arm_id, code, message, class: FailureClass::NeedsPerson, .. } => {
+                refusal(arm_id, code, message, None)
+            }
+            _ => None,
+        };
         let mut source = std::error::Error::source(self);
         while let Some(s) = source {
             let text = s.to_string();
@@ -218,6 +237,162 @@ impl Error {
             }
             source = s.source();
         }
-        out
+        // What to change comes first: it is what a person reads in `kubectl get` and events.
+        match refusal {
+            Some(r) => format!("{}. {out}", r.hint),
+            None => out,
+        }
+    }
+}
+
+/// An ARM refusal of what the spec asks for, recognised by ARM's error: the reason for the
+/// condition, and what a person should change (naming the spec field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Condition, event and metric reason.
+    pub reason: &'static str,
+    /// What to change, e.g. `spec.location: ...`.
+    pub hint: String,
+}
+
+fn refusal_of(arm_id: &str, err: &arm::Error) -> Option<Refusal> {
+    let e = err.arm()?;
+    if e.status == 429 {
+        return None;
+    }
+    refusal(arm_id, &e.code, &e.message, e.target.as_deref())
+}
+
+/// Recognises the ARM refusals a person fixes in the spec or with more quota (the emulator
+/// answers them as ARM does, see `emulator::catalog`): a type not offered in the location, a VM
+/// size or instance type not offered in the region, a core quota too small, tags beyond ARM's
+/// limits. `arm_id` is the refused resource: a compute, a deployment, a workspace or one of its
+/// dependencies.
+pub fn refusal(arm_id: &str, code: &str, message: &str, target: Option<&str>) -> Option<Refusal> {
+    let id = arm_id.to_ascii_lowercase();
+    let is = |c: &str| code.eq_ignore_ascii_case(c);
+    let compute = id.contains("/computes/");
+    let deployment = id.contains("/deployments/");
+    if is("LocationNotAvailableForResourceType") || (is("NoRegisteredProviderFound") && message.contains("location")) {
+        let wanted = quoted_after(message, "location '").unwrap_or_default();
+        let listed = quoted_after(message, "regions for the resource type is '")
+            .or_else(|| quoted_after(message, "supported locations are '"))
+            .map(|l| l.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let field = if compute || deployment || id.contains("/onlineendpoints/") {
+            "spec.location (or, when it is not set, the workspace's spec.location this object inherits)"
+        } else {
+            "spec.location"
+        };
+        let choices = if listed.is_empty() { String::new() } else { format!(": {}", a_few(&listed, 12)) };
+        return Some(Refusal {
+            reason: reason::LOCATION_NOT_AVAILABLE,
+            hint: format!(
+                "{field}: Azure does not offer this resource type in '{wanted}'; choose a region where it is offered{choices}. The location cannot change in place: delete the object and apply it again with the new spec.location"
+            ),
+        });
+    }
+    let sizes_listed = message.contains("SupportedVMSizes");
+    let size_target = target.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.ends_with("vmsize") || t.ends_with("instancetype")
+    });
+    if (compute || deployment) && (sizes_listed || size_target || message.contains("not a supported VM size")) {
+        let supported: Vec<String> = message
+            .split("SupportedVMSizes: ")
+            .nth(1)
+            .map(|rest| rest.split([';', ')']).next().unwrap_or_default())
+            .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        let asked = quoted_after(message, "vmSize '").or_else(|| quoted_after(message, "Instance type '")).unwrap_or_default();
+        let some = if supported.is_empty() { String::new() } else { format!("; supported sizes include {}", a_few(&supported, 5)) };
+        let hint = if compute {
+            format!(
+                "spec.amlCompute.vmSize (spec.computeInstance.vmSize for a ComputeInstance): '{asked}' is not offered in this region{some}. The VM size cannot change in place: delete the object and apply it again with a supported size"
+            )
+        } else {
+            format!("spec.instanceType: '{asked}' is not offered in this region{some}; set spec.instanceType to a supported size")
+        };
+        return Some(Refusal { reason: reason::VM_SIZE_NOT_SUPPORTED, hint });
+    }
+    if is("QuotaExceeded") || is("OutOfQuota") || is("InsufficientQuota") {
+        let number = |label: &str| -> Option<u64> {
+            let rest = message.split(label).nth(1)?;
+            rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        let family = message.split("exceeding approved ").nth(1).and_then(|r| r.split(" Cores quota").next()).filter(|f| !f.contains(' '));
+        let region = message.split("Location: ").nth(1).and_then(|r| r.split([',', ' ', '.']).next()).filter(|r| !r.is_empty());
+        let field = if compute {
+            "lower spec.amlCompute.scaleSettings.maxNodeCount (or choose a VM size of another family)"
+        } else if deployment {
+            "lower spec.instanceCount (or choose an instance type of another family)"
+        } else {
+            "ask for less"
+        };
+        let numbers = match (family, region, number("Current Limit:"), number("Current Usage:"), number("Additional Required:")) {
+            (Some(family), Some(region), Some(limit), Some(usage), Some(asked)) => format!(
+                "the {family} dedicated-core quota in {region} has {} of {limit} cores left and this asks for {asked}; ",
+                limit.saturating_sub(usage)
+            ),
+            _ => "a quota is too small for this; ".to_string(),
+        };
+        return Some(Refusal {
+            reason: arm::reason::QUOTA_EXCEEDED,
+            hint: format!(
+                "Quota: {numbers}{field}, or request more (Azure portal, Quotas, Machine learning: the VM family in this region; https://learn.microsoft.com/azure/machine-learning/how-to-manage-quotas) and then set the annotation {} to a new value to retry",
+                crate::crd::RETRY_ANNOTATION
+            ),
+        });
+    }
+    if code.to_ascii_lowercase().starts_with("invalidtag") {
+        return Some(Refusal {
+            reason: reason::INVALID_TAGS,
+            hint: "spec.tags: Azure takes at most 50 tags, names of at most 512 characters without < > % & \\ ? /, and values of at most 256 characters; fix spec.tags".to_string(),
+        });
+    }
+    None
+}
+
+/// The text between `'` after `prefix` and the next `'`.
+fn quoted_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = text.split(prefix).nth(1)?;
+    rest.split('\'').next()
+}
+
+/// The first `n` items, and how many more there are.
+fn a_few(items: &[String], n: usize) -> String {
+    let shown = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > n { format!("{shown} (and {} more)", items.len() - n) } else { shown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WS: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w";
+
+    #[test]
+    fn refusals_name_the_field_and_other_errors_are_left_alone() {
+        // ARM's other wording of an unsupported region names the locations too.
+        let r = refusal(
+            WS,
+            "NoRegisteredProviderFound",
+            "No registered resource provider found for location 'mars'. The supported locations are 'eastus, westeurope'.",
+            None,
+        )
+        .expect("a location refusal");
+        assert_eq!(r.reason, reason::LOCATION_NOT_AVAILABLE);
+        assert!(r.hint.starts_with("spec.location:") && r.hint.contains("'mars'") && r.hint.contains("eastus, westeurope"), "{}", r.hint);
+        // Without the numbers, a quota refusal still says how to get more.
+        let r = refusal(&format!("{WS}/computes/c"), "OutOfQuota", "not enough cores", None).expect("quota");
+        assert_eq!(r.reason, arm::reason::QUOTA_EXCEEDED);
+        assert!(r.hint.contains("maxNodeCount") && r.hint.contains(crate::crd::RETRY_ANNOTATION), "{}", r.hint);
+        // A size refusal is known by its target even without the sizes listed.
+        let r = refusal(&format!("{WS}/onlineEndpoints/e/deployments/d"), "BadArgument", "Instance type 'x' is bad.", Some("properties.instanceType"));
+        assert_eq!(r.map(|r| r.reason), Some(reason::VM_SIZE_NOT_SUPPORTED));
+        // Not refusals of the spec: left to their own classification.
+        assert!(refusal(WS, "MissingSubscriptionRegistration", "register", None).is_none());
+        assert!(refusal(WS, "BadArgument", "the model is missing", None).is_none());
+        assert!(refusal(&format!("{WS}/computes/c"), "InternalServerError", "oops", None).is_none());
     }
 }

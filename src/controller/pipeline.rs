@@ -163,11 +163,28 @@ async fn report_failure<K: AmlKind>(obj: &K, error: &Error, ctx: &Context) {
     warn!(reason = error.reason(), error = %error.message(), "reconcile failed");
 }
 
+/// Longest Event note the API server takes (events.k8s.io/v1 validation: at most 1 kB).
+const MAX_NOTE: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE`] bytes at a character boundary, marked `...` when cut: a longer note
+/// makes the API server refuse the whole Event. What to change comes first in the operator's
+/// messages; the full text is in the object's conditions.
+fn bounded_note(note: String) -> String {
+    if note.len() <= MAX_NOTE {
+        return note;
+    }
+    let mut end = MAX_NOTE - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
+
 async fn publish<K: AmlKind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String, action: &str) {
     let event = Event {
         type_,
         reason: reason.to_string(),
-        note: Some(note),
+        note: Some(bounded_note(note)),
         action: action.to_string(),
         secondary: None,
     };
@@ -605,9 +622,15 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
         let how = if observe_only { "observed" } else { "managed" };
         events.push(Note::normal("Adopted", format!("Existing Azure resource {} is now {how} by this object", target.arm_id), "Adopt"));
     }
-    let mode = if observe_only { DependencyMode::ReadOnly } else { DependencyMode::Ensure };
+    // Waiting for a person: what exists of the dependencies is read, nothing is written.
+    let mode = if observe_only || waits_for_person(obj, &st) { DependencyMode::ReadOnly } else { DependencyMode::Ensure };
     let Dependencies { body: built, pending, status: kind_status, .. } =
-        obj.dependencies(ctx, &resolved, &target, built, observed.as_ref(), mode).await?;
+        match obj.dependencies(ctx, &resolved, &target, built, observed.as_ref(), mode).await {
+            Err(Error::Arm { source, .. }) if let Some((code, message)) = refused(&target, &source) => {
+                return Ok(operation_failed(obj, &ctx.config, st, &target, "Create", code, message).with(events));
+            }
+            other => other?,
+        };
     st.outputs.extend(kind_status.clone());
     if let Some((reason, message)) = pending {
         if let Some(actual) = &observed {
@@ -706,6 +729,12 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     };
     let outcome = match outcome {
         Ok(outcome) => outcome,
+        Err(e) if let Some((code, message)) = refused(&target, &e) => {
+            // ARM refused what the spec asks for (region, size, quota, tags): recorded like a
+            // failed operation that needs a person, so no write follows at this generation until
+            // the spec changes or the retry annotation gets a new value.
+            return Ok(operation_failed(obj, &ctx.config, st, &target, action, code, message).with(events));
+        }
         Err(e) => {
             let existing = obj.write_failed(ctx, &resolved, &target, verb, e).await?;
             return Ok(adopted::<K>(st, &existing).with(events));
@@ -740,6 +769,15 @@ async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     st.reconciling = Some(Cond::yes(progress_reason(action), format!("ARM {} in progress", action.to_lowercase())));
     st.ready = Some(Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {}", action.to_lowercase())));
     Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events))
+}
+
+/// ARM's code and message when `err` is a refusal of what the spec asks for (see
+/// [`super::error::refusal`]): a region, VM size or instance type Azure does not offer, a core
+/// quota too small, tags beyond ARM's limits.
+fn refused(target: &Target, err: &arm::Error) -> Option<(String, String)> {
+    let e = err.arm().filter(|e| e.status != 429)?;
+    super::error::refusal(&target.arm_id, &e.code, &e.message, e.target.as_deref())?;
+    Some((e.code.clone(), e.message.clone()))
 }
 
 /// A write that would wait long for the principal's write budget gives its worker back (polls of
@@ -1068,13 +1106,21 @@ mod tests {
     #[test]
     fn an_operation_failure_a_person_must_fix_stalls_and_says_how_to_retry() {
         let config = super::super::Config::default();
-        let d = operation_failed(&workspace(1), &config, Desired::default(), &target(), "Create", "QuotaExceeded".into(), "No quota.".into());
+        let d = operation_failed(&workspace(1), &config, Desired::default(), &target(), "Create", "ImageBuildFailure".into(), "No image.".into());
         let st = d.status.unwrap();
         let stalled = st.stalled.expect("Stalled");
         assert_eq!(stalled.reason, reason::OPERATION_FAILED);
         assert!(stalled.message.contains(RETRY_ANNOTATION), "{}", stalled.message);
         assert!(st.reconciling.is_none());
         assert_eq!(st.last_failure.unwrap().class, CLASS_NEEDS_PERSON);
+    }
+
+    #[test]
+    fn event_notes_fit_the_api_servers_limit() {
+        assert_eq!(bounded_note("short".into()), "short");
+        let long = format!("{}é{}", "a".repeat(1020), "b".repeat(100));
+        let cut = bounded_note(long.clone());
+        assert!(cut.len() <= MAX_NOTE && cut.ends_with("...") && long.starts_with(cut.trim_end_matches("...")), "{}", cut.len());
     }
 
     #[test]

@@ -177,6 +177,37 @@ pub enum EnabledDisabled {
 /// Free-form tags, as ARM takes them.
 pub type Tags = BTreeMap<String, String>;
 
+/// Most tags ARM takes on a resource, and the longest tag name and value
+/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations>).
+pub const MAX_TAGS: u32 = 50;
+/// Longest tag name ARM takes (same source).
+pub const MAX_TAG_NAME: u32 = 512;
+/// Longest tag value ARM takes (same source).
+pub const MAX_TAG_VALUE: u32 = 256;
+
+/// Schema of `spec.tags` on every kind that has tags: ARM's limits, refused at admission. The
+/// count and the value length are plain schema (`maxProperties`, `maxLength`: no CEL cost); the
+/// name rules need CEL, which a structural schema allows on map keys only this way. Their cost is
+/// bounded by `maxProperties`, and the character check runs on names already known to be short.
+pub fn tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "maxProperties": MAX_TAGS,
+        "additionalProperties": {"type": "string", "maxLength": MAX_TAG_VALUE},
+        "x-kubernetes-validations": [
+            {
+                "rule": format!("self.all(k, size(k) <= {MAX_TAG_NAME})"),
+                "message": format!("tag names must be at most {MAX_TAG_NAME} characters (Azure's limit)"),
+            },
+            {
+                "rule": r"self.all(k, !k.matches('[<>%&\\\\?/]'))",
+                "message": r"tag names must not contain any of < > % & \ ? / (Azure refuses them)",
+            },
+        ],
+    })
+}
+
 /// The ARM long-running operation the operator is waiting for.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

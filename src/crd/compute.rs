@@ -64,8 +64,10 @@ pub struct AmlComputeSpec {
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
     pub location: Option<String>,
-    /// Resource tags.
+    /// Resource tags: at most 50; names up to 512 characters without `<>%&\?/`, values up to 256
+    /// (Azure's limits, checked at admission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::tags_schema")]
     pub tags: Option<Tags>,
     /// Managed identity of the compute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,8 +194,11 @@ pub enum RemoteLoginPortPublicAccess {
     {"rule": "!has(self.minNodeCount) || self.minNodeCount <= self.maxNodeCount", "message": "minNodeCount must not exceed maxNodeCount"},
 ]))]
 pub struct ScaleSettings {
-    /// Largest number of nodes.
-    #[schemars(range(min = 0))]
+    /// Largest number of nodes: at most 65000, Azure ML's ceiling for one cluster (its default
+    /// limit is 100 nodes per cluster, raised on request;
+    /// <https://learn.microsoft.com/azure/machine-learning/how-to-manage-quotas>). Each node counts
+    /// `vmSize`'s vCPUs against the VM family's dedicated-core quota in the region.
+    #[schemars(range(min = 0, max = 65000))]
     pub max_node_count: i32,
     /// Smallest number of nodes (ARM's default is 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]

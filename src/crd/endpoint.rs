@@ -69,8 +69,10 @@ pub struct AmlOnlineEndpointSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
     pub location: Option<String>,
 
-    /// Resource tags.
+    /// Resource tags: at most 50; names up to 512 characters without `<>%&\?/`, values up to 256
+    /// (Azure's limits, checked at admission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::tags_schema")]
     pub tags: Option<Tags>,
     /// Managed identity of the endpoint (used to pull images and models).
     #[serde(default, skip_serializing_if = "Option::is_none")]

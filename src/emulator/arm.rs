@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 use serde_json::{Value, json};
 
 use super::BodyValidator;
+use super::catalog::{self, Catalog};
 use super::model::{Kind, PROVIDER, RenderCtx, ResId, Route, render, user_part};
 use super::reply::Reply;
 use super::state::{OpKind, OpStatus, Operation, Resource, State};
@@ -20,6 +21,7 @@ pub(crate) struct ArmSettings<'a> {
     pub(crate) operation_duration: std::time::Duration,
     pub(crate) retry_after_secs: u64,
     pub(crate) validator: Option<&'a BodyValidator>,
+    pub(crate) catalog: &'a Catalog,
 }
 
 /// One authenticated ARM request being handled under the state lock.
@@ -309,6 +311,16 @@ impl ArmCall<'_> {
                 "The location property is required for this definition.",
             );
         }
+        // ARM's own checks, before the resource provider sees the request: the type must be
+        // offered in the region, and the tags within ARM's limits.
+        if let Some(location) = body.get("location").and_then(Value::as_str)
+            && let Err(reply) = self.settings.catalog.check_location(kind, location)
+        {
+            return reply;
+        }
+        if let Err(reply) = catalog::check_tags(&body) {
+            return reply;
+        }
         if let Some(validator) = self.settings.validator
             && let Err(message) = validator(kind.type_name(), id.name(), &body)
         {
@@ -338,6 +350,11 @@ impl ArmCall<'_> {
         {
             return reply;
         }
+        if let Err(reply) = self.check_offer(id, &body) {
+            return reply;
+        }
+        // A compute whose VM size the region does not offer is accepted, then fails (below).
+        let refused = (kind == Kind::Compute).then(|| self.unsupported_vm_size(&body)).flatten();
         if existing.is_none()
             && let Err(reply) = self.check_global_name(id)
         {
@@ -394,6 +411,9 @@ impl ArmCall<'_> {
             } else if entry.keys.is_none() {
                 entry.keys = Some((random_token(32), random_token(32)));
             }
+        }
+        if let Some(error) = refused {
+            self.st.pending_override = Some(super::state::OpOverride::Refuse(error));
         }
         let (op_id, location) = self.start_op(id, OpKind::Put);
         match kind {
@@ -458,6 +478,79 @@ impl ArmCall<'_> {
             }
             _ => Reply::json(200, rendered),
         }
+    }
+
+    /// What the resource provider refuses at once about sizes and quota: an online deployment's
+    /// instance type the region does not offer (400 `BadArgument`, the code Azure ML gives a
+    /// deployment's invalid arguments, FACTS §4, with the supported sizes as details), and a
+    /// dedicated compute whose nodes x vCPUs exceed what is left of its VM family's core quota in
+    /// the region (400 `QuotaExceeded`, see [`Catalog::check_quota`]). Usage counts the nodes
+    /// other computes of the subscription in that region keep allocated: a cluster's
+    /// `minNodeCount`, a compute instance's one node.
+    fn check_offer(&self, id: &ResId, body: &Value) -> Result<(), Reply> {
+        let catalog = self.settings.catalog;
+        let location = body.get("location").and_then(Value::as_str).unwrap_or_default();
+        match id.kind() {
+            Kind::OnlineDeployment => {
+                let Some(instance_type) = get_path(body, "properties/instanceType").and_then(Value::as_str) else {
+                    return Ok(());
+                };
+                if catalog.vm_size(instance_type, location).is_some() {
+                    return Ok(());
+                }
+                Err(Reply::json(
+                    400,
+                    json!({"error": {
+                        "code": "BadArgument",
+                        "message": format!(
+                            "Instance type '{instance_type}' is not supported for managed online deployments in location '{}'. Choose a supported instance type.",
+                            normalize_location(location)
+                        ),
+                        "target": "properties.instanceType",
+                        "details": [{"code": "SupportedVMSizes", "message": catalog.vm_sizes_in(location).join(", ")}],
+                    }}),
+                ))
+            }
+            Kind::Compute => {
+                let Some((size, nodes)) = dedicated_cores(body) else {
+                    return Ok(());
+                };
+                let Some(size) = catalog.vm_size(size, location) else {
+                    return Ok(()); // refused asynchronously, see `unsupported_vm_size`
+                };
+                let region = normalize_location(location);
+                let key = id.key();
+                let in_use: u64 = self
+                    .st
+                    .resources
+                    .iter()
+                    .filter(|(k, r)| **k != key && r.id.kind() == Kind::Compute && r.id.sub.eq_ignore_ascii_case(&id.sub))
+                    .filter(|(_, r)| r.body.get("location").and_then(Value::as_str).map(normalize_location) == Some(region.clone()))
+                    .filter_map(|(_, r)| {
+                        let (other, _) = dedicated_cores(&r.body)?;
+                        let other = catalog.vm_size(other, location)?;
+                        let allocated = match get_path(&r.body, "properties/computeType").and_then(Value::as_str) {
+                            Some("ComputeInstance") => 1,
+                            _ => get_path(&r.body, "properties/properties/scaleSettings/minNodeCount").and_then(Value::as_u64).unwrap_or(0),
+                        };
+                        other.family.eq_ignore_ascii_case(&size.family).then(|| allocated.saturating_mul(u64::from(other.cores)))
+                    })
+                    .sum();
+                catalog.check_quota(&size.family, location, in_use, nodes.saturating_mul(u64::from(size.cores)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The error a compute create fails with when its VM size is not offered in its region.
+    fn unsupported_vm_size(&self, body: &Value) -> Option<Value> {
+        let size = get_path(body, "properties/properties/vmSize").and_then(Value::as_str)?;
+        let location = body.get("location").and_then(Value::as_str).unwrap_or_default();
+        let catalog = self.settings.catalog;
+        catalog
+            .vm_size(size, location)
+            .is_none()
+            .then(|| catalog.unsupported_vm_size(size, location, "properties.properties.vmSize"))
     }
 
     /// A workspace's storage account and key vault must exist (and have finished provisioning), as
@@ -741,6 +834,12 @@ impl ArmCall<'_> {
             m.insert("tags".into(), tags.clone());
         }
         if let Err(reply) = immutables(kind, &existing, &merged) {
+            return reply;
+        }
+        if let Err(reply) = catalog::check_tags(&merged) {
+            return reply;
+        }
+        if let Err(reply) = self.check_offer(id, &merged) {
             return reply;
         }
         let rendered = render(id, &merged, Some(&existing), "Updating", &self.ctx());
@@ -1071,6 +1170,22 @@ impl Reply {
             set_path(error, "target", Value::from(target));
         }
         self
+    }
+}
+
+/// A dedicated compute's VM size and the most nodes it may run (an AmlCompute's `maxNodeCount`, a
+/// compute instance's one); `None` for low-priority clusters (their own quota) and computes
+/// without a size.
+fn dedicated_cores(body: &Value) -> Option<(&str, u64)> {
+    let props = get_path(body, "properties/properties")?;
+    let size = props.get("vmSize").and_then(Value::as_str)?;
+    if props.get("vmPriority").and_then(Value::as_str).is_some_and(|p| p.eq_ignore_ascii_case("LowPriority")) {
+        return None;
+    }
+    match get_path(body, "properties/computeType").and_then(Value::as_str) {
+        Some("ComputeInstance") => Some((size, 1)),
+        Some("AmlCompute") => Some((size, props.pointer("/scaleSettings/maxNodeCount").and_then(Value::as_u64).unwrap_or(0))),
+        _ => None,
     }
 }
 

@@ -10,9 +10,12 @@
 //! and cascade deletes) and lets tests inject faults, edit resources out of band and fast-forward
 //! operations. `aml-operator emulator` runs it for people (see [`run_cli`]).
 //!
+//! Like Azure, it refuses regions, VM sizes, core quota and tags beyond what its [`Catalog`]
+//! offers (see the `catalog` module; a compute with an unknown VM size is accepted, then fails).
+//!
 //! Differences from Azure worth knowing: every subscription and resource group exists; operations
-//! only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`]) while the
-//! operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
+//! otherwise only fail when a test marks the resource `Failed` (via [`Emulator::update_resource`])
+//! while the operation runs or injects a [`FaultKind::OperationEnds`]; rate-limit headers count down but only
 //! throttle with [`EmulatorConfig::write_limit`] (or an injected 429 [`Fault`]); GET during a
 //! workspace creation shows `Creating` rather than 404. A workspace PUT whose storage account or key
 //! vault is missing (or still provisioning) is refused, as ARM does — for ids in resource groups
@@ -21,6 +24,7 @@
 
 mod arm;
 mod authz;
+pub mod catalog;
 mod fault;
 mod model;
 mod reply;
@@ -43,6 +47,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use self::catalog::{Catalog, CoreQuota, VmSize};
 pub use self::fault::{FaultKind, FaultParseError, FaultRule, OperationEnd};
 
 use self::arm::{ArmCall, ArmSettings};
@@ -143,6 +148,9 @@ pub struct EmulatorConfig {
     /// tokens refilled at `per_second`, and are answered 429 with `Retry-After` when it is empty
     /// (ARM's read bucket is 250 burst, 25 per second). Default: not enforced.
     pub read_limit: Option<(u32 /* burst */, f64 /* per second */)>,
+    /// Regions, VM sizes and core quotas the emulated Azure offers; a request for anything else is
+    /// refused as ARM refuses it. Default: [`Catalog::default`].
+    pub catalog: Catalog,
 }
 
 impl Default for EmulatorConfig {
@@ -156,6 +164,7 @@ impl Default for EmulatorConfig {
             ca_file: None,
             write_limit: None,
             read_limit: None,
+            catalog: Catalog::default(),
         }
     }
 }
@@ -170,6 +179,8 @@ impl fmt::Debug for EmulatorConfig {
             .field("validator", &self.validator.as_ref().map(|_| "<fn>"))
             .field("ca_file", &self.ca_file)
             .field("write_limit", &self.write_limit)
+            .field("read_limit", &self.read_limit)
+            .field("catalog", &self.catalog)
             .finish()
     }
 }
@@ -267,6 +278,7 @@ struct Shared {
     arm_endpoint: String,
     write_limit: Option<(u32, f64)>,
     read_limit: Option<(u32, f64)>,
+    catalog: Catalog,
 }
 
 impl Shared {
@@ -524,6 +536,7 @@ impl Shared {
                 operation_duration: self.operation_duration,
                 retry_after_secs: self.retry_after_secs,
                 validator: self.validator.as_ref(),
+                catalog: &self.catalog,
             },
             base,
             api_version,
@@ -679,6 +692,7 @@ impl Emulator {
             arm_endpoint,
             write_limit: config.write_limit,
             read_limit: config.read_limit,
+            catalog: config.catalog,
         });
         let router: Router = Router::new()
             .fallback(handle)
@@ -983,6 +997,42 @@ pub struct EmulatorArgs {
     /// validated.
     #[arg(long, env = crate::armspec::SPECS_ENV, value_name = "DIR")]
     pub arm_specs: Option<PathBuf>,
+    /// Regions the emulated resource types are available in, `[TYPE=]REGION,...` (repeatable):
+    /// without a type it replaces the built-in list of 28 Azure ML regions for every type; with
+    /// one (`Microsoft.MachineLearningServices/workspaces=eastus,westeurope`) for that type only.
+    /// A resource elsewhere is refused with 400 `LocationNotAvailableForResourceType`.
+    #[arg(long, value_name = "[TYPE=]REGION,...", value_parser = catalog::parse_locations)]
+    pub locations: Vec<catalog::Locations>,
+    /// VM sizes computes and online deployments may use, `NAME:FAMILY:CORES[@REGION+REGION]`,
+    /// comma-separated (replaces the built-in list; without `@` a size is offered in every
+    /// region). A compute with another size ends `Failed` (`InvalidPropertyValue`), a deployment
+    /// with another instance type is refused (400 `BadArgument`).
+    #[arg(long, value_name = "NAME:FAMILY:CORES,...", value_parser = catalog::parse_vm_sizes)]
+    pub vm_sizes: Option<catalog::VmSizes>,
+    /// Dedicated-core quota, `[REGION/][FAMILY=]CORES` (repeatable; later and more specific
+    /// entries win; default 1000 per family per region). A compute whose `maxNodeCount` x cores
+    /// does not fit is refused with 400 `QuotaExceeded`.
+    #[arg(long = "core-quota", value_name = "[REGION/][FAMILY=]CORES", value_parser = catalog::parse_core_quota)]
+    pub core_quotas: Vec<CoreQuota>,
+}
+
+impl EmulatorArgs {
+    /// The catalog the flags describe: the built-in one with what `--locations`, `--vm-sizes`
+    /// and `--core-quota` replace.
+    pub fn catalog(&self) -> Catalog {
+        let mut catalog = Catalog::default();
+        for entry in &self.locations {
+            match &entry.resource_type {
+                None => catalog.locations = entry.regions.clone(),
+                Some(t) => catalog.type_locations.push((t.clone(), entry.regions.clone())),
+            }
+        }
+        if let Some(sizes) = &self.vm_sizes {
+            catalog.vm_sizes = sizes.0.clone();
+        }
+        catalog.core_quotas = self.core_quotas.clone();
+        catalog
+    }
 }
 
 /// Reads `--write-limit` / `--read-limit BURST:PER_SECOND`.
@@ -1017,6 +1067,9 @@ impl fmt::Debug for EmulatorArgs {
             .field("write_limit", &self.write_limit)
             .field("read_limit", &self.read_limit)
             .field("arm_specs", &self.arm_specs)
+            .field("locations", &self.locations)
+            .field("vm_sizes", &self.vm_sizes)
+            .field("core_quotas", &self.core_quotas)
             .finish()
     }
 }
@@ -1038,7 +1091,9 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
         ca_file: Some(args.ca_file.clone()),
         write_limit: args.write_limit,
         read_limit: args.read_limit,
+        catalog: args.catalog(),
     };
+    let catalog = config.catalog.clone();
     let emulator = Emulator::start(config).await?;
     for rule in &args.faults {
         let _ = emulator.inject_rule(rule.clone());
@@ -1064,6 +1119,13 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
             crate::armspec::SPECS_ENV
         ),
     }
+    println!(
+        "  Azure offers:    {} regions, {} VM sizes, {} dedicated cores per VM family per region{} (--locations, --vm-sizes, --core-quota)",
+        catalog.locations.len(),
+        catalog.vm_sizes.len(),
+        catalog::DEFAULT_CORE_QUOTA,
+        if catalog.core_quotas.is_empty() { "" } else { " unless --core-quota says otherwise" }
+    );
     println!();
     println!("Run the operator against it with:");
     println!(

@@ -91,6 +91,10 @@ pub(crate) enum OpOverride {
     End(OpStatus, String),
     /// It runs this long, and `finish_operations` does not shorten it.
     Outlast(std::time::Duration),
+    /// The service refuses what the request asked for, after accepting it (a compute's VM size):
+    /// the operation ends `Failed` with this ARM error object, and the resource stays `Failed`
+    /// with it in `properties.provisioningErrors`, as Azure ML shows a failed compute.
+    Refuse(Value),
 }
 
 /// An injected fault rule and how many matching requests it has seen.
@@ -339,9 +343,21 @@ impl State {
         let ctx_tenant = op.tenant_id.clone();
         let ctx_client = op.client_id.clone();
         let mut outcome = (OpStatus::Succeeded, None);
-        if let Some(OpOverride::End(status, code)) = op.forced.clone() {
-            self.force_end(op_id, &key, status, &code);
-            return;
+        match op.forced.clone() {
+            Some(OpOverride::End(status, code)) => {
+                self.force_end(op_id, &key, status, &code);
+                return;
+            }
+            Some(OpOverride::Refuse(error)) => {
+                if let Some(res) = self.resources.get_mut(&key) {
+                    set_path(&mut res.body, "properties/provisioningState", Value::from("Failed"));
+                    set_path(&mut res.body, "properties/provisioningErrors", json!([{"error": error.clone()}]));
+                    res.op = None;
+                }
+                self.end_op(op_id, OpStatus::Failed, Some(error));
+                return;
+            }
+            _ => {}
         }
 
         match kind {
