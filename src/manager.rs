@@ -4,7 +4,7 @@ use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
 use crate::shutdown::{Shutdown, bounded};
-use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, resolve, secrets};
+use crate::controller::{AmlKind, Config, Context, ParentRef, pipeline, secrets};
 use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use axum::{Router, routing::get};
 use futures::{FutureExt, StreamExt};
@@ -329,7 +329,7 @@ async fn kind_controller<K: AmlKind>(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     for parent in K::PARENT_KINDS {
-        let resource = resolve::parent_resource(*parent);
+        let resource = parent.resource();
         let parents: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
             None => Api::all_with(ctx.client.clone(), &resource),

@@ -65,7 +65,7 @@ fn chart_crds_are_the_repository_crds() {
 //
 // 1. TYPES: the type argument of `Api<T>` / `Api::<T>` -> API group and resources. `K` is the generic
 //    kind of the reconcile pipeline and `DynamicObject` is only used for our own parent kinds
-//    (`resolve::parent_resource`), so both stand for all four kinds.
+//    (`ParentKind::resource`, `protect::kinds`), so both stand for all five kinds.
 // 2. METHODS: a method called on a variable bound to an `Api<T>` -> verb (and subresource). A binding
 //    is `name: Api<T>` or `let name = Api::<T>::...`; a call is `name.method(` or `name.method::<`,
 //    also when rustfmt put `.method(` on the next line. The latest binding of a name in the file wins.

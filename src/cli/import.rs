@@ -103,7 +103,7 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
     // The manifests may go to stdout: keep every other line a YAML comment.
     let session = Session::start(&args.arm, false, given, out, "# ").await?;
     // The principal the CLI was given, read back like the pipeline reads any credentials Secret.
-    let (sp, _) = credentials::resolve(&session.ctx, CLI_CREDENTIALS_NAMESPACE, None).await.map_err(|_| {
+    let sp = credentials::resolve(&session.ctx, CLI_CREDENTIALS_NAMESPACE, None).await.map(|f| f.principal).map_err(|_| {
         CliError::Config("import needs a service principal: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into())
     })?;
     let mut report = ImportReport::default();

@@ -2,7 +2,7 @@
 //! manifests. Adding a kind to the CLI is one line in [`registry`].
 
 use crate::controller::plan::{self, Planned};
-use crate::controller::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline, resolve};
+use crate::controller::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline};
 use crate::crd::{
     AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace, DeletionPolicy, ManagementPolicy,
 };
@@ -58,7 +58,7 @@ impl<K: AmlKind> KindHandle for Typed<K> {
     fn parent(&self, obj: &Value) -> Option<(String, String)> {
         let o = typed::<K>(obj).ok()?;
         match o.parent()? {
-            ParentRef::Object { kind, name } => Some((resolve::parent_resource(kind).kind, name.to_string())),
+            ParentRef::Object { kind, name } => Some((kind.resource().kind, name.to_string())),
             ParentRef::ArmId(_) => None,
         }
     }

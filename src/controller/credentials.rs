@@ -26,12 +26,19 @@ pub struct SecretLocation {
     pub name: String,
 }
 
-/// Reads the service principal for an object in `namespace`.
-pub async fn resolve(
-    ctx: &Context,
-    namespace: &str,
-    reference: Option<&CredentialsRef>,
-) -> Result<(ServicePrincipal, SecretLocation), Error> {
+/// What credential resolution found.
+pub struct Found {
+    /// The service principal the Secret describes.
+    pub principal: ServicePrincipal,
+    /// Where the Secret is.
+    pub location: SecretLocation,
+    /// The Secret as read, so protecting it (`protect::hold`) needs no second read.
+    pub secret: Box<Secret>,
+}
+
+/// Reads the service principal for an object in `namespace`. Reads only: protecting the Secret
+/// it found is the caller's step (`protect::hold`).
+pub async fn resolve(ctx: &Context, namespace: &str, reference: Option<&CredentialsRef>) -> Result<Found, Error> {
     let candidates: Vec<SecretLocation> = match reference {
         Some(r) => vec![SecretLocation { namespace: namespace.to_string(), name: r.secret_name.clone() }],
         None => {
@@ -53,11 +60,7 @@ pub async fn resolve(
             .map_err(|source| Error::Kube { what: "reading the credentials Secret", source })?;
         if let Some(secret) = secret {
             let principal = principal(&secret, location, &process_env)?;
-            if location.namespace == namespace {
-                // Keep it until no object needs it (see `protect`), using the copy just read.
-                super::protect::hold(ctx, &secret).await?;
-            }
-            return Ok((principal, location.clone()));
+            return Ok(Found { principal, location: location.clone(), secret: Box::new(secret) });
         }
     }
     let first = &candidates[0];

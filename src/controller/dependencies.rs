@@ -21,7 +21,7 @@
 //!   Log Analytics workspace, the key vault (soft-deleted by Azure, its name reserved until purged:
 //!   the operator never purges) and the storage account.
 
-use super::pipeline::record_outputs;
+use super::status::record_outputs;
 use super::{Context, Dependencies, DependencyMode, Error, PlannedDependency, Resolved, Target, drift};
 use crate::arm::{self, ServicePrincipal, WriteOutcome};
 use crate::crd::{AmlWorkspace, CreatedDependencies};

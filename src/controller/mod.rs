@@ -25,6 +25,7 @@ pub use error::{Error, Retry};
 
 use crate::arm::{ArmClient, ServicePrincipal};
 use crate::crd::{CommonSpec, CommonStatus, CredentialsRef, DeletionPolicy, ManagementPolicy};
+use kube::api::ApiResource;
 use kube::runtime::events::Recorder;
 use kube::{Client, Resource};
 use serde::{Serialize, de::DeserializeOwned};
@@ -208,6 +209,17 @@ pub enum ParentKind {
     Endpoint,
     /// An `AmlCompute` in the same namespace.
     Compute,
+}
+
+impl ParentKind {
+    /// The API resource of this parent kind.
+    pub fn resource(self) -> ApiResource {
+        match self {
+            ParentKind::Workspace => ApiResource::erase::<crate::crd::AmlWorkspace>(&()),
+            ParentKind::Endpoint => ApiResource::erase::<crate::crd::AmlOnlineEndpoint>(&()),
+            ParentKind::Compute => ApiResource::erase::<crate::crd::AmlCompute>(&()),
+        }
+    }
 }
 
 /// How a child's spec names its parent.
@@ -531,4 +543,13 @@ pub fn child_target<K: AmlKind>(
         name,
         location: location.map(str::to_string).unwrap_or_else(|| parent.location.clone()),
     })
+}
+
+/// The principal's subscription, or an error naming where to set one.
+pub fn subscription_of<K: AmlKind>(obj: &K, spec_subscription: Option<&str>, sp: &ServicePrincipal) -> Result<String, Error> {
+    use kube::ResourceExt;
+    spec_subscription
+        .map(str::to_string)
+        .or_else(|| sp.subscription_id.clone())
+        .ok_or_else(|| Error::NoSubscription { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() })
 }

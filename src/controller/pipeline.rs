@@ -148,7 +148,7 @@ pub fn jitter(d: Duration, fraction: f64) -> Duration {
 }
 
 async fn report_failure<K: AmlKind>(obj: &K, error: &Error, ctx: &Context) {
-    let mut st = current(obj);
+    let mut st = status::current(obj);
     st.ready = Some(Cond::no(error.reason(), error.message()));
     // kstatus: a failure the operator retries on its own is still in progress; one that needs a
     // person is Stalled.
@@ -228,23 +228,6 @@ async fn post_event(client: &kube::Client, event: &Event, reference: &k8s_openap
     Api::<K8sEvent>::namespaced(client.clone(), &namespace).create(&kube::api::PostParams::default(), &k8s).await.map(drop)
 }
 
-/// The status the object has now, as a starting point.
-fn current<K: AmlKind>(obj: &K) -> Desired {
-    let outputs = serde_json::to_value(obj)
-        .ok()
-        .and_then(|v| v.get("status").cloned())
-        .and_then(|s| match s {
-            Value::Object(mut m) => {
-                for k in crate::crd::COMMON_STATUS_FIELDS {
-                    m.remove(*k);
-                }
-                Some(m)
-            }
-            _ => None,
-        })
-        .unwrap_or_default();
-    Desired::from_current(obj.common_status(), outputs)
-}
 
 fn arm_error(action: &'static str, target: &Target) -> impl FnOnce(arm::Error) -> Error + use<> {
     let arm_id = target.arm_id.clone();
@@ -510,17 +493,25 @@ async fn commit<K: AmlKind>(obj: &K, ctx: &Context, decision: Decision) -> Resul
     Ok(decision.requeue)
 }
 
-/// One pass of apply up to, not including, its writes to Kubernetes: ARM is read (and written, when
+/// One pass of apply up to, not including, its status and events: ARM is read (and written, when
 /// the spec says so), and what follows — the status, the requeue, the events — is returned as a
-/// [`Decision`] for [`commit`] to write.
+/// [`Decision`] for [`commit`] to write. The Kubernetes writes it does make are steps of their own,
+/// each named where it happens: protecting the credentials Secret (`protect::hold`), the owner
+/// reference to the parent (`ensure_owner`), and a kind's record of what it is about to create
+/// (`status::record_outputs`, before the first write of a dependency).
 async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     let policies = obj.policies();
     let mut events: Vec<Note> = Vec::new();
-    let mut st = current(obj);
+    let mut st = status::current(obj);
     let resolved = match resolve::resolve(obj, ctx).await? {
-        Resolution::Ready(resolved, secret) => {
+        Resolution::Ready(resolved, found) => {
             let ns = obj.namespace().unwrap_or_default();
-            st.credentials_secret = (secret.namespace == ns).then(|| secret.name.clone());
+            let in_namespace = found.location.namespace == ns;
+            st.credentials_secret = in_namespace.then(|| found.location.name.clone());
+            // Protect: the Secret keeps a finalizer while an object of its namespace needs it.
+            if in_namespace {
+                protect::hold(ctx, &found.secret).await?;
+            }
             resolved
         }
         Resolution::Waiting(w) => {
@@ -877,7 +868,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     // The parent may already be gone: fall back to this object's own (or the default) credentials.
     let sp = match resolve::resolve(obj, ctx).await {
         Ok(Resolution::Ready(resolved, _)) => resolved.principal,
-        _ => credentials::resolve(ctx, &ns, policies.credentials).await?.0,
+        _ => credentials::resolve(ctx, &ns, policies.credentials).await?.principal,
     };
     let target = Target {
         subscription: String::new(),
@@ -887,7 +878,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         location: String::new(),
     };
     let api_version = K::arm_api_version(&ctx.config);
-    let mut st = current(obj);
+    let mut st = status::current(obj);
     if let Some(op) = st.operation.clone() {
         match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {
             PollOutcome::InProgress { retry_after } => {
@@ -954,7 +945,7 @@ async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
 async fn parent_deletes_it<K: AmlKind>(obj: &K, ctx: &Context) -> Result<bool, Error> {
     let Some(super::ParentRef::Object { kind, name }) = obj.parent() else { return Ok(false) };
     let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &obj.namespace().unwrap_or_default(), &resolve::parent_resource(kind));
+        Api::namespaced_with(ctx.client.clone(), &obj.namespace().unwrap_or_default(), &kind.resource());
     let Some(parent) = api.get_opt(name).await.map_err(|source| Error::Kube { what: "reading the parent object", source })? else {
         return Ok(false);
     };
@@ -981,7 +972,7 @@ async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &Servi
 async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     ctx.forget(&obj.uid().unwrap_or_default());
     if let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) {
-        let mut st = current(obj);
+        let mut st = status::current(obj);
         st.reconciling = None;
         st.stalled = None;
         st.ready = Some(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next"));
@@ -995,21 +986,6 @@ fn azure_name_of(id: &str) -> String {
     id.rsplit('/').next().unwrap_or_default().to_string()
 }
 
-/// Writes the object's status now with `outputs` added (and its ARM id and location), keeping
-/// everything else it shows: for a kind that must record what it is about to create before it
-/// creates it, so a restart, or a deletion, finds it.
-pub(crate) async fn record_outputs<K: AmlKind>(
-    ctx: &Context,
-    obj: &K,
-    target: &Target,
-    outputs: &serde_json::Map<String, Value>,
-) -> Result<(), Error> {
-    let mut st = current(obj);
-    st.arm_id = Some(target.arm_id.clone());
-    st.location = Some(target.location.clone());
-    st.outputs.extend(outputs.clone());
-    status::write(ctx, obj, &st).await.map(|_| ())
-}
 
 /// Adds an owner reference to the parent object, once (server-side apply of that field only).
 async fn ensure_owner<K: AmlKind>(ctx: &Context, obj: &K, owner: &OwnerReference) -> Result<(), Error> {
@@ -1028,13 +1004,6 @@ async fn ensure_owner<K: AmlKind>(ctx: &Context, obj: &K, owner: &OwnerReference
     Ok(())
 }
 
-/// The principal's subscription, or an error naming where to set one.
-pub fn subscription_of<K: AmlKind>(obj: &K, spec_subscription: Option<&str>, sp: &ServicePrincipal) -> Result<String, Error> {
-    spec_subscription
-        .map(str::to_string)
-        .or_else(|| sp.subscription_id.clone())
-        .ok_or_else(|| Error::NoSubscription { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() })
-}
 
 /// The decisions apply ends in are values: tested here without a server, an emulator or a clock
 /// beyond `now`.

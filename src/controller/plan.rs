@@ -204,7 +204,7 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
 /// only not in Azure yet) the child is created after it; otherwise it is blocked.
 async fn waiting_plan<K: AmlKind>(obj: &K, ctx: &Context, w: resolve::Waiting) -> Result<Planned, Error> {
     if let Some(ParentRef::Object { kind, name }) = obj.parent() {
-        let resource = resolve::parent_resource(kind);
+        let resource = kind.resource();
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.client.clone(), &obj.namespace().unwrap_or_default(), &resource);
         let exists = api

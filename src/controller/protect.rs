@@ -4,10 +4,9 @@
 //! only when no amloperator.io object is left in that namespace. A Secret being deleted stays
 //! readable until then, so every object can still delete its Azure resource.
 
-use super::{Context, Error, ParentKind, resolve};
-use crate::crd::GROUP;
+use super::{Context, Error};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -27,15 +26,14 @@ fn done_with_azure(o: &DynamicObject) -> bool {
 
 /// Every kind whose objects may need a credentials Secret.
 fn kinds() -> Vec<ApiResource> {
-    let mut v = vec![resolve::parent_resource(ParentKind::Workspace), resolve::parent_resource(ParentKind::Endpoint)];
-    for (kind, plural) in [
-        ("AmlCompute", "amlcomputes"),
-        ("AmlOnlineDeployment", "amlonlinedeployments"),
-        ("AmlRoleAssignment", "amlroleassignments"),
-    ] {
-        v.push(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, crate::crd::VERSION, kind), plural));
-    }
-    v
+    use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
+    vec![
+        ApiResource::erase::<AmlWorkspace>(&()),
+        ApiResource::erase::<AmlCompute>(&()),
+        ApiResource::erase::<AmlOnlineEndpoint>(&()),
+        ApiResource::erase::<AmlOnlineDeployment>(&()),
+        ApiResource::erase::<AmlRoleAssignment>(&()),
+    ]
 }
 
 /// Adds the finalizer to a credentials Secret in an object's namespace (the operator-wide

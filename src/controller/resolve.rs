@@ -3,12 +3,12 @@
 //! A child inherits subscription, resource group, location and credentials from its parent. Parent
 //! objects are read generically (any kind in our group) so this file needs no per-kind code.
 
-use super::credentials::{self, SecretLocation};
+use super::credentials::{self, Found};
 use super::{AmlKind, Context, Error, Parent, ParentKind, ParentRef, Resolved};
 use crate::arm::ids;
 use crate::crd::{CredentialsRef, GROUP, VERSION, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject};
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -23,21 +23,12 @@ pub struct Waiting {
 
 /// The outcome of resolution.
 pub enum Resolution {
-    /// Everything needed is there.
-    Ready(Resolved, SecretLocation),
+    /// Everything needed is there: the parent and the credentials, with the Secret they came from.
+    Ready(Resolved, Found),
     /// The parent is missing or not ready.
     Waiting(Waiting),
 }
 
-/// The API resource of a parent kind.
-pub fn parent_resource(kind: ParentKind) -> ApiResource {
-    let (kind, plural) = match kind {
-        ParentKind::Workspace => ("AmlWorkspace", "amlworkspaces"),
-        ParentKind::Endpoint => ("AmlOnlineEndpoint", "amlonlineendpoints"),
-        ParentKind::Compute => ("AmlCompute", "amlcomputes"),
-    };
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, kind), plural)
-}
 
 fn waiting(message: String) -> Resolution {
     Resolution::Waiting(Waiting { reason: "WaitingForParent", message })
@@ -54,13 +45,13 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             Err(w) => return Ok(Resolution::Waiting(w)),
         },
         Some(ParentRef::Object { kind, name }) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &parent_resource(kind));
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &kind.resource());
             let Some(parent) = api
                 .get_opt(name)
                 .await
                 .map_err(|source| Error::Kube { what: "reading the parent object", source })?
             else {
-                return Ok(waiting(format!("{} {ns}/{name} does not exist yet", parent_resource(kind).kind)));
+                return Ok(waiting(format!("{} {ns}/{name} does not exist yet", kind.resource().kind)));
             };
             let data = &parent.data;
             let ready = data["status"]["conditions"].as_array().is_some_and(|cs| {
@@ -68,7 +59,7 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             });
             let arm_id = data["status"]["armId"].as_str().map(str::to_string);
             let (Some(arm_id), true) = (arm_id, ready) else {
-                return Ok(waiting(format!("{} {ns}/{name} is not ready yet", parent_resource(kind).kind)));
+                return Ok(waiting(format!("{} {ns}/{name} is not ready yet", kind.resource().kind)));
             };
             let credentials = match own {
                 Some(c) => Some(c),
@@ -82,7 +73,7 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
                 .to_string();
             let owner = OwnerReference {
                 api_version: format!("{GROUP}/{VERSION}"),
-                kind: parent_resource(kind).kind,
+                kind: kind.resource().kind,
                 name: parent.name_any(),
                 uid: parent.uid().unwrap_or_default(),
                 controller: None,
@@ -91,8 +82,8 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             (Some(Parent { arm_id, subscription, resource_group, location, owner: Some(owner) }), credentials)
         }
     };
-    let (principal, location) = credentials::resolve(ctx, &ns, credentials.as_ref()).await?;
-    Ok(Resolution::Ready(Resolved { principal, parent }, location))
+    let found = credentials::resolve(ctx, &ns, credentials.as_ref()).await?;
+    Ok(Resolution::Ready(Resolved { principal: found.principal.clone(), parent }, found))
 }
 
 /// Whether a parent's Ready condition says it waits only for its children (an endpoint whose traffic
@@ -114,7 +105,7 @@ async fn inherited_credentials(
     }
     if matches!(kind, ParentKind::Endpoint | ParentKind::Compute) {
         if let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str() {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &parent_resource(ParentKind::Workspace));
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ParentKind::Workspace.resource());
             if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
                 return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
             }
@@ -154,7 +145,7 @@ async fn arm_parent<K: AmlKind>(
         Some(l) => l,
         None => {
             let ns = obj.namespace().unwrap_or_default();
-            let (sp, _) = credentials::resolve(ctx, &ns, own).await?;
+            let sp = credentials::resolve(ctx, &ns, own).await?.principal;
             // Credentials for another subscription than the parent's: ARM answers 403 or 404, and
             // only a person can fix that, so it gets its own reason.
             let elsewhere = sp.subscription_id.as_deref().filter(|s| !s.eq_ignore_ascii_case(&subscription)).map(|credentials| {

@@ -1,6 +1,6 @@
 //! Computing the status an object should have, and writing it only when it changed.
 
-use super::{AmlKind, Context, Error};
+use super::{AmlKind, Context, Error, Target};
 use crate::crd::{CommonStatus, FailureStatus, OperationStatus, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -180,4 +180,38 @@ pub async fn write<K: AmlKind>(ctx: &Context, obj: &K, desired: &Desired) -> Res
         .await
         .map_err(|source| Error::Kube { what: "status update", source })?;
     Ok(true)
+}
+
+/// The status the object has now, as a starting point.
+pub(crate) fn current<K: AmlKind>(obj: &K) -> Desired {
+    let outputs = serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| v.get("status").cloned())
+        .and_then(|s| match s {
+            Value::Object(mut m) => {
+                for k in crate::crd::COMMON_STATUS_FIELDS {
+                    m.remove(*k);
+                }
+                Some(m)
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    Desired::from_current(obj.common_status(), outputs)
+}
+
+/// Writes the object's status now with `outputs` added (and its ARM id and location), keeping
+/// everything else it shows: for a kind that must record what it is about to create before it
+/// creates it, so a restart, or a deletion, finds it.
+pub(crate) async fn record_outputs<K: AmlKind>(
+    ctx: &Context,
+    obj: &K,
+    target: &Target,
+    outputs: &serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    let mut st = current(obj);
+    st.arm_id = Some(target.arm_id.clone());
+    st.location = Some(target.location.clone());
+    st.outputs.extend(outputs.clone());
+    write(ctx, obj, &st).await.map(|_| ())
 }

@@ -1,7 +1,7 @@
 //! AmlWorkspace on the pipeline: ARM location, body and outputs; its dependencies are in
 //! [`super::dependencies`].
 
-use super::pipeline::subscription_of;
+use super::subscription_of;
 use super::{AmlKind, BoxFuture, Context, Dependencies, DependencyMode, Error, Resolved, Target, azure_name, dependencies};
 use crate::arm::ServicePrincipal;
 use crate::crd::{AmlWorkspace, CommonSpec, CommonStatus};
