@@ -193,10 +193,11 @@ impl State {
         if let Some(k) = self.kinds.get(&(c.prefix.clone(), c.plural.clone())) {
             return k.clone();
         }
-        crate::crd::all()
-            .into_iter()
-            .find(|crd| crd.spec.names.plural == c.plural)
-            .map(|crd| crd.spec.names.kind)
+        crate::controller::kinds::ALL
+            .iter()
+            .map(|k| k.resource())
+            .find(|r| r.plural == c.plural)
+            .map(|r| r.kind)
             .unwrap_or_default()
     }
 }

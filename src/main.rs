@@ -70,9 +70,9 @@ fn main() -> ExitCode {
         let mut out = std::io::stdout();
         match cli.command {
             Command::Run(args) => aml_operator::manager::run(args).await?,
-            Command::Crds { out_dir: None } => print!("{}", aml_operator::crd::to_yaml()?),
+            Command::Crds { out_dir: None } => print!("{}", aml_operator::crd::to_yaml(aml_operator::controller::kinds::crds())?),
             Command::Crds { out_dir: Some(dir) } => {
-                for path in aml_operator::crd::write_files(&dir)? {
+                for path in aml_operator::crd::write_files(&dir, aml_operator::controller::kinds::crds())? {
                     println!("wrote {}", path.display());
                 }
             }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 /// The openAPIV3Schema of the CRD for `kind`.
 fn schema(kind: &str) -> Value {
-    let crd = aml_operator::crd::all()
+    let crd = aml_operator::controller::kinds::crds()
         .into_iter()
         .find(|c| c.spec.names.kind == kind)
         .unwrap_or_else(|| panic!("no CRD for {kind}"));
@@ -104,7 +104,7 @@ fn every_example_parses_as_its_type_and_passes_the_cel_rules() {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("examples/ is missing");
     };
-    let kinds: Vec<String> = aml_operator::crd::all().into_iter().map(|c| c.spec.names.kind).collect();
+    let kinds: Vec<String> = aml_operator::controller::kinds::crds().into_iter().map(|c| c.spec.names.kind).collect();
     let mut checked = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
@@ -123,7 +123,7 @@ fn every_example_parses_as_its_type_and_passes_the_cel_rules() {
                 continue;
             }
             assert!(kinds.contains(&kind), "{}: unknown kind {kind}", path.display());
-            aml_operator::crd::parse_typed(&value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            aml_operator::controller::kinds::parse(&value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             check(&value, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             checked.push(kind);
         }

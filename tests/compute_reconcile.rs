@@ -676,7 +676,7 @@ fn a_cluster_body_holds_only_what_the_spec_sets_and_no_secret_reference() {
 
 #[test]
 fn the_compute_crd_has_names_columns_and_validation_rules() {
-    let crd = aml_operator::crd::all()
+    let crd = aml_operator::controller::kinds::crds()
         .into_iter()
         .find(|c| c.metadata.name.as_deref() == Some("amlcomputes.amloperator.io"))
         .expect("AmlCompute CRD registered");

@@ -7,7 +7,7 @@ const REGENERATE: &str = "cargo run -- crds --out-dir crds";
 #[test]
 fn crds_folder_matches_the_generated_crds() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    let files = aml_operator::crd::files().expect("CRDs serialize");
+    let files = aml_operator::crd::files(aml_operator::controller::kinds::crds()).expect("CRDs serialize");
     for (name, yaml) in &files {
         let on_disk = std::fs::read_to_string(dir.join(name))
             .unwrap_or_else(|_| panic!("crds/{name} is missing: run `{REGENERATE}`"));
@@ -40,7 +40,7 @@ fn every_spec_and_status_field_is_documented() {
             walk(&format!("{path}[]"), items, missing);
         }
     }
-    for crd in aml_operator::crd::all() {
+    for crd in aml_operator::controller::kinds::crds() {
         let v = serde_json::to_value(&crd).unwrap();
         let schema = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut missing = Vec::new();
@@ -52,7 +52,7 @@ fn every_spec_and_status_field_is_documented() {
 
 #[test]
 fn workspace_crd_has_names_columns_and_immutability_rules() {
-    let crd = serde_json::to_value(aml_operator::crd::all().remove(0)).unwrap();
+    let crd = serde_json::to_value(aml_operator::controller::kinds::crds().remove(0)).unwrap();
     let spec = &crd["spec"];
     assert_eq!(spec["group"], "amloperator.io");
     assert_eq!(spec["names"]["shortNames"], serde_json::json!(["amlws"]));

@@ -195,7 +195,7 @@ async fn the_crds_folder_and_the_chart_install_on_the_real_api_server() {
             .unwrap_or_else(|e| panic!("the API server refused crds/{}: {e}", entry.file_name().to_string_lossy()));
         applied.push(name);
     }
-    assert_eq!(applied.len(), aml_operator::crd::all().len(), "one CRD per kind in crds/");
+    assert_eq!(applied.len(), aml_operator::controller::kinds::crds().len(), "one CRD per kind in crds/");
     for name in &applied {
         established(&crds, name).await;
     }

@@ -669,9 +669,11 @@ async fn a_failed_deployment_shows_the_arm_error_stalls_and_does_not_put_again()
         w.reconcile::<AmlOnlineDeployment>(DEP_PATH).await.unwrap();
     }
     let ready = w.condition(DEP_PATH, "Ready").unwrap();
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ArmOperationFailed")));
+    // A quota failure gets its own reason and says what to change first (issue 26).
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("QuotaExceeded")));
     let message = ready["message"].as_str().unwrap();
     assert!(message.contains(&format!("OutOfQuota: {quota}")), "{message}");
+    assert!(message.starts_with("Quota: ") && message.contains("spec.instanceCount"), "{message}");
     assert_eq!(w.condition(DEP_PATH, "Stalled").unwrap()["status"], "True");
     assert_eq!(w.kube.raw(DEP_PATH).unwrap()["status"]["provisioningState"], "Failed");
     let puts = w.emulator.requests().iter().filter(|r| r.method == "PUT" && r.path.contains("/deployments/")).count();

@@ -44,7 +44,7 @@ impl Side {
             .map_err(|source| BenchError::Kubeconfig(kubeconfig.to_path_buf(), source))?;
         let client = Client::try_from(config).map_err(|source| BenchError::Kube { what: "building the cluster client", source })?;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in crate::crd::all() {
+        for crd in crate::controller::kinds::crds() {
             let name = crd.name_any();
             crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
                 .await

@@ -4,7 +4,8 @@
 //! the controller, parents first, each again when its requeue is due (capped at 2 s against an
 //! emulator). A child is woken as soon as its parent turns Ready.
 
-use super::kinds::{self, KindHandle, Node};
+use super::kinds::{self, Node};
+use crate::controller::kinds::Kind;
 use super::plan::{plan_all, store};
 use super::{ApplyArgs, ArmSetup, CliError, Manifest, Session, load, say};
 use crate::controller::{Error, Retry};
@@ -181,7 +182,7 @@ struct Run<'a> {
     session: &'a Session,
     objects: &'a [Manifest],
     nodes: &'a [Node],
-    kinds: &'a [Box<dyn KindHandle>],
+    kinds: &'a [&'static dyn Kind],
     progress: Progress,
     start: Instant,
     deadline: Instant,
@@ -199,7 +200,7 @@ impl<'a> Run<'a> {
         session: &'a Session,
         objects: &'a [Manifest],
         nodes: &'a [Node],
-        kinds: &'a [Box<dyn KindHandle>],
+        kinds: &'a [&'static dyn Kind],
         progress: Progress,
         timeout: Duration,
     ) -> Self {
@@ -262,9 +263,16 @@ impl<'a> Run<'a> {
                     self.fail(i, "no handler for this kind".into());
                     continue;
                 };
-                let Some(r) = handle.reconcile(&self.session.kube, &self.slots[i].path, self.session.ctx.clone()).await else {
+                let Some(stored) = self.session.kube.raw(&self.slots[i].path) else {
                     self.fail(i, "the object disappeared".into());
                     continue;
+                };
+                let r = match handle.reconcile(stored, self.session.ctx.clone()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.fail(i, e);
+                        continue;
+                    }
                 };
                 let obj = self.session.kube.raw(&self.slots[i].path).unwrap_or(Value::Null);
                 let ready = find_condition(&obj, condition::READY);
@@ -366,7 +374,10 @@ impl<'a> Run<'a> {
                     self.fail(i, "no handler for this kind".into());
                     continue;
                 };
-                let r = handle.reconcile(&self.session.kube, &self.slots[i].path, self.session.ctx.clone()).await;
+                let r = match self.session.kube.raw(&self.slots[i].path) {
+                    Some(stored) => handle.reconcile(stored, self.session.ctx.clone()).await.ok(),
+                    None => None,
+                };
                 let obj = self.session.kube.raw(&self.slots[i].path);
                 match (r, obj) {
                     (_, None) | (None, _) => {

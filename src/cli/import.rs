@@ -333,7 +333,7 @@ where
         "metadata": {"name": name},
         "spec": spec,
     });
-    crate::crd::parse_typed(&object)?;
+    crate::controller::kinds::parse(&object)?;
     let typed: K = crate::crd::from_value(object)?;
     let yaml = serde_yaml::to_string(&typed).map_err(|e| e.to_string())?;
     Ok((name.to_string(), yaml))

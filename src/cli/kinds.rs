@@ -1,122 +1,16 @@
-//! The operator's kinds behind one object-safe handle, so the commands work on a mixed set of
-//! manifests. Adding a kind to the CLI is one line in [`registry`].
+//! The CLI's view of the operator's kinds (`controller::kinds::ALL`): which handles a set of
+//! manifests, and in what order (parents before children).
 
-use crate::controller::plan::{self, Planned};
-use crate::controller::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline};
-use crate::crd::{
-    AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace, DeletionPolicy, ManagementPolicy,
-};
-use crate::localkube::LocalKube;
-use kube::runtime::controller::Action;
-use serde_json::Value;
-use std::marker::PhantomData;
-use std::sync::Arc;
+use crate::controller::kinds::{self, Kind};
 
-/// What one reconcile returned, with the requeue the controller would use on failure.
-pub struct Reconciled {
-    /// The pipeline's result.
-    pub result: Result<(), Error>,
-    /// When the controller would run it again (`error_policy` for failures).
-    pub action: Action,
-}
-
-/// One kind, type-erased.
-pub trait KindHandle: Send + Sync {
-    /// `kind`, e.g. `AmlWorkspace`.
-    fn kind(&self) -> &'static str;
-    /// Whether `obj` is a valid object of this kind (the typed spec parses).
-    fn check(&self, obj: &Value) -> Result<(), String>;
-    /// The parent object `obj` names: (kind, name) in the same namespace.
-    fn parent(&self, obj: &Value) -> Option<(String, String)>;
-    /// Whether deleting `obj` leaves its Azure resource in place (Orphan or Observe).
-    fn keeps_azure(&self, obj: &Value) -> bool;
-    /// Plans `obj` (see [`plan::plan`]).
-    fn plan<'a>(&'a self, obj: &'a Value, ctx: &'a Context) -> BoxFuture<'a, Planned>;
-    /// Reconciles the object stored at `path` once, as the controller would. None when it is gone.
-    fn reconcile(&self, kube: &LocalKube, path: &str, ctx: Arc<Context>) -> BoxFuture<'static, Option<Reconciled>>;
-}
-
-struct Typed<K>(PhantomData<fn() -> K>);
-
-fn typed<K: AmlKind>(obj: &Value) -> Result<K, String> {
-    crate::crd::from_value(obj.clone())
-}
-
-impl<K: AmlKind> KindHandle for Typed<K> {
-    fn kind(&self) -> &'static str {
-        // `Resource::kind` of a derived CRD borrows a static string.
-        match K::kind(&()) {
-            std::borrow::Cow::Borrowed(s) => s,
-            std::borrow::Cow::Owned(_) => "Unknown",
-        }
-    }
-
-    fn check(&self, obj: &Value) -> Result<(), String> {
-        typed::<K>(obj).map(|_| ())
-    }
-
-    fn parent(&self, obj: &Value) -> Option<(String, String)> {
-        let o = typed::<K>(obj).ok()?;
-        match o.parent()? {
-            ParentRef::Object { kind, name } => Some((kind.resource().kind, name.to_string())),
-            ParentRef::ArmId(_) => None,
-        }
-    }
-
-    fn keeps_azure(&self, obj: &Value) -> bool {
-        typed::<K>(obj).is_ok_and(|o| {
-            let p = o.policies();
-            p.deletion == DeletionPolicy::Orphan || p.management == ManagementPolicy::Observe
-        })
-    }
-
-    fn plan<'a>(&'a self, obj: &'a Value, ctx: &'a Context) -> BoxFuture<'a, Planned> {
-        Box::pin(async move {
-            match typed::<K>(obj) {
-                Ok(o) => plan::plan(&o, ctx).await,
-                Err(e) => Planned {
-                    change: plan::Change::Blocked { reason: "InvalidSpec".into(), message: e },
-                    arm_id: None,
-                    location: None,
-                    exists: false,
-                    fields: Vec::new(),
-                    note: None,
-                    dependencies: Vec::new(),
-                    status: Default::default(),
-                },
-            }
-        })
-    }
-
-    fn reconcile(&self, kube: &LocalKube, path: &str, ctx: Arc<Context>) -> BoxFuture<'static, Option<Reconciled>> {
-        let obj: Option<K> = kube.get(path);
-        Box::pin(async move {
-            let obj = Arc::new(obj?);
-            Some(match pipeline::reconcile(obj.clone(), ctx.clone()).await {
-                Ok(action) => Reconciled { result: Ok(()), action },
-                Err(e) => {
-                    let action = pipeline::error_policy(obj, &e, ctx);
-                    Reconciled { result: Err(e), action }
-                }
-            })
-        })
-    }
-}
-
-/// Every kind the CLI handles.
-pub fn registry() -> Vec<Box<dyn KindHandle>> {
-    vec![
-        Box::new(Typed::<AmlWorkspace>(PhantomData)),
-        Box::new(Typed::<AmlCompute>(PhantomData)),
-        Box::new(Typed::<AmlOnlineEndpoint>(PhantomData)),
-        Box::new(Typed::<AmlOnlineDeployment>(PhantomData)),
-        Box::new(Typed::<AmlRoleAssignment>(PhantomData)),
-    ]
+/// Every kind the CLI handles: the operator's table.
+pub fn registry() -> Vec<&'static dyn Kind> {
+    kinds::ALL.to_vec()
 }
 
 /// Finds the handle of `kind`.
-pub(crate) fn handle<'a>(kinds: &'a [Box<dyn KindHandle>], kind: &str) -> Option<&'a dyn KindHandle> {
-    kinds.iter().find(|k| k.kind() == kind).map(|k| k.as_ref())
+pub(crate) fn handle<'a>(kinds: &[&'a dyn Kind], kind: &str) -> Option<&'a dyn Kind> {
+    kinds.iter().copied().find(|k| k.name() == kind)
 }
 
 /// Where an object stands among the others: its parent in the same set, and how deep it is.
@@ -129,7 +23,7 @@ pub(crate) struct Node {
 }
 
 /// Parents and depths of `objects`: an object whose parent is in the set goes after it.
-pub(crate) fn graph(objects: &[super::Manifest], kinds: &[Box<dyn KindHandle>]) -> Vec<Node> {
+pub(crate) fn graph(objects: &[super::Manifest], kinds: &[&dyn Kind]) -> Vec<Node> {
     let parents: Vec<Option<usize>> = objects
         .iter()
         .map(|m| {
@@ -164,16 +58,29 @@ pub(crate) fn parents_first(nodes: &[Node]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::controller::kinds::Reconciled;
+    use crate::controller::plan::Planned;
+    use crate::controller::run::Shared;
+    use crate::controller::{BoxFuture, Context};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::ApiResource;
+    use serde_json::{Value, json};
+    use std::sync::Arc;
 
     /// A kind whose objects name their parent in `spec.parent` as `Kind/name`.
     struct Fake(&'static str);
 
-    impl KindHandle for Fake {
-        fn kind(&self) -> &'static str {
+    impl Kind for Fake {
+        fn name(&self) -> &'static str {
             self.0
         }
-        fn check(&self, _: &Value) -> Result<(), String> {
+        fn resource(&self) -> ApiResource {
+            unimplemented!("not used by the ordering tests")
+        }
+        fn crd(&self) -> CustomResourceDefinition {
+            unimplemented!("not used by the ordering tests")
+        }
+        fn parse(&self, _: &Value) -> Result<(), String> {
             Ok(())
         }
         fn parent(&self, obj: &Value) -> Option<(String, String)> {
@@ -186,7 +93,10 @@ mod tests {
         fn plan<'a>(&'a self, _: &'a Value, _: &'a Context) -> BoxFuture<'a, Planned> {
             unimplemented!("not used by the ordering tests")
         }
-        fn reconcile(&self, _: &LocalKube, _: &str, _: Arc<Context>) -> BoxFuture<'static, Option<Reconciled>> {
+        fn reconcile(&self, _: Value, _: Arc<Context>) -> BoxFuture<'static, Result<Reconciled, String>> {
+            unimplemented!("not used by the ordering tests")
+        }
+        fn run(&self, _: Shared, _: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> {
             unimplemented!("not used by the ordering tests")
         }
     }
@@ -200,7 +110,7 @@ mod tests {
 
     #[test]
     fn parents_go_before_their_children_whatever_the_file_order() {
-        let kinds: Vec<Box<dyn KindHandle>> = vec![Box::new(Fake("Ws")), Box::new(Fake("Ep")), Box::new(Fake("Dep"))];
+        let kinds: Vec<&dyn Kind> = vec![&Fake("Ws"), &Fake("Ep"), &Fake("Dep")];
         let objects = vec![
             object("Dep", "a", "blue", Some("Ep/ep")),
             object("Ep", "a", "ep", Some("Ws/ws")),

@@ -2,7 +2,7 @@
 //! `v1` `List`s. The operator's kinds and `v1` Secrets are kept; anything else is reported and skipped.
 
 use super::CliError;
-use super::kinds::KindHandle;
+use crate::controller::kinds::Kind;
 use crate::crd::{GROUP, VERSION};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -51,7 +51,7 @@ pub struct Loaded {
 
 /// Reads every manifest under `paths`. Objects are checked against their kind's schema (a bad
 /// spec is an error naming the document); unknown kinds are skipped and listed.
-pub fn load(paths: &[PathBuf], kinds: &[Box<dyn KindHandle>]) -> Result<Loaded, CliError> {
+pub fn load(paths: &[PathBuf], kinds: &[&'static dyn Kind]) -> Result<Loaded, CliError> {
     let mut files = Vec::new();
     for path in paths {
         collect(path, true, &mut files)?;
@@ -90,7 +90,7 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), Cl
     Ok(())
 }
 
-fn classify(mut doc: Value, source: &str, kinds: &[Box<dyn KindHandle>], loaded: &mut Loaded) -> Result<(), CliError> {
+fn classify(mut doc: Value, source: &str, kinds: &[&'static dyn Kind], loaded: &mut Loaded) -> Result<(), CliError> {
     let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_string();
     let kind = doc["kind"].as_str().unwrap_or_default().to_string();
     if !doc.is_object() || kind.is_empty() {
@@ -126,9 +126,9 @@ fn classify(mut doc: Value, source: &str, kinds: &[Box<dyn KindHandle>], loaded:
         return Ok(());
     }
     let ours = api_version == format!("{GROUP}/{VERSION}");
-    match kinds.iter().find(|k| ours && k.kind() == kind) {
+    match kinds.iter().find(|k| ours && k.name() == kind) {
         Some(handle) => {
-            handle.check(&doc).map_err(|e| CliError::Manifest(format!("{source}: invalid {kind}: {e}")))?;
+            handle.parse(&doc).map_err(|e| CliError::Manifest(format!("{source}: invalid {kind}: {e}")))?;
             let manifest = Manifest { source: source.to_string(), value: doc };
             // A later document for the same object replaces the earlier one, as `kubectl apply` would.
             loaded.objects.retain(|m| m.label() != manifest.label());

@@ -17,7 +17,7 @@ mod plan;
 
 pub use apply::{ApplyReport, Outcome, Progress, apply};
 pub use import::{ImportReport, import};
-pub use kinds::{KindHandle, registry};
+pub use kinds::registry;
 pub use manifests::{Loaded, Manifest, load};
 pub use plan::{PlanReport, plan};
 

@@ -1,6 +1,7 @@
 //! `aml-operator plan`: per object, what applying would do. Reads ARM, never writes to it.
 
-use super::kinds::{self, KindHandle, Node};
+use super::kinds::{self, Node};
+use crate::controller::kinds::Kind;
 use super::{ArmSetup, CliError, Loaded, Manifest, PlanArgs, Session, load, say};
 use crate::controller::plan::{Change, Planned};
 use crate::crd::condition;
@@ -92,7 +93,7 @@ pub(crate) async fn plan_all(
     session: &Session,
     objects: &[Manifest],
     nodes: &[Node],
-    kinds: &[Box<dyn KindHandle>],
+    kinds: &[&'static dyn Kind],
 ) -> Vec<Planned> {
     let mut planned: Vec<Option<Planned>> = vec![None; objects.len()];
     for i in kinds::parents_first(nodes) {

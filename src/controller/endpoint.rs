@@ -52,6 +52,10 @@ impl AmlKind for AmlOnlineEndpoint {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints";
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
+    fn watched_children() -> Option<(kube::api::ApiResource, &'static str)> {
+        Some((kube::api::ApiResource::erase::<crate::crd::AmlOnlineDeployment>(&()), "/spec/endpointRef/name"))
+    }
+
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common
     }

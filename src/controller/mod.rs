@@ -12,11 +12,13 @@ pub mod drift;
 pub mod endpoint;
 pub mod error;
 pub mod fleet;
+pub mod kinds;
 pub mod pipeline;
 pub mod plan;
 pub mod protect;
 pub mod resolve;
 pub mod role_assignment;
+pub mod run;
 pub mod secrets;
 pub mod status;
 pub mod workspace;
@@ -356,6 +358,12 @@ pub trait AmlKind:
 
     /// Kinds of parent objects this kind can name (watched, so children start when parents are ready).
     const PARENT_KINDS: &'static [ParentKind] = &[];
+
+    /// A child kind this kind waits for, to watch as well, with the JSON pointer of the child's
+    /// reference to this kind's object (an endpoint's traffic waits for its deployments).
+    fn watched_children() -> Option<(ApiResource, &'static str)> {
+        None
+    }
 
     /// The parent this object names, if it is a child.
     fn parent(&self) -> Option<ParentRef<'_>> {

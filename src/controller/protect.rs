@@ -6,7 +6,7 @@
 
 use super::{Context, Error};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -24,17 +24,6 @@ fn done_with_azure(o: &DynamicObject) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["reason"] == RELEASED))
 }
 
-/// Every kind whose objects may need a credentials Secret.
-fn kinds() -> Vec<ApiResource> {
-    use crate::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
-    vec![
-        ApiResource::erase::<AmlWorkspace>(&()),
-        ApiResource::erase::<AmlCompute>(&()),
-        ApiResource::erase::<AmlOnlineEndpoint>(&()),
-        ApiResource::erase::<AmlOnlineDeployment>(&()),
-        ApiResource::erase::<AmlRoleAssignment>(&()),
-    ]
-}
 
 /// Adds the finalizer to a credentials Secret in an object's namespace (the operator-wide
 /// default lives with the operator and is not at risk), from the copy the caller just read.
@@ -59,7 +48,7 @@ pub async fn hold(ctx: &Context, secret: &Secret) -> Result<(), Error> {
 /// `spec.credentials.secretName`) and still needs Azure, removes the finalizer from it. Only that Secret is read; the
 /// operator never lists Secrets.
 pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str, secret: &str) -> Result<(), Error> {
-    for resource in kinds() {
+    for resource in super::kinds::ALL.iter().map(|k| k.resource()) {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
         let list = match api.list(&ListParams::default()).await {
             Ok(l) => l,

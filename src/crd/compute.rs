@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 
 /// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
-/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+/// them in place); `crd::Definition` turns each into a `has(self.x) == has(oldSelf.x)` rule.
 pub const PRESENCE_IMMUTABLE: &[&str] = &["workspaceRef", "workspaceId", "location", "disableLocalAuth"];
 
 /// ARM's rule for compute names (checked at admission on `spec.azureName`, else `metadata.name`).
@@ -420,4 +420,9 @@ pub struct AmlComputeStatus {
     /// Errors ARM reports from provisioning, as `code: message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_errors: Option<Vec<String>>,
+}
+
+impl super::Definition for AmlCompute {
+    const NAMING: super::Naming = super::Naming::Arm(&NAME_RULE);
+    const PRESENCE_IMMUTABLE: &'static [&'static str] = PRESENCE_IMMUTABLE;
 }

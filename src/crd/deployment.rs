@@ -206,3 +206,7 @@ pub struct AmlOnlineDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_count: Option<i64>,
 }
+
+impl super::Definition for AmlOnlineDeployment {
+    const NAMING: super::Naming = super::Naming::Arm(&NAME_RULE);
+}

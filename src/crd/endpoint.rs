@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 
 /// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
-/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+/// them in place); `crd::Definition` turns each into a `has(self.x) == has(oldSelf.x)` rule.
 pub const PRESENCE_IMMUTABLE: &[&str] = &["workspaceRef", "workspaceId", "location"];
 
 /// ARM's rule for online endpoint names (checked at admission on `spec.azureName`, else `metadata.name`).
@@ -178,4 +178,9 @@ pub struct AmlOnlineEndpointStatus {
     /// URI of the endpoint's OpenAPI (swagger) document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swagger_uri: Option<String>,
+}
+
+impl super::Definition for AmlOnlineEndpoint {
+    const NAMING: super::Naming = super::Naming::Arm(&NAME_RULE);
+    const PRESENCE_IMMUTABLE: &'static [&'static str] = PRESENCE_IMMUTABLE;
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 
 /// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
-/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+/// them in place); `crd::Definition` turns each into a `has(self.x) == has(oldSelf.x)` rule.
 pub const PRESENCE_IMMUTABLE: &[&str] = &["workspaceRef", "computeRef", "scopeId", "role", "roleDefinitionId"];
 
 /// Why `spec.azureName` is refused on this kind (the admission message).
@@ -183,4 +183,9 @@ pub struct AmlRoleAssignmentStatus {
     /// this object adopted instead of creating a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted_assignment_id: Option<String>,
+}
+
+impl super::Definition for AmlRoleAssignment {
+    const NAMING: super::Naming = super::Naming::Derived(DERIVED_NAME);
+    const PRESENCE_IMMUTABLE: &'static [&'static str] = PRESENCE_IMMUTABLE;
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 
 /// Optional spec fields that can be neither added nor removed after creation (ARM cannot change
-/// them in place); `crd::all()` turns each into a `has(self.x) == has(oldSelf.x)` rule.
+/// them in place); `crd::Definition` turns each into a `has(self.x) == has(oldSelf.x)` rule.
 pub const PRESENCE_IMMUTABLE: &[&str] = &["subscriptionId", "storageAccount", "keyVault", "hbiWorkspace", "encryption"];
 
 /// ARM's rule for workspace names (checked at admission on `spec.azureName`, else `metadata.name`).
@@ -374,4 +374,9 @@ pub struct AmlWorkspaceStatus {
     /// is created; deleted after the workspace under `deletionPolicy: Delete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_dependencies: Option<CreatedDependencies>,
+}
+
+impl super::Definition for AmlWorkspace {
+    const NAMING: super::Naming = super::Naming::Arm(&NAME_RULE);
+    const PRESENCE_IMMUTABLE: &'static [&'static str] = PRESENCE_IMMUTABLE;
 }

@@ -67,7 +67,7 @@ where
 /// Applies every CRD generated from the types (server-side) and waits until each is established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in aml_operator::crd::all() {
+    for crd in aml_operator::controller::kinds::crds() {
         let name = crd.name_any();
         api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
             .await

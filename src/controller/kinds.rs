@@ -1,0 +1,182 @@
+//! The operator's kinds, in one table: the CRDs (`aml-operator crds`, `crds/`, the chart), manifest
+//! parsing, the controllers the manager runs, the CLI's plan/apply/import, Secret protection and
+//! parent lookups all read [`ALL`]. Adding a kind is its own files (`crd/<kind>.rs` with its
+//! `Definition`, `controller/<kind>.rs` with its `AmlKind`) and one row here.
+
+use super::plan::{self, Planned};
+use super::run::{self, Shared};
+use super::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline};
+use crate::crd::{
+    AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace, DeletionPolicy, Definition,
+    ManagementPolicy,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::ApiResource;
+use kube::runtime::controller::Action;
+use serde_json::Value;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Every kind, parents before children.
+pub static ALL: [&dyn Kind; 5] = [
+    &Row::<AmlWorkspace>(PhantomData),
+    &Row::<AmlCompute>(PhantomData),
+    &Row::<AmlOnlineEndpoint>(PhantomData),
+    &Row::<AmlOnlineDeployment>(PhantomData),
+    &Row::<AmlRoleAssignment>(PhantomData),
+];
+
+/// The row of `kind` (e.g. `AmlWorkspace`).
+pub fn find(kind: &str) -> Option<&'static dyn Kind> {
+    ALL.iter().copied().find(|k| k.name() == kind)
+}
+
+/// Every CRD this operator serves, generated from the Rust types.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    ALL.iter().map(|k| k.crd()).collect()
+}
+
+/// Deserializes a manifest of one of our kinds into its Rust type: the same check the controller's
+/// watcher makes. Errors name the kind, the field's path and what did not fit.
+pub fn parse(manifest: &Value) -> Result<(), String> {
+    let kind = manifest["kind"].as_str().unwrap_or_default();
+    let row = find(kind).ok_or_else(|| format!("{kind}: {kind:?} is not an amloperator.io kind"))?;
+    row.parse(manifest).map_err(|e| format!("{kind}: {e}"))
+}
+
+/// What one reconcile returned, with the requeue the controller would use on failure.
+pub struct Reconciled {
+    /// The pipeline's result.
+    pub result: Result<(), Error>,
+    /// When the controller would run it again (`error_policy` for failures).
+    pub action: Action,
+}
+
+/// One kind, type-erased: what the parts of the operator that work on every kind need of it.
+pub trait Kind: Send + Sync {
+    /// `kind`, e.g. `AmlWorkspace`.
+    fn name(&self) -> &'static str;
+    /// Its API resource (group, version, kind, plural).
+    fn resource(&self) -> ApiResource;
+    /// Its CRD, generated from the Rust type.
+    fn crd(&self) -> CustomResourceDefinition;
+    /// Whether `obj` is a valid object of this kind (the typed spec parses); the error names the
+    /// field's path.
+    fn parse(&self, obj: &Value) -> Result<(), String>;
+    /// The parent object `obj` names: (kind, name) in the same namespace.
+    fn parent(&self, obj: &Value) -> Option<(String, String)>;
+    /// Whether deleting `obj` leaves its Azure resource in place (Orphan or Observe).
+    fn keeps_azure(&self, obj: &Value) -> bool;
+    /// Plans `obj` (see [`plan::plan`]).
+    fn plan<'a>(&'a self, obj: &'a Value, ctx: &'a Context) -> BoxFuture<'a, Planned>;
+    /// Reconciles `obj` once, as the controller would.
+    fn reconcile(&self, obj: Value, ctx: Arc<Context>) -> BoxFuture<'static, Result<Reconciled, String>>;
+    /// Runs this kind's controller until `shared.shutdown`; `on_synced` once its cache has synced.
+    fn run(&self, shared: Shared, on_synced: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()>;
+}
+
+struct Row<K>(PhantomData<fn() -> K>);
+
+fn typed<K: AmlKind>(obj: &Value) -> Result<K, String> {
+    crate::crd::from_value(obj.clone())
+}
+
+impl<K: AmlKind + Definition> Kind for Row<K> {
+    fn name(&self) -> &'static str {
+        // `Resource::kind` of a derived CRD borrows a static string.
+        match K::kind(&()) {
+            std::borrow::Cow::Borrowed(s) => s,
+            std::borrow::Cow::Owned(_) => "Unknown",
+        }
+    }
+
+    fn resource(&self) -> ApiResource {
+        ApiResource::erase::<K>(&())
+    }
+
+    fn crd(&self) -> CustomResourceDefinition {
+        K::definition()
+    }
+
+    fn parse(&self, obj: &Value) -> Result<(), String> {
+        typed::<K>(obj).map(|_| ())
+    }
+
+    fn parent(&self, obj: &Value) -> Option<(String, String)> {
+        let o = typed::<K>(obj).ok()?;
+        match o.parent()? {
+            ParentRef::Object { kind, name } => Some((kind.resource().kind, name.to_string())),
+            ParentRef::ArmId(_) => None,
+        }
+    }
+
+    fn keeps_azure(&self, obj: &Value) -> bool {
+        typed::<K>(obj).is_ok_and(|o| {
+            let p = o.policies();
+            p.deletion == DeletionPolicy::Orphan || p.management == ManagementPolicy::Observe
+        })
+    }
+
+    fn plan<'a>(&'a self, obj: &'a Value, ctx: &'a Context) -> BoxFuture<'a, Planned> {
+        Box::pin(async move {
+            match typed::<K>(obj) {
+                Ok(o) => plan::plan(&o, ctx).await,
+                Err(e) => Planned {
+                    change: plan::Change::Blocked { reason: "InvalidSpec".into(), message: e },
+                    arm_id: None,
+                    location: None,
+                    exists: false,
+                    fields: Vec::new(),
+                    note: None,
+                    dependencies: Vec::new(),
+                    status: Default::default(),
+                },
+            }
+        })
+    }
+
+    fn reconcile(&self, obj: Value, ctx: Arc<Context>) -> BoxFuture<'static, Result<Reconciled, String>> {
+        let obj = typed::<K>(&obj);
+        Box::pin(async move {
+            let obj = Arc::new(obj?);
+            Ok(match pipeline::reconcile(obj.clone(), ctx.clone()).await {
+                Ok(action) => Reconciled { result: Ok(()), action },
+                Err(e) => {
+                    let action = pipeline::error_policy(obj, &e, ctx);
+                    Reconciled { result: Err(e), action }
+                }
+            })
+        })
+    }
+
+    fn run(&self, shared: Shared, on_synced: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> {
+        Box::pin(run::kind_controller::<K>(shared, on_synced))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_one_row_with_its_own_crd() {
+        let names: Vec<&str> = ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"]);
+        for k in ALL {
+            let crd = k.crd();
+            assert_eq!(crd.spec.names.kind, k.name());
+            assert_eq!(crd.spec.names.plural, k.resource().plural);
+            assert_eq!(find(k.name()).map(|f| f.name()), Some(k.name()));
+        }
+        assert!(find("Widget").is_none());
+    }
+
+    #[test]
+    fn parse_names_the_kind_and_the_field() {
+        let bad = serde_json::json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": "w"}, "spec": {"resourceGroup": 3}});
+        let err = parse(&bad).unwrap_err();
+        assert!(err.starts_with("AmlWorkspace: ") && err.contains("resourceGroup"), "{err}");
+        let unknown = serde_json::json!({"kind": "Widget"});
+        assert!(parse(&unknown).unwrap_err().contains("not an amloperator.io kind"));
+    }
+}
