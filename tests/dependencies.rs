@@ -6,7 +6,7 @@
 mod support;
 
 use aml_operator::cli::{self, ApplyArgs, ArmSetup, Outcome, PlanArgs, Progress};
-use aml_operator::controller::dependencies::{DependencyKind, dependency_id, generated_names};
+use aml_operator::controller::kinds::dependencies::{DependencyKind, dependency_id, generated_names};
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::{Emulator, FaultKind, FaultRule};
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 
 mod support;
 
-use aml_operator::controller::dependencies::{DependencyKind, dependency_id, generated_names};
+use aml_operator::controller::kinds::dependencies::{DependencyKind, dependency_id, generated_names};
 use aml_operator::crd::AmlWorkspace;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};

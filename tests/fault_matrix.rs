@@ -1244,7 +1244,7 @@ async fn rotation_cases() -> Outcome {
             out.failures.push(format!("{label}: no keys Secret once Ready"));
             continue;
         };
-        w.kube.edit(&path, |o| o["metadata"]["annotations"][aml_operator::controller::endpoint::ROTATE_KEYS] = json!("r1"));
+        w.kube.edit(&path, |o| o["metadata"]["annotations"][aml_operator::controller::kinds::endpoint::ROTATE_KEYS] = json!("r1"));
         let mark = w.emulator.requests().len();
         let (kind, times) = f.kind();
         let fault = w.emulator.inject_rule(FaultRule::new(Some(method), Some(route), kind, times));

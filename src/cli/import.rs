@@ -92,7 +92,7 @@ pub const IMPORT_KINDS: &[ImportKind] = &[
         segment: ids::ROLE_ASSIGNMENTS,
         parent: Some("AmlWorkspace"),
         manifest: role_assignment_manifest,
-        api_version: Some(crate::controller::role_assignment::API_VERSION),
+        api_version: Some(crate::controller::kinds::role_assignment::API_VERSION),
         query: &[("$filter", "atScope()")],
         keep: at_parent_with_a_known_role,
     },

@@ -4,12 +4,8 @@
 //! which outputs it reports. Everything else — credentials, observe/act, long-running operations,
 //! status, finalizer, requeue — lives once in [`pipeline`].
 
-pub mod compute;
 pub mod credentials;
-pub mod dependencies;
-pub mod deployment;
 pub mod drift;
-pub mod endpoint;
 pub mod error;
 pub mod fleet;
 pub mod kinds;
@@ -17,11 +13,9 @@ pub mod pipeline;
 pub mod plan;
 pub mod protect;
 pub mod resolve;
-pub mod role_assignment;
 pub mod run;
 pub mod secrets;
 pub mod status;
-pub mod workspace;
 
 pub use error::{Error, Retry};
 

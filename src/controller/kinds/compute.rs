@@ -3,8 +3,8 @@
 //! PUT may follow, and never count as drift (ARM does not return them). A change of scale settings
 //! alone is one PATCH; deleting sends `underlyingResourceAction=Delete`.
 
-use super::{child_target, workspace_parent};
-use super::{
+use crate::controller::{child_target, workspace_parent};
+use crate::controller::{
     AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target, UpdateRequest,
     drift,
 };

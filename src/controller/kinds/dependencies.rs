@@ -21,8 +21,8 @@
 //!   Log Analytics workspace, the key vault (soft-deleted by Azure, its name reserved until purged:
 //!   the operator never purges) and the storage account.
 
-use super::status::record_outputs;
-use super::{Context, Dependencies, DependencyMode, Error, PlannedDependency, Resolved, Target, drift};
+use crate::controller::status::record_outputs;
+use crate::controller::{Context, Dependencies, DependencyMode, Error, PlannedDependency, Resolved, Target, drift};
 use crate::arm::{self, ServicePrincipal, WriteOutcome};
 use crate::crd::{AmlWorkspace, CreatedDependencies};
 use serde_json::{Map, Value, json};

@@ -5,8 +5,8 @@
 //! When ARM reports the deployment `Failed`, the pipeline shows ARM's error (e.g. `OutOfQuota`,
 //! `ImageBuildFailure`) in the Ready condition and does not write again until the spec changes.
 
-use super::child_target;
-use super::{AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Resolved, Target, UpdateRequest};
+use crate::controller::child_target;
+use crate::controller::{AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Resolved, Target, UpdateRequest};
 use crate::arm::ServicePrincipal;
 use crate::arm::ids;
 use crate::crd::{AmlOnlineDeployment, CommonSpec, CommonStatus};

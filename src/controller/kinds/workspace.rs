@@ -1,8 +1,9 @@
 //! AmlWorkspace on the pipeline: ARM location, body and outputs; its dependencies are in
 //! [`super::dependencies`].
 
-use super::subscription_of;
-use super::{AmlKind, BoxFuture, Context, Dependencies, DependencyMode, Error, Resolved, Target, azure_name, dependencies};
+use crate::controller::subscription_of;
+use super::dependencies;
+use crate::controller::{AmlKind, BoxFuture, Context, Dependencies, DependencyMode, Error, Resolved, Target, azure_name};
 use crate::arm::ServicePrincipal;
 use crate::crd::{AmlWorkspace, CommonSpec, CommonStatus};
 use serde_json::{Map, Value, json};

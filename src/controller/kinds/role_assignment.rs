@@ -16,7 +16,7 @@
 //!
 //! Writes are synchronous (201/200 with the assignment; no long-running operation).
 
-use super::{AmlKind, BoxFuture, Config, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target};
+use crate::controller::{AmlKind, BoxFuture, Config, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target};
 use crate::arm::{self, ids};
 use crate::crd::{AmlRoleAssignment, CommonSpec, CommonStatus, condition};
 use k8s_openapi::jiff::Timestamp;

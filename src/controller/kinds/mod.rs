@@ -1,7 +1,16 @@
 //! The operator's kinds, in one table: the CRDs (`aml-operator crds`, `crds/`, the chart), manifest
 //! parsing, the controllers the manager runs, the CLI's plan/apply/import, Secret protection and
-//! parent lookups all read [`ALL`]. Adding a kind is its own files (`crd/<kind>.rs` with its
-//! `Definition`, `controller/<kind>.rs` with its `AmlKind`) and one row here.
+//! parent lookups all read [`ALL`]. Each kind's part of the pipeline is a file of this folder (an
+//! `AmlKind` implementation: what differs). Adding a kind is its own files (`crd/<kind>.rs` with its
+//! `Definition`, `controller/kinds/<kind>.rs` with its `AmlKind`) and one row in [`ALL`].
+
+pub mod compute;
+pub mod dependencies;
+pub mod deployment;
+pub mod endpoint;
+pub mod endpoint_keys;
+pub mod role_assignment;
+pub mod workspace;
 
 use super::plan::{self, Planned};
 use super::run::{self, Shared};
