@@ -1,0 +1,155 @@
+//! Cleanup under the finalizer: release (Orphan, Observe, nothing in Azure), wait for a parent that
+//! deletes this resource with it, a delete gate, or DELETE and poll until ARM says gone.
+
+use crate::controller::status::{self, Cond};
+use crate::controller::resolve::{self, Resolution};
+use crate::controller::{
+    AmlKind, Context, DeleteGate, Error, Target, credentials, protect,
+};
+use crate::arm::{
+    self, DeleteOutcome,
+    PollOutcome, ServicePrincipal, failure_class,
+};
+use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use std::time::Duration;
+use tracing::info;
+
+use super::events::*;
+use super::outcome::*;
+use super::apply::*;
+
+/// How soon a delete that waits for another resource (see `AmlKind::delete_gate`) looks again.
+pub(super) const DELETE_GATE_RECHECK: Duration = Duration::from_secs(5);
+pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let policies = obj.policies();
+    if policies.deletion == DeletionPolicy::Orphan || policies.management == ManagementPolicy::Observe {
+        let why = if policies.deletion == DeletionPolicy::Orphan { "deletionPolicy Orphan" } else { "managementPolicy Observe" };
+        info!(why, "releasing without deleting the Azure resource");
+        publish(ctx, obj, EventType::Normal, "Orphaned", format!("Azure resource left in place ({why})"), "Delete").await;
+        return released(obj, ctx).await;
+    }
+    let known_id = obj.common_status().and_then(|s| s.arm_id.clone());
+    let Some(known_id) = known_id else {
+        // Nothing was ever written to ARM for this object (no ARM id in status): nothing to delete.
+        return released(obj, ctx).await;
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    // The parent may already be gone: fall back to this object's own (or the default) credentials.
+    let sp = match resolve::resolve(obj, ctx).await {
+        Ok(Resolution::Ready(resolved, _)) => resolved.principal,
+        _ => credentials::resolve(ctx, &ns, policies.credentials).await?.principal,
+    };
+    let target = Target {
+        subscription: String::new(),
+        resource_group: String::new(),
+        name: azure_name_of(&known_id),
+        arm_id: known_id,
+        location: String::new(),
+    };
+    let api_version = K::arm_api_version(&ctx.config);
+    let mut st = status::current(obj);
+    if let Some(op) = st.operation.clone() {
+        match ctx.arm.poll(&sp, &to_operation(&op)).await.map_err(arm_error("poll", &target))? {
+            PollOutcome::InProgress { retry_after } => {
+                return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after, gate: None });
+            }
+            PollOutcome::Succeeded => st.operation = None,
+            PollOutcome::Failed(e) if op.action == "Delete" => {
+                st.operation = None;
+                status::write(ctx, obj, &st).await?;
+                return Err(Error::OperationFailed {
+                    action: "delete".into(),
+                    arm_id: target.arm_id.clone(),
+                    class: failure_class(&e.code),
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            PollOutcome::Failed(_) => st.operation = None,
+        }
+        if op.action == "Delete"
+            && ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))?.is_none()
+        {
+            return deleted(obj, ctx, &target, &sp).await;
+        }
+    }
+    if parent_deletes_it(obj, ctx).await? {
+        let message = "The parent object is being deleted and ARM deletes this resource with it";
+        st.reconciling = Some(Cond::yes("WaitingForParentDeletion", message));
+        st.ready = Some(Cond::no("WaitingForParentDeletion", message));
+        status::write(ctx, obj, &st).await?;
+        return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK, gate: None });
+    }
+    match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
+        DeleteGate::Proceed => {}
+        DeleteGate::Gone => return deleted(obj, ctx, &target, &sp).await,
+        DeleteGate::Wait { reason, message } => {
+            st.reconciling = Some(Cond::yes(reason, message.clone()));
+            st.ready = Some(Cond::no(reason, message));
+            status::write(ctx, obj, &st).await?;
+            return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK, gate: Some(reason) });
+        }
+    }
+    let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
+    match outcome {
+        Ok(DeleteOutcome::Gone) => deleted(obj, ctx, &target, &sp).await,
+        Err(e) if e.class() == arm::ErrorClass::NotFound => deleted(obj, ctx, &target, &sp).await,
+        Err(e) => Err(Error::Arm { action: "delete", arm_id: target.arm_id.clone(), source: e }),
+        Ok(DeleteOutcome::Accepted(op)) => {
+            st.operation = Some(operation_status(&op, "Delete"));
+            st.provisioning_state = Some("Deleting".into());
+            st.reconciling = Some(Cond::yes("Deleting", "ARM delete in progress"));
+            st.ready = Some(Cond::no("Deleting", "Waiting for ARM to delete the resource"));
+            status::write(ctx, obj, &st).await?;
+            Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: op.retry_after, gate: None })
+        }
+    }
+}
+/// The object's own resource is gone: delete what the kind created for it, then release.
+/// Whether the object's parent object is being deleted and will delete its Azure resource (policy
+/// Delete, managed, written to ARM): ARM deletes a resource's children with it, so the child waits
+/// for that instead of sending a DELETE of its own, which the parent's would cancel mid-way. Once
+/// the parent object is gone, the child's own DELETE finds nothing left (204/404).
+pub(super) async fn parent_deletes_it<K: AmlKind>(obj: &K, ctx: &Context) -> Result<bool, Error> {
+    let Some(crate::controller::ParentRef::Object { kind, name }) = obj.parent() else { return Ok(false) };
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &obj.namespace().unwrap_or_default(), &kind.resource());
+    let Some(parent) = api.get_opt(name).await.map_err(|source| Error::Kube { what: "reading the parent object", source })? else {
+        return Ok(false);
+    };
+    let spec = &parent.data["spec"];
+    Ok(parent.metadata.deletion_timestamp.is_some()
+        && parent.finalizers().iter().any(|f| f == FINALIZER)
+        && parent.data["status"]["armId"].is_string()
+        && spec["deletionPolicy"].as_str().unwrap_or("Delete") == "Delete"
+        && spec["managementPolicy"].as_str().unwrap_or("Manage") == "Manage")
+}
+pub(super) async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &ServicePrincipal) -> Result<Action, Error> {
+    obj.delete_dependencies(ctx, sp).await?;
+    info!(arm_id = %target.arm_id, "Azure resource deleted");
+    publish(ctx, obj, EventType::Normal, "Deleted", format!("{} deleted in Azure", target.arm_id), "Delete").await;
+    released(obj, ctx).await
+}
+/// The object no longer needs Azure: let its namespace's credentials Secrets go if it was the last.
+///
+/// It says so in its status first. Objects deleted together (a namespace deletion) release at
+/// the same moment: each sees the others still there, finalizers and all, and without the mark
+/// none would take itself for the last and the Secret would keep its finalizer forever.
+pub(super) async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    ctx.forget(&obj.uid().unwrap_or_default());
+    if let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) {
+        let mut st = status::current(obj);
+        st.reconciling = None;
+        st.stalled = None;
+        st.ready = Some(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next"));
+        status::write(ctx, obj, &st).await?;
+        protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default(), &secret).await?;
+    }
+    Ok(Action::await_change())
+}
+pub(super) fn azure_name_of(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or_default().to_string()
+}
