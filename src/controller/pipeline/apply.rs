@@ -33,7 +33,8 @@ pub(super) async fn apply<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, 
     commit(obj, ctx, decision).await
 }
 /// Writes a decision: the status first (an operation URL must be durable before anything else),
-/// then the events.
+/// then the events; then ends in the decision's error, if it has one. The one place a reconcile
+/// writes status (apply, cleanup and the failure report all come here).
 pub(super) async fn commit<K: AmlKind>(obj: &K, ctx: &Context, decision: Decision) -> Result<Action, Error> {
     let changed = match &decision.status {
         Some(st) => status::write(ctx, obj, st).await?,
@@ -44,7 +45,10 @@ pub(super) async fn commit<K: AmlKind>(obj: &K, ctx: &Context, decision: Decisio
             publish(ctx, obj, note.type_, &note.reason, note.message, &note.action).await;
         }
     }
-    Ok(decision.requeue)
+    match decision.error {
+        Some(e) => Err(e),
+        None => Ok(decision.requeue),
+    }
 }
 /// One pass of apply up to, not including, its status and events: ARM is read (and written, when
 /// the spec says so), and what follows — the status, the requeue, the events — is returned as a

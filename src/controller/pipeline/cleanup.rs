@@ -12,29 +12,58 @@ use crate::arm::{
 };
 use crate::crd::{DeletionPolicy, FINALIZER, ManagementPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use std::time::Duration;
 use tracing::info;
 
-use super::events::*;
 use super::outcome::*;
 use super::apply::*;
 
 /// How soon a delete that waits for another resource (see `AmlKind::delete_gate`) looks again.
 pub(super) const DELETE_GATE_RECHECK: Duration = Duration::from_secs(5);
+/// Cleanup: decide, then write through `commit` like apply; then, once the object has said it is
+/// done with Azure, let its credentials Secret go if it was the last object that needed it.
 pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let Step { decision, release } = decide_cleanup(obj, ctx).await?;
+    let action = commit(obj, ctx, decision).await?;
+    if let Some(secret) = release {
+        protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default(), &secret).await?;
+    }
+    Ok(action)
+}
+
+/// What a cleanup pass decided: the decision to commit (an error in it keeps the finalizer), and
+/// the credentials Secret to release once it is written.
+pub(super) struct Step {
+    decision: Decision,
+    release: Option<String>,
+}
+
+impl From<Decision> for Step {
+    fn from(decision: Decision) -> Step {
+        Step { decision, release: None }
+    }
+}
+
+/// Keeps the finalizer: the status `st` is written, then the reconcile ends in `DeletePending`.
+fn pending(st: crate::controller::status::Desired, arm_id: &str, retry_after: Duration, gate: Option<&'static str>) -> Step {
+    Decision::new(st, Action::await_change())
+        .failing(Error::DeletePending { arm_id: arm_id.to_string(), retry_after, gate })
+        .into()
+}
+
+async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Error> {
     let policies = obj.policies();
     if policies.deletion == DeletionPolicy::Orphan || policies.management == ManagementPolicy::Observe {
         let why = if policies.deletion == DeletionPolicy::Orphan { "deletionPolicy Orphan" } else { "managementPolicy Observe" };
         info!(why, "releasing without deleting the Azure resource");
-        publish(ctx, obj, EventType::Normal, "Orphaned", format!("Azure resource left in place ({why})"), "Delete").await;
-        return released(obj, ctx).await;
+        let note = Note::normal("Orphaned", format!("Azure resource left in place ({why})"), "Delete");
+        return Ok(released(obj, ctx, vec![note]));
     }
     let known_id = obj.common_status().and_then(|s| s.arm_id.clone());
     let Some(known_id) = known_id else {
         // Nothing was ever written to ARM for this object (no ARM id in status): nothing to delete.
-        return released(obj, ctx).await;
+        return Ok(released(obj, ctx, Vec::new()));
     };
     let ns = obj.namespace().unwrap_or_default();
     // The parent may already be gone: fall back to this object's own (or the default) credentials.
@@ -59,14 +88,14 @@ pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action
             PollOutcome::Succeeded => st.operation = None,
             PollOutcome::Failed(e) if op.action == "Delete" => {
                 st.operation = None;
-                status::write(ctx, obj, &st).await?;
-                return Err(Error::OperationFailed {
+                let failure = Error::OperationFailed {
                     action: "delete".into(),
                     arm_id: target.arm_id.clone(),
                     class: failure_class(&e.code),
                     code: e.code,
                     message: e.message,
-                });
+                };
+                return Ok(Decision::new(st, Action::await_change()).failing(failure).into());
             }
             PollOutcome::Failed(_) => st.operation = None,
         }
@@ -80,8 +109,7 @@ pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action
         let message = "The parent object is being deleted and ARM deletes this resource with it";
         st.reconciling = Some(Cond::yes("WaitingForParentDeletion", message));
         st.ready = Some(Cond::no("WaitingForParentDeletion", message));
-        status::write(ctx, obj, &st).await?;
-        return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK, gate: None });
+        return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, None));
     }
     match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
         DeleteGate::Proceed => {}
@@ -89,8 +117,7 @@ pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action
         DeleteGate::Wait { reason, message } => {
             st.reconciling = Some(Cond::yes(reason, message.clone()));
             st.ready = Some(Cond::no(reason, message));
-            status::write(ctx, obj, &st).await?;
-            return Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_GATE_RECHECK, gate: Some(reason) });
+            return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, Some(reason)));
         }
     }
     let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
@@ -103,12 +130,10 @@ pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action
             st.provisioning_state = Some("Deleting".into());
             st.reconciling = Some(Cond::yes("Deleting", "ARM delete in progress"));
             st.ready = Some(Cond::no("Deleting", "Waiting for ARM to delete the resource"));
-            status::write(ctx, obj, &st).await?;
-            Err(Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: op.retry_after, gate: None })
+            Ok(pending(st, &target.arm_id, op.retry_after, None))
         }
     }
 }
-/// The object's own resource is gone: delete what the kind created for it, then release.
 /// Whether the object's parent object is being deleted and will delete its Azure resource (policy
 /// Delete, managed, written to ARM): ARM deletes a resource's children with it, so the child waits
 /// for that instead of sending a DELETE of its own, which the parent's would cancel mid-way. Once
@@ -127,29 +152,32 @@ pub(super) async fn parent_deletes_it<K: AmlKind>(obj: &K, ctx: &Context) -> Res
         && spec["deletionPolicy"].as_str().unwrap_or("Delete") == "Delete"
         && spec["managementPolicy"].as_str().unwrap_or("Manage") == "Manage")
 }
-pub(super) async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &ServicePrincipal) -> Result<Action, Error> {
+/// The object's own resource is gone: delete what the kind created for it, then release.
+async fn deleted<K: AmlKind>(obj: &K, ctx: &Context, target: &Target, sp: &ServicePrincipal) -> Result<Step, Error> {
     obj.delete_dependencies(ctx, sp).await?;
     info!(arm_id = %target.arm_id, "Azure resource deleted");
-    publish(ctx, obj, EventType::Normal, "Deleted", format!("{} deleted in Azure", target.arm_id), "Delete").await;
-    released(obj, ctx).await
+    let note = Note::normal("Deleted", format!("{} deleted in Azure", target.arm_id), "Delete");
+    Ok(released(obj, ctx, vec![note]))
 }
+
 /// The object no longer needs Azure: let its namespace's credentials Secrets go if it was the last.
 ///
 /// It says so in its status first. Objects deleted together (a namespace deletion) release at
 /// the same moment: each sees the others still there, finalizers and all, and without the mark
 /// none would take itself for the last and the Secret would keep its finalizer forever.
-pub(super) async fn released<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+fn released<K: AmlKind>(obj: &K, ctx: &Context, events: Vec<Note>) -> Step {
     ctx.forget(&obj.uid().unwrap_or_default());
-    if let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) {
-        let mut st = status::current(obj);
-        st.reconciling = None;
-        st.stalled = None;
-        st.ready = Some(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next"));
-        status::write(ctx, obj, &st).await?;
-        protect::release_if_last(ctx, &obj.namespace().unwrap_or_default(), &obj.uid().unwrap_or_default(), &secret).await?;
-    }
-    Ok(Action::await_change())
+    let decision = Decision::requeue(Action::await_change()).with(events);
+    let Some(secret) = obj.common_status().and_then(|s| s.credentials_secret.clone()) else {
+        return decision.into();
+    };
+    let mut st = status::current(obj);
+    st.reconciling = None;
+    st.stalled = None;
+    st.ready = Some(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next"));
+    Step { decision: Decision { status: Some(st), ..decision }, release: Some(secret) }
 }
+
 pub(super) fn azure_name_of(id: &str) -> String {
     id.rsplit('/').next().unwrap_or_default().to_string()
 }

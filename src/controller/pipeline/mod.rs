@@ -19,7 +19,6 @@ mod outcome;
 
 pub use outcome::{Decision, Note};
 
-use crate::controller::status::{self, Cond};
 use crate::controller::{
     AmlKind, Context, Error, Retry,
 };
@@ -27,7 +26,6 @@ use kube::api::{Patch, PatchParams};
 use crate::crd::FINALIZER;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
@@ -37,7 +35,6 @@ use tracing::{instrument, warn};
 
 use apply::*;
 use cleanup::*;
-use events::*;
 use outcome::*;
 
 /// Reconciles one object: the controller's entry point.
@@ -136,18 +133,11 @@ pub fn jitter(d: Duration, fraction: f64) -> Duration {
     let unit = (h.finish() as f64) / (u64::MAX as f64); // 0..1
     d.mul_f64(1.0 + fraction * (2.0 * unit - 1.0))
 }
+/// Writes what a failed reconcile shows (through `commit`, like every status): Ready=False with
+/// the error's reason and message, and one Warning when that changed.
 async fn report_failure<K: AmlKind>(obj: &K, error: &Error, ctx: &Context) {
-    let mut st = status::current(obj);
-    st.ready = Some(Cond::no(error.reason(), error.message()));
-    // kstatus: a failure the operator retries on its own is still in progress; one that needs a
-    // person is Stalled.
-    st.reconciling = (!error.is_stalled()).then(|| Cond::yes(error.reason(), "Retrying after a transient failure"));
-    st.stalled = error.is_stalled().then(|| Cond::yes(error.reason(), error.message()));
-    match status::write(ctx, obj, &st).await {
-        // Publish only when the condition changed, so a repeating failure does not flood events.
-        Ok(true) => publish(ctx, obj, EventType::Warning, error.reason(), error.message(), "Reconcile").await,
-        Ok(false) => {}
-        Err(e) => warn!(error = %e.message(), "cannot write failure status"),
+    if let Err(e) = commit(obj, ctx, failed(obj, error)).await {
+        warn!(error = %e.message(), "cannot write failure status");
     }
     warn!(reason = error.reason(), error = %error.message(), "reconcile failed");
 }

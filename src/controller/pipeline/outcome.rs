@@ -213,14 +213,23 @@ pub struct Decision {
     pub requeue: Action,
     /// Events, in order.
     pub events: Vec<Note>,
+    /// The error the reconcile ends in once the status and events are written: cleanup keeps the
+    /// finalizer with it (`DeletePending`), and a failure is reported after its status.
+    pub error: Option<Error>,
 }
 impl Decision {
     pub(crate) fn new(status: Desired, requeue: Action) -> Decision {
-        Decision { status: Some(status), requeue, events: Vec::new() }
+        Decision { status: Some(status), requeue, events: Vec::new(), error: None }
     }
 
     pub(crate) fn requeue(requeue: Action) -> Decision {
-        Decision { status: None, requeue, events: Vec::new() }
+        Decision { status: None, requeue, events: Vec::new(), error: None }
+    }
+
+    /// This decision, ending in `error` after its status and events are written.
+    pub(crate) fn failing(mut self, error: Error) -> Decision {
+        self.error = Some(error);
+        self
     }
 
     /// `earlier` events first, then this decision's own.
@@ -230,6 +239,24 @@ impl Decision {
         self
     }
 }
+/// The status a failed reconcile shows. kstatus: a failure the operator retries on its own is still
+/// in progress; one that needs a person is Stalled. One Warning, published only when the status
+/// changed, so a repeating failure does not flood events.
+pub(super) fn failed<K: AmlKind>(obj: &K, error: &Error) -> Decision {
+    let mut st = crate::controller::status::current(obj);
+    st.ready = Some(Cond::no(error.reason(), error.message()));
+    st.reconciling = (!error.is_stalled()).then(|| Cond::yes(error.reason(), "Retrying after a transient failure"));
+    st.stalled = error.is_stalled().then(|| Cond::yes(error.reason(), error.message()));
+    let warning = Note {
+        type_: EventType::Warning,
+        reason: error.reason().to_string(),
+        message: error.message(),
+        action: "Reconcile".into(),
+        only_if_changed: true,
+    };
+    Decision::new(st, Action::await_change()).with(vec![warning])
+}
+
 /// An event a decision asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
