@@ -103,8 +103,8 @@ pub(crate) async fn plan_all(
             .filter(|&p| planned[p].as_ref().is_some_and(|p| matches!(p.change, Change::Blocked { .. })))
             .map(|p| objects[p].label());
         let p = match (parent_blocked, kinds::handle(kinds, m.kind())) {
-            (Some(parent), _) => blocked("ParentBlocked", format!("its parent {parent} is blocked")),
-            (None, None) => blocked("UnknownKind", format!("no handler for kind {}", m.kind())),
+            (Some(parent), _) => Planned::blocked("ParentBlocked", format!("its parent {parent} is blocked")),
+            (None, None) => Planned::blocked("UnknownKind", format!("no handler for kind {}", m.kind())),
             (None, Some(h)) => {
                 let current = session.kube.raw(&path_of(&m.value)).unwrap_or_else(|| m.value.clone());
                 h.plan(&current, &session.ctx).await
@@ -115,21 +115,9 @@ pub(crate) async fn plan_all(
         }
         planned[i] = Some(p);
     }
-    planned.into_iter().map(|p| p.unwrap_or_else(|| blocked("NotPlanned", "not planned".into()))).collect()
+    planned.into_iter().map(|p| p.unwrap_or_else(|| Planned::blocked("NotPlanned", "not planned".into()))).collect()
 }
 
-fn blocked(reason: &str, message: String) -> Planned {
-    Planned {
-        change: Change::Blocked { reason: reason.into(), message },
-        arm_id: None,
-        location: None,
-        exists: false,
-        fields: Vec::new(),
-        note: None,
-        dependencies: Vec::new(),
-        status: Default::default(),
-    }
-}
 
 /// Gives the stored object the status a controller would have written for a resource that
 /// exists in Azure: its ARM id, location and Ready=True.

@@ -89,7 +89,8 @@ impl Planned {
                 && self.dependencies.iter().any(|d| !d.exists || !d.drifted.is_empty()))
     }
 
-    fn blocked(reason: &str, message: String) -> Self {
+    /// A plan that cannot go on: `reason` (PascalCase) and what to do about it.
+    pub fn blocked(reason: &str, message: String) -> Self {
         Planned {
             change: Change::Blocked { reason: reason.to_string(), message },
             arm_id: None,

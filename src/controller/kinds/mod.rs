@@ -130,16 +130,7 @@ impl<K: AmlKind + Definition> Kind for Row<K> {
         Box::pin(async move {
             match typed::<K>(obj) {
                 Ok(o) => plan::plan(&o, ctx).await,
-                Err(e) => Planned {
-                    change: plan::Change::Blocked { reason: "InvalidSpec".into(), message: e },
-                    arm_id: None,
-                    location: None,
-                    exists: false,
-                    fields: Vec::new(),
-                    note: None,
-                    dependencies: Vec::new(),
-                    status: Default::default(),
-                },
+                Err(e) => Planned::blocked("InvalidSpec", e),
             }
         })
     }
