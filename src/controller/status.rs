@@ -33,6 +33,36 @@ impl Cond {
     }
 }
 
+/// Where an object stands, in kstatus terms: [`Desired::stand`] sets Ready, Reconciling and Stalled
+/// together from it, so the three never contradict each other (never Reconciling and Stalled at
+/// once, never Ready with either).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Ready=True: Azure matches the spec.
+    Current { reason: String, message: String },
+    /// Ready=False and Reconciling=True: work under way, or a wait that ends by itself.
+    InProgress { ready: Cond, reconciling: Cond },
+    /// Ready=False and Stalled=True: a person must act.
+    Stalled { ready: Cond, stalled: Cond },
+    /// Ready=False alone: nothing happens by itself and nothing is wrong (managementPolicy Observe,
+    /// or a spec that waits for something only a person adds).
+    Settled(Cond),
+}
+
+impl Standing {
+    /// In progress, one reason and message for both conditions.
+    pub fn in_progress(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        let (reason, message) = (reason.into(), message.into());
+        Standing::InProgress { ready: Cond::no(reason.clone(), message.clone()), reconciling: Cond::yes(reason, message) }
+    }
+
+    /// Stalled, one reason and message for both conditions.
+    pub fn stalled(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        let (reason, message) = (reason.into(), message.into());
+        Standing::Stalled { ready: Cond::no(reason.clone(), message.clone()), stalled: Cond::yes(reason, message) }
+    }
+}
+
 /// The status an object should have after this reconcile.
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
@@ -61,6 +91,16 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Sets Ready, Reconciling and Stalled from where the object stands: the one place they are set.
+    pub fn stand(&mut self, standing: Standing) {
+        (self.ready, self.reconciling, self.stalled) = match standing {
+            Standing::Current { reason, message } => (Some(Cond::yes(reason, message)), None, None),
+            Standing::InProgress { ready, reconciling } => (Some(ready), Some(reconciling), None),
+            Standing::Stalled { ready, stalled } => (Some(ready), None, Some(stalled)),
+            Standing::Settled(ready) => (Some(ready), None, None),
+        };
+    }
+
     /// Starts from what the object's status already says, so a partial update keeps the rest.
     pub fn from_current(current: Option<&CommonStatus>, outputs: Map<String, Value>) -> Self {
         let current = current.cloned().unwrap_or_default();
@@ -214,4 +254,27 @@ pub(crate) async fn record_outputs<K: AmlKind>(
     st.location = Some(target.location.clone());
     st.outputs.extend(outputs.clone());
     write(ctx, obj, &st).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn where_an_object_stands_sets_the_three_conditions_together() {
+        let mut st = Desired {
+            reconciling: Some(Cond::yes("Creating", "old")),
+            stalled: Some(Cond::yes("QuotaExceeded", "old")),
+            ..Desired::default()
+        };
+        st.stand(Standing::Current { reason: "Succeeded".into(), message: "m".into() });
+        assert_eq!((st.ready.clone(), st.reconciling.clone(), st.stalled.clone()), (Some(Cond::yes("Succeeded", "m")), None, None));
+        st.stand(Standing::stalled("QuotaExceeded", "ask for more"));
+        assert_eq!((st.ready.clone(), st.reconciling.clone()), (Some(Cond::no("QuotaExceeded", "ask for more")), None));
+        assert_eq!(st.stalled, Some(Cond::yes("QuotaExceeded", "ask for more")));
+        st.stand(Standing::in_progress("Deleting", "ARM delete in progress"));
+        assert_eq!((st.reconciling.clone().map(|c| c.status), st.stalled.clone()), (Some("True"), None), "never Reconciling and Stalled at once");
+        st.stand(Standing::Settled(Cond::no("Drifted", "m")));
+        assert_eq!((st.ready.map(|c| c.status), st.reconciling, st.stalled), (Some("False"), None, None));
+    }
 }

@@ -1,7 +1,7 @@
 //! Apply: observe (GET, poll) -> decide (ARM IO, returns a [`Decision`]) -> commit (writes the
 //! status, then the events: the one place a reconcile writes status).
 
-use crate::controller::status::{self, Cond};
+use crate::controller::status::{self, Cond, Standing};
 use super::jitter;
 use crate::controller::resolve::{self, Resolution};
 use crate::controller::{
@@ -72,9 +72,7 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
             resolved
         }
         Resolution::Waiting(w) => {
-            st.reconciling = Some(Cond::yes(w.reason, w.message.clone()));
-            st.stalled = None;
-            st.ready = Some(Cond::no(w.reason, w.message));
+            st.stand(Standing::in_progress(w.reason, w.message));
             // The watch on the parent wakes this object as soon as the parent is ready.
             return Ok(Decision::new(st, Action::requeue(jitter(ctx.config.slow_retry, 0.1))));
         }
@@ -145,8 +143,7 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
         };
         match polled {
             Some(PollOutcome::InProgress { retry_after }) => {
-                st.reconciling = Some(Cond::yes(progress_reason(&op.action), format!("ARM {} in progress", op.action.to_lowercase())));
-                st.ready = Some(Cond::no(progress_reason(&op.action), format!("Waiting for ARM to finish the {}", op.action.to_lowercase())));
+                st.stand(in_flight(&op.action));
                 return Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events));
             }
             Some(PollOutcome::Succeeded) | None => st.operation = None,
@@ -186,19 +183,17 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
             st.outputs = K::outputs(actual);
             st.outputs.extend(kind_status);
         }
-        st.reconciling = Some(Cond::yes(reason.clone(), message.clone()));
-        st.ready = Some(Cond::no(reason, message));
+        st.stand(Standing::in_progress(reason, message));
         return Ok(Decision::new(st, Action::requeue(DEPENDENCY_POLL)).with(events));
     }
     let Refined { body: desired, waiting } = obj.refine(ctx, &resolved, &target, built, observed.as_ref()).await?;
     let action = match &observed {
         None if observe_only => {
             st.provisioning_state = None;
-            st.reconciling = None;
-            st.ready = Some(Cond::no(
+            st.stand(Standing::Settled(Cond::no(
                 "NotFoundInAzure",
                 format!("{} does not exist in Azure; managementPolicy Observe never creates it", target.arm_id),
-            ));
+            )));
             return Ok(Decision::new(st, resync(ctx)).with(events));
         }
         None => "Create",
@@ -208,8 +203,10 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
             st.outputs = K::outputs(actual);
             st.outputs.extend(kind_status.clone());
             if !is_terminal(&state) {
-                st.reconciling = Some(Cond::yes("ArmOperationInProgress", format!("ARM reports provisioningState {state}")));
-                st.ready = Some(Cond::no("Provisioning", format!("Waiting for ARM: provisioningState is {state}")));
+                st.stand(Standing::InProgress {
+                    ready: Cond::no("Provisioning", format!("Waiting for ARM: provisioningState is {state}")),
+                    reconciling: Cond::yes("ArmOperationInProgress", format!("ARM reports provisioningState {state}")),
+                });
                 return Ok(Decision::new(st, Action::requeue(FOREIGN_OPERATION_POLL)).with(events));
             }
             if is_failed(&state) && !observe_only {
@@ -240,8 +237,8 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
                     again = obj.after_converged(ctx, &resolved, &target, actual).await?;
                 }
                 let st = if let (Some((reason, message)), true) = (&waiting, drifted.is_empty()) {
-                    st.ready = Some(Cond::no(reason.clone(), message.clone()));
-                    st.reconciling = None;
+                    let standing = settled_unless_stalled(&mut st, Cond::no(reason.clone(), message.clone()));
+                    st.stand(standing);
                     let wait = ctx.config.slow_retry.min(ctx.config.resync);
                     return Ok(Decision::new(st, Action::requeue(jitter(again.map_or(wait, |d| d.min(wait)), 0.1))).with(events));
                 } else {
@@ -314,8 +311,7 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
             MIN_POLL
         }
     };
-    st.reconciling = Some(Cond::yes(progress_reason(action), format!("ARM {} in progress", action.to_lowercase())));
-    st.ready = Some(Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {}", action.to_lowercase())));
+    st.stand(in_flight(action));
     Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events))
 }
 /// ARM's code and message when `err` is a refusal of what the spec asks for (see

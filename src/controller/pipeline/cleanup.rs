@@ -1,7 +1,7 @@
 //! Cleanup under the finalizer: release (Orphan, Observe, nothing in Azure), wait for a parent that
 //! deletes this resource with it, a delete gate, or DELETE and poll until ARM says gone.
 
-use crate::controller::status::{self, Cond};
+use crate::controller::status::{self, Cond, Standing};
 use crate::controller::resolve::{self, Resolution};
 use crate::controller::{
     AmlKind, Context, DeleteGate, Error, Target, credentials, protect,
@@ -107,16 +107,14 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
     }
     if parent_deletes_it(obj, ctx).await? {
         let message = "The parent object is being deleted and ARM deletes this resource with it";
-        st.reconciling = Some(Cond::yes("WaitingForParentDeletion", message));
-        st.ready = Some(Cond::no("WaitingForParentDeletion", message));
+        st.stand(Standing::in_progress("WaitingForParentDeletion", message));
         return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, None));
     }
     match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
         DeleteGate::Proceed => {}
         DeleteGate::Gone => return deleted(obj, ctx, &target, &sp).await,
         DeleteGate::Wait { reason, message } => {
-            st.reconciling = Some(Cond::yes(reason, message.clone()));
-            st.ready = Some(Cond::no(reason, message));
+            st.stand(Standing::in_progress(reason, message));
             return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, Some(reason)));
         }
     }
@@ -128,8 +126,10 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
         Ok(DeleteOutcome::Accepted(op)) => {
             st.operation = Some(operation_status(&op, "Delete"));
             st.provisioning_state = Some("Deleting".into());
-            st.reconciling = Some(Cond::yes("Deleting", "ARM delete in progress"));
-            st.ready = Some(Cond::no("Deleting", "Waiting for ARM to delete the resource"));
+            st.stand(Standing::InProgress {
+                ready: Cond::no("Deleting", "Waiting for ARM to delete the resource"),
+                reconciling: Cond::yes("Deleting", "ARM delete in progress"),
+            });
             Ok(pending(st, &target.arm_id, op.retry_after, None))
         }
     }
@@ -172,9 +172,7 @@ fn released<K: AmlKind>(obj: &K, ctx: &Context, events: Vec<Note>) -> Step {
         return decision.into();
     };
     let mut st = status::current(obj);
-    st.reconciling = None;
-    st.stalled = None;
-    st.ready = Some(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next"));
+    st.stand(Standing::Settled(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next")));
     Step { decision: Decision { status: Some(st), ..decision }, release: Some(secret) }
 }
 

@@ -1,7 +1,7 @@
 //! The outcomes apply ends in, as values: a [`Decision`] (status, requeue, events) computed
 //! without IO — converged, operation failed, adopted — and the small pure helpers they share.
 
-use crate::controller::status::{Cond, Desired};
+use crate::controller::status::{Cond, Desired, Standing};
 use super::jitter;
 use crate::controller::error::reason;
 use crate::controller::{
@@ -127,8 +127,7 @@ pub(super) fn operation_failed<K: AmlKind>(
                 next_retry: Some(Time(at)),
             });
             let text = format!("{said}. A transient failure: the operator retries at {at}");
-            st.reconciling = Some(Cond::yes(err.reason(), text.clone()));
-            st.stalled = None;
+            st.stand(Standing::in_progress(err.reason(), text.clone()));
             (until(at), text)
         }
         FailureClass::NeedsPerson => {
@@ -147,12 +146,10 @@ pub(super) fn operation_failed<K: AmlKind>(
             let text = format!(
                 "{said}{gave_up}. Fix the cause, then edit the spec or set the annotation {RETRY_ANNOTATION} to a new value to retry"
             );
-            st.reconciling = None;
-            st.stalled = Some(Cond::yes(err.reason(), text.clone()));
+            st.stand(Standing::stalled(err.reason(), text.clone()));
             (jitter(config.slow_retry, 0.1), text)
         }
     };
-    st.ready = Some(Cond::no(err.reason(), text.clone()));
     let note = Note {
         type_: EventType::Warning,
         reason: err.reason().to_string(),
@@ -244,9 +241,14 @@ impl Decision {
 /// changed, so a repeating failure does not flood events.
 pub(super) fn failed<K: AmlKind>(obj: &K, error: &Error) -> Decision {
     let mut st = crate::controller::status::current(obj);
-    st.ready = Some(Cond::no(error.reason(), error.message()));
-    st.reconciling = (!error.is_stalled()).then(|| Cond::yes(error.reason(), "Retrying after a transient failure"));
-    st.stalled = error.is_stalled().then(|| Cond::yes(error.reason(), error.message()));
+    st.stand(if error.is_stalled() {
+        Standing::stalled(error.reason(), error.message())
+    } else {
+        Standing::InProgress {
+            ready: Cond::no(error.reason(), error.message()),
+            reconciling: Cond::yes(error.reason(), "Retrying after a transient failure"),
+        }
+    });
     let warning = Note {
         type_: EventType::Warning,
         reason: error.reason().to_string(),
@@ -292,10 +294,27 @@ pub(super) fn adopted<K: AmlKind>(mut st: Desired, existing: &Value) -> Decision
     }
     st.outputs = K::outputs(existing);
     st.provisioning_state = Some(provisioning_state(existing));
-    st.reconciling = Some(Cond::yes("Adopting", format!("Adopting the existing {id}")));
-    st.ready = Some(Cond::no("Adopting", format!("Adopting the existing {id}")));
+    st.stand(Standing::in_progress("Adopting", format!("Adopting the existing {id}")));
     Decision::new(st, Action::requeue(MIN_POLL)).with(vec![note])
 }
+/// An ARM operation of this object in flight: `action` is Create, Update or Delete.
+pub(super) fn in_flight(action: &str) -> Standing {
+    let lower = action.to_lowercase();
+    Standing::InProgress {
+        ready: Cond::no(progress_reason(action), format!("Waiting for ARM to finish the {lower}")),
+        reconciling: Cond::yes(progress_reason(action), format!("ARM {lower} in progress")),
+    }
+}
+
+/// Not Ready and nothing under way: Stalled if a person was already asked to act (its Stalled
+/// condition stays), else settled.
+pub(super) fn settled_unless_stalled(st: &mut Desired, ready: Cond) -> Standing {
+    match st.stalled.take() {
+        Some(stalled) => Standing::Stalled { ready, stalled },
+        None => Standing::Settled(ready),
+    }
+}
+
 pub(super) fn progress_reason(action: &str) -> &'static str {
     match action {
         "Create" => "Creating",
@@ -314,27 +333,23 @@ pub(super) fn converged(
     drifted: &[String],
     observe_only: bool,
 ) -> Decision {
-    st.reconciling = None;
-    st.ready = Some(if state == "Succeeded" && drifted.is_empty() {
+    let standing = if state == "Succeeded" && drifted.is_empty() {
         st.last_failure = None;
-        st.stalled = None;
-        Cond::yes("Succeeded", "The Azure resource matches the spec")
+        Standing::Current { reason: "Succeeded".into(), message: "The Azure resource matches the spec".into() }
     } else if state != "Succeeded" {
         // Only with managementPolicy Observe: a managed object treats this as an operation failure.
         let detail = provisioning_errors(actual).unwrap_or_else(|| format!("provisioningState is {state}"));
-        let reason = "ArmProvisioningFailed";
-        let c = Cond::no(reason, format!("ARM reports the resource {state}: {detail}. managementPolicy Observe does not write"));
-        st.stalled = Some(Cond::yes(reason, c.message.clone()));
-        c
+        Standing::stalled("ArmProvisioningFailed", format!("ARM reports the resource {state}: {detail}. managementPolicy Observe does not write"))
     } else if observe_only {
-        Cond::no("Drifted", format!("Azure differs from the spec at {}; managementPolicy Observe does not write", drifted.join(", ")))
+        Standing::Settled(Cond::no("Drifted", format!("Azure differs from the spec at {}; managementPolicy Observe does not write", drifted.join(", "))))
     } else {
         // A failure at this generation that waits for a person, and still different: keep it visible.
-        let prev = st.ready.clone();
-        prev.unwrap_or_else(|| {
+        let ready = st.ready.clone().unwrap_or_else(|| {
             Cond::no(reason::OPERATION_FAILED, format!("The last ARM operation failed; edit the spec or set the annotation {RETRY_ANNOTATION} to retry"))
-        })
-    });
+        });
+        settled_unless_stalled(&mut st, ready)
+    };
+    st.stand(standing);
     Decision::new(st, Action::requeue(jitter(config.resync, 0.1)))
 }
 /// The decisions apply ends in are values: tested here without a server, an emulator or a clock
