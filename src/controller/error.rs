@@ -17,6 +17,9 @@ pub mod reason {
     pub const VM_SIZE_NOT_SUPPORTED: &str = "VmSizeNotSupported";
     /// The spec's tags break ARM's tag limits.
     pub const INVALID_TAGS: &str = "InvalidTags";
+    /// An endpoint whose `traffic` or `mirrorTraffic` names deployments that cannot be routed yet:
+    /// its deployments go ahead meanwhile (resolution reads it from the parent's Ready condition).
+    pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
 }
 
 /// What failed in a reconcile, one variant per failing step.

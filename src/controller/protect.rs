@@ -48,7 +48,7 @@ pub async fn hold(ctx: &Context, secret: &Secret) -> Result<(), Error> {
 /// `spec.credentials.secretName`) and still needs Azure, removes the finalizer from it. Only that Secret is read; the
 /// operator never lists Secrets.
 pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str, secret: &str) -> Result<(), Error> {
-    for resource in super::kinds::ALL.iter().map(|k| k.resource()) {
+    for resource in crate::crd::resources() {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
         let list = match api.list(&ListParams::default()).await {
             Ok(l) => l,

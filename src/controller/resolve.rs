@@ -89,7 +89,7 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
 /// Whether a parent's Ready condition says it waits only for its children (an endpoint whose traffic
 /// names deployments that are not ready yet): the children must then go ahead, or neither ever will.
 fn waits_for_children(kind: ParentKind, ready: &Value) -> bool {
-    kind == ParentKind::Endpoint && ready["reason"] == super::kinds::endpoint::WAITING_FOR_DEPLOYMENTS
+    kind == ParentKind::Endpoint && ready["reason"] == super::error::reason::WAITING_FOR_DEPLOYMENTS
 }
 
 /// The credentials a parent uses: its own `spec.credentials`, else its workspace's (for an

@@ -17,9 +17,28 @@ pub use workspace::{AmlWorkspace, AmlWorkspaceSpec, AmlWorkspaceStatus, CreatedD
 use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
+/// The operator's kinds, parents before children: the one list of them. `for_each_kind!(m)`
+/// expands to `m!(AmlWorkspace, AmlCompute, ...)`, so each layer builds what it needs from the same
+/// list: the API resources here, the table of kinds in `controller::kinds`. Adding a kind is its
+/// own files and one name here.
+macro_rules! for_each_kind {
+    ($m:ident) => {
+        $m!(AmlWorkspace, AmlCompute, AmlOnlineEndpoint, AmlOnlineDeployment, AmlRoleAssignment)
+    };
+}
+pub(crate) use for_each_kind;
+
+/// The API resource of every kind.
+pub fn resources() -> Vec<kube::api::ApiResource> {
+    macro_rules! erased {
+        ($($kind:ident),*) => { vec![$(kube::api::ApiResource::erase::<$kind>(&())),*] };
+    }
+    for_each_kind!(erased)
+}
+
 /// How a kind's CRD is generated: the derived schema plus the rules every kind shares, with the
 /// kind's own ARM name rule and its optional fields that cannot be added or removed. Implemented
-/// in each kind's file; the list of kinds is `controller::kinds::ALL`.
+/// in each kind's file; the list of kinds is [`for_each_kind`].
 pub trait Definition: CustomResourceExt {
     /// How the kind's ARM name is chosen (and checked at admission).
     const NAMING: Naming;

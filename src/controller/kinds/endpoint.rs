@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Ready reason while `traffic` or `mirrorTraffic` names deployments that cannot be routed yet.
-pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
+pub use crate::controller::error::reason::WAITING_FOR_DEPLOYMENTS;
 pub use super::endpoint_keys::{KEYS_CHECKED_AT, KEYS_DIGEST, KEYS_ROTATED, KEYS_ROTATION, KEYS_ROTATION_OPERATION, ROTATE_KEYS};
 
 /// The routing maps of an endpoint body.

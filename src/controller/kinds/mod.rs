@@ -1,8 +1,10 @@
 //! The operator's kinds, in one table: the CRDs (`aml-operator crds`, `crds/`, the chart), manifest
-//! parsing, the controllers the manager runs, the CLI's plan/apply/import, Secret protection and
-//! parent lookups all read [`ALL`]. Each kind's part of the pipeline is a file of this folder (an
-//! `AmlKind` implementation: what differs). Adding a kind is its own files (`crd/<kind>.rs` with its
-//! `Definition`, `controller/kinds/<kind>.rs` with its `AmlKind`) and one row in [`ALL`].
+//! parsing, the controllers the manager runs and the CLI's plan/apply/import all read [`ALL`], built
+//! from the one list of kinds, `crd::for_each_kind` (from which Secret protection also takes the
+//! kinds' API resources, below this table). Each kind's part of the pipeline is a file of this
+//! folder (an `AmlKind` implementation: what differs). Adding a kind is its own files
+//! (`crd/<kind>.rs` with its `Definition`, `controller/kinds/<kind>.rs` with its `AmlKind`) and its
+//! name in `crd::for_each_kind`.
 
 pub mod compute;
 pub mod dependencies;
@@ -26,14 +28,12 @@ use serde_json::Value;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-/// Every kind, parents before children.
-pub static ALL: [&dyn Kind; 5] = [
-    &Row::<AmlWorkspace>(PhantomData),
-    &Row::<AmlCompute>(PhantomData),
-    &Row::<AmlOnlineEndpoint>(PhantomData),
-    &Row::<AmlOnlineDeployment>(PhantomData),
-    &Row::<AmlRoleAssignment>(PhantomData),
-];
+macro_rules! rows {
+    ($($kind:ident),*) => { &[$(&Row::<$kind>(PhantomData)),*] };
+}
+
+/// Every kind, parents before children: one row per name of [`crate::crd::for_each_kind`].
+pub static ALL: &[&dyn Kind] = crate::crd::for_each_kind!(rows);
 
 /// The row of `kind` (e.g. `AmlWorkspace`).
 pub fn find(kind: &str) -> Option<&'static dyn Kind> {
@@ -169,6 +169,9 @@ mod tests {
             assert_eq!(find(k.name()).map(|f| f.name()), Some(k.name()));
         }
         assert!(find("Widget").is_none());
+        // Secret protection reads the same list below this table.
+        let resources: Vec<String> = crate::crd::resources().into_iter().map(|r| r.kind).collect();
+        assert_eq!(resources, names);
     }
 
     #[test]
