@@ -1,8 +1,10 @@
-//! The controllers that run the pipeline: one kube-rs `Controller` per kind, with the watches
+//! The controllers that run the pipeline (given to them by the table of kinds, so this file sits
+//! below it): one kube-rs `Controller` per kind, with the watches
 //! that wake an object (its own changes that matter, its parents, its children where it waits for
 //! them, and the credentials Secrets it uses).
 
-use super::{AmlKind, Context, ParentRef, pipeline, secrets};
+use super::{AmlKind, Context, Error, ParentRef, secrets};
+use kube::runtime::controller::Action;
 use crate::shutdown::Shutdown;
 use futures::{FutureExt, StreamExt};
 use kube::api::DynamicObject;
@@ -63,7 +65,12 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 ///
 /// And, for a kind that waits for its children ([`AmlKind::watched_children`]: an endpoint's
 /// traffic waits for its deployments), the children, so it is reconciled as soon as one changes.
-pub(crate) async fn kind_controller<K: AmlKind>(c: Shared, on_synced: impl FnOnce() + Send + 'static) {
+pub(crate) async fn kind_controller<K, R, F>(c: Shared, on_synced: impl FnOnce() + Send + 'static, reconcile: R, error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action)
+where
+    K: AmlKind,
+    R: FnMut(Arc<K>, Arc<Context>) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
     let Shared { ctx, namespace, secret_changes, shutdown } = c;
     let namespace = namespace.as_deref();
     let children = K::watched_children();
@@ -151,7 +158,7 @@ pub(crate) async fn kind_controller<K: AmlKind>(c: Shared, on_synced: impl FnOnc
     };
     let run = controller
         .graceful_shutdown_on(shutdown.requested())
-        .run(pipeline::reconcile::<K>, pipeline::error_policy::<K>, ctx)
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(kind = %K::kind(&()), error = %e, "reconcile ended with an error");

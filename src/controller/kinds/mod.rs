@@ -150,7 +150,7 @@ impl<K: AmlKind + Definition> Kind for Row<K> {
     }
 
     fn run(&self, shared: Shared, on_synced: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> {
-        Box::pin(run::kind_controller::<K>(shared, on_synced))
+        Box::pin(run::kind_controller::<K, _, _>(shared, on_synced, pipeline::reconcile::<K>, pipeline::error_policy::<K>))
     }
 }
 
