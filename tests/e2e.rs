@@ -758,10 +758,10 @@ async fn a_failing_object_costs_one_try_per_retry_period() {
         for o in objs {
             let name = o.name_any();
             let rv = o.resource_version().unwrap_or_default();
-            if let Some(prev) = seen_rv.insert(name.clone(), rv.clone()) {
-                if prev != rv {
-                    *writes.entry(name).or_default() += 1;
-                }
+            if let Some(prev) = seen_rv.insert(name.clone(), rv.clone())
+                && prev != rv
+            {
+                *writes.entry(name).or_default() += 1;
             }
         }
     }

@@ -1260,10 +1260,10 @@ async fn rotation_cases() -> Outcome {
         let mut errors: Vec<String> = Vec::new();
         while !done(&w) && Instant::now() < deadline {
             let Some(obj) = w.kube.get::<AmlOnlineEndpoint>(&path) else { break };
-            if let Err(e) = pipeline::reconcile(Arc::new(obj), ctx.clone()).await {
-                if errors.last().map(String::as_str) != Some(e.reason()) {
-                    errors.push(e.reason().to_string());
-                }
+            if let Err(e) = pipeline::reconcile(Arc::new(obj), ctx.clone()).await
+                && errors.last().map(String::as_str) != Some(e.reason())
+            {
+                errors.push(e.reason().to_string());
             }
             w.emulator.finish_operations();
             tokio::time::sleep(Duration::from_millis(10)).await;

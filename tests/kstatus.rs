@@ -44,14 +44,10 @@ fn compute(obj: &Value) -> Computed {
     }
     if let (Some(generation), Some(observed)) =
         (obj["metadata"]["generation"].as_i64(), obj["status"]["observedGeneration"].as_i64())
+        && observed != generation
     {
-        if observed != generation {
-            let kind = obj["kind"].as_str().unwrap_or_default();
-            return done(
-                KStatus::InProgress,
-                &format!("{kind} generation is {generation}, but latest observed generation is {observed}"),
-            );
-        }
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        return done(KStatus::InProgress, &format!("{kind} generation is {generation}, but latest observed generation is {observed}"));
     }
     for c in obj["status"]["conditions"].as_array().into_iter().flatten() {
         let message = c["message"].as_str().unwrap_or_default();

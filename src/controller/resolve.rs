@@ -22,6 +22,8 @@ pub struct Waiting {
 }
 
 /// The outcome of resolution.
+// `Ready` is the common case and is moved once per reconcile: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Resolution {
     /// Everything needed is there.
     Ready(Resolved, SecretLocation),
@@ -112,12 +114,12 @@ async fn inherited_credentials(
     if let Some(c) = data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()) {
         return Ok(Some(c));
     }
-    if matches!(kind, ParentKind::Endpoint | ParentKind::Compute) {
-        if let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str() {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &parent_resource(ParentKind::Workspace));
-            if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
-                return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
-            }
+    if matches!(kind, ParentKind::Endpoint | ParentKind::Compute)
+        && let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str()
+    {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &parent_resource(ParentKind::Workspace));
+        if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
+            return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
         }
     }
     Ok(None)
