@@ -12,13 +12,12 @@
 //! 4. Otherwise Current. (kstatus reads the conditions "abnormal-true": the absence of Reconciling and
 //!    Stalled means done. `Ready` plays no part; an object without status is Current.)
 
-mod support;
 
 use aml_operator::crd::{AmlWorkspace, AmlWorkspaceSpec};
 use aml_operator::emulator::Fault;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
-use support::{NS, World};
+use crate::support::{NS, World};
 
 /// kstatus's status of a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
