@@ -5,6 +5,10 @@
 //! burst's memory. Measured on a real API server with 5,000 objects (BENCHMARKS.md, P3): one
 //! arena, no per-thread cache and a trim every few seconds keep the peak well below the defaults'.
 
+// The crate denies unsafe code (Cargo.toml `[lints]`); the two glibc calls below are the exception,
+// each with its SAFETY note.
+#![allow(unsafe_code)]
+
 use std::time::Duration;
 
 /// How often [`keep_trimmed`] gives free memory back.

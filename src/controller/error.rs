@@ -102,9 +102,6 @@ pub enum Error {
         /// deployment its endpoint still routes traffic to) rather than for ARM or the parent.
         gate: Option<&'static str>,
     },
-    /// The finalizer helper failed around apply or cleanup.
-    #[error("finalizer {0}")]
-    Finalizer(&'static str, #[source] Box<Error>),
     /// The finalizer helper itself failed (adding or removing the finalizer).
     #[error("cannot update the finalizer")]
     FinalizerPatch(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -157,22 +154,13 @@ impl Error {
             Error::RoleAssignmentForbidden { .. } => crate::arm::reason::AUTHORIZATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
             Error::DeletePending { .. } => "Deleting",
-            Error::Finalizer(_, inner) => inner.reason(),
             Error::FinalizerPatch(_) => "FinalizerError",
-        }
-    }
-
-    /// The innermost pipeline error (unwraps the finalizer wrapper).
-    pub fn root(&self) -> &Error {
-        match self {
-            Error::Finalizer(_, inner) => inner.root(),
-            other => other,
         }
     }
 
     /// Whether a person must act before this can succeed (kstatus `Stalled`).
     pub fn is_stalled(&self) -> bool {
-        match self.root() {
+        match self {
             Error::CredentialsNotFound { .. }
             | Error::CredentialsInvalid { .. }
             | Error::NoSubscription { .. }
@@ -192,7 +180,7 @@ impl Error {
 
     /// The retry policy for this error.
     pub fn retry(&self) -> Retry {
-        match self.root() {
+        match self {
             Error::InvalidSpec(_) | Error::DependencyMissing { .. } => Retry::AwaitChange,
             Error::CredentialsNotFound { .. }
             | Error::DependencyNameTaken { .. }
@@ -224,7 +212,7 @@ impl Error {
     /// reach error types, so this is safe to put in conditions and events.
     pub fn message(&self) -> String {
         let mut out = self.to_string();
-        let refusal = match self.root() {
+        let refusal = match self {
             Error::Arm { arm_id, source, .. } => refusal_of(arm_id, source),
             Error::OperationFailed { arm_id, code, message, class: FailureClass::NeedsPerson, .. } => {
                 refusal(arm_id, code, message, None)

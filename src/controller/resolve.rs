@@ -22,6 +22,8 @@ pub struct Waiting {
 }
 
 /// The outcome of resolution.
+// `Ready` is the common case and is moved once per reconcile: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Resolution {
     /// Everything needed is there: the parent and the credentials, with the Secret they came from.
     Ready(Resolved, Found),
@@ -103,12 +105,12 @@ async fn inherited_credentials(
     if let Some(c) = data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()) {
         return Ok(Some(c));
     }
-    if matches!(kind, ParentKind::Endpoint | ParentKind::Compute) {
-        if let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str() {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ParentKind::Workspace.resource());
-            if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
-                return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
-            }
+    if matches!(kind, ParentKind::Endpoint | ParentKind::Compute)
+        && let Some(ws) = data["spec"]["workspaceRef"]["name"].as_str()
+    {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ParentKind::Workspace.resource());
+        if let Some(w) = api.get_opt(ws).await.map_err(|source| Error::Kube { what: "reading the workspace", source })? {
+            return Ok(w.data["spec"].get("credentials").and_then(|c| serde_json::from_value(c.clone()).ok()));
         }
     }
     Ok(None)

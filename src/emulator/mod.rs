@@ -75,7 +75,7 @@ pub type BodyValidator = Arc<dyn Fn(&str, &str, &Value) -> Result<(), String> + 
 /// the ML types and the workspace dependencies.
 pub fn schema_validator(specs_dir: &std::path::Path) -> Result<BodyValidator, EmulatorError> {
     let validator = crate::armspec::shared(specs_dir)
-        .map_err(|source| EmulatorError::Specs { path: specs_dir.to_path_buf(), source })?;
+        .map_err(|source| EmulatorError::Specs { path: specs_dir.to_path_buf(), source: Box::new(source) })?;
     Ok(Arc::new(move |t: &str, n: &str, b: &Value| validator.validate(t, n, b)))
 }
 
@@ -259,9 +259,9 @@ pub enum EmulatorError {
     Specs {
         /// The folder asked for.
         path: PathBuf,
-        /// The cause.
+        /// The cause (boxed: it is the largest, and would make every `EmulatorError` as large).
         #[source]
-        source: crate::armspec::SpecError,
+        source: Box<crate::armspec::SpecError>,
     },
     /// Waiting for Ctrl-C failed.
     #[error("could not wait for the shutdown signal")]

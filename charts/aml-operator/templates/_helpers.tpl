@@ -68,7 +68,7 @@ app.kubernetes.io/component: operator
 
 {{/*
 The rules the operator needs on the objects it reconciles, in whichever namespace(s) it watches.
-Each verb is there because src/ calls it (tests/chart.rs checks both ways):
+Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both ways):
   kinds get          - parents are read by name (controller/resolve.rs)
   kinds list, watch  - the controllers and their watches on parent kinds (manager.rs)
   kinds patch        - the finalizer (kube's finalizer helper) and owner references (server-side apply)

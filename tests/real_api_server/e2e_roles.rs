@@ -3,9 +3,9 @@
 //! the emulator as Azure. Skipped with a printed reason without the variable, unless
 //! `AML_REQUIRE_E2E=1` makes that a failure.
 
-mod support;
+use crate::support;
 
-use support::cluster::{Env, MANAGER, cluster, delete_namespace, eventually, ready};
+use crate::support::cluster::{Env, MANAGER, cluster, delete_namespace, eventually, ready};
 
 use aml_operator::arm::ids;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};

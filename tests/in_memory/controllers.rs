@@ -1,13 +1,13 @@
 //! The real kube-rs controllers (watch, queue, requeue) over the in-memory API server: objects
 //! applied at once converge without anyone calling reconcile by hand.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{NS, World};
+use crate::support::{NS, World};
 
 #[tokio::test]
 async fn the_controllers_converge_a_stack_through_watches() {

@@ -2,11 +2,10 @@
 //! deployment that does not exist yet) and deployment, applied at once and reconciled in an
 //! adversarial order, then deleted.
 
-mod support;
 
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use serde_json::{Value, json};
-use support::{NS, World};
+use crate::support::{NS, World};
 
 const WS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/team-a";
 const CPU: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcomputes/cpu-cluster";

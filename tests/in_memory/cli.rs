@@ -1,7 +1,6 @@
 //! `aml-operator plan | apply | import` without a cluster: the library entry points against one
 //! shared emulator, and the real binary for exit codes and the embedded emulator.
 
-mod support;
 
 use aml_operator::cli::{self, ApplyArgs, ArmSetup, ImportArgs, PlanArgs, Progress, PlanReport, ApplyReport};
 use aml_operator::cli::Outcome;
@@ -10,7 +9,7 @@ use aml_operator::crd::ManagementPolicy;
 use aml_operator::emulator::Emulator;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use support::{SUBSCRIPTION, emulator_config, temp_path};
+use crate::support::{SUBSCRIPTION, emulator_config, temp_path};
 
 const LABEL: &str = "AmlWorkspace default/team-a";
 const ARM_ID: &str =

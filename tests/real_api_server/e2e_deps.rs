@@ -3,7 +3,7 @@
 //! location — converges with its four dependencies created in the (in-process) emulator, and
 //! deleting the namespace removes the workspace and all of them. The controllers run in-process.
 
-mod support;
+use crate::support;
 
 use aml_operator::controller::kinds::dependencies::{DependencyKind, dependency_id, generated_names};
 use aml_operator::crd::AmlWorkspace;
@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use support::cluster::{Env, cluster, delete_namespace, eventually};
+use crate::support::cluster::{Env, cluster, delete_namespace, eventually};
 
 #[tokio::test]
 async fn a_workspace_from_nothing_brings_its_dependencies_and_takes_them_with_its_namespace() {

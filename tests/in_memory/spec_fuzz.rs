@@ -12,7 +12,6 @@
 //! Seeds are fixed (CI reproducible); `SPEC_FUZZ_SEED=<n>` and `SPEC_FUZZ_CASES=<n>` explore others.
 //! A failure prints the seed and case that reproduce it.
 
-mod support;
 
 use aml_operator::arm::{Secret as ArmSecret, ServicePrincipal};
 use aml_operator::controller::{AmlKind, Parent, Resolved};
@@ -21,7 +20,7 @@ use aml_operator::emulator::Principal;
 use kube::CustomResourceExt;
 use serde_json::{Map, Value, json};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const DEFAULT_SEED: u64 = 0x5eed_a3f1_2024_1001;
 const DEFAULT_CASES: usize = 500;

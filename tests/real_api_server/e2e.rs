@@ -4,7 +4,7 @@
 //! in-process emulator. Some tests run the controllers in-process; the user's path runs the
 //! chart and the operator binary as its own process. Each test uses fresh namespaces and removes them.
 
-mod support;
+use crate::support;
 
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-use support::cluster::{ENV, Env, MANAGER, cluster, create_namespace, delete_namespace, established, eventually, install_crds, ready, skip};
+use crate::support::cluster::{ENV, Env, MANAGER, cluster, create_namespace, delete_namespace, established, eventually, install_crds, ready, skip};
 
 #[tokio::test]
 async fn workspace_lifecycle_against_a_real_api_server() {
@@ -758,10 +758,10 @@ async fn a_failing_object_costs_one_try_per_retry_period() {
         for o in objs {
             let name = o.name_any();
             let rv = o.resource_version().unwrap_or_default();
-            if let Some(prev) = seen_rv.insert(name.clone(), rv.clone()) {
-                if prev != rv {
-                    *writes.entry(name).or_default() += 1;
-                }
+            if let Some(prev) = seen_rv.insert(name.clone(), rv.clone())
+                && prev != rv
+            {
+                *writes.entry(name).or_default() += 1;
             }
         }
     }

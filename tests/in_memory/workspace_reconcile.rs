@@ -1,12 +1,11 @@
 //! AmlWorkspace reconcile scenarios: the Kubernetes API faked at the transport, the emulator as Azure.
 
-mod support;
 
 use aml_operator::crd::{AmlWorkspace, AmlWorkspaceSpec, DeletionPolicy, ManagementPolicy};
 use aml_operator::controller::Error;
 use kube::api::ObjectMeta;
 use serde_json::json;
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/ws1";
 const ARM_ID: &str =

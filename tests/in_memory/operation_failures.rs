@@ -4,7 +4,6 @@
 //! must fix stay `Stalled` until the spec changes or the `amloperator.io/retry` annotation gets a
 //! new value, and then cause exactly one new write.
 
-mod support;
 
 use aml_operator::controller::Config;
 use aml_operator::crd::{AmlOnlineEndpoint, AmlOnlineEndpointSpec, AmlWorkspace, AmlWorkspaceSpec, RETRY_ANNOTATION};
@@ -12,7 +11,7 @@ use aml_operator::emulator::{FaultKind, FaultRule, OperationEnd};
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const WS: &str = "wsfail";
 const EP: &str = "epfail";
@@ -293,7 +292,7 @@ async fn transient_retries_are_bounded_then_wait_for_a_person() {
 #[test]
 fn the_readme_lists_every_classified_code_in_its_class_and_the_retry_annotation() {
     use aml_operator::arm::{FailureClass, OPERATION_FAILURE_CLASSES};
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let section = readme.split("## Failure modes").nth(1).and_then(|s| s.split("\n## ").next()).expect("a Failure modes section");
     let row = |prefix: &str| section.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no row {prefix}")).to_string();
     let (transient, person) = (row("| transient"), row("| needs a person"));

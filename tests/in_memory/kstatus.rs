@@ -12,13 +12,12 @@
 //! 4. Otherwise Current. (kstatus reads the conditions "abnormal-true": the absence of Reconciling and
 //!    Stalled means done. `Ready` plays no part; an object without status is Current.)
 
-mod support;
 
 use aml_operator::crd::{AmlWorkspace, AmlWorkspaceSpec};
 use aml_operator::emulator::Fault;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
-use support::{NS, World};
+use crate::support::{NS, World};
 
 /// kstatus's status of a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +43,10 @@ fn compute(obj: &Value) -> Computed {
     }
     if let (Some(generation), Some(observed)) =
         (obj["metadata"]["generation"].as_i64(), obj["status"]["observedGeneration"].as_i64())
+        && observed != generation
     {
-        if observed != generation {
-            let kind = obj["kind"].as_str().unwrap_or_default();
-            return done(
-                KStatus::InProgress,
-                &format!("{kind} generation is {generation}, but latest observed generation is {observed}"),
-            );
-        }
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        return done(KStatus::InProgress, &format!("{kind} generation is {generation}, but latest observed generation is {observed}"));
     }
     for c in obj["status"]["conditions"].as_array().into_iter().flatten() {
         let message = c["message"].as_str().unwrap_or_default();

@@ -1,7 +1,7 @@
 //! The ARM client against the emulator: tokens, GET/PUT/DELETE, both LRO headers, throttling,
 //! error bodies and a wrong secret.
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::{
     ArmClient, ClientCredential, CloudConfig, DeleteOutcome, ErrorClass, OperationKind, PollOutcome, PostOutcome, Secret,

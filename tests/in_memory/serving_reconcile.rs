@@ -1,7 +1,7 @@
 //! AmlOnlineEndpoint and AmlOnlineDeployment reconcile scenarios: the Kubernetes API faked at the
 //! transport, the emulator as Azure, a converged AmlWorkspace as the parent.
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::{DEFAULT_API_VERSION, PostOutcome, Secret as ArmSecret, ServicePrincipal};
 use aml_operator::controller::{AmlKind, Error, Target};
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const WS_PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/ws1";
 const EP_PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlineendpoints/ep1";

@@ -5,7 +5,7 @@
 //! The first part unit-tests each fault against the ARM client (and `LocalKube::fail_next`); the
 //! second is the matrix; the third, the restart scenarios.
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::{
     ArmClient, CloudConfig, DeleteOutcome, ErrorClass, PollOutcome, Secret as ArmSecret, ServicePrincipal,
@@ -22,7 +22,7 @@ use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const API: &str = "2024-10-01";
 const RG: &str = "rg-ml";
@@ -910,7 +910,7 @@ async fn run_case<K: Kind>(w: &World, f: F, phase: Phase, name: &str, on: On) ->
     }
     let log: Vec<_> = w.emulator.requests().into_iter().skip(mark).filter(|r| same_path(&r.path, &arm_id)).collect();
     if std::env::var_os("FAULT_MATRIX_TRACE").is_some() {
-        // `FAULT_MATRIX_TRACE=1 cargo test --test fault_matrix -- --nocapture`: each case's ARM calls
+        // `FAULT_MATRIX_TRACE=1 cargo test --test in_memory fault_matrix:: -- --nocapture`: each case's ARM calls
         // on its resource (`*` = created it, status 0 = no answer).
         let calls: Vec<String> =
             log.iter().map(|r| format!("{} {}{}", r.method, r.status, if r.created { "*" } else { "" })).collect();
@@ -1260,10 +1260,10 @@ async fn rotation_cases() -> Outcome {
         let mut errors: Vec<String> = Vec::new();
         while !done(&w) && Instant::now() < deadline {
             let Some(obj) = w.kube.get::<AmlOnlineEndpoint>(&path) else { break };
-            if let Err(e) = pipeline::reconcile(Arc::new(obj), ctx.clone()).await {
-                if errors.last().map(String::as_str) != Some(e.reason()) {
-                    errors.push(e.reason().to_string());
-                }
+            if let Err(e) = pipeline::reconcile(Arc::new(obj), ctx.clone()).await
+                && errors.last().map(String::as_str) != Some(e.reason())
+            {
+                errors.push(e.reason().to_string());
             }
             w.emulator.finish_operations();
             tokio::time::sleep(Duration::from_millis(10)).await;

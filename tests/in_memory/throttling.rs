@@ -6,7 +6,7 @@
 //! is 160 burst, 8 per second (here: 160 burst, 80 per second). Bursts are not scaled; what matters
 //! is that the client's budget stays below ARM's in both burst and rate.
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::limit::RateLimits;
 use aml_operator::arm::{ArmClient, CloudConfig, ErrorClass, Secret as ArmSecret, ServicePrincipal};
@@ -19,7 +19,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const API: &str = "2024-10-01";
 /// ARM's write bucket with time scaled 10x: 200 burst, 10 per second -> 100 per second.

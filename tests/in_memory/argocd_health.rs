@@ -6,7 +6,6 @@
 //! The cases are Argo CD's own test layout (`health_test.yaml` + `testdata/`), plus statuses the
 //! workspace pipeline really writes, driven through the fake API server and the emulator.
 
-mod support;
 
 use aml_operator::crd::{AmlWorkspace, AmlWorkspaceSpec};
 use kube::api::ObjectMeta;
@@ -14,7 +13,7 @@ use mlua::{Lua, LuaOptions, StdLib, Table, Value as LuaValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use support::{NS, World};
+use crate::support::{NS, World};
 
 const KINDS: [&str; 5] = ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"];
 

@@ -3,14 +3,14 @@
 //! component with it — once, whatever restarts — leaves what the spec names alone, and deletes what
 //! it created after the workspace.
 
-mod support;
+use crate::support;
 
 use aml_operator::cli::{self, ApplyArgs, ArmSetup, Outcome, PlanArgs, Progress};
 use aml_operator::controller::kinds::dependencies::{DependencyKind, dependency_id, generated_names};
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::{Emulator, FaultKind, FaultRule};
 use serde_json::{Value, json};
-use support::{NS, SUBSCRIPTION, World, emulator_config, temp_path};
+use crate::support::{NS, SUBSCRIPTION, World, emulator_config, temp_path};
 
 const RG: &str = "rg-deps";
 const WS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/team-a";

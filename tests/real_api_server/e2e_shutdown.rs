@@ -6,9 +6,9 @@
 //! in-process emulator. Skipped with a printed reason without `AML_E2E_KUBECONFIG`, a failure
 //! instead with `AML_REQUIRE_E2E=1` (CI).
 
-mod support;
+use crate::support;
 
-use support::cluster::{MANAGER, delete_namespace, eventually, namespace_with_emulator};
+use crate::support::cluster::{MANAGER, delete_namespace, eventually, namespace_with_emulator};
 
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::Emulator;

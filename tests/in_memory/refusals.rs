@@ -6,12 +6,11 @@
 //! often the object is reconciled nothing is written again until the spec changes or the retry
 //! annotation gets a new value. A change of classification fails here.
 
-mod support;
 
 use aml_operator::controller::AmlKind;
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace, RETRY_ANNOTATION};
 use serde_json::{Value, json};
-use support::{NS, World};
+use crate::support::{NS, World};
 
 const RG_ID: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-ml";
 

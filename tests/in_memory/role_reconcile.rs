@@ -2,7 +2,7 @@
 //! Azure (role assignments at api-version 2022-04-01, bodies checked against Microsoft's
 //! Authorization schema), a ready AmlWorkspace (and AmlCompute) as the scope.
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::ids;
 use aml_operator::controller::{AmlKind, Parent, Resolved, Retry};
@@ -10,7 +10,7 @@ use aml_operator::crd::{AmlCompute, AmlRoleAssignment, AmlWorkspace};
 use aml_operator::emulator::{Fault, FaultKind, FaultRule};
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const WS_PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/ws1";
 const CPU_PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcomputes/cpu";

@@ -2,7 +2,7 @@
 //! certificates (RS256 assertions the emulator verifies with the registered certificate) and
 //! workload identity (the federated token file, re-read at every token request).
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::{ArmClient, ClientCredential, CloudConfig, Error, ErrorClass, Secret, ServicePrincipal};
 use aml_operator::crd::AmlWorkspace;
@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const API: &str = "2024-10-01";
 const WS: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";

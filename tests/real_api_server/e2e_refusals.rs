@@ -5,7 +5,7 @@
 //! nothing more over a minute of waiting. Needs `AML_E2E_KUBECONFIG` (see tests/e2e.rs); skips
 //! without it unless `AML_REQUIRE_E2E=1`.
 
-mod support;
+use crate::support;
 
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
@@ -14,7 +14,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams,
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-use support::cluster::{ENV, MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
+use crate::support::cluster::{ENV, MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
 
 /// How long the stalled objects are watched for further ARM writes and Events.
 const WINDOW: Duration = Duration::from_secs(60);

@@ -207,22 +207,24 @@ fn bindings_on(line: &str) -> Vec<(String, String)> {
         // `Api<PartialObjectMeta<T>>` (metadata-only requests) needs the same grants as `Api<T>`.
         let after = &line[at + 4..];
         let ty: String = after.strip_prefix("PartialObjectMeta<").unwrap_or(after).chars().take_while(|c| is_ident_char(*c)).collect();
-        if is_typed && !ty.is_empty() && (at == 0 || !line[..at].ends_with(is_ident_char)) {
-            if let Some(name) = last_ident(before) {
-                out.push((name, ty));
-            }
+        if is_typed
+            && !ty.is_empty()
+            && (at == 0 || !line[..at].ends_with(is_ident_char))
+            && let Some(name) = last_ident(before)
+        {
+            out.push((name, ty));
         }
         offset = at + 4;
         rest = &line[offset..];
     }
     // `let name = Api::<T>::...`
-    if let (Some(l), Some(a)) = (line.find("let "), line.find("Api::<")) {
-        if l < a {
-            let name: String = line[l + 4..].trim_start().trim_start_matches("mut ").chars().take_while(|c| is_ident_char(*c)).collect();
-            let ty: String = line[a + 6..].chars().take_while(|c| is_ident_char(*c)).collect();
-            if !name.is_empty() && !ty.is_empty() {
-                out.push((name, ty));
-            }
+    if let (Some(l), Some(a)) = (line.find("let "), line.find("Api::<"))
+        && l < a
+    {
+        let name: String = line[l + 4..].trim_start().trim_start_matches("mut ").chars().take_while(|c| is_ident_char(*c)).collect();
+        let ty: String = line[a + 6..].chars().take_while(|c| is_ident_char(*c)).collect();
+        if !name.is_empty() && !ty.is_empty() {
+            out.push((name, ty));
         }
     }
     out

@@ -1,14 +1,14 @@
 //! AmlCompute reconcile scenarios, for an AmlCompute cluster and a ComputeInstance: the Kubernetes
 //! API faked at the transport, the emulator as Azure, a ready AmlWorkspace as the parent.
 
-mod support;
+use crate::support;
 
 use aml_operator::arm::{Secret as SecretValue, ServicePrincipal};
 use aml_operator::controller::{AmlKind, Error, Parent, Resolved, Retry, UpdateRequest};
 use aml_operator::crd::{AmlCompute, AmlComputeSpec, AmlWorkspace, AmlWorkspaceSpec};
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
-use support::{NS, SUBSCRIPTION, World};
+use crate::support::{NS, SUBSCRIPTION, World};
 
 const WS_PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/ws1";
 const WS_ID: &str =
