@@ -5,6 +5,7 @@
 //! chart and the operator binary as its own process. Each test uses fresh namespaces and removes them.
 
 use crate::support;
+use crate::OperatorProcess;
 
 use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
@@ -344,36 +345,6 @@ async fn admission_refuses_invalid_objects_naming_the_field() {
     delete_namespace(&client, &ns, Duration::from_secs(120)).await;
 }
 
-/// The operator binary, run as its own process, its output in a file; killed when dropped.
-struct OperatorProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl OperatorProcess {
-    fn start(args: &[String], env: &[(String, String)], log: &std::path::Path) -> OperatorProcess {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("operator starts");
-        OperatorProcess { child, log: log.to_path_buf() }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A kubeconfig for the e2e cluster that authenticates with `token` (a ServiceAccount's).
 fn kubeconfig_with_token(token: &str, path: &std::path::Path) {

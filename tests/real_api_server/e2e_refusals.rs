@@ -6,6 +6,7 @@
 //! without it unless `AML_REQUIRE_E2E=1`.
 
 use crate::support;
+use crate::OperatorProcess;
 
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
@@ -19,37 +20,6 @@ use crate::support::cluster::{ENV, MANAGER, cluster, create_namespace, delete_na
 /// How long the stalled objects are watched for further ARM writes and Events.
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// The operator binary as its own process; killed when dropped.
-struct OperatorProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl OperatorProcess {
-    fn start(args: &[String], env: &[(String, String)], log: &std::path::Path) -> OperatorProcess {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(out.try_clone().expect("log file handle"))
-            .stderr(out)
-            .spawn()
-            .expect("operator starts");
-        OperatorProcess { child, log: log.to_path_buf() }
-    }
-
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn api_of<K: kube::Resource<DynamicType = ()>>(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<K>(&()))

@@ -11,3 +11,40 @@ mod e2e_deps;
 mod e2e_refusals;
 mod e2e_roles;
 mod e2e_shutdown;
+
+/// The operator binary, run as its own process, its output in a file; killed when dropped.
+pub struct OperatorProcess {
+    pub child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl OperatorProcess {
+    pub fn start(args: &[String], env: &[(String, String)], log: &std::path::Path) -> OperatorProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("operator starts");
+        OperatorProcess { child, log: log.to_path_buf() }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 20 lines of its output.
+    pub fn tail(&self) -> String {
+        let text = self.output();
+        text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
