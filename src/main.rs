@@ -42,13 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    aml_operator::alloc::tune();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run(_)) {
-        // The long-running process: glibc's per-thread cache off (see alloc.rs). Returns here
-        // after the exec, or if it fails.
-        aml_operator::alloc::without_thread_cache();
-    }
     // The one-shot commands print their own output; their logs default to warnings only. The
     // benchmark's output is its figures: logs only when RUST_LOG asks for them.
     let default_level = match cli.command {

@@ -165,7 +165,6 @@ pub async fn run_until(args: RunArgs, shutdown: Shutdown) -> Result<(), ManagerE
         }
     });
     info!(arm_endpoint = %args.arm_endpoint, namespace = ?args.namespace, leader_elect = args.leader_elect, "starting");
-    tokio::spawn(crate::alloc::keep_trimmed());
     let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let namespace = args.namespace.clone();
     let standby_ready = ready.clone();

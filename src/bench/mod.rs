@@ -922,6 +922,9 @@ impl Operator {
             .arg("--arm-write-rate")
             .arg(UNTHROTTLED.writes_per_second.to_string())
             .env("KUBECONFIG", kubeconfig)
+            // The allocator's settings as the image and the chart set them, so P3 measures what
+            // ships (BENCHMARKS.md, P3).
+            .env("GLIBC_TUNABLES", crate::alloc::GLIBC_TUNABLES)
             .env_remove("AML_DEFAULT_CREDENTIALS")
             .env_remove("AML_WATCH_NAMESPACE")
             .stdin(std::process::Stdio::null())

@@ -4,8 +4,9 @@
 //! - its RBAC grants every Kubernetes API call the code in `src/` makes, and nothing else
 //!   (a small, explicit scan of the source, below);
 //! - it lints and renders with a real `helm`, Helm 3 and Helm 4, and the rendered objects say what the
-//!   README promises (hardened pod, resources, probes, flags the binary accepts, optional
-//!   ServiceMonitor and Argo CD health check).
+//!   README promises (hardened pod, resources, probes, flags the binary accepts, the allocator's
+//!   `GLIBC_TUNABLES` the image and the benchmark also set, optional ServiceMonitor and Argo CD
+//!   health check).
 //!
 //! Helm binaries: `AML_HELM3` / `AML_HELM4` (paths), else `helm` on PATH. Without any, the helm tests
 //! print why they skip; with `AML_REQUIRE_HELM=1` (set by `.ci/run`, which installs both) a missing
@@ -608,6 +609,20 @@ fn the_deployment_is_hardened_sized_and_probed() {
         assert_eq!(env(&docs, "POD_NAMESPACE").expect("POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
         // With leader election, never two pods at once during a rollout of one replica.
         assert_eq!(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 0, "{label}");
+    }
+}
+
+#[test]
+fn the_chart_and_the_image_set_the_allocator_tunables_p3_measures() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let image = format!("ENV GLIBC_TUNABLES={}", aml_operator::alloc::GLIBC_TUNABLES);
+    assert!(dockerfile.lines().any(|l| l == image), "the Dockerfile does not say `{image}`");
+    for helm in helms() {
+        let label = &helm.label;
+        let docs = helm.template(&[]);
+        assert_eq!(env(&docs, "GLIBC_TUNABLES").expect("GLIBC_TUNABLES")["value"], aml_operator::alloc::GLIBC_TUNABLES, "{label}");
+        let docs = helm.template(&["glibcTunables="]);
+        assert_eq!(env(&docs, "GLIBC_TUNABLES").expect("GLIBC_TUNABLES")["value"], "", "{label}: glibc's defaults on request");
     }
 }
 
