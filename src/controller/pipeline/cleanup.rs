@@ -21,6 +21,8 @@ use super::apply::*;
 
 /// How soon a delete that waits for another resource (see `AmlKind::delete_gate`) looks again.
 pub(super) const DELETE_GATE_RECHECK: Duration = Duration::from_secs(5);
+/// How soon a delete already running in ARM (found by a GET, not recorded in status) looks again.
+const DELETE_IN_PROGRESS_RECHECK: Duration = Duration::from_secs(2);
 /// Cleanup: decide, then write through `commit` like apply; then, once the object has said it is
 /// done with Azure, let its credentials Secret go if it was the last object that needed it.
 pub(super) async fn cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
@@ -117,6 +119,18 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
             st.stand(Standing::in_progress(reason, message));
             return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, Some(reason)));
         }
+    }
+    // Ask ARM before a DELETE: this copy of the object may predate its own DELETE's status write (a
+    // wake can come before the cache has that write), or someone else may be deleting it. ARM
+    // refuses (409) a second DELETE while one runs; wait for it instead, writing nothing (the
+    // status this copy would write could drop the recorded operation).
+    match ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))? {
+        None => return deleted(obj, ctx, &target, &sp).await,
+        Some(actual) if provisioning_state(&actual) == "Deleting" => {
+            let pending = Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_IN_PROGRESS_RECHECK, gate: None };
+            return Ok(Decision::requeue(Action::await_change()).failing(pending).into());
+        }
+        Some(_) => {}
     }
     let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
     match outcome {
