@@ -8,9 +8,14 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Only what the build reads: the manifest, the lock file and the sources (tests, charts and docs stay out).
+# Only what the build reads: the manifests, the lock file and the sources of the workspace's three
+# crates (tests, charts and docs stay out).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY core/Cargo.toml ./core/
+COPY core/src ./core/src
+COPY emulator/Cargo.toml ./emulator/
+COPY emulator/src ./emulator/src
 # Cache mounts keep the crates.io download and the target dir between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

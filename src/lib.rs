@@ -1,25 +1,18 @@
 //! aml-operator: Azure Machine Learning resources as Kubernetes objects.
 //!
 //! `main.rs` only wires configuration, telemetry and the subcommands; everything it, the CLI and the
-//! tests need lives here.
+//! tests need lives here. The operator itself is the `aml-operator-core` crate and the local ARM +
+//! Entra emulator the `aml-emulator` crate: core does not depend on the emulator, so the operator
+//! cannot use its stand-in. This package holds the tools that use both (the `plan`/`apply`/`import`
+//! CLI with its embedded emulator, the benchmark, the in-memory Kubernetes API) and re-exports both
+//! crates under the paths they always had.
 
-pub mod alloc;
-pub mod arm;
-pub mod armspec;
 pub mod bench;
 pub mod cli;
-pub mod controller;
-pub mod crd;
-pub mod emulator;
-pub mod leader;
 pub mod localkube;
-pub mod manager;
-pub mod metrics;
-pub mod shutdown;
-pub mod telemetry;
 
-/// Installs rustls' ring crypto provider for the process (idempotent). kube, reqwest and the
-/// emulator all use rustls; one provider avoids a second crypto library in the build.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use aml_emulator as emulator;
+pub use aml_emulator::armspec;
+pub use aml_operator_core::{
+    alloc, arm, controller, crd, install_crypto_provider, leader, manager, metrics, shutdown, telemetry,
+};

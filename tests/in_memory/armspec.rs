@@ -1,9 +1,11 @@
 //! The ARM template schema validator against Microsoft's own examples and against bodies ARM rejects.
 
+use crate::support;
+
 use std::path::Path;
 use std::time::Instant;
 
-use aml_operator::armspec::{self, SchemaValidator, SpecError, load_example, specs_dir_for_tests};
+use aml_operator::armspec::{self, SchemaValidator, SpecError, load_example};
 use serde_json::{Value, json};
 
 const WORKSPACES: &str = "Microsoft.MachineLearningServices/workspaces";
@@ -80,7 +82,7 @@ fn assert_rejected(result: Result<(), String>, path: &str, words: &str) -> Strin
 
 #[test]
 fn every_create_example_validates() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let validator = validator(&dir);
@@ -95,7 +97,7 @@ fn every_create_example_validates() {
 
 #[test]
 fn load_compiles_the_four_definitions_and_reports_its_time() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let started = Instant::now();
@@ -117,7 +119,7 @@ fn the_validator_is_send_and_sync() {
 
 #[test]
 fn shared_returns_the_same_validator_for_a_folder() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let first = validator(&dir);
@@ -127,7 +129,7 @@ fn shared_returns_the_same_validator_for_a_folder() {
 
 #[test]
 fn bad_workspace_name_is_rejected() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let body = example_body(&dir, "Workspace/create.json");
@@ -148,7 +150,7 @@ fn bad_workspace_name_is_rejected() {
 
 #[test]
 fn aml_compute_without_max_node_count_is_rejected() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let mut body = example_body(&dir, "Compute/createOrUpdate/AmlCompute.json");
@@ -168,7 +170,7 @@ fn aml_compute_without_max_node_count_is_rejected() {
 
 #[test]
 fn endpoint_with_bogus_auth_mode_is_rejected() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let mut body = example_body(&dir, "Workspace/OnlineEndpoint/createOrUpdate.json");
@@ -190,7 +192,7 @@ fn endpoint_with_bogus_auth_mode_is_rejected() {
 
 #[test]
 fn string_where_an_integer_is_needed_is_rejected() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let mut body = example_body(&dir, "Compute/createOrUpdate/AmlCompute.json");
@@ -215,7 +217,7 @@ fn string_where_an_integer_is_needed_is_rejected() {
 
 #[test]
 fn unknown_compute_type_is_rejected_with_the_allowed_kinds() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let mut body = example_body(&dir, "Compute/createOrUpdate/AmlCompute.json");
@@ -229,7 +231,7 @@ fn unknown_compute_type_is_rejected_with_the_allowed_kinds() {
 
 #[test]
 fn unsupported_type_and_non_object_body_are_errors() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let validator = validator(&dir);
@@ -245,7 +247,7 @@ fn unsupported_type_and_non_object_body_are_errors() {
 
 #[test]
 fn load_example_returns_request_and_response() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let (request, response) = load_example(&dir, "Compute/createOrUpdate/AmlCompute.json").unwrap();
@@ -275,7 +277,7 @@ fn load_example_returns_request_and_response() {
 
 #[test]
 fn load_fails_cleanly_for_an_unknown_api_version() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     match SchemaValidator::load(&dir, "1999-01-01") {
@@ -291,7 +293,7 @@ fn load_fails_cleanly_for_an_unknown_api_version() {
 /// patterns and required fields, not spelling of optional ones.
 #[test]
 fn misspelled_optional_fields_are_not_caught() {
-    let Some(dir) = specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let mut body = example_body(&dir, "Compute/createOrUpdate/AmlCompute.json");

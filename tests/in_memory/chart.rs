@@ -1,7 +1,7 @@
 //! The Helm chart in `charts/aml-operator`:
 //!
 //! - its `crds/` are the repository's `crds/` (which a test keeps equal to the Rust types);
-//! - its RBAC grants every Kubernetes API call the code in `src/` makes, and nothing else
+//! - its RBAC grants every Kubernetes API call the code in `core/src/` and `src/` makes, and nothing else
 //!   (a small, explicit scan of the source, below);
 //! - it lints and renders with a real `helm`, Helm 3 and Helm 4, and the rendered objects say what the
 //!   README promises (hardened pod, resources, probes, flags the binary accepts, the allocator's
@@ -62,7 +62,7 @@ fn chart_crds_are_the_repository_crds() {
 // ---------------------------------------------------------------------------------------------
 // (b) RBAC versus code.
 //
-// The scan reads `src/**/*.rs` (not `src/bench/`) and derives (API group, resource, verb) from three small tables:
+// The scan reads `core/src/**/*.rs` and `src/**/*.rs` (not `src/bench/`) and derives (API group, resource, verb) from three small tables:
 //
 // 1. TYPES: the type argument of `Api<T>` / `Api::<T>` -> API group and resources. `K` is the generic
 //    kind of the reconcile pipeline and `DynamicObject` is only used for our own parent kinds
@@ -258,6 +258,9 @@ fn resources_of(ty: &str) -> Option<(&'static str, &'static [&'static str])> {
 /// What the code needs, each grant with the places that need it.
 fn needed_by_code() -> BTreeMap<Grant, Vec<String>> {
     let mut files = Vec::new();
+    // The operator (`core/src`) and the tools of the root package (`src`); the emulator makes no
+    // Kubernetes calls.
+    rs_files(&repo().join("core/src"), &mut files);
     rs_files(&repo().join("src"), &mut files);
     // The benchmark runs with the kubeconfig of the person running it (it creates, releases and
     // deletes its own objects), never as the chart's ServiceAccount.

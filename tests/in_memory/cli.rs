@@ -528,7 +528,7 @@ impl EmulatorProcess {
         let ca_file = temp_path("standalone-ca.pem");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"));
         cmd.args(["emulator", "--port", "0", "--operation-seconds", "1", "--ca-file"]).arg(&ca_file);
-        match aml_operator::armspec::specs_dir_for_tests() {
+        match crate::support::specs_dir_for_tests() {
             Some(dir) => cmd.arg("--arm-specs").arg(dir),
             None => cmd.env_remove(aml_operator::armspec::SPECS_ENV),
         };

@@ -594,7 +594,7 @@ fn resolved_under(workspace_id: &str, location: &str) -> Resolved {
 }
 
 fn example_case(file: &str, spec: Value) {
-    let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else { return };
+    let Some(dir) = support::specs_dir_for_tests() else { return };
     let (request, _) = aml_operator::armspec::load_example(&dir, file).expect("example loads");
     let example_ws = "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/testrg123/providers/Microsoft.MachineLearningServices/workspaces/workspaces123";
     let mut spec = spec;

@@ -1,5 +1,7 @@
 //! Scenario tests for the ARM + Entra emulator, spoken to over real HTTPS with reqwest.
 
+use crate::support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1093,7 +1095,7 @@ async fn global_names_are_checked_and_a_deleted_vault_keeps_its_name() {
 
 #[tokio::test]
 async fn a_component_needs_its_log_analytics_workspace_and_bodies_are_validated_with_microsofts_schemas() {
-    let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else {
+    let Some(dir) = support::specs_dir_for_tests() else {
         return;
     };
     let h = Harness::start(EmulatorConfig {

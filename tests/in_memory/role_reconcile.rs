@@ -142,7 +142,7 @@ async fn a_role_assignment_is_created_once_under_its_derived_name_with_a_body_mi
             .expect_err("roleDefinitionId is required");
         assert!(err.contains("roleDefinitionId"), "{err}");
         // Microsoft's own example body passes as well.
-        let dir = aml_operator::armspec::specs_dir_for_tests().unwrap();
+        let dir = support::specs_dir_for_tests().unwrap();
         let example: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("2022-04-01-authorization/examples/RoleAssignments_CreateForResource.json")).unwrap(),
         )

@@ -709,7 +709,7 @@ fn assert_same_at(body: &Value, example: &Value, pointers: &[&str]) {
 
 #[test]
 fn the_endpoint_body_matches_the_official_example() {
-    let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else { return };
+    let Some(dir) = support::specs_dir_for_tests() else { return };
     let (mut example, _) = aml_operator::armspec::load_example(&dir, "Workspace/OnlineEndpoint/createOrUpdate.json").unwrap();
     // The example's placeholder split (`{"string": 1}`) is not one ARM serves: traffic sums to 100.
     assert_eq!(example["properties"]["traffic"], json!({"string": 1}));
@@ -745,7 +745,7 @@ fn the_endpoint_body_matches_the_official_example() {
 
 #[test]
 fn the_deployment_body_matches_the_official_example() {
-    let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else { return };
+    let Some(dir) = support::specs_dir_for_tests() else { return };
     let (example, _) =
         aml_operator::armspec::load_example(&dir, "OnlineDeployment/ManagedOnlineDeployment/createOrUpdate.json").unwrap();
     let props = &example["properties"];

@@ -303,7 +303,7 @@ fn truncated(v: &Value) -> String {
 /// naming the seed and case.
 fn fuzz_kind<K: AmlKind + CustomResourceExt>(seed: u64, cases: usize) -> [usize; 4] {
     let schema = spec_schema::<K>();
-    let dir = aml_operator::armspec::specs_dir_for_tests();
+    let dir = crate::support::specs_dir_for_tests();
     let validator = dir.as_ref().map(|d| aml_operator::armspec::shared(d).expect("ARM schemas load"));
     let mut counts = [0usize; 4];
     for case in 0..cases {
@@ -348,7 +348,7 @@ fn report(kind: &str, seed: u64, counts: [usize; 4]) {
 }
 
 fn require_specs() -> bool {
-    if aml_operator::armspec::specs_dir_for_tests().is_some() {
+    if crate::support::specs_dir_for_tests().is_some() {
         return true;
     }
     assert!(std::env::var("AML_REQUIRE_ARM_SPECS").as_deref() != Ok("1"), "AML_REQUIRE_ARM_SPECS=1 but the ARM specs are absent");
@@ -407,7 +407,7 @@ fn unknown_enum_values_and_wrong_types_fail_deserialization_cleanly() {
 /// named `ws1`/`ep1`, no credentials or policy overrides.
 fn schema_refused<K: AmlKind + CustomResourceExt>(seed: u64, wanted: usize) -> Vec<Value> {
     let schema = spec_schema::<K>();
-    let dir = aml_operator::armspec::specs_dir_for_tests().expect("checked by the caller");
+    let dir = crate::support::specs_dir_for_tests().expect("checked by the caller");
     let validator = aml_operator::armspec::shared(&dir).expect("ARM schemas load");
     let mut found = Vec::new();
     for case in 0..5000u64 {
@@ -515,7 +515,7 @@ async fn refused_bodies_end_as_ready_false_with_a_reason_through_the_pipeline() 
 /// message shows a line that names no path. Found by the fuzz test (SPEC_FUZZ_SEED=2, case 835).
 #[test]
 fn schema_errors_keep_one_problem_per_line() {
-    let Some(dir) = aml_operator::armspec::specs_dir_for_tests() else { return };
+    let Some(dir) = crate::support::specs_dir_for_tests() else { return };
     let validator = aml_operator::armspec::shared(&dir).expect("ARM schemas load");
     let body = json!({
         "location": "eastus",

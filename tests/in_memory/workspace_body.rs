@@ -1,5 +1,7 @@
 //! The workspace body the operator builds, against Microsoft's official example and the ARM schema.
 
+use crate::support;
+
 use aml_operator::armspec;
 use aml_operator::controller::{AmlKind, Resolved, Target};
 use aml_operator::arm::{ClientCredential, Secret, ServicePrincipal};
@@ -52,7 +54,7 @@ fn from_example(request: &Value) -> AmlWorkspace {
 
 #[test]
 fn the_body_for_the_official_create_example_equals_its_request_and_validates() {
-    let Some(dir) = armspec::specs_dir_for_tests() else { return };
+    let Some(dir) = support::specs_dir_for_tests() else { return };
     let (request, _) = armspec::load_example(&dir, "Workspace/create.json").expect("example");
     let ws = from_example(&request);
     let target: Target = ws.target(&resolved("00000000-1111-2222-3333-444444444444")).unwrap();
@@ -77,14 +79,14 @@ fn a_minimal_spec_builds_a_minimal_valid_body() {
     assert!(target.arm_id.ends_with("/workspaces/team-ws"), "azureName wins over metadata.name");
     let body = ws.desired(&target).unwrap();
     assert_eq!(body, json!({"location": "westeurope", "properties": {}}));
-    if let Some(dir) = armspec::specs_dir_for_tests() {
+    if let Some(dir) = support::specs_dir_for_tests() {
         armspec::shared(&dir).unwrap().validate(AmlWorkspace::ARM_TYPE, "team-ws", &body).expect("valid");
     }
 }
 
 #[test]
 fn the_official_get_example_yields_the_status_outputs() {
-    let Some(dir) = armspec::specs_dir_for_tests() else { return };
+    let Some(dir) = support::specs_dir_for_tests() else { return };
     let text = std::fs::read_to_string(dir.join("2024-10-01/examples/Workspace/get.json")).expect("example");
     let example: Value = serde_json::from_str(&text).unwrap();
     let response = example["responses"]["200"]["body"].clone();

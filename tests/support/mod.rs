@@ -32,7 +32,7 @@ pub fn temp_path(name: &str) -> PathBuf {
 
 /// The body validator built from `../shared/arm-specs`, when the folder is there.
 pub fn validator() -> Option<aml_operator::emulator::BodyValidator> {
-    let dir = aml_operator::armspec::specs_dir_for_tests()?;
+    let dir = specs_dir_for_tests()?;
     let v = aml_operator::armspec::shared(&dir).expect("ARM schemas load");
     Some(Arc::new(move |t: &str, n: &str, b: &Value| v.validate(t, n, b)))
 }
@@ -162,4 +162,25 @@ pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
         ),
         ..Default::default()
     }
+}
+
+/// `Some(dir)` when the arm-specs folder is present (`$AML_ARM_SPECS`, else `../shared/arm-specs`
+/// from the repository root). When it is absent, prints why and returns `None`, unless
+/// `AML_REQUIRE_ARM_SPECS=1`, in which case it panics with that message.
+pub fn specs_dir_for_tests() -> Option<PathBuf> {
+    use aml_operator::armspec::{REQUIRE_SPECS_ENV, SPECS_ENV, specs_dir};
+    let default = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/arm-specs"));
+    if let Some(dir) = specs_dir(default) {
+        return Some(dir);
+    }
+    let looked_at = match std::env::var_os(SPECS_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => default.to_path_buf(),
+    };
+    let message = format!("skipping: arm-specs not found at {} (set {SPECS_ENV})", looked_at.display());
+    if std::env::var(REQUIRE_SPECS_ENV).is_ok_and(|v| v == "1") {
+        panic!("{message}");
+    }
+    eprintln!("{message}");
+    None
 }

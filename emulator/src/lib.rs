@@ -23,6 +23,7 @@
 //! resources the emulator never saw.
 
 mod arm;
+pub mod armspec;
 mod authz;
 pub mod catalog;
 mod fault;

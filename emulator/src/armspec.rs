@@ -137,25 +137,6 @@ fn candidate_dir(default: &Path) -> PathBuf {
     }
 }
 
-/// For tests: `Some(dir)` when the arm-specs folder is present. When it is absent, prints why and
-/// returns `None`, unless `AML_REQUIRE_ARM_SPECS=1`, in which case it panics with that message.
-pub fn specs_dir_for_tests() -> Option<PathBuf> {
-    let default = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/arm-specs"));
-    if let Some(dir) = specs_dir(default) {
-        return Some(dir);
-    }
-    let message = format!(
-        "skipping: arm-specs not found at {} (set {SPECS_ENV})",
-        candidate_dir(default).display()
-    );
-    if std::env::var(REQUIRE_SPECS_ENV).is_ok_and(|v| v == "1") {
-        // A test helper: failing loudly is the point when the specs are required.
-        panic!("{message}");
-    }
-    eprintln!("{message}");
-    None
-}
-
 /// Validates ARM request bodies against the ARM template JSON schemas of one api-version.
 ///
 /// Holds one compiled validator per supported resource type; `Send + Sync`, cheap to share.
@@ -622,6 +603,20 @@ fn escape_pointer(segment: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `Some(dir)` when the arm-specs folder is present (`../shared/arm-specs` from the repository
+    /// root, two levels above this crate); panics instead of skipping when `AML_REQUIRE_ARM_SPECS=1`.
+    fn specs_dir_for_tests() -> Option<PathBuf> {
+        let default = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/arm-specs"));
+        if let Some(dir) = specs_dir(default) {
+            return Some(dir);
+        }
+        let message =
+            format!("skipping: arm-specs not found at {} (set {SPECS_ENV})", candidate_dir(default).display());
+        assert!(!std::env::var(REQUIRE_SPECS_ENV).is_ok_and(|v| v == "1"), "{message}");
+        eprintln!("{message}");
+        None
+    }
 
     #[test]
     fn relaxes_only_union_bases() {
