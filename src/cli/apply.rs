@@ -8,6 +8,7 @@ use super::kinds::{self, Node};
 use crate::controller::kinds::Kind;
 use super::plan::{plan_all, store};
 use super::{ApplyArgs, ArmSetup, CliError, Manifest, Session, load, say};
+use crate::controller::error::reason::WAITING_FOR_PARENT;
 use crate::controller::{Error, Retry};
 use crate::controller::plan::Change;
 use crate::crd::{FINALIZER, condition};
@@ -188,9 +189,6 @@ struct Run<'a> {
     deadline: Instant,
     slots: Vec<Slot>,
 }
-
-/// The Ready reason of an object whose parent object is missing or not ready.
-const WAITING_FOR_PARENT: &str = "WaitingForParent";
 
 /// Far enough to mean "until woken".
 const PARKED: Duration = Duration::from_secs(365 * 24 * 3600);

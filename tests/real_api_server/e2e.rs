@@ -674,14 +674,7 @@ async fn a_failing_object_costs_one_try_per_retry_period() {
         "workspaceRef": {"name": "not-there"}, "computeType": "AmlCompute", "amlCompute": {"vmSize": "STANDARD_DS3_V2", "scaleSettings": {"maxNodeCount": 1}}}});
     computes.patch("c-no-parent", &PatchParams::apply("kubectl"), &Patch::Apply(&orphan)).await.unwrap();
 
-    let log = support::temp_path("budget-operator.log");
-    let args: Vec<String> = vec![
-        "run".into(), format!("--namespace={ns}"), "--metrics-addr=127.0.0.1:0".into(),
-        format!("--arm-endpoint={}", emulator.arm_endpoint()), format!("--authority-host={}", emulator.authority_host()),
-        format!("--ca-file={}", ca_file.display()),
-    ];
-    let env = vec![("KUBECONFIG".to_string(), std::env::var(ENV).unwrap()), ("RUST_LOG".to_string(), "info".to_string())];
-    let operator = OperatorProcess::start(&args, &env, &log);
+    let operator = OperatorProcess::for_namespace(&ns, &emulator, &ca_file, &[], &support::temp_path("budget-operator.log"));
 
     // Warm-up: every object reaches the failure it is left in.
     let reason_of = |obj: &Value| -> Option<String> {
@@ -828,18 +821,9 @@ async fn a_fixed_credentials_secret_wakes_its_objects_within_seconds() {
         let obj = json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": name}, "spec": spec});
         workspaces(ns).patch(name, &PatchParams::apply("kubectl"), &Patch::Apply(&obj)).await.unwrap();
     }
-    let common = |ns: &str| -> Vec<String> {
-        vec![
-            "run".into(), format!("--namespace={ns}"), "--metrics-addr=127.0.0.1:0".into(),
-            format!("--arm-endpoint={}", emulator.arm_endpoint()), format!("--authority-host={}", emulator.authority_host()),
-            format!("--ca-file={}", ca_file.display()),
-        ]
-    };
-    let mut args_b = common(&ns_b);
-    args_b.push(format!("--default-credentials={ns_op}/aml-default"));
-    let env = vec![("KUBECONFIG".to_string(), std::env::var(ENV).unwrap()), ("RUST_LOG".to_string(), "info".to_string())];
-    let operator_a = OperatorProcess::start(&common(&ns_a), &env, &support::temp_path("fix-operator-a.log"));
-    let operator_b = OperatorProcess::start(&args_b, &env, &support::temp_path("fix-operator-b.log"));
+    let operator_a = OperatorProcess::for_namespace(&ns_a, &emulator, &ca_file, &[], &support::temp_path("fix-operator-a.log"));
+    let default = [format!("--default-credentials={ns_op}/aml-default")];
+    let operator_b = OperatorProcess::for_namespace(&ns_b, &emulator, &ca_file, &default, &support::temp_path("fix-operator-b.log"));
 
     let reason = |obj: &Value| -> Option<String> {
         obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready").and_then(|c| c["reason"].as_str().map(str::to_string))

@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams,
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{ENV, MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
+use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
 
 /// How long the stalled objects are watched for further ARM writes and Events.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -117,14 +117,7 @@ async fn everyday_mistakes_are_refused_at_admission_or_stall_once_naming_the_fie
     })))
     .await;
 
-    let log = support::temp_path("refusals-operator.log");
-    let args: Vec<String> = vec![
-        "run".into(), format!("--namespace={ns}"), "--metrics-addr=127.0.0.1:0".into(),
-        format!("--arm-endpoint={}", emulator.arm_endpoint()), format!("--authority-host={}", emulator.authority_host()),
-        format!("--ca-file={}", ca_file.display()),
-    ];
-    let env = vec![("KUBECONFIG".to_string(), std::env::var(ENV).unwrap()), ("RUST_LOG".to_string(), "info".to_string())];
-    let operator = OperatorProcess::start(&args, &env, &log);
+    let operator = OperatorProcess::for_namespace(&ns, &emulator, &ca_file, &[], &support::temp_path("refusals-operator.log"));
 
     // (api, name, Stalled reason, what its message must say, the ARM ids (or prefixes) it writes to)
     let mars_rg = format!("/subscriptions/{}/resourceGroups/rg-mars/", support::SUBSCRIPTION);

@@ -35,6 +35,21 @@ impl OperatorProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The operator watching namespace `ns` as the cluster's admin (the kubeconfig of
+    /// `AML_E2E_KUBECONFIG`), with `emulator` as Azure (trusted through `ca_file`), logging at info;
+    /// `extra` flags appended.
+    pub fn for_namespace(ns: &str, emulator: &aml_operator::emulator::Emulator, ca_file: &std::path::Path, extra: &[String], log: &std::path::Path) -> OperatorProcess {
+        let mut args: Vec<String> = vec![
+            "run".into(), format!("--namespace={ns}"), "--metrics-addr=127.0.0.1:0".into(),
+            format!("--arm-endpoint={}", emulator.arm_endpoint()), format!("--authority-host={}", emulator.authority_host()),
+            format!("--ca-file={}", ca_file.display()),
+        ];
+        args.extend_from_slice(extra);
+        let kubeconfig = std::env::var(support::cluster::ENV).expect("AML_E2E_KUBECONFIG");
+        let env = vec![("KUBECONFIG".to_string(), kubeconfig), ("RUST_LOG".to_string(), "info".to_string())];
+        OperatorProcess::start(&args, &env, log)
+    }
+
     /// The last 20 lines of its output.
     pub fn tail(&self) -> String {
         let text = self.output();

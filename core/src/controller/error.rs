@@ -17,6 +17,8 @@ pub mod reason {
     pub const VM_SIZE_NOT_SUPPORTED: &str = "VmSizeNotSupported";
     /// The spec's tags break ARM's tag limits.
     pub const INVALID_TAGS: &str = "InvalidTags";
+    /// A child whose parent object is missing or not ready: it waits, and the parent's watch wakes it.
+    pub const WAITING_FOR_PARENT: &str = "WaitingForParent";
     /// An endpoint whose `traffic` or `mirrorTraffic` names deployments that cannot be routed yet:
     /// its deployments go ahead meanwhile (resolution reads it from the parent's Ready condition).
     pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";

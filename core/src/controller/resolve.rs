@@ -33,7 +33,7 @@ pub enum Resolution {
 
 
 fn waiting(message: String) -> Resolution {
-    Resolution::Waiting(Waiting { reason: "WaitingForParent", message })
+    Resolution::Waiting(Waiting { reason: super::error::reason::WAITING_FOR_PARENT, message })
 }
 
 /// Resolves the parent (if any) and the credentials of `obj`.
@@ -168,7 +168,7 @@ async fn arm_parent<K: AmlKind>(
                 if let Some(e) = elsewhere {
                     return Err(e);
                 }
-                return Ok(Err(Waiting { reason: "WaitingForParent", message: format!("{id} does not exist in Azure") }));
+                return Ok(Err(Waiting { reason: super::error::reason::WAITING_FOR_PARENT, message: format!("{id} does not exist in Azure") }));
             };
             let location = found["location"].as_str().unwrap_or_default().to_string();
             ctx.cache_location(id, &location);

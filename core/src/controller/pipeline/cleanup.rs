@@ -151,7 +151,7 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
 /// Whether the object's parent object is being deleted and will delete its Azure resource (policy
 /// Delete, managed, written to ARM): ARM deletes a resource's children with it, so the child waits
 /// for that instead of sending a DELETE of its own, which the parent's would cancel mid-way. Once
-/// the parent object is gone, the child's own DELETE finds nothing left (204/404).
+/// the parent object is gone, the child's own GET finds nothing left (404) and it is released.
 pub(super) async fn parent_deletes_it<K: AmlKind>(obj: &K, ctx: &Context) -> Result<bool, Error> {
     let Some(crate::controller::ParentRef::Object { kind, name }) = obj.parent() else { return Ok(false) };
     let api: Api<kube::api::DynamicObject> =
