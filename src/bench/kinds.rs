@@ -52,9 +52,37 @@ pub const COMPUTE: KindGen = KindGen {
     arm_segment: "/computes/",
 };
 
-/// `AmlOnlineEndpoint`s named `ep-00002`, …, with a keys Secret and all traffic to the deployment
-/// generated just after it, under the workspace generated two places before it (so it follows
-/// [`WORKSPACE`] and [`COMPUTE`] in the list of kinds, and [`DEPLOYMENT`] follows it).
+/// `AmlModelVersion`s named `model-00002`, … (version 1 of model `model-00002`), under the
+/// workspace generated two places before it.
+pub const MODEL: KindGen = KindGen {
+    kind: "AmlModelVersion",
+    plural: "amlmodelversions",
+    object: model,
+    arm_id: model_arm_id,
+    arm_segment: "/models/",
+};
+
+/// `AmlEnvironmentVersion`s named `env-00003`, …, under the workspace generated three places before it.
+pub const ENVIRONMENT: KindGen = KindGen {
+    kind: "AmlEnvironmentVersion",
+    plural: "amlenvironmentversions",
+    object: environment,
+    arm_id: environment_arm_id,
+    arm_segment: "/environments/",
+};
+
+/// `AmlCodeVersion`s named `code-00004`, …, under the workspace generated four places before it.
+pub const CODE: KindGen = KindGen {
+    kind: "AmlCodeVersion",
+    plural: "amlcodeversions",
+    object: code,
+    arm_id: code_arm_id,
+    arm_segment: "/codes/",
+};
+
+/// `AmlOnlineEndpoint`s named `ep-00005`, …, with a keys Secret and all traffic to the deployment
+/// generated just after it, under the workspace generated five places before it (so it follows
+/// [`WORKSPACE`], [`COMPUTE`] and the three assets in the list of kinds, and [`DEPLOYMENT`] follows it).
 pub const ENDPOINT: KindGen = KindGen {
     kind: "AmlOnlineEndpoint",
     plural: "amlonlineendpoints",
@@ -63,7 +91,8 @@ pub const ENDPOINT: KindGen = KindGen {
     arm_segment: "/onlineendpoints/",
 };
 
-/// `AmlOnlineDeployment`s named `dep-00003`, …, under the endpoint generated just before it.
+/// `AmlOnlineDeployment`s named `dep-00006`, …, under the endpoint generated just before it,
+/// serving the model, environment and code generated four, three and two places before it.
 pub const DEPLOYMENT: KindGen = KindGen {
     kind: "AmlOnlineDeployment",
     plural: "amlonlinedeployments",
@@ -72,7 +101,7 @@ pub const DEPLOYMENT: KindGen = KindGen {
     arm_segment: "/deployments/",
 };
 
-/// `AmlRoleAssignment`s named `ra-00004`, …: Reader on the workspace generated four places before
+/// `AmlRoleAssignment`s named `ra-00007`, …: Reader on the workspace generated seven places before
 /// it, for a service principal of its own.
 pub const ROLE_ASSIGNMENT: KindGen = KindGen {
     kind: "AmlRoleAssignment",
@@ -90,7 +119,7 @@ pub fn all() -> Vec<KindGen> {
 
 /// Every kind, in an order where each child follows its parent: what P1 measures, per kind.
 pub fn every() -> Vec<KindGen> {
-    vec![WORKSPACE, COMPUTE, ENDPOINT, DEPLOYMENT, ROLE_ASSIGNMENT]
+    vec![WORKSPACE, COMPUTE, MODEL, ENVIRONMENT, CODE, ENDPOINT, DEPLOYMENT, ROLE_ASSIGNMENT]
 }
 
 /// The kind of `kinds` an ARM request path belongs to: the one whose resource-type segment comes
@@ -119,7 +148,7 @@ fn endpoint(namespace: &str, index: usize) -> Value {
         "kind": "AmlOnlineEndpoint",
         "metadata": {"name": endpoint_name(index), "namespace": namespace},
         "spec": {
-            "workspaceRef": {"name": workspace_name(index.saturating_sub(2))},
+            "workspaceRef": {"name": workspace_name(index.saturating_sub(5))},
             "authMode": "Key",
             "traffic": {deployment_name(index + 1): 100},
             "keysSecret": {"name": format!("{}-keys", endpoint_name(index))},
@@ -129,7 +158,7 @@ fn endpoint(namespace: &str, index: usize) -> Value {
 }
 
 fn endpoint_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
-    format!("{}/onlineEndpoints/{}", workspace_arm_id(subscription, namespace, index.saturating_sub(2)), endpoint_name(index))
+    format!("{}/onlineEndpoints/{}", workspace_arm_id(subscription, namespace, index.saturating_sub(5)), endpoint_name(index))
 }
 
 fn deployment(namespace: &str, index: usize) -> Value {
@@ -139,9 +168,9 @@ fn deployment(namespace: &str, index: usize) -> Value {
         "metadata": {"name": deployment_name(index), "namespace": namespace},
         "spec": {
             "endpointRef": {"name": endpoint_name(index.saturating_sub(1))},
-            "model": "azureml:bench-model:1",
-            "environmentId": "azureml:bench-env:1",
-            "codeConfiguration": {"codeId": "azureml:bench-code:1", "scoringScript": "score.py"},
+            "modelRef": {"name": asset_name("model", index.saturating_sub(4))},
+            "environmentRef": {"name": asset_name("env", index.saturating_sub(3))},
+            "codeConfiguration": {"codeRef": {"name": asset_name("code", index.saturating_sub(2))}, "scoringScript": "score.py"},
             "instanceType": "Standard_DS3_v2",
             "instanceCount": 1,
             "environmentVariables": {"WORKERS": "2"}
@@ -164,7 +193,7 @@ fn role_assignment(namespace: &str, index: usize) -> Value {
         "kind": "AmlRoleAssignment",
         "metadata": {"name": format!("ra-{index:05}"), "namespace": namespace},
         "spec": {
-            "workspaceRef": {"name": workspace_name(index.saturating_sub(4))},
+            "workspaceRef": {"name": workspace_name(index.saturating_sub(7))},
             "role": "Reader",
             "principalId": principal_id(index),
             "principalType": "ServicePrincipal"
@@ -173,9 +202,54 @@ fn role_assignment(namespace: &str, index: usize) -> Value {
 }
 
 fn role_assignment_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
-    let scope = workspace_arm_id(subscription, namespace, index.saturating_sub(4));
+    let scope = workspace_arm_id(subscription, namespace, index.saturating_sub(7));
     let name = crate::arm::ids::role_assignment_name(&scope, &principal_id(index), crate::crd::BuiltInRole::Reader.guid());
     format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}")
+}
+
+fn asset_name(prefix: &str, index: usize) -> String {
+    format!("{prefix}-{index:05}")
+}
+
+/// An asset version object `{prefix}-{index}` (version 1 of the asset of that name) under the
+/// workspace `back` places before it, with the kind's own fields.
+fn asset(kind: &str, prefix: &str, namespace: &str, index: usize, back: usize, fields: Value) -> Value {
+    let mut spec = json!({"workspaceRef": {"name": workspace_name(index.saturating_sub(back))}, "version": "1", "description": "created by aml-operator bench"});
+    if let (Value::Object(spec), Value::Object(fields)) = (&mut spec, fields) {
+        spec.extend(fields);
+    }
+    json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": asset_name(prefix, index), "namespace": namespace}, "spec": spec})
+}
+
+fn asset_arm_id(subscription: &str, namespace: &str, index: usize, back: usize, segment: &str, prefix: &str) -> String {
+    format!("{}/{segment}/{}/versions/1", workspace_arm_id(subscription, namespace, index.saturating_sub(back)), asset_name(prefix, index))
+}
+
+fn model(namespace: &str, index: usize) -> Value {
+    let uri = format!("azureml://datastores/workspaceblobstore/paths/bench/model-{index:05}/");
+    asset("AmlModelVersion", "model", namespace, index, 2, json!({"modelUri": uri, "modelType": "custom_model"}))
+}
+
+fn model_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    asset_arm_id(subscription, namespace, index, 2, "models", "model")
+}
+
+fn environment(namespace: &str, index: usize) -> Value {
+    let image = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest";
+    asset("AmlEnvironmentVersion", "env", namespace, index, 3, json!({"image": image, "condaFile": "name: bench\ndependencies: [python=3.10]\n"}))
+}
+
+fn environment_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    asset_arm_id(subscription, namespace, index, 3, "environments", "env")
+}
+
+fn code(namespace: &str, index: usize) -> Value {
+    let uri = format!("https://benchsa.blob.core.windows.net/code/bench/code-{index:05}/");
+    asset("AmlCodeVersion", "code", namespace, index, 4, json!({"codeUri": uri}))
+}
+
+fn code_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    asset_arm_id(subscription, namespace, index, 4, "codes", "code")
 }
 
 fn compute(namespace: &str, index: usize) -> Value {

@@ -1,6 +1,6 @@
-//! `aml-operator import`: manifests for ML resources that already exist in Azure, and for the role
-//! assignments made on an imported workspace that grant one of the built-in roles AmlRoleAssignment
-//! names.
+//! `aml-operator import`: manifests for ML resources that already exist in Azure (with the model,
+//! environment and code versions of an imported workspace), and for the role assignments made on an
+//! imported workspace that grant one of the built-in roles AmlRoleAssignment names.
 //!
 //! Collections are listed top-down (workspaces in the resource group, then each registered child
 //! collection under every imported parent). Each kind turns one ARM resource into a manifest that
@@ -71,6 +71,9 @@ pub struct ImportKind {
     pub query: &'static [(&'static str, &'static str)],
     /// Which listed resources are this kind's to import (others are skipped without a warning).
     pub keep: fn(&Value, &ImportContext<'_>) -> bool,
+    /// Whether the collection lists containers whose `versions` are the objects (models,
+    /// environments, code).
+    pub versioned: bool,
 }
 
 fn keep_all(_: &Value, _: &ImportContext<'_>) -> bool {
@@ -82,10 +85,13 @@ pub type ManifestFn = fn(&Value, &ImportContext<'_>) -> Result<(String, String),
 
 /// Every kind `import` reads, parents before children.
 pub const IMPORT_KINDS: &[ImportKind] = &[
-    ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest, api_version: None, query: &[], keep: keep_all },
-    ImportKind { kind: "AmlCompute", segment: "computes", parent: Some("AmlWorkspace"), manifest: compute_manifest, api_version: None, query: &[], keep: keep_all },
-    ImportKind { kind: "AmlOnlineEndpoint", segment: "onlineEndpoints", parent: Some("AmlWorkspace"), manifest: endpoint_manifest, api_version: None, query: &[], keep: keep_all },
-    ImportKind { kind: "AmlOnlineDeployment", segment: "deployments", parent: Some("AmlOnlineEndpoint"), manifest: deployment_manifest, api_version: None, query: &[], keep: keep_all },
+    ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
+    ImportKind { kind: "AmlCompute", segment: "computes", parent: Some("AmlWorkspace"), manifest: compute_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
+    ImportKind { kind: "AmlModelVersion", segment: "models", parent: Some("AmlWorkspace"), manifest: model_manifest, api_version: None, query: &[], keep: keep_all, versioned: true },
+    ImportKind { kind: "AmlEnvironmentVersion", segment: "environments", parent: Some("AmlWorkspace"), manifest: environment_manifest, api_version: None, query: &[], keep: keep_all, versioned: true },
+    ImportKind { kind: "AmlCodeVersion", segment: "codes", parent: Some("AmlWorkspace"), manifest: code_manifest, api_version: None, query: &[], keep: keep_all, versioned: true },
+    ImportKind { kind: "AmlOnlineEndpoint", segment: "onlineEndpoints", parent: Some("AmlWorkspace"), manifest: endpoint_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
+    ImportKind { kind: "AmlOnlineDeployment", segment: "deployments", parent: Some("AmlOnlineEndpoint"), manifest: deployment_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
     // The assignments made at the workspace itself (not inherited from above) of the six roles.
     ImportKind {
         kind: "AmlRoleAssignment",
@@ -95,6 +101,7 @@ pub const IMPORT_KINDS: &[ImportKind] = &[
         api_version: Some(crate::controller::kinds::role_assignment::API_VERSION),
         query: &[("$filter", "atScope()")],
         keep: at_parent_with_a_known_role,
+        versioned: false,
     },
 ];
 
@@ -115,20 +122,18 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
         .map(|k| (k, format!("{top}/{}", k.segment), None))
         .collect();
     while let Some((kind, collection, parent)) = queue.pop() {
-        let listed = session
-            .ctx
-            .arm
-            .get_with_query(&sp, &collection, kind.api_version.unwrap_or(&session.setup.api_version), kind.query)
-            .await
-            .map_err(|source| CliError::ArmRead { path: collection.clone(), source: Box::new(source) })?;
-        let Some(listed) = listed else {
-            report.warnings.push(format!("{collection} was not found"));
-            continue;
-        };
-        if listed.get("nextLink").and_then(Value::as_str).is_some_and(|l| !l.is_empty()) {
-            report.warnings.push(format!("{collection} has more pages; only the first was imported"));
+        let api_version = kind.api_version.unwrap_or(&session.setup.api_version);
+        let mut resources = list(&session, &sp, &collection, api_version, kind.query, &mut report.warnings).await?;
+        if kind.versioned {
+            // The listed containers (a model's name) hold the objects: their versions.
+            let mut versions = Vec::new();
+            for container in resources {
+                let collection = format!("{}/versions", container["id"].as_str().unwrap_or_default());
+                versions.extend(list(&session, &sp, &collection, api_version, kind.query, &mut report.warnings).await?);
+            }
+            resources = versions;
         }
-        for resource in listed["value"].as_array().cloned().unwrap_or_default() {
+        for resource in resources {
             let arm_name = resource["name"].as_str().unwrap_or_default();
             if parent.is_none()
                 && let Some(w) = &args.workspace
@@ -175,6 +180,31 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
     }
     say(out, &format!("# imported {} object(s)", report.manifests.len()))?;
     Ok(report)
+}
+
+/// The first page of an ARM collection (a warning when it has more, or is not there).
+async fn list(
+    session: &Session,
+    sp: &crate::arm::ServicePrincipal,
+    collection: &str,
+    api_version: &str,
+    query: &[(&str, &str)],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Value>, CliError> {
+    let listed = session
+        .ctx
+        .arm
+        .get_with_query(sp, collection, api_version, query)
+        .await
+        .map_err(|source| CliError::ArmRead { path: collection.to_string(), source: Box::new(source) })?;
+    let Some(listed) = listed else {
+        warnings.push(format!("{collection} was not found"));
+        return Ok(Vec::new());
+    };
+    if listed.get("nextLink").and_then(Value::as_str).is_some_and(|l| !l.is_empty()) {
+        warnings.push(format!("{collection} has more pages; only the first was imported"));
+    }
+    Ok(listed["value"].as_array().cloned().unwrap_or_default())
 }
 
 /// A Kubernetes object name for an ARM name: lowercase, `[a-z0-9-]`, starting and ending
@@ -385,6 +415,51 @@ fn deployment_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, 
         spec.insert("instanceCount".into(), capacity.clone());
     }
     render::<crate::crd::AmlOnlineDeployment>(&name, spec, "AmlOnlineDeployment")
+}
+
+/// Version fields ARM fills in or a user never sets here.
+const VERSION_READ_ONLY: &[&str] = &["provisioningState", "isAnonymous", "environmentType", "autoRebuild", "tags", "properties"];
+
+/// An asset version: `{name}-{version}` as the object's name, the asset's name as `azureName`, its
+/// settable fields, and its own tags and properties when it has any.
+fn version_manifest<K>(arm: &Value, ctx: &ImportContext<'_>, kind: &str) -> Result<(String, String), String>
+where
+    K: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let id = arm["id"].as_str().ok_or("no id")?;
+    let version = arm["name"].as_str().ok_or("no name")?;
+    let asset = id.rsplit('/').nth(2).ok_or_else(|| format!("{id} is not an asset version id"))?;
+    let parent = ctx.parent.ok_or("no parent was imported")?;
+    let props = &arm["properties"];
+    let mut spec = settable(props);
+    for key in VERSION_READ_ONLY {
+        spec.remove(*key);
+    }
+    if spec.get("isArchived") == Some(&json!(false)) {
+        spec.remove("isArchived");
+    }
+    for key in ["tags", "properties"] {
+        if let Some(map) = props.get(key).and_then(Value::as_object).filter(|m| !m.is_empty()) {
+            spec.insert(key.into(), Value::Object(map.clone()));
+        }
+    }
+    spec.insert("workspaceRef".into(), json!({"name": parent.name}));
+    spec.insert("azureName".into(), json!(asset));
+    spec.insert("version".into(), json!(version));
+    spec.insert("managementPolicy".into(), serde_json::to_value(ctx.management_policy).map_err(|e| e.to_string())?);
+    render::<K>(&k8s_name(&format!("{asset}-{version}")), spec, kind)
+}
+
+fn model_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    version_manifest::<crate::crd::AmlModelVersion>(arm, ctx, "AmlModelVersion")
+}
+
+fn environment_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    version_manifest::<crate::crd::AmlEnvironmentVersion>(arm, ctx, "AmlEnvironmentVersion")
+}
+
+fn code_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    version_manifest::<crate::crd::AmlCodeVersion>(arm, ctx, "AmlCodeVersion")
 }
 
 /// An assignment made at the parent itself (`atScope()` also lists those inherited from above)

@@ -104,9 +104,10 @@ fn every_example_parses_as_its_type_and_passes_the_cel_rules() {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("examples/ is missing");
     };
+    let blue_green = std::fs::read_dir(dir.join("blue-green")).expect("examples/blue-green/");
     let kinds: Vec<String> = aml_operator::controller::kinds::crds().into_iter().map(|c| c.spec.names.kind).collect();
     let mut checked = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries.flatten().chain(blue_green.flatten()) {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
@@ -293,4 +294,75 @@ fn tag_names_azure_refuses_are_refused_on_every_kind_with_tags() {
     assert_eq!((tags["maxProperties"].as_i64(), tags["additionalProperties"]["maxLength"].as_i64()), (Some(50), Some(256)));
     let max_nodes = &schema("AmlCompute")["properties"]["spec"]["properties"]["amlCompute"]["properties"]["scaleSettings"]["properties"]["maxNodeCount"];
     assert_eq!(max_nodes["maximum"].as_f64(), Some(65000.0));
+}
+
+fn model_version() -> Value {
+    json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlModelVersion",
+        "metadata": {"name": "sklearn-model-1", "namespace": "ns"},
+        "spec": {"workspaceRef": {"name": "w"}, "azureName": "sklearn-model", "version": "1",
+                 "modelUri": "azureml://datastores/workspaceblobstore/paths/m/", "modelType": "custom_model"}
+    })
+}
+
+#[test]
+fn a_version_takes_edits_of_description_tags_stage_and_archive_and_refuses_the_rest() {
+    let old = model_version();
+    check(&old, None).expect("valid on create");
+    let mutable = edited(&old, |v| {
+        v["spec"]["description"] = json!("d");
+        v["spec"]["tags"] = json!({"a": "b"});
+        v["spec"]["stage"] = json!("Archived");
+        v["spec"]["isArchived"] = json!(true);
+        v["spec"]["properties"] = json!({"k": "v"});
+        v["spec"]["deletionPolicy"] = json!("Orphan");
+    });
+    check(&mutable, Some(&old)).expect("mutable edits are allowed");
+    for (field, value) in [("version", json!("2")), ("modelUri", json!("https://a/b")), ("modelType", json!("mlflow_model")), ("azureName", json!("other"))] {
+        let new = edited(&old, |v| v["spec"][field] = value);
+        let err = check(&new, Some(&old)).expect_err(field);
+        assert!(err.contains(&format!("{field} is immutable")), "{field}: {err}");
+    }
+    let added = edited(&old, |v| v["spec"]["jobName"] = json!("train-1"));
+    assert!(check(&added, Some(&old)).expect_err("jobName added").contains("jobName is immutable"));
+    // Azure ML's rule, model versions are positive integers, is a schema pattern (the real API
+    // server checks it: e2e_assets).
+    let version = &schema("AmlModelVersion")["properties"]["spec"]["properties"]["version"];
+    assert_eq!(version["pattern"], "^[1-9][0-9]*$");
+}
+
+#[test]
+fn an_environment_has_one_image_source_and_a_deployment_one_form_of_each_reference() {
+    let env = json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlEnvironmentVersion",
+        "metadata": {"name": "env-1", "namespace": "ns"},
+        "spec": {"workspaceRef": {"name": "w"}, "version": "2024-rc.1", "image": "mcr.microsoft.com/x:1"}
+    });
+    check(&env, None).expect("an image");
+    let both = edited(&env, |v| v["spec"]["build"] = json!({"contextUri": "https://a/b/"}));
+    assert!(check(&both, None).unwrap_err().contains("exactly one of image or build"));
+    let neither = edited(&env, |v| { v["spec"].as_object_mut().unwrap().remove("image"); });
+    assert!(check(&neither, None).unwrap_err().contains("exactly one of image or build"));
+    let new_image = edited(&env, |v| v["spec"]["image"] = json!("mcr.microsoft.com/x:2"));
+    assert!(check(&new_image, Some(&env)).unwrap_err().contains("image is immutable"));
+
+    let deployment = json!({
+        "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineDeployment",
+        "metadata": {"name": "blue", "namespace": "ns"},
+        "spec": {"endpointRef": {"name": "e"}, "modelRef": {"name": "m"}, "environmentRef": {"name": "env"},
+                 "codeConfiguration": {"codeRef": {"name": "c"}, "scoringScript": "score.py"}}
+    });
+    check(&deployment, None).expect("references");
+    // Switching to another model version is an edit like any other.
+    let switched = edited(&deployment, |v| v["spec"]["modelRef"]["name"] = json!("m2"));
+    check(&switched, Some(&deployment)).expect("a new model is one spec edit");
+    for (path, value, message) in [
+        ("model", json!("azureml://registries/r/models/m/versions/1"), "at most one of modelRef or model"),
+        ("environmentId", json!("/subscriptions/s/x"), "at most one of environmentRef or environmentId"),
+    ] {
+        let both = edited(&deployment, |v| v["spec"][path] = value);
+        assert!(check(&both, None).unwrap_err().contains(message), "{path}");
+    }
+    let both = edited(&deployment, |v| v["spec"]["codeConfiguration"]["codeId"] = json!("/subscriptions/s/x"));
+    assert!(check(&both, None).unwrap_err().contains("at most one of codeConfiguration.codeRef or codeConfiguration.codeId"));
 }

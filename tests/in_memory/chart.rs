@@ -23,7 +23,23 @@ const RELEASE: &str = "rel";
 const NAMESPACE: &str = "ops";
 const FULLNAME: &str = "rel-aml-operator";
 const GROUP: &str = "amloperator.io";
-const KINDS: [&str; 5] = ["amlworkspaces", "amlcomputes", "amlonlineendpoints", "amlonlinedeployments", "amlroleassignments"];
+/// The plurals of the table of kinds (`every_kind_of_the_table_is_in_the_chart` keeps them in step).
+const KINDS: [&str; 8] = [
+    "amlworkspaces",
+    "amlcomputes",
+    "amlmodelversions",
+    "amlenvironmentversions",
+    "amlcodeversions",
+    "amlonlineendpoints",
+    "amlonlinedeployments",
+    "amlroleassignments",
+];
+
+#[test]
+fn every_kind_of_the_table_is_in_the_chart() {
+    let plurals: Vec<String> = aml_operator::controller::kinds::ALL.iter().map(|k| k.resource().plural).collect();
+    assert_eq!(plurals, KINDS, "the chart's list of kinds (and this test's) must follow the table of kinds");
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,7 +82,7 @@ fn chart_crds_are_the_repository_crds() {
 //
 // 1. TYPES: the type argument of `Api<T>` / `Api::<T>` -> API group and resources. `K` is the generic
 //    kind of the reconcile pipeline and `DynamicObject` is only used for our own parent kinds
-//    (`ParentKind::resource`, `protect::kinds`), so both stand for all five kinds.
+//    (`ParentKind::resource`, `protect::kinds`), so both stand for all kinds.
 // 2. METHODS: a method called on a variable bound to an `Api<T>` -> verb (and subresource). A binding
 //    is `name: Api<T>` or `let name = Api::<T>::...`; a call is `name.method(` or `name.method::<`,
 //    also when rustfmt put `.method(` on the next line. The latest binding of a name in the file wins.
@@ -87,6 +103,9 @@ const TYPES: &[(&str, &str, &[&str])] = &[
     ("DynamicObject", GROUP, ALL_KINDS),
     ("AmlWorkspace", GROUP, &["amlworkspaces"]),
     ("AmlCompute", GROUP, &["amlcomputes"]),
+    ("AmlModelVersion", GROUP, &["amlmodelversions"]),
+    ("AmlEnvironmentVersion", GROUP, &["amlenvironmentversions"]),
+    ("AmlCodeVersion", GROUP, &["amlcodeversions"]),
     ("AmlOnlineEndpoint", GROUP, &["amlonlineendpoints"]),
     ("AmlOnlineDeployment", GROUP, &["amlonlinedeployments"]),
     ("AmlRoleAssignment", GROUP, &["amlroleassignments"]),
@@ -146,6 +165,9 @@ const ENTRY_POINTS: &[(&str, Needs)] = &[
 const AHEAD_OF_CODE: &[(&str, &str, &str, &str)] = &[
     (GROUP, "amlworkspaces/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlcomputes/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
+    (GROUP, "amlmodelversions/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
+    (GROUP, "amlenvironmentversions/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
+    (GROUP, "amlcodeversions/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlonlineendpoints/finalizers", "update", "blockOwnerDeletion on owner references to our objects (keys Secret)"),
     (GROUP, "amlonlinedeployments/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlroleassignments/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
@@ -766,8 +788,9 @@ fn argocd_health_check_entries_when_enabled() {
         assert_eq!(cm["metadata"]["namespace"], "argocd");
         assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/part-of"], "argocd", "Argo CD ignores argocd-cm without it");
         let data = cm["data"].as_object().expect("data");
-        assert_eq!(data.len(), 5, "{data:?}");
-        for kind in ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"] {
+        let kinds: Vec<&str> = aml_operator::controller::kinds::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(data.len(), kinds.len(), "{data:?}");
+        for kind in kinds {
             let key = format!("resource.customizations.health.amloperator.io_{kind}");
             let entry = data.get(&key).and_then(Value::as_str).unwrap_or_else(|| panic!("{}: {key} missing", helm.label));
             assert_eq!(entry.trim_end(), script.trim_end(), "{}: {key} is not health.lua", helm.label);

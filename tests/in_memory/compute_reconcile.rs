@@ -590,6 +590,7 @@ fn resolved_under(workspace_id: &str, location: &str) -> Resolved {
             location: location.into(),
             owner: None,
         }),
+        references: Default::default(),
     }
 }
 

@@ -820,7 +820,7 @@ async fn drive<K: Kind>(w: &World, ctx: &Arc<Context>, name: &str, until: Until,
 
 /// The ARM body the spec asks for, as the pipeline builds it.
 fn desired<K: Kind>(obj: &K) -> Result<Value, String> {
-    let resolved = Resolved { principal: principal(), parent: K::ready_parent() };
+    let resolved = Resolved { principal: principal(), parent: K::ready_parent(), references: Default::default() };
     let target = obj.target(&resolved).map_err(|e| e.message())?;
     obj.desired(&target).map_err(|e| e.message())
 }

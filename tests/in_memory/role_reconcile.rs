@@ -134,6 +134,7 @@ async fn a_role_assignment_is_created_once_under_its_derived_name_with_a_body_mi
         let resolved = Resolved {
             principal: principal(),
             parent: Some(Parent { arm_id: WS_ID.into(), subscription: SUBSCRIPTION.into(), resource_group: "rg-ml".into(), location: "eastus".into(), owner: None }),
+            references: Default::default(),
         };
         let target = obj.target(&resolved).unwrap();
         let body = obj.desired(&target).unwrap();

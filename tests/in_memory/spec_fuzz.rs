@@ -227,7 +227,7 @@ fn resolved<K: AmlKind>() -> Resolved {
         location: "eastus".into(),
         owner: None,
     });
-    Resolved { principal, parent }
+    Resolved { principal, parent, references: Default::default() }
 }
 
 fn object_json<K: AmlKind>(name: &str, spec: &Value) -> Value {

@@ -17,6 +17,7 @@ fn resolved(sub: &str) -> Resolved {
             subscription_id: Some(sub.into()),
         },
         parent: None,
+        references: Default::default(),
     }
 }
 

@@ -1,5 +1,6 @@
--- Argo CD health check for the amloperator.io kinds (AmlWorkspace, AmlCompute, AmlOnlineEndpoint,
--- AmlOnlineDeployment, AmlRoleAssignment): one script for all five, since they share one status shape.
+-- Argo CD health check for the amloperator.io kinds (AmlWorkspace, AmlCompute, AmlModelVersion,
+-- AmlEnvironmentVersion, AmlCodeVersion, AmlOnlineEndpoint, AmlOnlineDeployment, AmlRoleAssignment):
+-- one script for all of them, since they share one status shape.
 -- Lua 5.1 as Argo CD runs it: the object is the global `obj`, the script returns `hs`. It uses no
 -- `string` library, only the base library.
 --

@@ -57,10 +57,13 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The five kinds' plural resource names. */}}
+{{/* The kinds' plural resource names. */}}
 {{- define "aml-operator.resources" -}}
 - amlworkspaces
 - amlcomputes
+- amlmodelversions
+- amlenvironmentversions
+- amlcodeversions
 - amlonlineendpoints
 - amlonlinedeployments
 - amlroleassignments
@@ -69,8 +72,9 @@ app.kubernetes.io/component: operator
 {{/*
 The rules the operator needs on the objects it reconciles, in whichever namespace(s) it watches.
 Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both ways):
-  kinds get          - parents are read by name (controller/resolve.rs)
-  kinds list, watch  - the controllers and their watches on parent kinds (manager.rs)
+  kinds get          - parents, and the assets a deployment names, are read by name (controller/resolve.rs)
+  kinds list, watch  - the controllers and their watches on parent kinds (manager.rs); an asset
+                       version lists the deployments that use it before its delete (kinds/assets.rs)
   kinds patch        - the finalizer (kube's finalizer helper) and owner references (server-side apply)
   kinds/status patch - status by server-side apply (controller/status.rs)
   kinds/finalizers update - setting blockOwnerDeletion on an owner reference to one of our objects
@@ -89,6 +93,9 @@ Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both w
   resources:
     - amlworkspaces/status
     - amlcomputes/status
+    - amlmodelversions/status
+    - amlenvironmentversions/status
+    - amlcodeversions/status
     - amlonlineendpoints/status
     - amlonlinedeployments/status
     - amlroleassignments/status
@@ -97,6 +104,9 @@ Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both w
   resources:
     - amlworkspaces/finalizers
     - amlcomputes/finalizers
+    - amlmodelversions/finalizers
+    - amlenvironmentversions/finalizers
+    - amlcodeversions/finalizers
     - amlonlineendpoints/finalizers
     - amlonlinedeployments/finalizers
     - amlroleassignments/finalizers

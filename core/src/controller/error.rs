@@ -19,6 +19,16 @@ pub mod reason {
     pub const INVALID_TAGS: &str = "InvalidTags";
     /// A child whose parent object is missing or not ready: it waits, and the parent's watch wakes it.
     pub const WAITING_FOR_PARENT: &str = "WaitingForParent";
+    /// A deployment whose `spec.modelRef` names a model version object that is missing or not Ready.
+    pub const WAITING_FOR_MODEL: &str = "WaitingForModel";
+    /// A deployment whose `spec.environmentRef` names an environment version object that is missing or not Ready.
+    pub const WAITING_FOR_ENVIRONMENT: &str = "WaitingForEnvironment";
+    /// A deployment whose `spec.codeConfiguration.codeRef` names a code version object that is missing or not Ready.
+    pub const WAITING_FOR_CODE: &str = "WaitingForCode";
+    /// ARM refused a deployment that names a model, environment or code ARM does not have.
+    pub const ASSET_NOT_FOUND: &str = "AssetNotFound";
+    /// A version exists in Azure with other content than the spec's; it is never overwritten.
+    pub const VERSION_CONFLICT: &str = "VersionConflict";
     /// An endpoint whose `traffic` or `mirrorTraffic` names deployments that cannot be routed yet:
     /// its deployments go ahead meanwhile (resolution reads it from the parent's Ready condition).
     pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
@@ -104,6 +114,13 @@ pub enum Error {
         /// deployment its endpoint still routes traffic to) rather than for ARM or the parent.
         gate: Option<&'static str>,
     },
+    /// An asset version exists in Azure with other content than the spec's: a version cannot
+    /// change, and someone else's version is never overwritten.
+    #[error(
+        "{arm_id} already exists in Azure with other content ({}): a version cannot change; give this object a new spec.version, or delete that version in Azure if it is not needed",
+        fields.iter().map(|f| f.trim_start_matches("/properties/")).collect::<Vec<_>>().join(", ")
+    )]
+    VersionConflict { arm_id: String, fields: Vec<String> },
     /// The finalizer helper itself failed (adding or removing the finalizer).
     #[error("cannot update the finalizer")]
     FinalizerPatch(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -156,6 +173,7 @@ impl Error {
             Error::RoleAssignmentForbidden { .. } => crate::arm::reason::AUTHORIZATION_FAILED,
             Error::Kube { .. } => "KubernetesApiError",
             Error::DeletePending { .. } => "Deleting",
+            Error::VersionConflict { .. } => reason::VERSION_CONFLICT,
             Error::FinalizerPatch(_) => "FinalizerError",
         }
     }
@@ -173,7 +191,8 @@ impl Error {
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
-            | Error::RoleAssignmentForbidden { .. } => true,
+            | Error::RoleAssignmentForbidden { .. }
+            | Error::VersionConflict { .. } => true,
             Error::PrincipalNotFound { stalled, .. } => *stalled,
             Error::Arm { arm_id, source, .. } => source.class() == ErrorClass::NeedsPerson || refusal_of(arm_id, source).is_some(),
             _ => false,
@@ -192,7 +211,8 @@ impl Error {
             | Error::SecretNotFound(_)
             | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
-            | Error::RoleAssignmentForbidden { .. } => Retry::Slow,
+            | Error::RoleAssignmentForbidden { .. }
+            | Error::VersionConflict { .. } => Retry::Slow,
             Error::OperationFailed { class: FailureClass::Transient, .. } => Retry::Backoff,
             Error::PrincipalNotFound { stalled: true, .. } => Retry::Slow,
             Error::PrincipalNotFound { stalled: false, .. } => Retry::Backoff,
@@ -337,6 +357,25 @@ pub fn refusal(arm_id: &str, code: &str, message: &str, target: Option<&str>) ->
             ),
         });
     }
+    if deployment && let Some(field) = missing_asset(message) {
+        return Some(Refusal {
+            reason: reason::ASSET_NOT_FOUND,
+            hint: format!(
+                "{field} names an asset Azure does not have in this workspace: create it first (an object named in {} does that here) or fix the id",
+                match field {
+                    "spec.model" => "spec.modelRef",
+                    "spec.environmentId" => "spec.environmentRef",
+                    _ => "spec.codeConfiguration.codeRef",
+                }
+            ),
+        });
+    }
+    if id.contains("/versions/") && message.contains("cannot be changed") {
+        return Some(Refusal {
+            reason: reason::VERSION_CONFLICT,
+            hint: "This version already exists in Azure with other content and cannot change: give the object a new spec.version".to_string(),
+        });
+    }
     if code.to_ascii_lowercase().starts_with("invalidtag") {
         return Some(Refusal {
             reason: reason::INVALID_TAGS,
@@ -344,6 +383,15 @@ pub fn refusal(arm_id: &str, code: &str, message: &str, target: Option<&str>) ->
         });
     }
     None
+}
+
+/// The spec field of a deployment whose asset ARM does not have, from ARM's error details
+/// (`ModelNotFound: Model container with name: m not found.`).
+fn missing_asset(message: &str) -> Option<&'static str> {
+    [("ModelNotFound", "spec.model"), ("EnvironmentNotFound", "spec.environmentId"), ("CodeNotFound", "spec.codeConfiguration.codeId")]
+        .into_iter()
+        .find(|(code, _)| message.contains(code))
+        .map(|(_, field)| field)
 }
 
 /// The text between `'` after `prefix` and the next `'`.

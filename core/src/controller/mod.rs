@@ -196,7 +196,7 @@ pub struct Target {
     pub location: String,
 }
 
-/// A kind of parent object a child can name.
+/// A kind of object another object can name in its spec: a parent, or an asset a deployment uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParentKind {
     /// An `AmlWorkspace` in the same namespace.
@@ -205,17 +205,39 @@ pub enum ParentKind {
     Endpoint,
     /// An `AmlCompute` in the same namespace.
     Compute,
+    /// An `AmlModelVersion` in the same namespace.
+    Model,
+    /// An `AmlEnvironmentVersion` in the same namespace.
+    Environment,
+    /// An `AmlCodeVersion` in the same namespace.
+    Code,
 }
 
 impl ParentKind {
-    /// The API resource of this parent kind.
+    /// The API resource of this kind.
     pub fn resource(self) -> ApiResource {
         match self {
             ParentKind::Workspace => ApiResource::erase::<crate::crd::AmlWorkspace>(&()),
             ParentKind::Endpoint => ApiResource::erase::<crate::crd::AmlOnlineEndpoint>(&()),
             ParentKind::Compute => ApiResource::erase::<crate::crd::AmlCompute>(&()),
+            ParentKind::Model => ApiResource::erase::<crate::crd::AmlModelVersion>(&()),
+            ParentKind::Environment => ApiResource::erase::<crate::crd::AmlEnvironmentVersion>(&()),
+            ParentKind::Code => ApiResource::erase::<crate::crd::AmlCodeVersion>(&()),
         }
     }
+}
+
+/// An object this object uses besides its parent, named in its spec (a deployment's model,
+/// environment and code): it must be Ready before the object is written, and its ARM id is what
+/// the object sends ARM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reference<'a> {
+    /// Which kind.
+    pub kind: ParentKind,
+    /// Its `metadata.name`.
+    pub name: &'a str,
+    /// The spec field that names it, for messages (`spec.modelRef`).
+    pub field: &'static str,
 }
 
 /// How a child's spec names its parent.
@@ -254,6 +276,8 @@ pub struct Resolved {
     pub principal: ServicePrincipal,
     /// The ready parent, for children.
     pub parent: Option<Parent>,
+    /// The ARM ids of the ready objects [`AmlKind::references`] names, by spec field.
+    pub references: std::collections::BTreeMap<&'static str, String>,
 }
 
 /// The body after a kind's IO-dependent refinements, and anything the kind is still waiting for.
@@ -362,6 +386,20 @@ pub trait AmlKind:
     /// The parent this object names, if it is a child.
     fn parent(&self) -> Option<ParentRef<'_>> {
         None
+    }
+
+    /// Kinds of objects this kind can use besides its parent (watched like parents, so an object
+    /// starts as soon as what it uses is ready).
+    const REFERENCE_KINDS: &'static [ParentKind] = &[];
+
+    /// The objects this object uses besides its parent ([`Reference`]). Default: none.
+    fn references(&self) -> Vec<Reference<'_>> {
+        Vec::new()
+    }
+
+    /// Whether this object names `name` of `kind`, as its parent or as something it uses.
+    fn names(&self, kind: ParentKind, name: &str) -> bool {
+        self.parent() == Some(ParentRef::Object { kind, name }) || self.references().iter().any(|r| r.kind == kind && r.name == name)
     }
 
     /// Resolves the ARM location of the object (pure), from the principal and the ready parent.

@@ -4,6 +4,7 @@
 //! objects are read generically (any kind in our group) so this file needs no per-kind code.
 
 use super::credentials::{self, Found};
+use super::error::reason;
 use super::{AmlKind, Context, Error, Parent, ParentKind, ParentRef, Resolved};
 use crate::arm::ids;
 use crate::crd::{CredentialsRef, GROUP, VERSION, condition};
@@ -11,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DynamicObject};
 use kube::ResourceExt;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Why resolution could not finish yet (not a failure: the object waits).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +34,6 @@ pub enum Resolution {
 }
 
 
-fn waiting(message: String) -> Resolution {
-    Resolution::Waiting(Waiting { reason: super::error::reason::WAITING_FOR_PARENT, message })
-}
-
 /// Resolves the parent (if any) and the credentials of `obj`.
 pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, Error> {
     let ns = obj.namespace().unwrap_or_default();
@@ -47,22 +45,11 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             Err(w) => return Ok(Resolution::Waiting(w)),
         },
         Some(ParentRef::Object { kind, name }) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &kind.resource());
-            let Some(parent) = api
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::Kube { what: "reading the parent object", source })?
-            else {
-                return Ok(waiting(format!("{} {ns}/{name} does not exist yet", kind.resource().kind)));
+            let (parent, arm_id) = match ready_object(ctx, &ns, kind, name, reason::WAITING_FOR_PARENT, "").await? {
+                Ok(ready) => ready,
+                Err(w) => return Ok(Resolution::Waiting(w)),
             };
             let data = &parent.data;
-            let ready = data["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| c["type"] == condition::READY && (c["status"] == "True" || waits_for_children(kind, c)))
-            });
-            let arm_id = data["status"]["armId"].as_str().map(str::to_string);
-            let (Some(arm_id), true) = (arm_id, ready) else {
-                return Ok(waiting(format!("{} {ns}/{name} is not ready yet", kind.resource().kind)));
-            };
             let credentials = match own {
                 Some(c) => Some(c),
                 None => inherited_credentials(ctx, &ns, kind, data).await?,
@@ -84,14 +71,51 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             (Some(Parent { arm_id, subscription, resource_group, location, owner: Some(owner) }), credentials)
         }
     };
+    let mut references = BTreeMap::new();
+    for r in obj.references() {
+        let why = match r.kind {
+            ParentKind::Model => reason::WAITING_FOR_MODEL,
+            ParentKind::Environment => reason::WAITING_FOR_ENVIRONMENT,
+            ParentKind::Code => reason::WAITING_FOR_CODE,
+            _ => reason::WAITING_FOR_PARENT,
+        };
+        match ready_object(ctx, &ns, r.kind, r.name, why, &format!(" ({})", r.field)).await? {
+            Ok((_, arm_id)) => references.insert(r.field, arm_id),
+            Err(w) => return Ok(Resolution::Waiting(w)),
+        };
+    }
     let found = credentials::resolve(ctx, &ns, credentials.as_ref()).await?;
-    Ok(Resolution::Ready(Resolved { principal: found.principal.clone(), parent }, found))
+    Ok(Resolution::Ready(Resolved { principal: found.principal.clone(), parent, references }, found))
+}
+
+/// The object `kind`/`name` in `ns` with its ARM id, once it exists and is Ready; else what the
+/// caller waits for, with `why` as the reason and `field` naming where the spec names it.
+async fn ready_object(
+    ctx: &Context,
+    ns: &str,
+    kind: ParentKind,
+    name: &str,
+    why: &'static str,
+    field: &str,
+) -> Result<Result<(DynamicObject, String), Waiting>, Error> {
+    let kind_name = kind.resource().kind;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &kind.resource());
+    let Some(object) = api.get_opt(name).await.map_err(|source| Error::Kube { what: "reading an object this one names", source })? else {
+        return Ok(Err(Waiting { reason: why, message: format!("{kind_name} {ns}/{name}{field} does not exist yet") }));
+    };
+    let ready = object.data["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| c["type"] == condition::READY && (c["status"] == "True" || waits_for_children(kind, c)))
+    });
+    match object.data["status"]["armId"].as_str().map(str::to_string) {
+        Some(arm_id) if ready => Ok(Ok((object, arm_id))),
+        _ => Ok(Err(Waiting { reason: why, message: format!("{kind_name} {ns}/{name}{field} is not ready yet") })),
+    }
 }
 
 /// Whether a parent's Ready condition says it waits only for its children (an endpoint whose traffic
 /// names deployments that are not ready yet): the children must then go ahead, or neither ever will.
 fn waits_for_children(kind: ParentKind, ready: &Value) -> bool {
-    kind == ParentKind::Endpoint && ready["reason"] == super::error::reason::WAITING_FOR_DEPLOYMENTS
+    kind == ParentKind::Endpoint && ready["reason"] == reason::WAITING_FOR_DEPLOYMENTS
 }
 
 /// The credentials a parent uses: its own `spec.credentials`, else its workspace's (for an
@@ -168,7 +192,7 @@ async fn arm_parent<K: AmlKind>(
                 if let Some(e) = elsewhere {
                     return Err(e);
                 }
-                return Ok(Err(Waiting { reason: super::error::reason::WAITING_FOR_PARENT, message: format!("{id} does not exist in Azure") }));
+                return Ok(Err(Waiting { reason: reason::WAITING_FOR_PARENT, message: format!("{id} does not exist in Azure") }));
             };
             let location = found["location"].as_str().unwrap_or_default().to_string();
             ctx.cache_location(id, &location);

@@ -3,7 +3,7 @@
 //! that wake an object (its own changes that matter, its parents, its children where it waits for
 //! them, and the credentials Secrets it uses).
 
-use super::{AmlKind, Context, Error, ParentRef, secrets};
+use super::{AmlKind, Context, Error, secrets};
 use kube::runtime::controller::Action;
 use crate::shutdown::Shutdown;
 use futures::{FutureExt, StreamExt};
@@ -60,8 +60,8 @@ pub fn trim_for_cache<K: kube::Resource>(obj: &mut K) {
 /// The annotation `kubectl apply` (client-side) keeps the last applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The controller of one kind: watches its objects and, for children, their parents, so a child
-/// starts as soon as its parent becomes ready.
+/// The controller of one kind: watches its objects and, for children, their parents (and what they
+/// use, [`AmlKind::references`]), so a child starts as soon as its parent becomes ready.
 ///
 /// And, for a kind that waits for its children ([`AmlKind::watched_children`]: an endpoint's
 /// traffic waits for its deployments), the children, so it is reconciled as soon as one changes.
@@ -90,7 +90,7 @@ where
     let mut controller = kube::runtime::Controller::for_stream(wakes_of_interest, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
-    for parent in K::PARENT_KINDS {
+    for parent in K::PARENT_KINDS.iter().chain(K::REFERENCE_KINDS) {
         let resource = parent.resource();
         let parents: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
@@ -104,7 +104,7 @@ where
             store
                 .state()
                 .into_iter()
-                .filter(|c| c.namespace() == ns && c.parent() == Some(ParentRef::Object { kind, name: &name }))
+                .filter(|c| c.namespace() == ns && c.names(kind, &name))
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
         });

@@ -35,6 +35,10 @@ pub const NAME_RULE: NameRule = NameRule {
     printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".status.instanceCount"}"#,
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.modelRef) && has(self.model))", "message": "set at most one of modelRef or model"},
+    {"rule": "!(has(self.environmentRef) && has(self.environmentId))", "message": "set at most one of environmentRef or environmentId"},
+]))]
 pub struct AmlOnlineDeploymentSpec {
     /// Fields every kind has: `azureName`, `credentials`, `deletionPolicy`, `managementPolicy`.
     #[serde(flatten)]
@@ -51,13 +55,24 @@ pub struct AmlOnlineDeploymentSpec {
     /// Description of the deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The model: an asset id (`azureml:name:version`) or the ARM id of a model version.
+    /// The model, as an AmlModelVersion in this namespace: the deployment waits for it to be
+    /// Ready and sends its ARM id. Set this or `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ref: Option<AssetRef>,
+    /// The model, for one not managed here: the ARM id of a model version, or a registry asset id
+    /// (`azureml://registries/<registry>/models/<name>/versions/<version>`). Set this or `modelRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Path the model is mounted at in a custom container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_mount_path: Option<String>,
-    /// ARM id or asset id of the environment (container image and dependencies).
+    /// The environment (container image and dependencies), as an AmlEnvironmentVersion in this
+    /// namespace: the deployment waits for it to be Ready and sends its ARM id. Set this or
+    /// `environmentId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_ref: Option<AssetRef>,
+    /// The environment, for one not managed here: its ARM id or a registry asset id. Set this or
+    /// `environmentRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_id: Option<String>,
     /// The scoring code.
@@ -106,11 +121,28 @@ pub struct EndpointRef {
     pub name: String,
 }
 
+/// A reference to an asset version object (AmlModelVersion, AmlEnvironmentVersion, AmlCodeVersion)
+/// in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetRef {
+    /// `metadata.name` of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
 /// The scoring code of a deployment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.codeRef) && has(self.codeId))", "message": "set at most one of codeConfiguration.codeRef or codeConfiguration.codeId"},
+]))]
 pub struct CodeConfiguration {
-    /// ARM id of the code asset version.
+    /// The code, as an AmlCodeVersion in this namespace: the deployment waits for it to be Ready
+    /// and sends its ARM id. Set this or `codeId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_ref: Option<AssetRef>,
+    /// ARM id of a code version not managed here. Set this or `codeRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_id: Option<String>,
     /// Script run at startup, e.g. `score.py`.

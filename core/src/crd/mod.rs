@@ -1,5 +1,6 @@
 //! The custom resources: one file per kind plus the types they share.
 
+pub mod assets;
 pub mod common;
 pub mod compute;
 pub mod deployment;
@@ -7,6 +8,7 @@ pub mod endpoint;
 pub mod role_assignment;
 pub mod workspace;
 
+pub use assets::{AmlCodeVersion, AmlEnvironmentVersion, AmlModelVersion, AssetSpec, AssetStatus};
 pub use common::*;
 pub use compute::{AmlCompute, AmlComputeSpec, AmlComputeStatus, ComputeType};
 pub use deployment::{AmlOnlineDeployment, AmlOnlineDeploymentSpec, AmlOnlineDeploymentStatus};
@@ -23,7 +25,16 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 /// own files and one name here.
 macro_rules! for_each_kind {
     ($m:ident) => {
-        $m!(AmlWorkspace, AmlCompute, AmlOnlineEndpoint, AmlOnlineDeployment, AmlRoleAssignment)
+        $m!(
+            AmlWorkspace,
+            AmlCompute,
+            AmlModelVersion,
+            AmlEnvironmentVersion,
+            AmlCodeVersion,
+            AmlOnlineEndpoint,
+            AmlOnlineDeployment,
+            AmlRoleAssignment
+        )
     };
 }
 pub(crate) use for_each_kind;

@@ -6,7 +6,9 @@
 //! `ImageBuildFailure`) in the Ready condition and does not write again until the spec changes.
 
 use crate::controller::child_target;
-use crate::controller::{AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Resolved, Target, UpdateRequest};
+use crate::controller::{
+    AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Reference, Refined, Resolved, Target, UpdateRequest,
+};
 use crate::arm::ServicePrincipal;
 use crate::arm::ids;
 use crate::crd::{AmlOnlineDeployment, CommonSpec, CommonStatus};
@@ -21,7 +23,31 @@ const NOT_PROPERTIES: &[&str] = &[
     "managementPolicy",
     "tags",
     "instanceCount",
+    "modelRef",
+    "environmentRef",
 ];
+
+/// Where the ARM id of each object a deployment names goes in its body, by the spec field that
+/// names it.
+const REFERENCED_AT: &[(&str, &str)] = &[
+    ("spec.modelRef", "/properties/model"),
+    ("spec.environmentRef", "/properties/environmentId"),
+    ("spec.codeConfiguration.codeRef", "/properties/codeConfiguration/codeId"),
+];
+
+impl AmlOnlineDeployment {
+    /// Whether this deployment uses the asset version `name` of `kind` (an object in its
+    /// namespace), by reference or by its ARM id `arm_id`.
+    pub fn uses(&self, kind: ParentKind, name: &str, arm_id: &str) -> bool {
+        let by_id = match kind {
+            ParentKind::Model => self.spec.model.as_deref(),
+            ParentKind::Environment => self.spec.environment_id.as_deref(),
+            ParentKind::Code => self.spec.code_configuration.as_ref().and_then(|c| c.code_id.as_deref()),
+            _ => None,
+        };
+        self.names(kind, name) || by_id.is_some_and(|id| id.eq_ignore_ascii_case(arm_id))
+    }
+}
 
 /// Top-level body fields ARM's PATCH of a deployment accepts (`PartialMinimalTrackedResourceWithSku`).
 const PATCHABLE: &[&str] = &["sku", "tags"];
@@ -29,6 +55,38 @@ const PATCHABLE: &[&str] = &["sku", "tags"];
 impl AmlKind for AmlOnlineDeployment {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments";
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Endpoint];
+    const REFERENCE_KINDS: &'static [ParentKind] = &[ParentKind::Model, ParentKind::Environment, ParentKind::Code];
+
+    fn references(&self) -> Vec<Reference<'_>> {
+        let spec = &self.spec;
+        let code = spec.code_configuration.as_ref().and_then(|c| c.code_ref.as_ref());
+        [
+            (ParentKind::Model, spec.model_ref.as_ref(), "spec.modelRef"),
+            (ParentKind::Environment, spec.environment_ref.as_ref(), "spec.environmentRef"),
+            (ParentKind::Code, code, "spec.codeConfiguration.codeRef"),
+        ]
+        .into_iter()
+        .filter_map(|(kind, r, field)| r.map(|r| Reference { kind, name: &r.name, field }))
+        .collect()
+    }
+
+    /// The ARM ids of the model, environment and code objects the spec names go where ARM takes
+    /// them (resolution found them Ready).
+    fn refine<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        resolved: &'a Resolved,
+        _target: &'a Target,
+        mut desired: Value,
+        _actual: Option<&'a Value>,
+    ) -> BoxFuture<'a, Result<Refined, Error>> {
+        for (field, pointer) in REFERENCED_AT {
+            if let Some(id) = resolved.references.get(field) {
+                set_pointer(&mut desired, pointer, json!(id));
+            }
+        }
+        Box::pin(async move { Ok(Refined { body: desired, waiting: None }) })
+    }
 
     fn common_spec(&self) -> &CommonSpec {
         &self.spec.common
@@ -86,6 +144,9 @@ impl AmlKind for AmlOnlineDeployment {
         for key in NOT_PROPERTIES {
             props.remove(*key);
         }
+        if let Some(Value::Object(code)) = props.get_mut("codeConfiguration") {
+            code.remove("codeRef");
+        }
         props.insert("endpointComputeType".into(), json!("Managed"));
         let mut body = json!({ "location": target.location, "properties": props });
         if let Some(tags) = &self.spec.tags {
@@ -127,6 +188,23 @@ impl AmlKind for AmlOnlineDeployment {
             }
         }
         UpdateRequest::Patch(Value::Object(patch))
+    }
+}
+
+/// Sets `pointer` in `body` to `value`, making the objects on the way.
+fn set_pointer(body: &mut Value, pointer: &str, value: Value) {
+    let mut at = body;
+    let mut keys = pointer.split('/').skip(1).peekable();
+    while let Some(key) = keys.next() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Value::Object(map) = at else { return };
+        if keys.peek().is_none() {
+            map.insert(key.to_string(), value);
+            return;
+        }
+        at = map.entry(key.to_string()).or_insert_with(|| json!({}));
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`crd/<kind>.rs` with its `Definition`, `controller/kinds/<kind>.rs` with its `AmlKind`) and its
 //! name in `crd::for_each_kind`.
 
+pub mod assets;
 pub mod compute;
 pub mod dependencies;
 pub mod deployment;
@@ -18,8 +19,8 @@ use super::plan::{self, Planned};
 use super::run::{self, Shared};
 use super::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline};
 use crate::crd::{
-    AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace, DeletionPolicy, Definition,
-    ManagementPolicy,
+    AmlCodeVersion, AmlCompute, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AmlOnlineEndpoint,
+    AmlRoleAssignment, AmlWorkspace, DeletionPolicy, Definition, ManagementPolicy,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::ApiResource;
@@ -161,7 +162,19 @@ mod tests {
     #[test]
     fn each_kind_has_one_row_with_its_own_crd() {
         let names: Vec<&str> = ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"]);
+        assert_eq!(
+            names,
+            [
+                "AmlWorkspace",
+                "AmlCompute",
+                "AmlModelVersion",
+                "AmlEnvironmentVersion",
+                "AmlCodeVersion",
+                "AmlOnlineEndpoint",
+                "AmlOnlineDeployment",
+                "AmlRoleAssignment"
+            ]
+        );
         for k in ALL {
             let crd = k.crd();
             assert_eq!(crd.spec.names.kind, k.name());
