@@ -9,6 +9,7 @@ mod support;
 
 mod argocd_health;
 mod arm_client;
+mod assets;
 mod arm_unit;
 mod armspec;
 mod cel_rules;
