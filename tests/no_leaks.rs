@@ -52,7 +52,7 @@ fn manifests() -> Vec<Value> {
         json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineEndpoint", "metadata": meta("ep"),
                "spec": {"workspaceRef": {"name": "ws1"}, "authMode": "Key", "traffic": {"blue": 100}, "keysSecret": {"name": "ep-keys"}}}),
         json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineDeployment", "metadata": meta("blue"),
-               "spec": {"endpointRef": {"name": "ep"}, "model": "azureml:m:1", "instanceType": "Standard_DS3_v2", "instanceCount": 1}}),
+               "spec": {"endpointRef": {"name": "ep"}, "model": "azureml://registries/azureml/models/m/versions/1", "instanceType": "Standard_DS3_v2", "instanceCount": 1}}),
         json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlRoleAssignment", "metadata": meta("readers"),
                "spec": {"workspaceRef": {"name": "ws1"}, "role": "Reader", "principalId": "3f2c1a9e-7b4d-4e2a-9c1f-5d6e7f8a9b0c",
                         "principalType": "Group"}}),

@@ -269,7 +269,7 @@ fn tag_names_azure_refuses_are_refused_on_every_kind_with_tags() {
     });
     let deployment = json!({
         "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineDeployment", "metadata": {"name": "blue", "namespace": "ns"},
-        "spec": {"endpointRef": {"name": "ep"}, "model": "azureml:m:1"}
+        "spec": {"endpointRef": {"name": "ep"}, "model": "azureml://registries/azureml/models/m/versions/1"}
     });
     for base in [workspace(), compute, endpoint, deployment] {
         let kind = base["kind"].as_str().unwrap().to_string();

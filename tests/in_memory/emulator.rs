@@ -69,7 +69,7 @@ fn deployment_body() -> Value {
         "sku": {"name": "Default", "capacity": 1},
         "properties": {
             "endpointComputeType": "Managed",
-            "model": "azureml:model:1",
+            "model": "azureml://registries/azureml/models/model/versions/1",
             "instanceType": "Standard_DS3_v2"
         }
     })

@@ -13,7 +13,10 @@ use aml_operator::arm::{
 };
 use aml_operator::controller::{AmlKind, Config, Context, Parent, Resolved, drift, pipeline};
 use aml_operator::arm::ids;
-use aml_operator::crd::{RETRY_ANNOTATION, AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
+use aml_operator::crd::{
+    AmlCodeVersion, AmlCompute, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment,
+    AmlWorkspace, RETRY_ANNOTATION,
+};
 use aml_operator::emulator::{
     EmulatorArgs, EmulatorConfig, Fault, FaultKind, FaultRule, OperationEnd, Principal,
 };
@@ -539,9 +542,9 @@ impl Kind for AmlOnlineDeployment {
         let spec = merged(
             json!({
                 "endpointRef": {"name": "ep1"},
-                "model": "azureml:sklearn-model:1",
-                "environmentId": "azureml:sklearn-env:3",
-                "codeConfiguration": {"codeId": "azureml:score-code:1", "scoringScript": "score.py"},
+                "model": "azureml://registries/azureml/models/sklearn-model/versions/1",
+                "environmentId": "azureml://registries/azureml/environments/sklearn-env/versions/3",
+                "codeConfiguration": {"codeId": "azureml://registries/azureml/codes/score-code/versions/1", "scoringScript": "score.py"},
                 "instanceType": "Standard_DS3_v2",
                 "instanceCount": 1,
                 "tags": {"team": "a"},
@@ -560,6 +563,38 @@ impl Kind for AmlOnlineDeployment {
         parent(ep_id("ep1"))
     }
 }
+
+/// What the three asset versions share in the matrix: synchronous writes, tags inside `properties`.
+macro_rules! asset_case {
+    ($kind:ident, $prefix:literal, $segment:literal, $fields:expr) => {
+        impl Kind for $kind {
+            const PREFIX: &'static str = $prefix;
+            const UPDATE_METHOD: &'static str = "PUT";
+            const POLLS: bool = false;
+            fn build(name: &str, extra: Value) -> Self {
+                let mut spec = merged(json!({"workspaceRef": {"name": "ws1"}, "version": "1", "tags": {"team": "a"}}), $fields);
+                spec = merged(spec, extra);
+                Self { metadata: meta(name), spec: serde_json::from_value(spec).expect("valid asset spec"), status: None }
+            }
+            fn arm_id(name: &str) -> String {
+                format!("{}/{}/{name}/versions/1", ws_id("ws1"), $segment)
+            }
+            fn ready_parent() -> Option<Parent> {
+                parent(ws_id("ws1"))
+            }
+            fn shows_update(actual: &Value) -> bool {
+                actual["properties"]["tags"]["phase"] == "update"
+            }
+            fn removable_maps() -> Vec<(&'static str, &'static str, &'static str)> {
+                vec![("tags", "/properties/tags", "PUT")]
+            }
+        }
+    };
+}
+
+asset_case!(AmlModelVersion, "mv", "models", json!({"modelUri": "azureml://datastores/workspaceblobstore/paths/m/", "modelType": "custom_model"}));
+asset_case!(AmlEnvironmentVersion, "ev", "environments", json!({"image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"}));
+asset_case!(AmlCodeVersion, "cv", "codes", json!({"codeUri": "azureml://datastores/workspaceblobstore/paths/code/"}));
 
 /// The principal a role-assignment case grants to: a GUID derived from the case name, so every case
 /// has its own assignment.
@@ -1438,16 +1473,18 @@ async fn every_fault_on_every_kind_and_phase_converges_without_duplicates_orphan
     // little headroom on a loaded 2-core machine, and a fifth concurrent matrix used it up.
     // The rotation and stack cases have no slow answers on a single request's resource timing.
     let (e, rotations, stacks) = tokio::join!(matrix_for::<AmlRoleAssignment>(), rotation_cases(), stack_cases());
+    // The asset versions (synchronous, like role assignments) after those.
+    let (f, g, h) = tokio::join!(matrix_for::<AmlModelVersion>(), matrix_for::<AmlEnvironmentVersion>(), matrix_for::<AmlCodeVersion>());
     let mut total = Outcome::default();
     let mut cases = 0;
-    for (n, o) in [a, b, c, d, e] {
+    for (n, o) in [a, b, c, d, e, f, g, h] {
         cases += n;
         total.add(o);
     }
     total.add(rotations);
     total.add(stacks);
     let line = format!(
-        "fault matrix: 5 kinds x {} faults x {} phases on writes + 4 kinds x {} faults x {} phases on polls = {cases} cases; + {} retries by annotation, {} map-entry removals, {} key rotations, {} whole-stack deletions; {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
+        "fault matrix: 8 kinds x {} faults x {} phases on writes + 4 kinds x {} faults x {} phases on polls = {cases} cases; + {} retries by annotation, {} map-entry removals, {} key rotations, {} whole-stack deletions; {} duplicate creates, {} orphans, {} deletes of Orphan/Observe objects, {} lost deletes ({:.1} s)",
         FAULTS.len(),
         PHASES.len(),
         POLL_FAULTS.len(),

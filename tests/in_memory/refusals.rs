@@ -226,7 +226,7 @@ async fn a_deployment_whose_instance_type_the_region_lacks_stalls_naming_spec_in
     w.emulator.clear_requests();
     let p = path("amlonlinedeployments", "blue");
     w.kube.put(object::<AmlOnlineDeployment>("AmlOnlineDeployment", "blue", json!({
-        "endpointRef": {"name": "ep1"}, "model": "azureml:m:1", "instanceType": "Standard_NOPE_v9", "instanceCount": 1,
+        "endpointRef": {"name": "ep1"}, "model": "azureml://registries/azureml/models/m/versions/1", "instanceType": "Standard_NOPE_v9", "instanceCount": 1,
     })));
     until_stalled::<AmlOnlineDeployment>(&w, &p).await;
     assert_stalled(&w, &p, "VmSizeNotSupported", &["spec.instanceType", "'Standard_NOPE_v9'", "Standard_DS3_v2", "BadArgument"]);

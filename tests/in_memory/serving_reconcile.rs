@@ -73,9 +73,9 @@ fn deployment(extra: Value) -> AmlOnlineDeployment {
     let spec = merged(
         json!({
             "endpointRef": {"name": "ep1"},
-            "model": "azureml:sklearn-model:1",
-            "environmentId": "azureml:sklearn-env:3",
-            "codeConfiguration": {"codeId": "azureml:score-code:1", "scoringScript": "score.py"},
+            "model": "azureml://registries/azureml/models/sklearn-model/versions/1",
+            "environmentId": "azureml://registries/azureml/environments/sklearn-env/versions/3",
+            "codeConfiguration": {"codeId": "azureml://registries/azureml/codes/score-code/versions/1", "scoringScript": "score.py"},
             "instanceType": "Standard_DS3_v2",
             "instanceCount": 1,
         }),
@@ -516,11 +516,11 @@ async fn deployment_drift_made_in_azure_is_corrected_with_one_put() {
     let w = with_endpoint(json!({})).await;
     w.kube.put(deployment(json!({})));
     w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
-    w.emulator.update_resource(&dep_id(), |v| v["properties"]["model"] = json!("azureml:other-model:7"));
+    w.emulator.update_resource(&dep_id(), |v| v["properties"]["model"] = json!("azureml://registries/azureml/models/other-model/versions/7"));
     w.emulator.clear_requests();
     w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
     assert_eq!(w.arm_calls("PUT"), 1);
-    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["properties"]["model"], "azureml:sklearn-model:1");
+    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["properties"]["model"], "azureml://registries/azureml/models/sklearn-model/versions/1");
 }
 
 #[tokio::test]

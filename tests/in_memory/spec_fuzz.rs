@@ -84,7 +84,7 @@ fn random_string(rng: &mut Rng, field: &str) -> String {
             rng.below(100)
         ),
         7 => plausible(rng, field),
-        8 => "azureml:model:1".into(),
+        8 => "azureml://registries/azureml/models/model/versions/1".into(),
         9 => "PT5M".into(),
         _ => {
             let len = 1 + rng.below(20);

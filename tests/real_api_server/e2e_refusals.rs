@@ -67,7 +67,7 @@ async fn everyday_mistakes_are_refused_at_admission_or_stall_once_naming_the_fie
         (&computes, manifest("AmlCompute", "c-100000", cluster_spec("STANDARD_DS3_V2", 100_000)), &["spec.amlCompute.scaleSettings.maxNodeCount", "65000"]),
         (&computes, manifest("AmlCompute", "c-tags", json!({"workspaceRef": {"name": "ws1"}, "computeType": "AmlCompute", "tags": tags(51)})), &["spec.tags", "at most 50"]),
         (&endpoints, manifest("AmlOnlineEndpoint", "ep-tags", json!({"workspaceRef": {"name": "ws1"}, "authMode": "Key", "tags": tags(51)})), &["spec.tags", "at most 50"]),
-        (&deployments, manifest("AmlOnlineDeployment", "d-tags", json!({"endpointRef": {"name": "ep1"}, "model": "azureml:m:1", "tags": tags(51)})), &["spec.tags", "at most 50"]),
+        (&deployments, manifest("AmlOnlineDeployment", "d-tags", json!({"endpointRef": {"name": "ep1"}, "model": "azureml://registries/azureml/models/m/versions/1", "tags": tags(51)})), &["spec.tags", "at most 50"]),
     ];
     for (api, obj, says) in &admission {
         let name = obj.metadata.name.clone().unwrap_or_default();
@@ -113,7 +113,7 @@ async fn everyday_mistakes_are_refused_at_admission_or_stall_once_naming_the_fie
     apply(&computes, manifest("AmlCompute", "c-quota", cluster_spec("STANDARD_DS3_V2", 300))).await;
     apply(&endpoints, manifest("AmlOnlineEndpoint", "ep1", json!({"workspaceRef": {"name": "ws1"}, "authMode": "Key"}))).await;
     apply(&deployments, manifest("AmlOnlineDeployment", "d-nope", json!({
-        "endpointRef": {"name": "ep1"}, "model": "azureml:m:1", "instanceType": "Standard_NOPE_v9", "instanceCount": 1,
+        "endpointRef": {"name": "ep1"}, "model": "azureml://registries/azureml/models/m/versions/1", "instanceType": "Standard_NOPE_v9", "instanceCount": 1,
     })))
     .await;
 
