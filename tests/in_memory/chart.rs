@@ -24,9 +24,10 @@ const NAMESPACE: &str = "ops";
 const FULLNAME: &str = "rel-aml-operator";
 const GROUP: &str = "amloperator.io";
 /// The plurals of the table of kinds (`every_kind_of_the_table_is_in_the_chart` keeps them in step).
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "amlworkspaces",
     "amlcomputes",
+    "amldatastores",
     "amlmodelversions",
     "amlenvironmentversions",
     "amlcodeversions",
@@ -103,6 +104,7 @@ const TYPES: &[(&str, &str, &[&str])] = &[
     ("DynamicObject", GROUP, ALL_KINDS),
     ("AmlWorkspace", GROUP, &["amlworkspaces"]),
     ("AmlCompute", GROUP, &["amlcomputes"]),
+    ("AmlDatastore", GROUP, &["amldatastores"]),
     ("AmlModelVersion", GROUP, &["amlmodelversions"]),
     ("AmlEnvironmentVersion", GROUP, &["amlenvironmentversions"]),
     ("AmlCodeVersion", GROUP, &["amlcodeversions"]),
@@ -165,6 +167,7 @@ const ENTRY_POINTS: &[(&str, Needs)] = &[
 const AHEAD_OF_CODE: &[(&str, &str, &str, &str)] = &[
     (GROUP, "amlworkspaces/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlcomputes/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
+    (GROUP, "amldatastores/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlmodelversions/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlenvironmentversions/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),
     (GROUP, "amlcodeversions/finalizers", "update", "blockOwnerDeletion on owner references to our objects"),

@@ -1,4 +1,4 @@
--- Argo CD health check for the amloperator.io kinds (AmlWorkspace, AmlCompute, AmlModelVersion,
+-- Argo CD health check for the amloperator.io kinds (AmlWorkspace, AmlCompute, AmlDatastore, AmlModelVersion,
 -- AmlEnvironmentVersion, AmlCodeVersion, AmlOnlineEndpoint, AmlOnlineDeployment, AmlRoleAssignment):
 -- one script for all of them, since they share one status shape.
 -- Lua 5.1 as Argo CD runs it: the object is the global `obj`, the script returns `hs`. It uses no

@@ -61,6 +61,7 @@ app.kubernetes.io/component: operator
 {{- define "aml-operator.resources" -}}
 - amlworkspaces
 - amlcomputes
+- amldatastores
 - amlmodelversions
 - amlenvironmentversions
 - amlcodeversions
@@ -79,7 +80,8 @@ Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both w
   kinds/status patch - status by server-side apply (controller/status.rs)
   kinds/finalizers update - setting blockOwnerDeletion on an owner reference to one of our objects
                        (the endpoint keys Secret) when OwnerReferencesPermissionEnforcement is on
-  secrets get        - credentials Secrets (controller/credentials.rs)
+  secrets get        - credentials Secrets (controller/credentials.rs), and the Secrets a spec takes a
+                       value from (a compute's password, a datastore's key: controller/secret_values.rs)
   secrets patch      - the credentials-in-use finalizer on credentials Secrets (controller/protect.rs)
   secrets create, patch - the endpoint keys Secret (spec.keysSecret of AmlOnlineEndpoint)
   events create, patch  - kube's event Recorder (events.k8s.io/v1; patch bumps a repeated event's series)
@@ -93,6 +95,7 @@ Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both w
   resources:
     - amlworkspaces/status
     - amlcomputes/status
+    - amldatastores/status
     - amlmodelversions/status
     - amlenvironmentversions/status
     - amlcodeversions/status
@@ -104,6 +107,7 @@ Each verb is there because src/ calls it (tests/in_memory/chart.rs checks both w
   resources:
     - amlworkspaces/finalizers
     - amlcomputes/finalizers
+    - amldatastores/finalizers
     - amlmodelversions/finalizers
     - amlenvironmentversions/finalizers
     - amlcodeversions/finalizers

@@ -25,6 +25,8 @@ pub mod reason {
     pub const WAITING_FOR_ENVIRONMENT: &str = "WaitingForEnvironment";
     /// A deployment whose `spec.codeConfiguration.codeRef` names a code version object that is missing or not Ready.
     pub const WAITING_FOR_CODE: &str = "WaitingForCode";
+    /// A model version whose `spec.datastoreRef` names a datastore object that is missing or not Ready.
+    pub const WAITING_FOR_DATASTORE: &str = "WaitingForDatastore";
     /// ARM refused a deployment that names a model, environment or code ARM does not have.
     pub const ASSET_NOT_FOUND: &str = "AssetNotFound";
     /// A version exists in Azure with other content than the spec's; it is never overwritten.

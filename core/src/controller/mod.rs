@@ -14,6 +14,7 @@ pub mod plan;
 pub mod protect;
 pub mod resolve;
 pub mod run;
+pub mod secret_values;
 pub mod secrets;
 pub mod status;
 
@@ -211,6 +212,8 @@ pub enum ParentKind {
     Environment,
     /// An `AmlCodeVersion` in the same namespace.
     Code,
+    /// An `AmlDatastore` in the same namespace.
+    Datastore,
 }
 
 impl ParentKind {
@@ -223,6 +226,7 @@ impl ParentKind {
             ParentKind::Model => ApiResource::erase::<crate::crd::AmlModelVersion>(&()),
             ParentKind::Environment => ApiResource::erase::<crate::crd::AmlEnvironmentVersion>(&()),
             ParentKind::Code => ApiResource::erase::<crate::crd::AmlCodeVersion>(&()),
+            ParentKind::Datastore => ApiResource::erase::<crate::crd::AmlDatastore>(&()),
         }
     }
 }
@@ -475,6 +479,16 @@ pub trait AmlKind:
         &[]
     }
 
+    /// Values of the body the object takes from Secrets of its namespace and ARM never returns (a
+    /// datastore's account key): read before any ARM call (a missing one is `SecretNotFound`, with
+    /// no ARM call), set at their pointers (which [`AmlKind::write_only_paths`] holds), and
+    /// written again exactly when their digest differs from `status.secretDigest`, the digest of
+    /// what was last written (a GET cannot show whether Azure holds the current value). Their
+    /// Secrets wake the object when they change. Default: none.
+    fn secret_values(&self) -> Vec<SecretValue<'_>> {
+        Vec::new()
+    }
+
     /// JSON pointers of the ARM body that cannot change in place (e.g. `/location`): a difference
     /// under one of them means the resource must be recreated. Used by `plan`. Default: none.
     fn immutable_paths() -> &'static [&'static str] {
@@ -528,6 +542,34 @@ pub trait AmlKind:
         _arm_id: &'a str,
     ) -> BoxFuture<'a, Result<DeleteGate, Error>> {
         Box::pin(async { Ok(DeleteGate::Proceed) })
+    }
+}
+
+/// A value of the ARM body taken from a Secret key ([`AmlKind::secret_values`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SecretValue<'a> {
+    /// The Secret key (in the object's namespace).
+    pub reference: &'a crate::crd::SecretKeyRef,
+    /// Where the value goes in the body.
+    pub pointer: &'static str,
+    /// The spec field that names the Secret, for messages.
+    pub field: &'static str,
+}
+
+/// Sets `pointer` in `body` to `value`, making the objects on the way.
+pub(crate) fn set_pointer(body: &mut Value, pointer: &str, value: Value) {
+    let mut at = body;
+    let mut keys = pointer.split('/').skip(1).peekable();
+    while let Some(key) = keys.next() {
+        if !at.is_object() {
+            *at = Value::Object(Map::new());
+        }
+        let Value::Object(map) = at else { return };
+        if keys.peek().is_none() {
+            map.insert(key.to_string(), value);
+            return;
+        }
+        at = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
     }
 }
 

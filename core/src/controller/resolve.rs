@@ -77,6 +77,7 @@ pub async fn resolve<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Resolution, E
             ParentKind::Model => reason::WAITING_FOR_MODEL,
             ParentKind::Environment => reason::WAITING_FOR_ENVIRONMENT,
             ParentKind::Code => reason::WAITING_FOR_CODE,
+            ParentKind::Datastore => reason::WAITING_FOR_DATASTORE,
             _ => reason::WAITING_FOR_PARENT,
         };
         match ready_object(ctx, &ns, r.kind, r.name, why, &format!(" ({})", r.field)).await? {

@@ -1,5 +1,6 @@
-//! Waking the objects a credentials Secret serves when it changes: a fixed or rotated secret takes
-//! effect within seconds, not at the next retry or resync.
+//! Waking the objects a Secret serves when it changes (a credentials Secret, or one a value of the
+//! ARM body comes from, such as a datastore's account key): a fixed or rotated secret takes effect
+//! within seconds, not at the next retry or resync.
 //!
 //! Secrets are watched by metadata only: a new `resourceVersion` is all a wake needs, and the data
 //! is read only when an object's reconcile needs it (`credentials::resolve`). Nothing is cached:
@@ -42,7 +43,8 @@ impl OwnWrites {
     }
 }
 
-/// Whether a change of the Secret `namespace/name` may change the credentials `obj` uses:
+/// Whether a change of the Secret `namespace/name` may change what `obj` writes to ARM: a Secret
+/// it takes a value of the body from ([`AmlKind::secret_values`]); or the credentials it uses:
 /// the Secret its spec names; else its namespace's `aml-credentials`, or the operator-wide
 /// default; and, for a child that inherits its parent's credentials, the Secret it last used
 /// (`status.credentialsSecret`). Wider than exact (a child also wakes for its namespace's default
@@ -50,6 +52,9 @@ impl OwnWrites {
 /// person's wait.
 pub fn uses<K: AmlKind>(obj: &K, namespace: &str, name: &str, default: Option<&SecretRef>) -> bool {
     let same_namespace = obj.namespace().as_deref() == Some(namespace);
+    if same_namespace && obj.secret_values().iter().any(|v| v.reference.name == name) {
+        return true;
+    }
     if let Some(own) = obj.policies().credentials {
         return same_namespace && own.secret_name == name;
     }

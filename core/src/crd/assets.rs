@@ -80,6 +80,8 @@ macro_rules! immutable {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.workspaceRef) != has(self.workspaceId)", "message": "set exactly one of workspaceRef or workspaceId"},
+    {"rule": "has(self.modelUri) != has(self.datastoreRef)", "message": "set exactly one of modelUri or datastoreRef (with path)"},
+    {"rule": "has(self.datastoreRef) == has(self.path)", "message": "path goes with datastoreRef: set both or neither"},
 ]))]
 pub struct AmlModelVersionSpec {
     /// Fields every asset version has.
@@ -91,10 +93,22 @@ pub struct AmlModelVersionSpec {
     pub version: String,
     /// Where the model's files are: `azureml://datastores/<datastore>/paths/<path>`, an
     /// `https://<account>.blob.core.windows.net/<container>/<path>` URL, or
-    /// `azureml://jobs/<job>/outputs/<output>/paths/<path>`. Immutable.
+    /// `azureml://jobs/<job>/outputs/<output>/paths/<path>`. Set this, or `datastoreRef` and
+    /// `path`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": immutable!("modelUri")}]))]
-    pub model_uri: String,
+    pub model_uri: Option<String>,
+    /// The AmlDatastore (same namespace) that holds the model's files, at `path`: the version
+    /// waits for it to be Ready and sends `azureml://datastores/<its name>/paths/<path>`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": immutable!("datastoreRef")}]))]
+    pub datastore_ref: Option<AssetRef>,
+    /// The folder or file in `datastoreRef`, e.g. `models/sklearn/1/`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": immutable!("path")}]))]
+    pub path: Option<String>,
     /// Storage format: `custom_model` (files), `mlflow_model` (an MLflow model; no scoring script
     /// or environment needed to deploy it) or `triton_model`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,7 +303,8 @@ pub struct AssetStatus {
 
 impl super::Definition for AmlModelVersion {
     const NAMING: super::Naming = super::Naming::Arm(&NAME_RULE);
-    const PRESENCE_IMMUTABLE: &'static [&'static str] = &["workspaceRef", "workspaceId", "modelType", "flavors", "jobName"];
+    const PRESENCE_IMMUTABLE: &'static [&'static str] =
+        &["workspaceRef", "workspaceId", "modelUri", "datastoreRef", "path", "modelType", "flavors", "jobName"];
 }
 
 impl super::Definition for AmlEnvironmentVersion {

@@ -72,6 +72,28 @@ pub struct WorkspaceRef {
     pub name: String,
 }
 
+/// One key of a Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret (in the object's namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// A reference to an object another uses in the same namespace (a deployment's AmlModelVersion,
+/// AmlEnvironmentVersion and AmlCodeVersion; a model version's AmlDatastore).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetRef {
+    /// `metadata.name` of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
 /// What deleting the Kubernetes object does to the Azure resource.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum DeletionPolicy {

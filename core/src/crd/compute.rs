@@ -235,18 +235,6 @@ pub struct UserAccountCredentials {
     pub admin_user_password_secret_ref: Option<SecretKeyRef>,
 }
 
-/// One key of a Secret in the object's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Name of the Secret (in the object's namespace).
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key within the Secret.
-    #[schemars(length(min = 1))]
-    pub key: String,
-}
-
 /// Settings of a ComputeInstance (ARM `ComputeInstanceProperties`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -121,16 +121,6 @@ pub struct EndpointRef {
     pub name: String,
 }
 
-/// A reference to an asset version object (AmlModelVersion, AmlEnvironmentVersion, AmlCodeVersion)
-/// in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AssetRef {
-    /// `metadata.name` of the object.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
-
 /// The scoring code of a deployment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

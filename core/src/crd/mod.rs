@@ -3,6 +3,7 @@
 pub mod assets;
 pub mod common;
 pub mod compute;
+pub mod datastore;
 pub mod deployment;
 pub mod endpoint;
 pub mod role_assignment;
@@ -10,6 +11,7 @@ pub mod workspace;
 
 pub use assets::{AmlCodeVersion, AmlEnvironmentVersion, AmlModelVersion, AssetSpec, AssetStatus};
 pub use common::*;
+pub use datastore::{AmlDatastore, AmlDatastoreSpec, AmlDatastoreStatus};
 pub use compute::{AmlCompute, AmlComputeSpec, AmlComputeStatus, ComputeType};
 pub use deployment::{AmlOnlineDeployment, AmlOnlineDeploymentSpec, AmlOnlineDeploymentStatus};
 pub use endpoint::{AmlOnlineEndpoint, AmlOnlineEndpointSpec, AmlOnlineEndpointStatus};
@@ -28,6 +30,7 @@ macro_rules! for_each_kind {
         $m!(
             AmlWorkspace,
             AmlCompute,
+            AmlDatastore,
             AmlModelVersion,
             AmlEnvironmentVersion,
             AmlCodeVersion,

@@ -9,8 +9,8 @@
 
 use crate::arm::{ServicePrincipal, ids};
 use crate::controller::{
-    AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Refined, Resolved, Target, drift, plan,
-    workspace_parent,
+    AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Reference, Refined, Resolved, Target, drift,
+    plan, workspace_parent,
 };
 use crate::crd::{AmlCodeVersion, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AssetSpec, CommonSpec, CommonStatus};
 use kube::api::ApiResource;
@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 /// Spec fields that are operator settings or the version's address, not ARM `properties`.
 const NOT_PROPERTIES: &[&str] =
-    &["azureName", "credentials", "deletionPolicy", "managementPolicy", "workspaceRef", "workspaceId", "version"];
+    &["azureName", "credentials", "deletionPolicy", "managementPolicy", "workspaceRef", "workspaceId", "version", "datastoreRef", "path"];
 
 /// What differs between the three asset kinds.
 trait Asset: AmlKind + Serialize {
@@ -30,15 +30,30 @@ trait Asset: AmlKind + Serialize {
     const AS_REFERENCE: ParentKind;
     /// JSON pointers of the body that cannot change in an existing version.
     const IMMUTABLE: &'static [&'static str];
+    /// Kinds of objects the version uses (a model's datastore).
+    const REFERENCE_KINDS: &'static [ParentKind] = &[];
+    /// The objects the version uses.
+    fn references(&self) -> Vec<Reference<'_>> {
+        Vec::new()
+    }
     /// The spec fields every asset version has.
     fn asset(&self) -> &AssetSpec;
     /// `spec.version`.
     fn version(&self) -> &str;
+    /// The body completed with what resolution found of the objects the version uses. Default:
+    /// nothing to add.
+    fn with_references(&self, _resolved: &Resolved, body: Value) -> Value {
+        body
+    }
 }
 
 impl Asset for AmlModelVersion {
     const SEGMENT: &'static str = "models";
     const AS_REFERENCE: ParentKind = ParentKind::Model;
+    const REFERENCE_KINDS: &'static [ParentKind] = &[ParentKind::Datastore];
+    fn references(&self) -> Vec<Reference<'_>> {
+        self.spec.datastore_ref.iter().map(|r| Reference { kind: ParentKind::Datastore, name: &r.name, field: DATASTORE_FIELD }).collect()
+    }
     const IMMUTABLE: &'static [&'static str] =
         &["/properties/modelUri", "/properties/modelType", "/properties/flavors", "/properties/jobName"];
     fn asset(&self) -> &AssetSpec {
@@ -47,7 +62,18 @@ impl Asset for AmlModelVersion {
     fn version(&self) -> &str {
         &self.spec.version
     }
+    /// A model in a datastore object: its URI names the datastore's Azure name.
+    fn with_references(&self, resolved: &Resolved, mut body: Value) -> Value {
+        if let (Some(id), Some(path)) = (resolved.references.get(DATASTORE_FIELD), &self.spec.path) {
+            let datastore = id.rsplit('/').next().unwrap_or_default();
+            body["properties"]["modelUri"] = json!(format!("azureml://datastores/{datastore}/paths/{}", path.trim_start_matches('/')));
+        }
+        body
+    }
 }
+
+/// The spec field of a model version that names its datastore.
+const DATASTORE_FIELD: &str = "spec.datastoreRef";
 
 impl Asset for AmlEnvironmentVersion {
     const SEGMENT: &'static str = "environments";
@@ -195,12 +221,19 @@ macro_rules! asset_kind {
             fn refine<'a>(
                 &'a self,
                 _ctx: &'a Context,
-                _resolved: &'a Resolved,
+                resolved: &'a Resolved,
                 target: &'a Target,
                 desired: Value,
                 actual: Option<&'a Value>,
             ) -> BoxFuture<'a, Result<Refined, Error>> {
+                let desired = self.with_references(resolved, desired);
                 Box::pin(async move { refine::<$kind>(target, desired, actual) })
+            }
+
+            const REFERENCE_KINDS: &'static [ParentKind] = <$kind as Asset>::REFERENCE_KINDS;
+
+            fn references(&self) -> Vec<Reference<'_>> {
+                <$kind as Asset>::references(self)
             }
 
             /// The asset's own tags are a map the spec owns; its `properties` are not (Azure ML

@@ -3,15 +3,14 @@
 //! PUT may follow, and never count as drift (ARM does not return them). A change of scale settings
 //! alone is one PATCH; deleting sends `underlyingResourceAction=Delete`.
 
-use crate::controller::{child_target, workspace_parent};
+use crate::controller::{child_target, secret_values, workspace_parent};
 use crate::controller::{
     AmlKind, BoxFuture, Context, Error, ParentKind, ParentRef, Refined, Resolved, Target, UpdateRequest,
     drift,
 };
-use crate::crd::compute::{AmlComputeSettings, SecretKeyRef};
+use crate::crd::compute::AmlComputeSettings;
 use crate::crd::{AmlCompute, CommonSpec, CommonStatus, ComputeType, ManagementPolicy};
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
 /// Where the cluster's scale settings sit in the body (and in ARM's answer).
@@ -120,7 +119,7 @@ impl AmlKind for AmlCompute {
                 (&credentials.admin_user_ssh_public_key_secret_ref, ADMIN_SSH_KEY, "adminUserSshPublicKeySecretRef"),
             ] {
                 let Some(reference) = reference else { continue };
-                let value = secret_value(ctx, &ns, reference, what).await?;
+                let value = secret_values::read(ctx, &ns, reference, &format!("amlCompute.userAccountCredentials.{what}")).await?;
                 let (parent, field) = pointer.rsplit_once('/').unwrap_or((pointer, ""));
                 if let Some(Value::Object(creds)) = desired.pointer_mut(parent) {
                     creds.insert(field.to_string(), Value::String(value));
@@ -205,41 +204,6 @@ fn error_text(e: &Value) -> Option<String> {
     let code = e.get("code")?.as_str()?;
     let message = e.get("message").and_then(Value::as_str).unwrap_or_default();
     Some(format!("{code}: {message}"))
-}
-
-/// The value of one Secret key in `ns`. Errors name the Secret and key, never the value.
-async fn secret_value(ctx: &Context, ns: &str, reference: &SecretKeyRef, what: &str) -> Result<String, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = api
-        .get_opt(&reference.name)
-        .await
-        .map_err(|source| Error::Kube { what: "reading the userAccountCredentials Secret", source })?;
-    let missing = || {
-        Error::SecretNotFound(format!(
-            "Secret {ns}/{} with key {} (amlCompute.userAccountCredentials.{what}) not found: create it",
-            reference.name, reference.key
-        ))
-    };
-    let secret = secret.ok_or_else(missing)?;
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&reference.key))
-        .map(|b| b.0.clone())
-        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&reference.key)).map(|s| s.clone().into_bytes()))
-        .ok_or_else(missing)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        Error::SecretNotFound(format!("Secret {ns}/{} key {} is not UTF-8 text", reference.name, reference.key))
-    })?;
-    // `kubectl create secret --from-file` keeps the file's final newline; ARM must not get it.
-    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_string();
-    if text.is_empty() {
-        return Err(Error::SecretNotFound(format!(
-            "Secret {ns}/{} key {} is empty: put the value there",
-            reference.name, reference.key
-        )));
-    }
-    Ok(text)
 }
 
 #[cfg(test)]

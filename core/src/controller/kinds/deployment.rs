@@ -82,7 +82,7 @@ impl AmlKind for AmlOnlineDeployment {
     ) -> BoxFuture<'a, Result<Refined, Error>> {
         for (field, pointer) in REFERENCED_AT {
             if let Some(id) = resolved.references.get(field) {
-                set_pointer(&mut desired, pointer, json!(id));
+                crate::controller::set_pointer(&mut desired, pointer, json!(id));
             }
         }
         Box::pin(async move { Ok(Refined { body: desired, waiting: None }) })
@@ -188,23 +188,6 @@ impl AmlKind for AmlOnlineDeployment {
             }
         }
         UpdateRequest::Patch(Value::Object(patch))
-    }
-}
-
-/// Sets `pointer` in `body` to `value`, making the objects on the way.
-fn set_pointer(body: &mut Value, pointer: &str, value: Value) {
-    let mut at = body;
-    let mut keys = pointer.split('/').skip(1).peekable();
-    while let Some(key) = keys.next() {
-        if !at.is_object() {
-            *at = json!({});
-        }
-        let Value::Object(map) = at else { return };
-        if keys.peek().is_none() {
-            map.insert(key.to_string(), value);
-            return;
-        }
-        at = map.entry(key.to_string()).or_insert_with(|| json!({}));
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod assets;
 pub mod compute;
+pub mod datastore;
 pub mod dependencies;
 pub mod deployment;
 pub mod endpoint;
@@ -19,7 +20,7 @@ use super::plan::{self, Planned};
 use super::run::{self, Shared};
 use super::{AmlKind, BoxFuture, Context, Error, ParentRef, pipeline};
 use crate::crd::{
-    AmlCodeVersion, AmlCompute, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AmlOnlineEndpoint,
+    AmlCodeVersion, AmlCompute, AmlDatastore, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AmlOnlineEndpoint,
     AmlRoleAssignment, AmlWorkspace, DeletionPolicy, Definition, ManagementPolicy,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -167,6 +168,7 @@ mod tests {
             [
                 "AmlWorkspace",
                 "AmlCompute",
+                "AmlDatastore",
                 "AmlModelVersion",
                 "AmlEnvironmentVersion",
                 "AmlCodeVersion",

@@ -94,7 +94,9 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
              raise --resync-seconds, or split the objects over more service principals"
         );
     }
-    let built = obj.desired(&target)?;
+    let mut built = obj.desired(&target)?;
+    // Values from Secrets (a datastore's key), before any ARM call: a missing one costs none.
+    let secret_digest = with_secret_values(obj, ctx, &mut built).await?;
     let api_version = K::arm_api_version(&ctx.config);
     st.arm_id = Some(target.arm_id.clone());
     // Some resources (role assignments) have no location.
@@ -176,6 +178,11 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
             }
             other => other?,
         };
+    // The digest of the secret values last written stays in status through every read.
+    let mut kind_status = kind_status;
+    if let (Some(_), Some(last)) = (&secret_digest, st.outputs.get(SECRET_DIGEST)) {
+        kind_status.insert(SECRET_DIGEST.into(), last.clone());
+    }
     st.outputs.extend(kind_status.clone());
     if let Some((reason, message)) = pending {
         if let Some(actual) = &observed {
@@ -229,7 +236,14 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
                 // retry a person asked for: write the spec again, drifted or not. A failure of that
                 // write is then classified above.
             }
-            let drifted = drift::drifted::<K>(&desired, actual);
+            let mut drifted = drift::drifted::<K>(&desired, actual);
+            if let Some(digest) = &secret_digest
+                && st.outputs.get(SECRET_DIGEST).and_then(Value::as_str) != Some(digest.as_str())
+            {
+                // A GET cannot show the secret: its value changed since the last write (or was
+                // never written by this object), so it is written again.
+                drifted.push(K::write_only_paths().first().copied().unwrap_or("/").to_string());
+            }
             let rewrite = is_failed(&state) && !observe_only;
             if !rewrite && (drifted.is_empty() || observe_only || waits_for_person(obj, &st)) {
                 let mut again = None;
@@ -311,8 +325,33 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
             MIN_POLL
         }
     };
+    if let Some(digest) = secret_digest {
+        st.outputs.insert(SECRET_DIGEST.into(), Value::String(digest));
+    }
     st.stand(in_flight(action));
     Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events))
+}
+
+/// The status field holding the digest of the secret values last written.
+const SECRET_DIGEST: &str = "secretDigest";
+
+/// Reads the object's [`AmlKind::secret_values`] into `body`; returns their SHA-256 digest (hex),
+/// or `None` when the object takes none. The values go nowhere else.
+async fn with_secret_values<K: AmlKind>(obj: &K, ctx: &Context, body: &mut Value) -> Result<Option<String>, Error> {
+    let wanted = obj.secret_values();
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let mut hashed = ring::digest::Context::new(&ring::digest::SHA256);
+    for v in wanted {
+        let value = crate::controller::secret_values::read(ctx, &ns, v.reference, v.field).await?;
+        for part in [v.pointer.as_bytes(), b"\0", value.as_bytes(), b"\0"] {
+            hashed.update(part);
+        }
+        crate::controller::set_pointer(body, v.pointer, Value::String(value));
+    }
+    Ok(Some(hashed.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()))
 }
 /// ARM's code and message when `err` is a refusal of what the spec asks for (see
 /// [`crate::controller::error::refusal`]): a region, VM size or instance type Azure does not offer, a core
