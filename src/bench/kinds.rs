@@ -111,6 +111,16 @@ pub const ROLE_ASSIGNMENT: KindGen = KindGen {
     arm_segment: "/providers/microsoft.authorization/roleassignments/",
 };
 
+/// `AmlDatastore`s named `ds-00008`, …: a blob container with identity-based access, under the
+/// workspace generated eight places before it.
+pub const DATASTORE: KindGen = KindGen {
+    kind: "AmlDatastore",
+    plural: "amldatastores",
+    object: datastore,
+    arm_id: datastore_arm_id,
+    arm_segment: "/datastores/",
+};
+
 /// The kinds P2 to P4 create: workspaces and a compute cluster under each (one ARM write per
 /// object, which is what P2's bound assumes).
 pub fn all() -> Vec<KindGen> {
@@ -119,7 +129,7 @@ pub fn all() -> Vec<KindGen> {
 
 /// Every kind, in an order where each child follows its parent: what P1 measures, per kind.
 pub fn every() -> Vec<KindGen> {
-    vec![WORKSPACE, COMPUTE, MODEL, ENVIRONMENT, CODE, ENDPOINT, DEPLOYMENT, ROLE_ASSIGNMENT]
+    vec![WORKSPACE, COMPUTE, MODEL, ENVIRONMENT, CODE, ENDPOINT, DEPLOYMENT, ROLE_ASSIGNMENT, DATASTORE]
 }
 
 /// The kind of `kinds` an ARM request path belongs to: the one whose resource-type segment comes
@@ -250,6 +260,25 @@ fn code(namespace: &str, index: usize) -> Value {
 
 fn code_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
     asset_arm_id(subscription, namespace, index, 4, "codes", "code")
+}
+
+fn datastore(namespace: &str, index: usize) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "AmlDatastore",
+        "metadata": {"name": format!("ds-{index:05}"), "namespace": namespace},
+        "spec": {
+            "workspaceRef": {"name": workspace_name(index.saturating_sub(8))},
+            "datastoreType": "AzureBlob",
+            "accountName": "benchsa",
+            "containerName": format!("data-{index:05}"),
+            "storageCredentials": {"credentialsType": "None"}
+        }
+    })
+}
+
+fn datastore_arm_id(subscription: &str, namespace: &str, index: usize) -> String {
+    format!("{}/datastores/ds-{index:05}", workspace_arm_id(subscription, namespace, index.saturating_sub(8)))
 }
 
 fn compute(namespace: &str, index: usize) -> Value {

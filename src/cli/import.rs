@@ -87,6 +87,7 @@ pub type ManifestFn = fn(&Value, &ImportContext<'_>) -> Result<(String, String),
 pub const IMPORT_KINDS: &[ImportKind] = &[
     ImportKind { kind: "AmlWorkspace", segment: "workspaces", parent: None, manifest: workspace_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
     ImportKind { kind: "AmlCompute", segment: "computes", parent: Some("AmlWorkspace"), manifest: compute_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
+    ImportKind { kind: "AmlDatastore", segment: "datastores", parent: Some("AmlWorkspace"), manifest: datastore_manifest, api_version: None, query: &[], keep: keep_all, versioned: false },
     ImportKind { kind: "AmlModelVersion", segment: "models", parent: Some("AmlWorkspace"), manifest: model_manifest, api_version: None, query: &[], keep: keep_all, versioned: true },
     ImportKind { kind: "AmlEnvironmentVersion", segment: "environments", parent: Some("AmlWorkspace"), manifest: environment_manifest, api_version: None, query: &[], keep: keep_all, versioned: true },
     ImportKind { kind: "AmlCodeVersion", segment: "codes", parent: Some("AmlWorkspace"), manifest: code_manifest, api_version: None, query: &[], keep: keep_all, versioned: true },
@@ -148,6 +149,11 @@ pub async fn import(args: &ImportArgs, given: Option<ArmSetup>, out: &mut (dyn W
             }
             match (kind.manifest)(&resource, &ctx) {
                 Ok((name, yaml)) => {
+                    if kind.kind == "AmlDatastore" && yaml.contains("secretRef:") {
+                        say(out, &format!(
+                            "# note: AmlDatastore {name}: Azure never returns its secret; create Secret {name}-credentials with the key named in storageCredentials.secretRef before applying"
+                        ))?;
+                    }
                     let imported = Imported { kind: kind.kind, name, arm_id: arm_id.clone(), yaml };
                     for child in IMPORT_KINDS.iter().filter(|c| c.parent == Some(kind.kind)) {
                         queue.push((child, format!("{arm_id}/{}", child.segment), Some(imported.clone())));
@@ -460,6 +466,45 @@ fn environment_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String,
 
 fn code_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
     version_manifest::<crate::crd::AmlCodeVersion>(arm, ctx, "AmlCodeVersion")
+}
+
+/// Datastore properties ARM fills in.
+const DATASTORE_READ_ONLY: &[&str] = &["isDefault", "provisioningState", "credentials", "tags", "properties"];
+
+/// A datastore, without its secret (ARM never returns it): the manifest's `storageCredentials`
+/// names a Secret key to fill in, `<name>-credentials` / the secret's own key, and a warning says so.
+fn datastore_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, String), String> {
+    let (name, mut spec) = child_spec(arm, ctx, "workspaceRef")?;
+    let props = &arm["properties"];
+    let mut fields = settable(props);
+    for key in DATASTORE_READ_ONLY {
+        fields.remove(*key);
+    }
+    spec.extend(fields);
+    for key in ["tags", "properties"] {
+        if let Some(map) = props.get(key).and_then(Value::as_object).filter(|m| !m.is_empty()) {
+            spec.insert(key.into(), Value::Object(map.clone()));
+        }
+    }
+    let c = &props["credentials"];
+    let kind = c["credentialsType"].as_str().unwrap_or("None");
+    let mut credentials = json!({"credentialsType": kind});
+    for key in ["clientId", "tenantId", "authorityUrl", "resourceUrl"] {
+        if let Some(v) = c.get(key).filter(|v| v.is_string()) {
+            credentials[key] = v.clone();
+        }
+    }
+    let secret_key = match kind {
+        "AccountKey" => Some("key"),
+        "Sas" => Some("sasToken"),
+        "ServicePrincipal" => Some("clientSecret"),
+        _ => None,
+    };
+    if let Some(key) = secret_key {
+        credentials["secretRef"] = json!({"name": format!("{name}-credentials"), "key": key});
+    }
+    spec.insert("storageCredentials".into(), credentials);
+    render::<crate::crd::AmlDatastore>(&name, spec, "AmlDatastore")
 }
 
 /// An assignment made at the parent itself (`atScope()` also lists those inherited from above)

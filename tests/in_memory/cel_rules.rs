@@ -104,7 +104,7 @@ fn every_example_parses_as_its_type_and_passes_the_cel_rules() {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("examples/ is missing");
     };
-    let blue_green = std::fs::read_dir(dir.join("blue-green")).expect("examples/blue-green/");
+    let blue_green = std::fs::read_dir(dir.join("../blue-green")).expect("blue-green/");
     let kinds: Vec<String> = aml_operator::controller::kinds::crds().into_iter().map(|c| c.spec.names.kind).collect();
     let mut checked = Vec::new();
     for entry in entries.flatten().chain(blue_green.flatten()) {

@@ -3,7 +3,7 @@
 //! process and the emulator as Azure (it refuses a deployment naming an asset it does not have):
 //! admission refuses edits of a version's immutable fields; `examples/` converges model →
 //! environment → code → endpoint → deployment; then the blue/green sequence of
-//! `examples/blue-green/`, each step with exactly the ARM writes it needs (printed), and the
+//! `blue-green/`, each step with exactly the ARM writes it needs (printed), and the
 //! endpoint never routing traffic to a deployment that does not exist.
 
 use crate::support;
@@ -29,6 +29,10 @@ fn documents(file: &Path) -> Vec<Value> {
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn blue_green() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("blue-green")
 }
 
 fn api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
@@ -83,7 +87,7 @@ async fn examples_converge_the_serving_chain_and_blue_green_takes_one_write_per_
     let model1 = documents(&examples().join("model.yaml")).remove(0);
     apply(&client, &ns, &model1).await;
     for (field, value, says) in [
-        ("modelUri", json!("azureml://datastores/workspaceblobstore/paths/other/"), "spec.modelUri: Invalid value"),
+        ("path", json!("models/other/"), "path is immutable"),
         ("version", json!("2"), "version is immutable"),
         ("azureName", json!("other-model"), "azureName is immutable"),
     ] {
@@ -149,7 +153,7 @@ async fn examples_converge_the_serving_chain_and_blue_green_takes_one_write_per_
 
     // Step 1: model version 2 and green, with no traffic.
     emulator.clear_requests();
-    let green = documents(&examples().join("blue-green/green.yaml"));
+    let green = documents(&blue_green().join("green.yaml"));
     for obj in &green {
         apply(&client, &ns, obj).await;
     }
@@ -163,7 +167,7 @@ async fn examples_converge_the_serving_chain_and_blue_green_takes_one_write_per_
 
     // Step 2: all traffic to green.
     emulator.clear_requests();
-    let endpoint = documents(&examples().join("blue-green/endpoint.yaml"));
+    let endpoint = documents(&blue_green().join("endpoint.yaml"));
     apply(&client, &ns, &endpoint[0]).await;
     all_ready(&client, &ns, &endpoint, "the endpoint Ready with the new split").await;
     let step2 = writes(&emulator);
