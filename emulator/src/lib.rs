@@ -22,13 +22,17 @@
 //! where the emulator holds dependencies; ids elsewhere are taken on trust, so tests may name
 //! resources the emulator never saw.
 
-mod arm;
 pub mod armspec;
 mod authz;
+mod call;
 pub mod catalog;
 mod fault;
+mod ml;
 mod model;
+mod operations;
+mod providers;
 mod reply;
+mod router;
 mod state;
 mod tls;
 mod token;
@@ -51,9 +55,10 @@ use tokio::task::JoinHandle;
 pub use self::catalog::{Catalog, CoreQuota, VmSize};
 pub use self::fault::{FaultKind, FaultParseError, FaultRule, OperationEnd};
 
-use self::arm::{ArmCall, ArmSettings};
+use self::call::{ArmCall, ArmSettings};
 use self::fault::Delivery;
-use self::model::{RenderCtx, ResId, Route};
+use self::model::{RenderCtx, ResId};
+use self::router::Route;
 use self::reply::Reply;
 use self::state::{ActiveFault, RateClass, Resource, State};
 
@@ -546,7 +551,7 @@ impl Shared {
             client_id,
             now: SystemTime::now(),
         };
-        call.handle(route, method, body)
+        router::handle(&mut call, route, method, body)
     }
 }
 

@@ -296,26 +296,20 @@ impl ResId {
 
     /// Parses a resource id (no trailing action). `None` if it is not a type the emulator knows.
     pub(crate) fn parse(id: &str) -> Option<ResId> {
-        match Route::parse(id) {
-            Route::Resource { id, action: None } => Some(id),
+        match Address::parse(id) {
+            Address::Resource { id, action: None } => Some(id),
             _ => None,
         }
     }
 }
 
-/// What a request path addresses.
+/// What a path under `/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}/` names,
+/// for the providers the emulator plays: the grammar of ARM resource ids. The router decides which
+/// request paths reach it; handlers use it (through [`ResId::parse`]) to read ids in bodies.
 #[derive(Debug)]
-pub(crate) enum Route {
-    /// `/{tenant}/oauth2/v2.0/token`.
-    Token { tenant: String },
-    /// Entra's discovery documents, which MSAL-based clients read before asking for a token.
-    Discovery(Discovery),
+pub(crate) enum Address {
     /// A resource, optionally with a POST action after it (`listKeys`).
     Resource { id: ResId, action: Option<String> },
-    /// `POST /subscriptions/{sub}/providers/{provider}/checkNameAvailability` (storage, key vault).
-    CheckName { provider: String },
-    /// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}`.
-    DeletedVault { sub: String, name: String },
     /// A list of resources of `kind` under `parent` (or in the resource group).
     Collection {
         sub: String,
@@ -323,92 +317,28 @@ pub(crate) enum Route {
         parent: Option<ResId>,
         kind: Kind,
     },
-    /// Azure-AsyncOperation status resource.
-    OperationStatus { sub: String, op_id: String },
-    /// Location (operation result) URL.
-    OperationResult { sub: String, op_id: String },
-    /// Role assignments at `scope` (`{scope}/providers/Microsoft.Authorization/roleAssignments`):
-    /// the list when `name` is `None`, else one assignment.
-    RoleAssignments { scope: String, name: Option<String> },
     /// A path under the provider naming a type the emulator does not know.
     UnknownType { type_path: String },
     /// Anything else.
     NotFound,
 }
 
-/// The Entra documents a client reads to find the token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Discovery {
-    /// `/{tenant}/v2.0/.well-known/openid-configuration` (or the v1 `/{tenant}/.well-known/...`).
-    OpenIdConfiguration { tenant: String, v2: bool },
-    /// `/common/discovery/instance` (MSAL's instance discovery; also under `/{tenant}/`).
-    Instance,
-    /// `/{tenant}/discovery/v2.0/keys` (the signing keys the OpenID configuration points at).
-    Keys,
-}
-
-impl Discovery {
-    fn parse(segs: &[&str]) -> Option<Discovery> {
-        let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
-        let words: Vec<&str> = lower.iter().map(String::as_str).collect();
-        match words.as_slice() {
-            [_, "v2.0", ".well-known", "openid-configuration"] => {
-                Some(Discovery::OpenIdConfiguration { tenant: segs[0].to_owned(), v2: true })
-            }
-            [_, ".well-known", "openid-configuration"] => {
-                Some(Discovery::OpenIdConfiguration { tenant: segs[0].to_owned(), v2: false })
-            }
-            [_, "discovery", "instance"] => Some(Discovery::Instance),
-            [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] => Some(Discovery::Keys),
-            _ => None,
-        }
-    }
-}
-
-impl Route {
-    /// Parses a request path (case-insensitive keywords, names kept as sent).
-    pub(crate) fn parse(path: &str) -> Route {
+impl Address {
+    /// Parses a path or id (case-insensitive keywords, names kept as sent).
+    pub(crate) fn parse(path: &str) -> Address {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let eq = |i: usize, word: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(word));
-
-        if segs.len() == 4 && eq(1, "oauth2") && eq(2, "v2.0") && eq(3, "token") {
-            return Route::Token {
-                tenant: segs[0].to_owned(),
-            };
-        }
-        if let Some(d) = Discovery::parse(&segs) {
-            return Route::Discovery(d);
-        }
-        match super::authz::parse(&segs) {
-            Some(Ok((scope, name))) => return Route::RoleAssignments { scope, name },
-            Some(Err(())) => return Route::NotFound,
-            None => {}
-        }
-        if !eq(0, "subscriptions") || segs.len() < 3 {
-            return Route::NotFound;
-        }
-        let sub = segs[1].to_owned();
-        if eq(2, "providers") && eq(4, "locations") && segs.len() == 8 {
-            let op_id = segs[7].to_ascii_lowercase();
-            if eq(6, "operations") || eq(6, "operationsStatus") {
-                return Route::OperationStatus { sub, op_id };
-            }
-            if eq(6, "operationResults") {
-                return Route::OperationResult { sub, op_id };
-            }
-            if eq(3, "Microsoft.KeyVault") && eq(6, "deletedVaults") {
-                return Route::DeletedVault { sub, name: segs[7].to_owned() };
-            }
-            return Route::NotFound;
-        }
-        if eq(2, "providers") && segs.len() == 5 && eq(4, "checkNameAvailability") {
-            return Route::CheckName { provider: segs[3].to_owned() };
-        }
         let provider = segs.get(5).copied().unwrap_or_default();
         let known_provider = TOP_LEVEL.iter().any(|k| k.provider().eq_ignore_ascii_case(provider));
-        if !(eq(2, "resourceGroups") && segs.len() >= 6 && eq(4, "providers") && known_provider) {
-            return Route::NotFound;
+        if !(eq(0, "subscriptions")
+            && eq(2, "resourceGroups")
+            && segs.len() >= 6
+            && eq(4, "providers")
+            && known_provider)
+        {
+            return Address::NotFound;
         }
+        let sub = segs[1].to_owned();
         let rg = segs[3].to_owned();
         let rest = &segs[6..];
         let mut id = ResId {
@@ -423,7 +353,7 @@ impl Route {
                 (Some(kind), Some(name)) => id.chain.push((kind, (*name).to_owned())),
                 (Some(kind), None) => {
                     let parent = (!id.chain.is_empty()).then_some(id);
-                    return Route::Collection {
+                    return Address::Collection {
                         sub,
                         rg,
                         parent,
@@ -431,7 +361,7 @@ impl Route {
                     };
                 }
                 (None, None) if !id.chain.is_empty() => {
-                    return Route::Resource {
+                    return Address::Resource {
                         id,
                         action: Some(rest[i].to_owned()),
                     };
@@ -444,15 +374,15 @@ impl Route {
                     }
                     type_path.push('/');
                     type_path.push_str(rest[i]);
-                    return Route::UnknownType { type_path };
+                    return Address::UnknownType { type_path };
                 }
             }
             i += 2;
         }
         if id.chain.is_empty() {
-            return Route::NotFound;
+            return Address::NotFound;
         }
-        Route::Resource { id, action: None }
+        Address::Resource { id, action: None }
     }
 }
 
@@ -909,61 +839,6 @@ fn render_deployment(v: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_routes() {
-        let p = "/subscriptions/s/resourceGroups/RG/providers/microsoft.machinelearningservices/Workspaces/ws/onlineendpoints/Ep/deployments/blue";
-        let Route::Resource { id, action: None } = Route::parse(p) else {
-            panic!("not a resource")
-        };
-        assert_eq!(id.kind(), Kind::OnlineDeployment);
-        assert_eq!(
-            id.canonical(),
-            "/subscriptions/s/resourceGroups/RG/providers/Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/Ep/deployments/blue"
-        );
-        assert_eq!(id.parent().map(|p| p.kind()), Some(Kind::OnlineEndpoint));
-
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/ep/listKeys";
-        assert!(
-            matches!(Route::parse(p), Route::Resource { action: Some(a), .. } if a == "listKeys")
-        );
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/computes";
-        assert!(matches!(
-            Route::parse(p),
-            Route::Collection {
-                kind: Kind::Compute,
-                parent: Some(_),
-                ..
-            }
-        ));
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/datastores/d";
-        assert!(matches!(Route::parse(p), Route::UnknownType { .. }));
-        let p = "/subscriptions/s/providers/Microsoft.MachineLearningServices/locations/eastus/operationResults/ABC";
-        assert!(matches!(Route::parse(p), Route::OperationResult { op_id, .. } if op_id == "abc"));
-        assert!(
-            matches!(Route::parse("/tenant/oauth2/v2.0/token"), Route::Token { tenant } if tenant == "tenant")
-        );
-        assert!(matches!(Route::parse("/"), Route::NotFound));
-
-        // A workspace's dependencies: the same segment under another namespace is another type.
-        let p = "/subscriptions/s/resourcegroups/rg/providers/microsoft.operationalinsights/workspaces/law";
-        let Route::Resource { id, action: None } = Route::parse(p) else {
-            panic!("not a resource")
-        };
-        assert_eq!(id.kind(), Kind::LogAnalytics);
-        assert_eq!(
-            id.canonical(),
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/law"
-        );
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1";
-        assert_eq!(ResId::parse(p).map(|id| id.kind()), Some(Kind::StorageAccount));
-        let p = "/subscriptions/s/providers/Microsoft.KeyVault/checkNameAvailability";
-        assert!(matches!(Route::parse(p), Route::CheckName { provider } if provider == "Microsoft.KeyVault"));
-        let p = "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/kv1";
-        assert!(matches!(Route::parse(p), Route::DeletedVault { name, .. } if name == "kv1"));
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm";
-        assert!(matches!(Route::parse(p), Route::NotFound));
-    }
 
     #[test]
     fn name_patterns() {
