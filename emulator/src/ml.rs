@@ -128,6 +128,11 @@ impl ArmCall<'_> {
         if let Err(reply) = self.check_offer(id, &body) {
             return reply;
         }
+        if kind == Kind::OnlineDeployment
+            && let Err(reply) = self.check_asset_references(id, &body)
+        {
+            return reply;
+        }
         // A compute whose VM size the region does not offer is accepted, then fails (below).
         let refused = (kind == Kind::Compute).then(|| self.unsupported_vm_size(&body)).flatten();
         if existing.is_none()
@@ -178,6 +183,7 @@ impl ArmCall<'_> {
             body: Value::Null,
             op: None,
             keys: None,
+            secrets: None,
         });
         entry.body = rendered.clone();
         if kind == Kind::OnlineEndpoint {
@@ -675,6 +681,14 @@ fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
     let bad = |message: String| Err(Reply::arm_error(400, "InvalidRequestContent", message));
     match kind {
         Kind::Workspace | Kind::LogAnalytics => Ok(()),
+        // A workspace asset's rules are in `assets` (its PUT does not come here).
+        Kind::ModelContainer
+        | Kind::ModelVersion
+        | Kind::EnvironmentContainer
+        | Kind::EnvironmentVersion
+        | Kind::CodeContainer
+        | Kind::CodeVersion
+        | Kind::Datastore => Ok(()),
         Kind::StorageAccount => match (field("kind"), field("sku/name")) {
             (Some(_), Some(_)) => Ok(()),
             _ => bad("The request content is missing the required properties 'kind' and 'sku.name'.".into()),
@@ -705,7 +719,7 @@ fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
 }
 
 /// Changes the service refuses on an existing resource.
-fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
+pub(crate) fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
     let old_loc = old
         .get("location")
         .and_then(Value::as_str)
@@ -739,6 +753,22 @@ fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
             "properties/properties/vmPriority",
         ],
         Kind::OnlineEndpoint | Kind::KeyVault | Kind::LogAnalytics => &[],
+        // A version's own rule (409, what changed) is in `assets`.
+        Kind::ModelContainer
+        | Kind::ModelVersion
+        | Kind::EnvironmentContainer
+        | Kind::EnvironmentVersion
+        | Kind::CodeContainer
+        | Kind::CodeVersion => &[],
+        Kind::Datastore => &[
+            "properties/datastoreType",
+            "properties/accountName",
+            "properties/containerName",
+            "properties/filesystem",
+            "properties/fileShareName",
+            "properties/endpoint",
+            "properties/protocol",
+        ],
         Kind::OnlineDeployment => &["properties/endpointComputeType"],
         Kind::StorageAccount => &["kind"],
         Kind::AppInsights => &["properties/Application_Type"],

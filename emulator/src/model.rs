@@ -21,13 +21,29 @@ const TOP_LEVEL: [Kind; 5] = [
     Kind::AppInsights,
 ];
 
-/// The resource types the emulator knows: the four ML types and a workspace's four dependencies.
+/// The resource types the emulator knows: the four ML types the operator manages, a workspace's
+/// assets (models, environments and code, each a container of versions; datastores) and a
+/// workspace's four dependencies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Workspace,
     Compute,
     OnlineEndpoint,
     OnlineDeployment,
+    /// `workspaces/models` (a container of versions).
+    ModelContainer,
+    /// `workspaces/models/versions`.
+    ModelVersion,
+    /// `workspaces/environments`.
+    EnvironmentContainer,
+    /// `workspaces/environments/versions`.
+    EnvironmentVersion,
+    /// `workspaces/codes`.
+    CodeContainer,
+    /// `workspaces/codes/versions`.
+    CodeVersion,
+    /// `workspaces/datastores` (no versions; write-only secrets).
+    Datastore,
     /// `Microsoft.Storage/storageAccounts` (global names).
     StorageAccount,
     /// `Microsoft.KeyVault/vaults` (global names, soft-deleted).
@@ -42,7 +58,17 @@ impl Kind {
     /// The resource provider namespace of this type.
     pub(crate) fn provider(self) -> &'static str {
         match self {
-            Kind::Workspace | Kind::Compute | Kind::OnlineEndpoint | Kind::OnlineDeployment => PROVIDER,
+            Kind::Workspace
+            | Kind::Compute
+            | Kind::OnlineEndpoint
+            | Kind::OnlineDeployment
+            | Kind::ModelContainer
+            | Kind::ModelVersion
+            | Kind::EnvironmentContainer
+            | Kind::EnvironmentVersion
+            | Kind::CodeContainer
+            | Kind::CodeVersion
+            | Kind::Datastore => PROVIDER,
             Kind::StorageAccount => "Microsoft.Storage",
             Kind::KeyVault => "Microsoft.KeyVault",
             Kind::LogAnalytics => "Microsoft.OperationalInsights",
@@ -53,6 +79,36 @@ impl Kind {
     /// Whether this is one of a workspace's dependencies (not an ML type).
     pub(crate) fn is_dependency(self) -> bool {
         self.provider() != PROVIDER
+    }
+
+    /// Whether this is a workspace asset, written synchronously (FACTS §11.1): a model,
+    /// environment or code container or version, or a datastore.
+    pub(crate) fn is_asset(self) -> bool {
+        matches!(
+            self,
+            Kind::ModelContainer
+                | Kind::ModelVersion
+                | Kind::EnvironmentContainer
+                | Kind::EnvironmentVersion
+                | Kind::CodeContainer
+                | Kind::CodeVersion
+                | Kind::Datastore
+        )
+    }
+
+    /// Whether this is a version of a model, environment or code asset.
+    pub(crate) fn is_version(self) -> bool {
+        matches!(self, Kind::ModelVersion | Kind::EnvironmentVersion | Kind::CodeVersion)
+    }
+
+    /// What the service calls a versioned asset in its messages (`Model`, `Environment`, `Code`).
+    pub(crate) fn asset_label(self) -> &'static str {
+        match self {
+            Kind::ModelContainer | Kind::ModelVersion => "Model",
+            Kind::EnvironmentContainer | Kind::EnvironmentVersion => "Environment",
+            Kind::CodeContainer | Kind::CodeVersion => "Code",
+            _ => "Resource",
+        }
     }
 
     /// Whether names of this type are unique across all of Azure (not per resource group).
@@ -67,6 +123,11 @@ impl Kind {
             Kind::Compute => "computes",
             Kind::OnlineEndpoint => "onlineEndpoints",
             Kind::OnlineDeployment => "deployments",
+            Kind::ModelContainer => "models",
+            Kind::EnvironmentContainer => "environments",
+            Kind::CodeContainer => "codes",
+            Kind::ModelVersion | Kind::EnvironmentVersion | Kind::CodeVersion => "versions",
+            Kind::Datastore => "datastores",
             Kind::StorageAccount => "storageAccounts",
             Kind::KeyVault => "vaults",
             Kind::LogAnalytics => "workspaces",
@@ -83,6 +144,15 @@ impl Kind {
             Kind::OnlineDeployment => {
                 "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments"
             }
+            Kind::ModelContainer => "Microsoft.MachineLearningServices/workspaces/models",
+            Kind::ModelVersion => "Microsoft.MachineLearningServices/workspaces/models/versions",
+            Kind::EnvironmentContainer => "Microsoft.MachineLearningServices/workspaces/environments",
+            Kind::EnvironmentVersion => {
+                "Microsoft.MachineLearningServices/workspaces/environments/versions"
+            }
+            Kind::CodeContainer => "Microsoft.MachineLearningServices/workspaces/codes",
+            Kind::CodeVersion => "Microsoft.MachineLearningServices/workspaces/codes/versions",
+            Kind::Datastore => "Microsoft.MachineLearningServices/workspaces/datastores",
             Kind::StorageAccount => "Microsoft.Storage/storageAccounts",
             Kind::KeyVault => "Microsoft.KeyVault/vaults",
             Kind::LogAnalytics => "Microsoft.OperationalInsights/workspaces",
@@ -95,8 +165,18 @@ impl Kind {
     fn child(parent: Option<Kind>, provider: &str, segment: &str) -> Option<Kind> {
         let candidates: &[Kind] = match parent {
             None => &TOP_LEVEL,
-            Some(Kind::Workspace) => &[Kind::Compute, Kind::OnlineEndpoint],
+            Some(Kind::Workspace) => &[
+                Kind::Compute,
+                Kind::OnlineEndpoint,
+                Kind::ModelContainer,
+                Kind::EnvironmentContainer,
+                Kind::CodeContainer,
+                Kind::Datastore,
+            ],
             Some(Kind::OnlineEndpoint) => &[Kind::OnlineDeployment],
+            Some(Kind::ModelContainer) => &[Kind::ModelVersion],
+            Some(Kind::EnvironmentContainer) => &[Kind::EnvironmentVersion],
+            Some(Kind::CodeContainer) => &[Kind::CodeVersion],
             Some(_) => &[],
         };
         candidates.iter().copied().find(|k| {
@@ -109,9 +189,17 @@ impl Kind {
     pub(crate) fn name_rule(self) -> &'static str {
         match self {
             Kind::Workspace => "Names start with a letter or digit and contain only letters, digits, '-' and '_' (3 to 33 characters).",
-            Kind::Compute | Kind::OnlineEndpoint | Kind::OnlineDeployment => {
-                "Names start with a letter or digit and contain only letters, digits, '-' and '_'."
+            Kind::Compute
+            | Kind::OnlineEndpoint
+            | Kind::OnlineDeployment
+            | Kind::ModelContainer
+            | Kind::EnvironmentContainer
+            | Kind::CodeContainer
+            | Kind::Datastore => {
+                "Names start with a letter or digit and contain only letters, digits, '-' and '_' (at most 255 characters)."
             }
+            Kind::ModelVersion => "Model versions must be positive integers.",
+            Kind::EnvironmentVersion | Kind::CodeVersion => "Versions must not be empty.",
             Kind::StorageAccount => "Storage account names are 3 to 24 lowercase letters and digits.",
             Kind::KeyVault => "Vault names are 3 to 24 letters, digits and hyphens, start with a letter, end with a letter or digit and have no consecutive hyphens.",
             Kind::LogAnalytics => "Log Analytics workspace names are 4 to 63 letters, digits and hyphens, starting and ending with a letter or digit.",
@@ -157,11 +245,22 @@ impl Kind {
                     && bytes[1..].iter().all(rest_ok)
             }
             // ^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$
-            Kind::OnlineEndpoint | Kind::OnlineDeployment => {
+            Kind::OnlineEndpoint
+            | Kind::OnlineDeployment
+            | Kind::ModelContainer
+            | Kind::EnvironmentContainer
+            | Kind::CodeContainer
+            | Kind::Datastore => {
                 first.is_ascii_alphanumeric()
                     && bytes.len() <= 255
                     && bytes[1..].iter().all(rest_ok)
             }
+            // A service rule, not in the spec (FACTS §11.1).
+            Kind::ModelVersion => {
+                bytes.iter().all(u8::is_ascii_digit) && !name.trim_start_matches('0').is_empty()
+            }
+            // "Version identifier. This is case-sensitive.", no pattern.
+            Kind::EnvironmentVersion | Kind::CodeVersion => true,
             // The spec has no pattern for compute names; ARM still rejects odd characters.
             Kind::Compute => bytes.len() <= 255 && bytes.iter().all(rest_ok),
         }
@@ -207,7 +306,12 @@ impl Kind {
                 "properties/swaggerUri",
                 "properties/keys",
             ],
-            Kind::OnlineDeployment => &[],
+            Kind::OnlineDeployment | Kind::ModelVersion | Kind::CodeVersion => &[],
+            Kind::ModelContainer | Kind::EnvironmentContainer | Kind::CodeContainer => {
+                &["properties/latestVersion", "properties/nextVersion"]
+            }
+            Kind::EnvironmentVersion => &["properties/environmentType"],
+            Kind::Datastore => &["properties/isDefault"],
             Kind::StorageAccount => &[
                 "properties/primaryEndpoints",
                 "properties/primaryLocation",
@@ -484,12 +588,47 @@ pub(crate) fn render(
         Kind::Compute => render_compute(&mut v, existing, &keep, provisioning_state, &now),
         Kind::OnlineEndpoint => render_endpoint(&mut v, id, &location),
         Kind::OnlineDeployment => render_deployment(&mut v),
+        Kind::ModelContainer | Kind::EnvironmentContainer | Kind::CodeContainer => {
+            default_path(&mut v, "properties/isArchived", Value::from(false));
+            for field in ["properties/latestVersion", "properties/nextVersion"] {
+                if let Some(kept) = keep(field) {
+                    set_path(&mut v, field, kept);
+                }
+            }
+            default_path(&mut v, "properties/nextVersion", Value::from("1"));
+        }
+        Kind::ModelVersion | Kind::EnvironmentVersion | Kind::CodeVersion => {
+            render_version(&mut v, kind)
+        }
+        Kind::Datastore => render_datastore(&mut v),
         Kind::StorageAccount => render_storage(&mut v, id, &location, &keep, &now),
         Kind::KeyVault => render_vault(&mut v, id),
         Kind::LogAnalytics => render_log_analytics(&mut v, &keep, &now),
         Kind::AppInsights => render_component(&mut v, id, &location, &keep, &now),
     }
     v
+}
+
+fn render_version(v: &mut Value, kind: Kind) {
+    default_path(v, "properties/isArchived", Value::from(false));
+    default_path(v, "properties/isAnonymous", Value::from(false));
+    if kind == Kind::EnvironmentVersion {
+        set_path(v, "properties/environmentType", Value::from("UserCreated"));
+        default_path(v, "properties/osType", Value::from("Linux"));
+        default_path(v, "properties/autoRebuild", Value::from("Disabled"));
+    }
+}
+
+fn render_datastore(v: &mut Value) {
+    set_path(v, "properties/isDefault", Value::from(false));
+    let storage = get_path(v, "properties/datastoreType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| ["AzureBlob", "AzureDataLakeGen2", "AzureFile"].contains(&t));
+    if storage {
+        default_path(v, "properties/endpoint", Value::from("core.windows.net"));
+        default_path(v, "properties/protocol", Value::from("https"));
+        default_path(v, "properties/serviceDataAccessAuthIdentity", Value::from("None"));
+    }
 }
 
 fn render_storage(

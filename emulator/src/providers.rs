@@ -38,6 +38,7 @@ impl ArmCall<'_> {
                 body: rendered.clone(),
                 op: None,
                 keys: None,
+                secrets: None,
             },
         );
         match kind {

@@ -127,6 +127,17 @@ fn role_assignments(segs: &[&str]) -> Option<Result<(String, Option<String>), ()
 /// Dispatches an ARM route (not the token endpoint) to its handler.
 pub(crate) fn handle(call: &mut ArmCall<'_>, route: Route, method: &str, body: &[u8]) -> Reply {
     match (route, method) {
+        // A workspace's assets: synchronous, their own rules.
+        (Route::Resource { id, action: None }, "PUT") if id.kind().is_asset() => call.put_asset(&id, body),
+        (Route::Resource { id, action: None }, "DELETE") if id.kind().is_asset() => call.delete_asset(&id),
+        (Route::Resource { id, action: Some(action) }, "POST") if id.kind().is_asset() => {
+            call.asset_action(&id, &action)
+        }
+        (Route::Resource { id, action: None }, "PATCH") if id.kind().is_asset() => Reply::arm_error(
+            405,
+            "MethodNotAllowed",
+            "The HTTP method 'PATCH' is not supported for this resource.",
+        ),
         (Route::Resource { id, action: None }, "GET") => call.get(&id),
         (Route::Resource { id, action: None }, "PUT") => call.put(&id, body),
         (Route::Resource { id, action: None }, "PATCH") => call.patch(&id, body),
@@ -200,7 +211,7 @@ mod tests {
                 ..
             }
         ));
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/datastores/d";
+        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/jobs/j";
         assert!(matches!(Route::parse(p), Route::UnknownType { .. }));
         let p = "/subscriptions/s/providers/Microsoft.MachineLearningServices/locations/eastus/operationResults/ABC";
         assert!(matches!(Route::parse(p), Route::OperationResult { op_id, .. } if op_id == "abc"));
