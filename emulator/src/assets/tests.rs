@@ -382,3 +382,39 @@ fn official_asset_examples_pass_the_schema_and_a_broken_body_is_refused() {
     let (status, body) = azure.put(&format!("{WS}/datastores/ds"), datastore("k"));
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test]
+async fn the_emulator_shows_secrets_only_to_tests_that_ask() {
+    let emulator = crate::Emulator::start(crate::EmulatorConfig::default()).await.expect("emulator starts");
+    let id = format!("{WS}/datastores/blob");
+    emulator.insert_resource(&id, datastore("s3cret-key"));
+    let shown = emulator.resource(&id).expect("stored");
+    assert_eq!(shown["properties"]["credentials"]["secrets"], json!({"secretsType": "AccountKey"}));
+    let full = emulator.resource_with_secrets(&id.to_ascii_uppercase().replace("/SUBSCRIPTIONS/", "/subscriptions/")).expect("stored");
+    assert_eq!(full["properties"]["credentials"]["secrets"]["key"], "s3cret-key");
+
+    // A version inserted out of band brings its container, as a PUT does.
+    emulator.insert_resource(&format!("{WS}/models/m/versions/3"), model_version("https://x/y"));
+    let container = emulator.resource(&format!("{WS}/models/m")).expect("container");
+    assert_eq!(container["properties"]["latestVersion"], "3");
+    emulator.shutdown().await;
+}
+
+#[test]
+fn faults_match_asset_paths_like_any_other() {
+    let azure = Azure::with_workspace(None);
+    let fault = crate::Fault {
+        method: Some("PUT".into()),
+        path_contains: Some("/models/".into()),
+        status: 503,
+        code: "ServiceUnavailable".into(),
+        retry_after_secs: Some(5),
+        times: 1,
+    };
+    azure.shared.lock().faults.push(crate::state::ActiveFault { id: 1, rule: crate::FaultRule::from(fault), seen: 0, used: 0 });
+    let path = format!("{WS}/models/m/versions/1");
+    let (status, body) = azure.put(&path, model_version("https://x/y"));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("ServiceUnavailable")));
+    assert_eq!(azure.get(&path).0, 404, "the faulted PUT did nothing");
+    assert_eq!(azure.put(&path, model_version("https://x/y")).0, 201);
+}
