@@ -6,7 +6,8 @@
 //! dependencies a workspace from nothing creates — storage account, key vault, Log Analytics
 //! workspace, Application Insights component) and loads the official request/response examples. The spec folder lives outside the repository (see
 //! [`specs_dir`]); nothing here copies or edits those files: the two known quirks of the schemas are
-//! repaired on the in-memory JSON at load time (see [`SchemaValidator::load`]).
+//! repaired on the in-memory JSON at load time (see [`SchemaValidator::load`]), and so is a third,
+//! the shape of a model version's flavors.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,9 @@ const EXPRESSION_PATTERN: &str = r"^\[([^\[].*)?\]$";
 /// How many problems a validation message lists at most.
 const MAX_REPORTED: usize = 5;
 
-/// The ML resource types this module validates, with their `resourceDefinitions` key.
-const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
+/// The ML resource types this module validates, with their `resourceDefinitions` key: the four
+/// the operator manages and a workspace's assets (FACTS §11).
+const RESOURCE_DEFINITIONS: [(&str, &str); 11] = [
     ("Microsoft.MachineLearningServices/workspaces", "workspaces"),
     (
         "Microsoft.MachineLearningServices/workspaces/computes",
@@ -51,6 +53,16 @@ const RESOURCE_DEFINITIONS: [(&str, &str); 4] = [
         "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
         "workspaces_onlineEndpoints_deployments",
     ),
+    ("Microsoft.MachineLearningServices/workspaces/models", "workspaces_models"),
+    ("Microsoft.MachineLearningServices/workspaces/models/versions", "workspaces_models_versions"),
+    ("Microsoft.MachineLearningServices/workspaces/environments", "workspaces_environments"),
+    (
+        "Microsoft.MachineLearningServices/workspaces/environments/versions",
+        "workspaces_environments_versions",
+    ),
+    ("Microsoft.MachineLearningServices/workspaces/codes", "workspaces_codes"),
+    ("Microsoft.MachineLearningServices/workspaces/codes/versions", "workspaces_codes_versions"),
+    ("Microsoft.MachineLearningServices/workspaces/datastores", "workspaces_datastores"),
 ];
 
 /// The role-assignment resource type, validated against
@@ -161,7 +173,9 @@ impl std::fmt::Debug for SchemaValidator {
 impl SchemaValidator {
     /// Loads `arm-template-schemas/schemas/<api_version>/Microsoft.MachineLearningServices.json` and
     /// compiles the `workspaces`, `workspaces_computes`, `workspaces_onlineEndpoints` and
-    /// `workspaces_onlineEndpoints_deployments` resource definitions (JSON Schema draft 4).
+    /// `workspaces_onlineEndpoints_deployments` resource definitions and those of a workspace's
+    /// assets (`workspaces_models[_versions]`, `workspaces_environments[_versions]`,
+    /// `workspaces_codes[_versions]`, `workspaces_datastores`), as JSON Schema draft 4.
     ///
     /// The role assignments and workspace dependencies of [`OTHER_SCHEMAS`] are loaded too, each from its own
     /// api-version's schema file.
@@ -169,6 +183,7 @@ impl SchemaValidator {
     /// Two repairs are applied to the loaded JSON (the files are never touched):
     /// - every definition written `allOf: [base, {oneOf: [...]}]` loses `additionalProperties: false`
     ///   on its base, which otherwise rejects every subtype field of a discriminated union;
+    /// - `FlavorData` gets back the `data` level the swagger gives it (see `repair_flavor_data`);
     /// - `const` (draft 6, ignored by draft 4) becomes the equivalent one-value `enum`, so union
     ///   branches are told apart by their discriminator.
     pub fn load(specs_dir: &Path, api_version: &str) -> Result<Self, SpecError> {
@@ -179,6 +194,7 @@ impl SchemaValidator {
         let mut main = read_json(&main_path)?;
         let mut common = read_json(&schemas.join("common").join("definitions.json"))?;
         relax_union_bases(&mut main);
+        repair_flavor_data(&mut main);
         const_to_enum(&mut main);
         const_to_enum(&mut common);
 
@@ -251,7 +267,9 @@ impl SchemaValidator {
     /// The schema sees the body plus `name`, `type` and `apiVersion`, as in an ARM template. On failure
     /// the message has one line per problem (at most five), each starting with the instance path, e.g.
     /// `/properties/properties/scaleSettings/maxNodeCount: is a required property`. Values from the
-    /// body are never echoed (they may be secrets).
+    /// body are never echoed (they may be secrets). Members set to `null` count as absent, as the
+    /// swagger's `x-nullable` says (the official datastore example sends `"properties": null`);
+    /// the template schemas cannot say so.
     pub fn validate(&self, resource_type: &str, name: &str, body: &Value) -> Result<(), String> {
         let Some((validator, api_version)) = self.validators.get(resource_type) else {
             return Err(format!("unsupported resource type {resource_type}"));
@@ -260,6 +278,8 @@ impl SchemaValidator {
             return Err("/: the request body must be a JSON object".to_string());
         };
         let mut instance = fields.clone();
+        instance.values_mut().for_each(drop_nulls);
+        instance.retain(|_, v| !v.is_null());
         instance.insert("name".to_string(), Value::from(name));
         instance.insert("type".to_string(), Value::from(resource_type));
         instance.insert("apiVersion".to_string(), Value::from(api_version.as_str()));
@@ -293,6 +313,18 @@ impl SchemaValidator {
             lines.push(format!("... and {} more", total - MAX_REPORTED));
         }
         Err(lines.join("\n"))
+    }
+}
+
+/// Removes the members whose value is `null` from every object in `value`.
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }
 
@@ -369,6 +401,30 @@ fn document_uri(document: &Value) -> Option<String> {
     let id = document.get("id")?.as_str()?;
     let id = id.trim_end_matches('#');
     (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Gives `FlavorData` (a model version's `flavors` values) the swagger's shape, `{data: {string:
+/// string}}`: the template schema has lost the `data` level (it reads `{string: string}`) and so
+/// refuses the official `ModelVersion/createOrUpdate.json` example and every MLflow model.
+/// Returns whether it was repaired.
+fn repair_flavor_data(document: &mut Value) -> bool {
+    let Some(flavor) = document.pointer_mut("/definitions/FlavorData") else {
+        return false;
+    };
+    if flavor.pointer("/properties/data").is_some() {
+        return false;
+    }
+    *flavor = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "data": {
+                "description": "Model flavor-specific data.",
+                "type": "object",
+                "additionalProperties": {"type": "string"}
+            }
+        }
+    });
+    true
 }
 
 /// Drops `additionalProperties: false` from the base of every definition shaped
@@ -663,6 +719,14 @@ mod tests {
             !doc.to_string().contains("\"const\":"),
             "every const keyword was rewritten"
         );
+    }
+
+    #[test]
+    fn flavor_data_gets_its_data_level_back() {
+        let mut doc = json!({"definitions": {"FlavorData": {"additionalProperties": {"type": "string"}, "properties": {}, "type": "object"}}});
+        assert!(repair_flavor_data(&mut doc));
+        assert_eq!(doc["definitions"]["FlavorData"]["properties"]["data"]["type"], "object");
+        assert!(!repair_flavor_data(&mut doc), "idempotent");
     }
 
     #[test]

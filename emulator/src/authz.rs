@@ -13,8 +13,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::arm::ArmCall;
-use super::model::{PROVIDER, ResId, Route};
+use super::call::{ArmCall, unknown_type};
+use super::model::{Address, PROVIDER, ResId};
 use super::reply::Reply;
 use super::util::rfc3339;
 
@@ -32,22 +32,6 @@ pub(crate) fn id(scope: &str, name: &str) -> String {
 /// The store key of an assignment (its lowercased id).
 pub(crate) fn key(scope: &str, name: &str) -> String {
     id(scope, name).to_ascii_lowercase()
-}
-
-/// Splits a path into (scope, name) when it addresses role assignments: `Some((scope, None))` for
-/// the collection, `Some((scope, Some(name)))` for one assignment.
-pub(crate) fn parse(segs: &[&str]) -> Option<Result<(String, Option<String>), ()>> {
-    let at = segs.windows(3).position(|w| {
-        w[0].eq_ignore_ascii_case("providers")
-            && w[1].eq_ignore_ascii_case("Microsoft.Authorization")
-            && w[2].eq_ignore_ascii_case("roleAssignments")
-    })?;
-    let scope = format!("/{}", segs[..at].join("/"));
-    Some(match &segs[at + 3..] {
-        [] => Ok((scope, None)),
-        [name] => Ok((scope, Some((*name).to_owned()))),
-        _ => Err(()),
-    })
 }
 
 /// Whether `s` is a GUID (any case).
@@ -121,8 +105,8 @@ impl ArmCall<'_> {
                 "ResourceNotFound",
                 format!("The Resource '{}/{}' under resource group '{}' was not found.", id.kind().type_name(), id.name(), id.rg),
             )),
-            None => match Route::parse(scope) {
-                Route::UnknownType { type_path } => Err(super::arm::unknown_type(&type_path, &self.api_version)),
+            None => match Address::parse(scope) {
+                Address::UnknownType { type_path } => Err(unknown_type(&type_path, &self.api_version)),
                 _ => Err(bad("InvalidScope", format!("The scope '{scope}' is not a valid scope for a role assignment."))),
             },
         }
@@ -265,18 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_assignment_paths_at_any_scope() {
-        let segs = |p: &'static str| p.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>();
-        let ws = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws";
-        let path = format!("{ws}/providers/Microsoft.Authorization/roleAssignments/abc");
-        let parsed = parse(&path.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>());
-        assert_eq!(parsed, Some(Ok((ws.to_owned(), Some("abc".to_owned())))));
-        assert_eq!(
-            parse(&segs("/subscriptions/s/providers/microsoft.authorization/roleassignments")),
-            Some(Ok(("/subscriptions/s".to_owned(), None)))
-        );
-        assert_eq!(parse(&segs("/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/a/b")), Some(Err(())));
-        assert_eq!(parse(&segs("/subscriptions/s/resourceGroups/rg")), None);
+    fn tells_guids() {
         assert!(is_guid("f6c7c914-8db3-469d-8ca1-694a8f32e121") && !is_guid("f6c7c914"));
     }
 }

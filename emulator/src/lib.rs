@@ -1,5 +1,7 @@
 //! A local emulator of Azure Resource Manager (for the four Microsoft.MachineLearningServices
-//! resource types the operator manages, and a workspace's dependencies: storage accounts with
+//! resource types the operator manages, a workspace's assets — model, environment and code
+//! versions and their containers, datastores with write-only secrets — and a workspace's
+//! dependencies: storage accounts with
 //! `checkNameAvailability`, key vaults with `checkNameAvailability` and soft-delete, Log Analytics
 //! workspaces and Application Insights components) and of the Entra ID client-credentials token
 //! endpoint.
@@ -22,13 +24,18 @@
 //! where the emulator holds dependencies; ids elsewhere are taken on trust, so tests may name
 //! resources the emulator never saw.
 
-mod arm;
 pub mod armspec;
+mod assets;
 mod authz;
+mod call;
 pub mod catalog;
 mod fault;
+mod ml;
 mod model;
+mod operations;
+mod providers;
 mod reply;
+mod router;
 mod state;
 mod tls;
 mod token;
@@ -51,9 +58,10 @@ use tokio::task::JoinHandle;
 pub use self::catalog::{Catalog, CoreQuota, VmSize};
 pub use self::fault::{FaultKind, FaultParseError, FaultRule, OperationEnd};
 
-use self::arm::{ArmCall, ArmSettings};
+use self::call::{ArmCall, ArmSettings};
 use self::fault::Delivery;
-use self::model::{RenderCtx, ResId, Route};
+use self::model::{RenderCtx, ResId};
+use self::router::Route;
 use self::reply::Reply;
 use self::state::{ActiveFault, RateClass, Resource, State};
 
@@ -546,7 +554,7 @@ impl Shared {
             client_id,
             now: SystemTime::now(),
         };
-        call.handle(route, method, body)
+        router::handle(&mut call, route, method, body)
     }
 }
 
@@ -759,12 +767,31 @@ impl Emulator {
         st.token_requests_by_tenant.clear();
     }
 
-    /// The resource (or role assignment) as GET would show it now (id compared case-insensitively).
+    /// The resource (or role assignment) as GET would show it now (id compared case-insensitively):
+    /// a datastore's secrets show only their `secretsType` (see [`Emulator::resource_with_secrets`]).
     pub fn resource(&self, arm_id: &str) -> Option<Value> {
         let mut st = self.shared.lock();
         st.advance(Instant::now());
         let key = arm_id.to_ascii_lowercase();
         st.get(&key).map(|r| r.body.clone()).or_else(|| st.role_assignments.get(&key).cloned())
+    }
+
+    /// The resource as stored, with the write-only secrets GET hides (a datastore's
+    /// `properties.credentials.secrets` as last written); otherwise as [`Emulator::resource`].
+    pub fn resource_with_secrets(&self, arm_id: &str) -> Option<Value> {
+        let mut st = self.shared.lock();
+        st.advance(Instant::now());
+        let key = arm_id.to_ascii_lowercase();
+        match st.get(&key) {
+            Some(res) => {
+                let mut body = res.body.clone();
+                if let Some(secrets) = &res.secrets {
+                    util::set_path(&mut body, "properties/credentials/secrets", secrets.clone());
+                }
+                Some(body)
+            }
+            None => st.role_assignments.get(&key).cloned(),
+        }
     }
 
     /// Canonical ids of every stored resource, sorted case-insensitively, then the ids of every
@@ -824,7 +851,8 @@ impl Emulator {
 
     /// Stores a pre-existing resource in state `Succeeded`, with outputs filled as after a PUT.
     /// A role assignment id stores `body` as the assignment (id, name, type and scope filled in).
-    /// Other ids that do not name one of the four types are ignored (with a warning).
+    /// A datastore's secrets are kept aside as its PUT keeps them; a version brings its container.
+    /// Other ids that do not name a type the emulator knows are ignored (with a warning).
     pub fn insert_resource(&self, arm_id: &str, body: Value) {
         if let Route::RoleAssignments { scope, name: Some(name) } = Route::parse(arm_id) {
             // A role assignment made elsewhere (the portal, another tool), stored as ARM shows it.
@@ -853,18 +881,25 @@ impl Emulator {
             client_id: &client_id,
             now: SystemTime::now(),
         };
+        let mut body = body;
+        let secrets = if id.kind() == model::Kind::Datastore { assets::take_secrets(&mut body) } else { None };
         let rendered = model::render(&id, &body, existing.as_ref(), "Succeeded", &ctx);
         let keys = (id.kind() == model::Kind::OnlineEndpoint)
             .then(|| (util::random_token(32), util::random_token(32)));
         st.resources.insert(
             key,
             Resource {
-                id,
+                id: id.clone(),
                 body: rendered,
                 op: None,
                 keys,
+                secrets,
             },
         );
+        if id.kind().is_version() {
+            // Its container appears with it, as after a PUT.
+            assets::refresh_container(&mut st, &id, &ctx);
+        }
     }
 
     /// Adds a fault; faults (and rules) are tried in the order added.

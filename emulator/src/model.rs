@@ -21,13 +21,29 @@ const TOP_LEVEL: [Kind; 5] = [
     Kind::AppInsights,
 ];
 
-/// The resource types the emulator knows: the four ML types and a workspace's four dependencies.
+/// The resource types the emulator knows: the four ML types the operator manages, a workspace's
+/// assets (models, environments and code, each a container of versions; datastores) and a
+/// workspace's four dependencies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Workspace,
     Compute,
     OnlineEndpoint,
     OnlineDeployment,
+    /// `workspaces/models` (a container of versions).
+    ModelContainer,
+    /// `workspaces/models/versions`.
+    ModelVersion,
+    /// `workspaces/environments`.
+    EnvironmentContainer,
+    /// `workspaces/environments/versions`.
+    EnvironmentVersion,
+    /// `workspaces/codes`.
+    CodeContainer,
+    /// `workspaces/codes/versions`.
+    CodeVersion,
+    /// `workspaces/datastores` (no versions; write-only secrets).
+    Datastore,
     /// `Microsoft.Storage/storageAccounts` (global names).
     StorageAccount,
     /// `Microsoft.KeyVault/vaults` (global names, soft-deleted).
@@ -42,7 +58,17 @@ impl Kind {
     /// The resource provider namespace of this type.
     pub(crate) fn provider(self) -> &'static str {
         match self {
-            Kind::Workspace | Kind::Compute | Kind::OnlineEndpoint | Kind::OnlineDeployment => PROVIDER,
+            Kind::Workspace
+            | Kind::Compute
+            | Kind::OnlineEndpoint
+            | Kind::OnlineDeployment
+            | Kind::ModelContainer
+            | Kind::ModelVersion
+            | Kind::EnvironmentContainer
+            | Kind::EnvironmentVersion
+            | Kind::CodeContainer
+            | Kind::CodeVersion
+            | Kind::Datastore => PROVIDER,
             Kind::StorageAccount => "Microsoft.Storage",
             Kind::KeyVault => "Microsoft.KeyVault",
             Kind::LogAnalytics => "Microsoft.OperationalInsights",
@@ -53,6 +79,36 @@ impl Kind {
     /// Whether this is one of a workspace's dependencies (not an ML type).
     pub(crate) fn is_dependency(self) -> bool {
         self.provider() != PROVIDER
+    }
+
+    /// Whether this is a workspace asset, written synchronously (FACTS §11.1): a model,
+    /// environment or code container or version, or a datastore.
+    pub(crate) fn is_asset(self) -> bool {
+        matches!(
+            self,
+            Kind::ModelContainer
+                | Kind::ModelVersion
+                | Kind::EnvironmentContainer
+                | Kind::EnvironmentVersion
+                | Kind::CodeContainer
+                | Kind::CodeVersion
+                | Kind::Datastore
+        )
+    }
+
+    /// Whether this is a version of a model, environment or code asset.
+    pub(crate) fn is_version(self) -> bool {
+        matches!(self, Kind::ModelVersion | Kind::EnvironmentVersion | Kind::CodeVersion)
+    }
+
+    /// What the service calls a versioned asset in its messages (`Model`, `Environment`, `Code`).
+    pub(crate) fn asset_label(self) -> &'static str {
+        match self {
+            Kind::ModelContainer | Kind::ModelVersion => "Model",
+            Kind::EnvironmentContainer | Kind::EnvironmentVersion => "Environment",
+            Kind::CodeContainer | Kind::CodeVersion => "Code",
+            _ => "Resource",
+        }
     }
 
     /// Whether names of this type are unique across all of Azure (not per resource group).
@@ -67,6 +123,11 @@ impl Kind {
             Kind::Compute => "computes",
             Kind::OnlineEndpoint => "onlineEndpoints",
             Kind::OnlineDeployment => "deployments",
+            Kind::ModelContainer => "models",
+            Kind::EnvironmentContainer => "environments",
+            Kind::CodeContainer => "codes",
+            Kind::ModelVersion | Kind::EnvironmentVersion | Kind::CodeVersion => "versions",
+            Kind::Datastore => "datastores",
             Kind::StorageAccount => "storageAccounts",
             Kind::KeyVault => "vaults",
             Kind::LogAnalytics => "workspaces",
@@ -83,6 +144,15 @@ impl Kind {
             Kind::OnlineDeployment => {
                 "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments"
             }
+            Kind::ModelContainer => "Microsoft.MachineLearningServices/workspaces/models",
+            Kind::ModelVersion => "Microsoft.MachineLearningServices/workspaces/models/versions",
+            Kind::EnvironmentContainer => "Microsoft.MachineLearningServices/workspaces/environments",
+            Kind::EnvironmentVersion => {
+                "Microsoft.MachineLearningServices/workspaces/environments/versions"
+            }
+            Kind::CodeContainer => "Microsoft.MachineLearningServices/workspaces/codes",
+            Kind::CodeVersion => "Microsoft.MachineLearningServices/workspaces/codes/versions",
+            Kind::Datastore => "Microsoft.MachineLearningServices/workspaces/datastores",
             Kind::StorageAccount => "Microsoft.Storage/storageAccounts",
             Kind::KeyVault => "Microsoft.KeyVault/vaults",
             Kind::LogAnalytics => "Microsoft.OperationalInsights/workspaces",
@@ -95,8 +165,18 @@ impl Kind {
     fn child(parent: Option<Kind>, provider: &str, segment: &str) -> Option<Kind> {
         let candidates: &[Kind] = match parent {
             None => &TOP_LEVEL,
-            Some(Kind::Workspace) => &[Kind::Compute, Kind::OnlineEndpoint],
+            Some(Kind::Workspace) => &[
+                Kind::Compute,
+                Kind::OnlineEndpoint,
+                Kind::ModelContainer,
+                Kind::EnvironmentContainer,
+                Kind::CodeContainer,
+                Kind::Datastore,
+            ],
             Some(Kind::OnlineEndpoint) => &[Kind::OnlineDeployment],
+            Some(Kind::ModelContainer) => &[Kind::ModelVersion],
+            Some(Kind::EnvironmentContainer) => &[Kind::EnvironmentVersion],
+            Some(Kind::CodeContainer) => &[Kind::CodeVersion],
             Some(_) => &[],
         };
         candidates.iter().copied().find(|k| {
@@ -109,9 +189,17 @@ impl Kind {
     pub(crate) fn name_rule(self) -> &'static str {
         match self {
             Kind::Workspace => "Names start with a letter or digit and contain only letters, digits, '-' and '_' (3 to 33 characters).",
-            Kind::Compute | Kind::OnlineEndpoint | Kind::OnlineDeployment => {
-                "Names start with a letter or digit and contain only letters, digits, '-' and '_'."
+            Kind::Compute
+            | Kind::OnlineEndpoint
+            | Kind::OnlineDeployment
+            | Kind::ModelContainer
+            | Kind::EnvironmentContainer
+            | Kind::CodeContainer
+            | Kind::Datastore => {
+                "Names start with a letter or digit and contain only letters, digits, '-' and '_' (at most 255 characters)."
             }
+            Kind::ModelVersion => "Model versions must be positive integers.",
+            Kind::EnvironmentVersion | Kind::CodeVersion => "Versions must not be empty.",
             Kind::StorageAccount => "Storage account names are 3 to 24 lowercase letters and digits.",
             Kind::KeyVault => "Vault names are 3 to 24 letters, digits and hyphens, start with a letter, end with a letter or digit and have no consecutive hyphens.",
             Kind::LogAnalytics => "Log Analytics workspace names are 4 to 63 letters, digits and hyphens, starting and ending with a letter or digit.",
@@ -157,11 +245,22 @@ impl Kind {
                     && bytes[1..].iter().all(rest_ok)
             }
             // ^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$
-            Kind::OnlineEndpoint | Kind::OnlineDeployment => {
+            Kind::OnlineEndpoint
+            | Kind::OnlineDeployment
+            | Kind::ModelContainer
+            | Kind::EnvironmentContainer
+            | Kind::CodeContainer
+            | Kind::Datastore => {
                 first.is_ascii_alphanumeric()
                     && bytes.len() <= 255
                     && bytes[1..].iter().all(rest_ok)
             }
+            // A service rule, not in the spec (FACTS §11.1).
+            Kind::ModelVersion => {
+                bytes.iter().all(u8::is_ascii_digit) && !name.trim_start_matches('0').is_empty()
+            }
+            // "Version identifier. This is case-sensitive.", no pattern.
+            Kind::EnvironmentVersion | Kind::CodeVersion => true,
             // The spec has no pattern for compute names; ARM still rejects odd characters.
             Kind::Compute => bytes.len() <= 255 && bytes.iter().all(rest_ok),
         }
@@ -207,7 +306,12 @@ impl Kind {
                 "properties/swaggerUri",
                 "properties/keys",
             ],
-            Kind::OnlineDeployment => &[],
+            Kind::OnlineDeployment | Kind::ModelVersion | Kind::CodeVersion => &[],
+            Kind::ModelContainer | Kind::EnvironmentContainer | Kind::CodeContainer => {
+                &["properties/latestVersion", "properties/nextVersion"]
+            }
+            Kind::EnvironmentVersion => &["properties/environmentType"],
+            Kind::Datastore => &["properties/isDefault"],
             Kind::StorageAccount => &[
                 "properties/primaryEndpoints",
                 "properties/primaryLocation",
@@ -296,26 +400,20 @@ impl ResId {
 
     /// Parses a resource id (no trailing action). `None` if it is not a type the emulator knows.
     pub(crate) fn parse(id: &str) -> Option<ResId> {
-        match Route::parse(id) {
-            Route::Resource { id, action: None } => Some(id),
+        match Address::parse(id) {
+            Address::Resource { id, action: None } => Some(id),
             _ => None,
         }
     }
 }
 
-/// What a request path addresses.
+/// What a path under `/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}/` names,
+/// for the providers the emulator plays: the grammar of ARM resource ids. The router decides which
+/// request paths reach it; handlers use it (through [`ResId::parse`]) to read ids in bodies.
 #[derive(Debug)]
-pub(crate) enum Route {
-    /// `/{tenant}/oauth2/v2.0/token`.
-    Token { tenant: String },
-    /// Entra's discovery documents, which MSAL-based clients read before asking for a token.
-    Discovery(Discovery),
+pub(crate) enum Address {
     /// A resource, optionally with a POST action after it (`listKeys`).
     Resource { id: ResId, action: Option<String> },
-    /// `POST /subscriptions/{sub}/providers/{provider}/checkNameAvailability` (storage, key vault).
-    CheckName { provider: String },
-    /// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}`.
-    DeletedVault { sub: String, name: String },
     /// A list of resources of `kind` under `parent` (or in the resource group).
     Collection {
         sub: String,
@@ -323,92 +421,28 @@ pub(crate) enum Route {
         parent: Option<ResId>,
         kind: Kind,
     },
-    /// Azure-AsyncOperation status resource.
-    OperationStatus { sub: String, op_id: String },
-    /// Location (operation result) URL.
-    OperationResult { sub: String, op_id: String },
-    /// Role assignments at `scope` (`{scope}/providers/Microsoft.Authorization/roleAssignments`):
-    /// the list when `name` is `None`, else one assignment.
-    RoleAssignments { scope: String, name: Option<String> },
     /// A path under the provider naming a type the emulator does not know.
     UnknownType { type_path: String },
     /// Anything else.
     NotFound,
 }
 
-/// The Entra documents a client reads to find the token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Discovery {
-    /// `/{tenant}/v2.0/.well-known/openid-configuration` (or the v1 `/{tenant}/.well-known/...`).
-    OpenIdConfiguration { tenant: String, v2: bool },
-    /// `/common/discovery/instance` (MSAL's instance discovery; also under `/{tenant}/`).
-    Instance,
-    /// `/{tenant}/discovery/v2.0/keys` (the signing keys the OpenID configuration points at).
-    Keys,
-}
-
-impl Discovery {
-    fn parse(segs: &[&str]) -> Option<Discovery> {
-        let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
-        let words: Vec<&str> = lower.iter().map(String::as_str).collect();
-        match words.as_slice() {
-            [_, "v2.0", ".well-known", "openid-configuration"] => {
-                Some(Discovery::OpenIdConfiguration { tenant: segs[0].to_owned(), v2: true })
-            }
-            [_, ".well-known", "openid-configuration"] => {
-                Some(Discovery::OpenIdConfiguration { tenant: segs[0].to_owned(), v2: false })
-            }
-            [_, "discovery", "instance"] => Some(Discovery::Instance),
-            [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] => Some(Discovery::Keys),
-            _ => None,
-        }
-    }
-}
-
-impl Route {
-    /// Parses a request path (case-insensitive keywords, names kept as sent).
-    pub(crate) fn parse(path: &str) -> Route {
+impl Address {
+    /// Parses a path or id (case-insensitive keywords, names kept as sent).
+    pub(crate) fn parse(path: &str) -> Address {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let eq = |i: usize, word: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(word));
-
-        if segs.len() == 4 && eq(1, "oauth2") && eq(2, "v2.0") && eq(3, "token") {
-            return Route::Token {
-                tenant: segs[0].to_owned(),
-            };
-        }
-        if let Some(d) = Discovery::parse(&segs) {
-            return Route::Discovery(d);
-        }
-        match super::authz::parse(&segs) {
-            Some(Ok((scope, name))) => return Route::RoleAssignments { scope, name },
-            Some(Err(())) => return Route::NotFound,
-            None => {}
-        }
-        if !eq(0, "subscriptions") || segs.len() < 3 {
-            return Route::NotFound;
-        }
-        let sub = segs[1].to_owned();
-        if eq(2, "providers") && eq(4, "locations") && segs.len() == 8 {
-            let op_id = segs[7].to_ascii_lowercase();
-            if eq(6, "operations") || eq(6, "operationsStatus") {
-                return Route::OperationStatus { sub, op_id };
-            }
-            if eq(6, "operationResults") {
-                return Route::OperationResult { sub, op_id };
-            }
-            if eq(3, "Microsoft.KeyVault") && eq(6, "deletedVaults") {
-                return Route::DeletedVault { sub, name: segs[7].to_owned() };
-            }
-            return Route::NotFound;
-        }
-        if eq(2, "providers") && segs.len() == 5 && eq(4, "checkNameAvailability") {
-            return Route::CheckName { provider: segs[3].to_owned() };
-        }
         let provider = segs.get(5).copied().unwrap_or_default();
         let known_provider = TOP_LEVEL.iter().any(|k| k.provider().eq_ignore_ascii_case(provider));
-        if !(eq(2, "resourceGroups") && segs.len() >= 6 && eq(4, "providers") && known_provider) {
-            return Route::NotFound;
+        if !(eq(0, "subscriptions")
+            && eq(2, "resourceGroups")
+            && segs.len() >= 6
+            && eq(4, "providers")
+            && known_provider)
+        {
+            return Address::NotFound;
         }
+        let sub = segs[1].to_owned();
         let rg = segs[3].to_owned();
         let rest = &segs[6..];
         let mut id = ResId {
@@ -423,7 +457,7 @@ impl Route {
                 (Some(kind), Some(name)) => id.chain.push((kind, (*name).to_owned())),
                 (Some(kind), None) => {
                     let parent = (!id.chain.is_empty()).then_some(id);
-                    return Route::Collection {
+                    return Address::Collection {
                         sub,
                         rg,
                         parent,
@@ -431,7 +465,7 @@ impl Route {
                     };
                 }
                 (None, None) if !id.chain.is_empty() => {
-                    return Route::Resource {
+                    return Address::Resource {
                         id,
                         action: Some(rest[i].to_owned()),
                     };
@@ -444,15 +478,15 @@ impl Route {
                     }
                     type_path.push('/');
                     type_path.push_str(rest[i]);
-                    return Route::UnknownType { type_path };
+                    return Address::UnknownType { type_path };
                 }
             }
             i += 2;
         }
         if id.chain.is_empty() {
-            return Route::NotFound;
+            return Address::NotFound;
         }
-        Route::Resource { id, action: None }
+        Address::Resource { id, action: None }
     }
 }
 
@@ -554,12 +588,47 @@ pub(crate) fn render(
         Kind::Compute => render_compute(&mut v, existing, &keep, provisioning_state, &now),
         Kind::OnlineEndpoint => render_endpoint(&mut v, id, &location),
         Kind::OnlineDeployment => render_deployment(&mut v),
+        Kind::ModelContainer | Kind::EnvironmentContainer | Kind::CodeContainer => {
+            default_path(&mut v, "properties/isArchived", Value::from(false));
+            for field in ["properties/latestVersion", "properties/nextVersion"] {
+                if let Some(kept) = keep(field) {
+                    set_path(&mut v, field, kept);
+                }
+            }
+            default_path(&mut v, "properties/nextVersion", Value::from("1"));
+        }
+        Kind::ModelVersion | Kind::EnvironmentVersion | Kind::CodeVersion => {
+            render_version(&mut v, kind)
+        }
+        Kind::Datastore => render_datastore(&mut v),
         Kind::StorageAccount => render_storage(&mut v, id, &location, &keep, &now),
         Kind::KeyVault => render_vault(&mut v, id),
         Kind::LogAnalytics => render_log_analytics(&mut v, &keep, &now),
         Kind::AppInsights => render_component(&mut v, id, &location, &keep, &now),
     }
     v
+}
+
+fn render_version(v: &mut Value, kind: Kind) {
+    default_path(v, "properties/isArchived", Value::from(false));
+    default_path(v, "properties/isAnonymous", Value::from(false));
+    if kind == Kind::EnvironmentVersion {
+        set_path(v, "properties/environmentType", Value::from("UserCreated"));
+        default_path(v, "properties/osType", Value::from("Linux"));
+        default_path(v, "properties/autoRebuild", Value::from("Disabled"));
+    }
+}
+
+fn render_datastore(v: &mut Value) {
+    set_path(v, "properties/isDefault", Value::from(false));
+    let storage = get_path(v, "properties/datastoreType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| ["AzureBlob", "AzureDataLakeGen2", "AzureFile"].contains(&t));
+    if storage {
+        default_path(v, "properties/endpoint", Value::from("core.windows.net"));
+        default_path(v, "properties/protocol", Value::from("https"));
+        default_path(v, "properties/serviceDataAccessAuthIdentity", Value::from("None"));
+    }
 }
 
 fn render_storage(
@@ -909,61 +978,6 @@ fn render_deployment(v: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_routes() {
-        let p = "/subscriptions/s/resourceGroups/RG/providers/microsoft.machinelearningservices/Workspaces/ws/onlineendpoints/Ep/deployments/blue";
-        let Route::Resource { id, action: None } = Route::parse(p) else {
-            panic!("not a resource")
-        };
-        assert_eq!(id.kind(), Kind::OnlineDeployment);
-        assert_eq!(
-            id.canonical(),
-            "/subscriptions/s/resourceGroups/RG/providers/Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/Ep/deployments/blue"
-        );
-        assert_eq!(id.parent().map(|p| p.kind()), Some(Kind::OnlineEndpoint));
-
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/ep/listKeys";
-        assert!(
-            matches!(Route::parse(p), Route::Resource { action: Some(a), .. } if a == "listKeys")
-        );
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/computes";
-        assert!(matches!(
-            Route::parse(p),
-            Route::Collection {
-                kind: Kind::Compute,
-                parent: Some(_),
-                ..
-            }
-        ));
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/datastores/d";
-        assert!(matches!(Route::parse(p), Route::UnknownType { .. }));
-        let p = "/subscriptions/s/providers/Microsoft.MachineLearningServices/locations/eastus/operationResults/ABC";
-        assert!(matches!(Route::parse(p), Route::OperationResult { op_id, .. } if op_id == "abc"));
-        assert!(
-            matches!(Route::parse("/tenant/oauth2/v2.0/token"), Route::Token { tenant } if tenant == "tenant")
-        );
-        assert!(matches!(Route::parse("/"), Route::NotFound));
-
-        // A workspace's dependencies: the same segment under another namespace is another type.
-        let p = "/subscriptions/s/resourcegroups/rg/providers/microsoft.operationalinsights/workspaces/law";
-        let Route::Resource { id, action: None } = Route::parse(p) else {
-            panic!("not a resource")
-        };
-        assert_eq!(id.kind(), Kind::LogAnalytics);
-        assert_eq!(
-            id.canonical(),
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/law"
-        );
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1";
-        assert_eq!(ResId::parse(p).map(|id| id.kind()), Some(Kind::StorageAccount));
-        let p = "/subscriptions/s/providers/Microsoft.KeyVault/checkNameAvailability";
-        assert!(matches!(Route::parse(p), Route::CheckName { provider } if provider == "Microsoft.KeyVault"));
-        let p = "/subscriptions/s/providers/Microsoft.KeyVault/locations/eastus/deletedVaults/kv1";
-        assert!(matches!(Route::parse(p), Route::DeletedVault { name, .. } if name == "kv1"));
-        let p = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm";
-        assert!(matches!(Route::parse(p), Route::NotFound));
-    }
 
     #[test]
     fn name_patterns() {

@@ -45,6 +45,16 @@ impl Reply {
         self
     }
 
+    /// Sets `error.target` on an ARM error body.
+    pub(crate) fn with_target(mut self, target: &str) -> Self {
+        if let Some(error) = self.body.as_mut().and_then(|b| b.get_mut("error"))
+            && let Some(map) = error.as_object_mut()
+        {
+            map.insert("target".into(), Value::from(target));
+        }
+        self
+    }
+
     /// Adds a header to a reply held by reference.
     pub(crate) fn push_header(&mut self, name: &str, value: impl Into<String>) {
         self.headers.push((name.to_owned(), value.into()));

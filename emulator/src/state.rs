@@ -22,6 +22,9 @@ pub(crate) struct Resource {
     pub(crate) op: Option<String>,
     /// Online endpoint keys (primary, secondary).
     pub(crate) keys: Option<(String, String)>,
+    /// A datastore's `properties.credentials.secrets` as last written: write-only, so never in
+    /// `body` (which shows only their `secretsType`); `POST listSecrets` answers them.
+    pub(crate) secrets: Option<Value>,
 }
 
 /// What an operation does when it completes.

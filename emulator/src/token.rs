@@ -17,7 +17,6 @@ use serde_json::json;
 use super::Principal;
 use super::reply::Reply;
 use super::state::{IssuedToken, State};
-use super::model::Discovery;
 use super::util::{entra_timestamp, guid, parse_form, random_token};
 
 /// Lifetime of issued tokens, as Entra reports it.
@@ -44,6 +43,17 @@ fn entra_error(status: u16, error: &str, aadsts: u32, description: &str) -> Repl
             "error_uri": format!("https://login.microsoftonline.com/error?code={aadsts}"),
         }),
     )
+}
+
+/// The Entra documents a client reads to find the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Discovery {
+    /// `/{tenant}/v2.0/.well-known/openid-configuration` (or the v1 `/{tenant}/.well-known/...`).
+    OpenIdConfiguration { tenant: String, v2: bool },
+    /// `/common/discovery/instance` (MSAL's instance discovery; also under `/{tenant}/`).
+    Instance,
+    /// `/{tenant}/discovery/v2.0/keys` (the signing keys the OpenID configuration points at).
+    Keys,
 }
 
 /// Answers Entra's discovery documents for this emulator at `base` (`https://127.0.0.1:PORT`):

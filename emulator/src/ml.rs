@@ -1,231 +1,21 @@
-//! ARM request handling for the four Microsoft.MachineLearningServices resource types.
-
-use std::time::{Instant, SystemTime};
+//! Handlers of the resource routes: GET, list, PUT, PATCH, DELETE and POST actions of every
+//! resource kind, with the Microsoft.MachineLearningServices rules (workspaces, computes, online
+//! endpoints and deployments). A workspace dependency's PUT and the checks that involve other
+//! providers are in `providers`.
 
 use serde_json::{Value, json};
 
-use super::BodyValidator;
-use super::catalog::{self, Catalog};
-use super::model::{Kind, PROVIDER, RenderCtx, ResId, Route, render, user_part};
-use super::reply::Reply;
-use super::state::{OpKind, OpStatus, Operation, Resource, State};
-use super::util::{
-    get_path, guid, merge_patch, normalize_location, random_token, rfc3339, set_path, unix_secs,
+use super::call::{
+    ASYNC_OPERATION_TIMEOUT, ArmCall, conflict, not_found, parent_not_found, unknown_type,
 };
-
-/// `x-ms-async-operation-timeout` the ML service sends for endpoint and deployment writes.
-const ASYNC_OPERATION_TIMEOUT: &str = "PT1H";
-
-/// Settings the ARM handlers need from the emulator configuration.
-pub(crate) struct ArmSettings<'a> {
-    pub(crate) operation_duration: std::time::Duration,
-    pub(crate) retry_after_secs: u64,
-    pub(crate) validator: Option<&'a BodyValidator>,
-    pub(crate) catalog: &'a Catalog,
-}
-
-/// One authenticated ARM request being handled under the state lock.
-pub(crate) struct ArmCall<'a> {
-    pub(crate) st: &'a mut State,
-    pub(crate) settings: ArmSettings<'a>,
-    /// `https://host:port` the client used (for operation URLs).
-    pub(crate) base: String,
-    pub(crate) api_version: String,
-    pub(crate) query: std::collections::HashMap<String, String>,
-    pub(crate) tenant_id: String,
-    pub(crate) client_id: String,
-    pub(crate) now: SystemTime,
-}
-
-fn not_found(id: &ResId) -> Reply {
-    let kind = id.kind();
-    Reply::arm_error(
-        404,
-        "ResourceNotFound",
-        format!(
-            "The Resource '{}/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
-            kind.type_name(),
-            id.chain
-                .iter()
-                .map(|(_, n)| n.as_str())
-                .collect::<Vec<_>>()
-                .join("/"),
-            id.rg
-        ),
-    )
-}
-
-fn parent_not_found(parent: &ResId) -> Reply {
-    Reply::arm_error(
-        404,
-        "ParentResourceNotFound",
-        format!(
-            "Can not perform requested operation on nested resource. Parent resource '{}' not found.",
-            parent
-                .chain
-                .iter()
-                .map(|(_, n)| n.as_str())
-                .collect::<Vec<_>>()
-                .join("/")
-        ),
-    )
-}
-
-fn conflict(id: &ResId) -> Reply {
-    Reply::arm_error(
-        409,
-        "AnotherOperationInProgress",
-        format!(
-            "Another operation is in progress on resource '{}'. Wait for it to complete and retry.",
-            id.canonical()
-        ),
-    )
-}
-
-/// 404 for a type the emulator does not serve.
-pub(crate) fn unknown_type(type_path: &str, api_version: &str) -> Reply {
-    Reply::arm_error(
-        404,
-        "InvalidResourceType",
-        format!(
-            "The resource type '{type_path}' could not be found in the namespace '{PROVIDER}' for api version '{api_version}'."
-        ),
-    )
-}
+use super::catalog;
+use super::model::{Kind, ResId, render, user_part};
+use super::reply::Reply;
+use super::state::{DeletedVault, OpKind, OpOverride, Resource};
+use super::util::{get_path, merge_patch, normalize_location, random_token, set_path, unix_secs};
 
 impl ArmCall<'_> {
-    /// Dispatches an ARM route (not the token endpoint).
-    pub(crate) fn handle(&mut self, route: Route, method: &str, body: &[u8]) -> Reply {
-        match (route, method) {
-            (Route::Resource { id, action: None }, "GET") => self.get(&id),
-            (Route::Resource { id, action: None }, "PUT") => self.put(&id, body),
-            (Route::Resource { id, action: None }, "PATCH") => self.patch(&id, body),
-            (Route::Resource { id, action: None }, "DELETE") => self.delete(&id),
-            (
-                Route::Resource {
-                    id,
-                    action: Some(action),
-                },
-                "POST",
-            ) => self.action(&id, &action, body),
-            (
-                Route::Collection {
-                    sub,
-                    rg,
-                    parent,
-                    kind,
-                },
-                "GET",
-            ) => self.list(&sub, &rg, parent.as_ref(), kind),
-            (Route::RoleAssignments { scope, name }, method) => {
-                self.role_assignments(&scope, name.as_deref(), method, body)
-            }
-            (Route::CheckName { provider }, "POST") => self.check_name(&provider, body),
-            (Route::DeletedVault { sub, name }, "GET") => self.deleted_vault(&sub, &name),
-            (Route::OperationStatus { sub, op_id }, "GET") => self.operation_status(&sub, &op_id),
-            (Route::OperationResult { sub, op_id }, "GET") => self.operation_result(&sub, &op_id),
-            (Route::UnknownType { type_path, .. }, _) => {
-                unknown_type(&type_path, &self.api_version)
-            }
-            (Route::NotFound | Route::Token { .. }, _) => Reply::arm_error(
-                404,
-                "InvalidResourceType",
-                "The requested path does not name a resource type this emulator serves.",
-            ),
-            (_, other) => Reply::arm_error(
-                405,
-                "MethodNotAllowed",
-                format!("The HTTP method '{other}' is not supported for this resource."),
-            ),
-        }
-    }
-
-    fn ctx(&self) -> RenderCtx<'_> {
-        RenderCtx {
-            tenant_id: &self.tenant_id,
-            client_id: &self.client_id,
-            now: self.now,
-        }
-    }
-
-    /// The first ancestor of `id` that does not exist.
-    fn missing_parent(&self, id: &ResId) -> Option<ResId> {
-        let mut ancestors = Vec::new();
-        let mut cur = id.parent();
-        while let Some(p) = cur {
-            cur = p.parent();
-            ancestors.push(p);
-        }
-        ancestors
-            .into_iter()
-            .rev()
-            .find(|p| self.st.get(&p.key()).is_none())
-    }
-
-    fn status_url(&self, sub: &str, location: &str, op_id: &str) -> String {
-        format!(
-            "{}/subscriptions/{sub}/providers/{PROVIDER}/locations/{location}/operations/{op_id}?api-version={}",
-            self.base, self.api_version
-        )
-    }
-
-    fn result_url(&self, sub: &str, location: &str, op_id: &str) -> String {
-        self.result_url_of(PROVIDER, sub, location, op_id)
-    }
-
-    /// The `Location` URL of an operation, under the resource's own provider namespace.
-    fn result_url_of(&self, provider: &str, sub: &str, location: &str, op_id: &str) -> String {
-        format!(
-            "{}/subscriptions/{sub}/providers/{provider}/locations/{location}/operationResults/{op_id}?api-version={}",
-            self.base, self.api_version
-        )
-    }
-
-    /// Registers a running operation on the resource at `key`; returns its id and location.
-    fn start_op(&mut self, id: &ResId, kind: OpKind) -> (String, String) {
-        let key = id.key();
-        let location = self
-            .st
-            .get(&key)
-            .and_then(|r| r.body.get("location"))
-            .and_then(Value::as_str)
-            .map(normalize_location)
-            .unwrap_or_else(|| "global".to_owned());
-        let op_id = guid();
-        let forced = self.st.pending_override.take();
-        let runs = match &forced {
-            Some(super::state::OpOverride::Outlast(d)) => *d,
-            _ => self.settings.operation_duration,
-        };
-        self.st.operations.insert(
-            op_id.clone(),
-            Operation {
-                id: op_id.clone(),
-                sub: id.sub.clone(),
-                location: location.clone(),
-                resource_key: key.clone(),
-                kind,
-                started: self.now,
-                due: Instant::now() + runs,
-                status: OpStatus::InProgress,
-                ended: None,
-                error: None,
-                tenant_id: self.tenant_id.clone(),
-                client_id: self.client_id.clone(),
-                forced,
-            },
-        );
-        if let Some(res) = self.st.resources.get_mut(&key) {
-            res.op = Some(op_id.clone());
-        }
-        (op_id, location)
-    }
-
-    fn with_retry_after(&self, reply: Reply) -> Reply {
-        reply.header("Retry-After", self.settings.retry_after_secs.to_string())
-    }
-
-    fn get(&self, id: &ResId) -> Reply {
+    pub(crate) fn get(&self, id: &ResId) -> Reply {
         if let Some(parent) = self.missing_parent(id) {
             return parent_not_found(&parent);
         }
@@ -235,7 +25,7 @@ impl ArmCall<'_> {
         }
     }
 
-    fn list(&self, sub: &str, rg: &str, parent: Option<&ResId>, kind: Kind) -> Reply {
+    pub(crate) fn list(&self, sub: &str, rg: &str, parent: Option<&ResId>, kind: Kind) -> Reply {
         let prefix = match parent {
             Some(p) => {
                 if let Some(missing) = self
@@ -258,23 +48,8 @@ impl ArmCall<'_> {
         Reply::json(200, json!({ "value": value }))
     }
 
-    fn parse_body(body: &[u8]) -> Result<Value, Reply> {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            Ok(_) => Err(Reply::arm_error(
-                400,
-                "InvalidRequestContent",
-                "The request content was invalid and could not be deserialized: the body must be a JSON object.",
-            )),
-            Err(err) => Err(Reply::arm_error(
-                400,
-                "InvalidRequestContent",
-                format!("The request content was invalid and could not be deserialized: '{err}'."),
-            )),
-        }
-    }
 
-    fn put(&mut self, id: &ResId, raw: &[u8]) -> Reply {
+    pub(crate) fn put(&mut self, id: &ResId, raw: &[u8]) -> Reply {
         let kind = id.kind();
         if !kind.name_is_valid(id.name()) {
             let code = match kind {
@@ -353,6 +128,11 @@ impl ArmCall<'_> {
         if let Err(reply) = self.check_offer(id, &body) {
             return reply;
         }
+        if kind == Kind::OnlineDeployment
+            && let Err(reply) = self.check_asset_references(id, &body)
+        {
+            return reply;
+        }
         // A compute whose VM size the region does not offer is accepted, then fails (below).
         let refused = (kind == Kind::Compute).then(|| self.unsupported_vm_size(&body)).flatten();
         if existing.is_none()
@@ -403,6 +183,7 @@ impl ArmCall<'_> {
             body: Value::Null,
             op: None,
             keys: None,
+            secrets: None,
         });
         entry.body = rendered.clone();
         if kind == Kind::OnlineEndpoint {
@@ -413,7 +194,7 @@ impl ArmCall<'_> {
             }
         }
         if let Some(error) = refused {
-            self.st.pending_override = Some(super::state::OpOverride::Refuse(error));
+            self.st.pending_override = Some(OpOverride::Refuse(error));
         }
         let (op_id, location) = self.start_op(id, OpKind::Put);
         match kind {
@@ -431,51 +212,6 @@ impl ArmCall<'_> {
                     self.status_url(&id.sub, &location, &op_id),
                 )
                 .header("x-ms-async-operation-timeout", ASYNC_OPERATION_TIMEOUT),
-            _ => Reply::json(200, rendered),
-        }
-    }
-
-    /// PUT of a workspace dependency, answered as its service does (FACTS §10): a storage account
-    /// is created by a long-running operation (202 + `Location`), a vault answers 201 while it
-    /// registers its DNS name, a Log Analytics workspace answers 201 `Creating`, a component is
-    /// created at once (200). An update is applied at once.
-    fn put_dependency(&mut self, id: &ResId, body: &Value, existing: Option<Value>) -> Reply {
-        let kind = id.kind();
-        let key = id.key();
-        if let Some(old) = &existing {
-            let rendered = render(id, body, Some(old), "Succeeded", &self.ctx());
-            if let Some(res) = self.st.resources.get_mut(&key) {
-                res.body = rendered.clone();
-            }
-            return Reply::json(200, rendered);
-        }
-        let initial = match kind {
-            Kind::StorageAccount | Kind::LogAnalytics => "Creating",
-            Kind::KeyVault => "RegisteringDns",
-            _ => "Succeeded",
-        };
-        let rendered = render(id, body, None, initial, &self.ctx());
-        self.st.resources.insert(
-            key,
-            Resource {
-                id: id.clone(),
-                body: rendered.clone(),
-                op: None,
-                keys: None,
-            },
-        );
-        match kind {
-            Kind::StorageAccount => {
-                let (op_id, location) = self.start_op(id, OpKind::Put);
-                self.with_retry_after(Reply::empty(202)).header(
-                    "Location",
-                    self.result_url_of(kind.provider(), &id.sub, &location, &op_id),
-                )
-            }
-            Kind::KeyVault | Kind::LogAnalytics => {
-                let _ = self.start_op(id, OpKind::Put);
-                Reply::json(201, rendered)
-            }
             _ => Reply::json(200, rendered),
         }
     }
@@ -551,174 +287,6 @@ impl ArmCall<'_> {
             .vm_size(size, location)
             .is_none()
             .then(|| catalog.unsupported_vm_size(size, location, "properties.properties.vmSize"))
-    }
-
-    /// A workspace's storage account and key vault must exist (and have finished provisioning), as
-    /// ARM requires. Checked for ids in resource groups where the emulator holds dependencies;
-    /// ids elsewhere (tests that name resources the emulator never saw) are taken on trust.
-    fn check_dependencies(&self, body: &Value) -> Result<(), Reply> {
-        for (field, what, want) in [
-            ("storageAccount", "storage account", Kind::StorageAccount),
-            ("keyVault", "key vault", Kind::KeyVault),
-        ] {
-            let Some(dep) = get_path(body, &format!("properties/{field}")).and_then(Value::as_str)
-            else {
-                continue;
-            };
-            let Some(dep_id) = ResId::parse(dep).filter(|d| d.kind() == want) else {
-                continue;
-            };
-            match self.st.get(&dep_id.key()) {
-                Some(res) => {
-                    let state = get_path(&res.body, "properties/provisioningState")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Succeeded");
-                    if state != "Succeeded" {
-                        return Err(Reply::arm_error(
-                            400,
-                            "BadRequest",
-                            format!(
-                                "The {what} '{dep}' of the workspace is in provisioning state '{state}'; create the workspace once it has succeeded."
-                            ),
-                        ));
-                    }
-                }
-                None if self.plays_dependencies(&dep_id.sub, &dep_id.rg) => {
-                    return Err(Reply::arm_error(
-                        400,
-                        "BadRequest",
-                        format!(
-                            "The {what} '{dep}' given in properties.{field} does not exist. Create it before the workspace."
-                        ),
-                    ));
-                }
-                None => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the emulator holds any workspace dependency in this resource group.
-    fn plays_dependencies(&self, sub: &str, rg: &str) -> bool {
-        self.st.resources.values().any(|r| {
-            r.id.kind().is_dependency()
-                && r.id.sub.eq_ignore_ascii_case(sub)
-                && r.id.rg.eq_ignore_ascii_case(rg)
-        })
-    }
-
-    /// Why a globally unique name cannot be used by `id`, if it cannot: another resource of the
-    /// type has it, anywhere, or a soft-deleted vault holds it.
-    fn name_held(&self, kind: Kind, name: &str, except_key: Option<&str>) -> Option<(&'static str, String)> {
-        if !kind.global_names() {
-            return None;
-        }
-        let taken = self.st.resources.iter().any(|(k, r)| {
-            r.id.kind() == kind && r.id.name().eq_ignore_ascii_case(name) && Some(k.as_str()) != except_key
-        });
-        match kind {
-            Kind::StorageAccount if taken => Some((
-                "StorageAccountAlreadyTaken",
-                format!("The storage account named {name} is already taken."),
-            )),
-            Kind::KeyVault if taken => Some((
-                "VaultAlreadyExists",
-                format!("The vault name '{name}' is already in use. Vault names are globally unique so it is possible that the name is already taken."),
-            )),
-            Kind::KeyVault if self.st.deleted_vaults.contains_key(&name.to_ascii_lowercase()) => Some((
-                "ConflictError",
-                format!("A vault with the same name already exists in deleted state. You need to either recover or purge existing key vault. Vault name: '{name}'."),
-            )),
-            _ => None,
-        }
-    }
-
-    fn check_global_name(&self, id: &ResId) -> Result<(), Reply> {
-        match self.name_held(id.kind(), id.name(), Some(&id.key())) {
-            Some((code, message)) => Err(Reply::arm_error(409, code, message)),
-            None => Ok(()),
-        }
-    }
-
-    /// A workspace-based component's Log Analytics workspace must exist.
-    fn check_log_analytics(&self, body: &Value) -> Result<(), Reply> {
-        let Some(law) = get_path(body, "properties/WorkspaceResourceId").and_then(Value::as_str) else {
-            return Err(Reply::arm_error(
-                400,
-                "BadRequest",
-                "properties.WorkspaceResourceId is required to create an application with this API version.",
-            ));
-        };
-        match ResId::parse(law).filter(|l| l.kind() == Kind::LogAnalytics) {
-            Some(l) if self.st.get(&l.key()).is_some() => Ok(()),
-            _ => Err(Reply::arm_error(
-                400,
-                "BadRequest",
-                format!("The Log Analytics workspace '{law}' given in properties.WorkspaceResourceId does not exist."),
-            )),
-        }
-    }
-
-    /// `checkNameAvailability` of `Microsoft.Storage` and `Microsoft.KeyVault`.
-    fn check_name(&self, provider: &str, raw: &[u8]) -> Reply {
-        let kind = if provider.eq_ignore_ascii_case("Microsoft.Storage") {
-            Kind::StorageAccount
-        } else if provider.eq_ignore_ascii_case("Microsoft.KeyVault") {
-            Kind::KeyVault
-        } else {
-            return unknown_type(&format!("{provider}/checkNameAvailability"), &self.api_version);
-        };
-        let body = match Self::parse_body(raw) {
-            Ok(b) => b,
-            Err(reply) => return reply,
-        };
-        let Some(name) = body.get("name").and_then(Value::as_str) else {
-            return Reply::arm_error(400, "InvalidRequestContent", "The request content is missing the required property 'name'.");
-        };
-        let ty = body.get("type").and_then(Value::as_str).unwrap_or_default();
-        if !ty.eq_ignore_ascii_case(kind.type_name()) {
-            return Reply::arm_error(
-                400,
-                "InvalidRequestContent",
-                format!("The property 'type' must be '{}'.", kind.type_name()),
-            );
-        }
-        if !kind.name_is_valid(name) {
-            return Reply::json(
-                200,
-                json!({"nameAvailable": false, "reason": "AccountNameInvalid", "message": format!("{name} is not a valid name. {}", kind.name_rule())}),
-            );
-        }
-        match self.name_held(kind, name, None) {
-            Some((_, message)) => Reply::json(
-                200,
-                json!({"nameAvailable": false, "reason": "AlreadyExists", "message": message}),
-            ),
-            None => Reply::json(200, json!({"nameAvailable": true})),
-        }
-    }
-
-    /// A soft-deleted vault, as `GET .../locations/{location}/deletedVaults/{name}` shows it.
-    fn deleted_vault(&self, sub: &str, name: &str) -> Reply {
-        match self.st.deleted_vaults.get(&name.to_ascii_lowercase()) {
-            Some(d) if d.sub.eq_ignore_ascii_case(sub) => Reply::json(
-                200,
-                json!({
-                    "id": format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{name}", d.location),
-                    "name": name,
-                    "type": "Microsoft.KeyVault/deletedVaults",
-                    "properties": {
-                        "vaultId": d.vault_id,
-                        "location": d.location,
-                        "deletionDate": rfc3339(d.deleted),
-                        "scheduledPurgeDate": rfc3339(d.deleted + std::time::Duration::from_secs(90 * 24 * 3600)),
-                        "tags": d.tags,
-                        "purgeProtectionEnabled": false,
-                    },
-                }),
-            ),
-            _ => Reply::arm_error(404, "ResourceNotFound", format!("The deleted vault '{name}' was not found.")),
-        }
     }
 
     /// Endpoint traffic may only name deployments of this endpoint that exist and succeeded
@@ -809,7 +377,7 @@ impl ArmCall<'_> {
         Ok(())
     }
 
-    fn patch(&mut self, id: &ResId, raw: &[u8]) -> Reply {
+    pub(crate) fn patch(&mut self, id: &ResId, raw: &[u8]) -> Reply {
         let kind = id.kind();
         if let Some(parent) = self.missing_parent(id) {
             return parent_not_found(&parent);
@@ -875,7 +443,7 @@ impl ArmCall<'_> {
         }
     }
 
-    fn delete(&mut self, id: &ResId) -> Reply {
+    pub(crate) fn delete(&mut self, id: &ResId) -> Reply {
         let kind = id.kind();
         if kind == Kind::Compute {
             let action = self
@@ -911,7 +479,7 @@ impl ArmCall<'_> {
                 let location = res.body.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
                 self.st.deleted_vaults.insert(
                     id.name().to_ascii_lowercase(),
-                    super::state::DeletedVault {
+                    DeletedVault {
                         sub: id.sub.clone(),
                         vault_id: id.canonical(),
                         location,
@@ -975,7 +543,7 @@ impl ArmCall<'_> {
         None
     }
 
-    fn action(&mut self, id: &ResId, action: &str, raw: &[u8]) -> Reply {
+    pub(crate) fn action(&mut self, id: &ResId, action: &str, raw: &[u8]) -> Reply {
         let kind = id.kind();
         if let Some(parent) = self.missing_parent(id) {
             return parent_not_found(&parent);
@@ -1089,88 +657,6 @@ impl ArmCall<'_> {
             }
         }
     }
-
-    fn find_op(&self, sub: &str, op_id: &str) -> Result<&Operation, Reply> {
-        self.st
-            .operations
-            .get(op_id)
-            .filter(|op| op.sub.eq_ignore_ascii_case(sub))
-            .ok_or_else(|| {
-                Reply::arm_error(
-                    404,
-                    "NotFound",
-                    format!("The operation '{op_id}' was not found."),
-                )
-            })
-    }
-
-    fn operation_status(&self, sub: &str, op_id: &str) -> Reply {
-        let op = match self.find_op(sub, op_id) {
-            Ok(op) => op,
-            Err(reply) => return reply,
-        };
-        let mut body = json!({
-            "id": format!("/subscriptions/{}/providers/{PROVIDER}/locations/{}/operations/{}", op.sub, op.location, op.id),
-            "name": op.id,
-            "status": op.status.as_str(),
-            "startTime": rfc3339(op.started),
-        });
-        if let Some(ended) = op.ended {
-            set_path(&mut body, "endTime", Value::from(rfc3339(ended)));
-            set_path(&mut body, "percentComplete", Value::from(100.0));
-        }
-        if let Some(error) = &op.error {
-            set_path(&mut body, "error", error.clone());
-        }
-        let reply = Reply::json(200, body);
-        if op.status == OpStatus::InProgress {
-            self.with_retry_after(reply)
-        } else {
-            reply
-        }
-    }
-
-    fn operation_result(&self, sub: &str, op_id: &str) -> Reply {
-        let op = match self.find_op(sub, op_id) {
-            Ok(op) => op,
-            Err(reply) => return reply,
-        };
-        match op.status {
-            OpStatus::InProgress => self
-                .with_retry_after(Reply::empty(202))
-                .header("Location", self.result_url(&op.sub, &op.location, &op.id)),
-            OpStatus::Failed | OpStatus::Canceled => {
-                let error = op.error.clone().unwrap_or_else(
-                    || json!({"code": "OperationFailed", "message": "The operation failed."}),
-                );
-                let status = if op.status == OpStatus::Canceled {
-                    409
-                } else {
-                    400
-                };
-                Reply::json(status, json!({ "error": error }))
-            }
-            OpStatus::Succeeded => match op.kind {
-                OpKind::Put => match self.st.get(&op.resource_key) {
-                    Some(res) => Reply::json(200, res.body.clone()),
-                    None => Reply::empty(204),
-                },
-                OpKind::Delete | OpKind::RegenerateKey { .. } | OpKind::ComputeState(_) => {
-                    Reply::empty(200)
-                }
-            },
-        }
-    }
-}
-
-impl Reply {
-    /// Sets `error.target` on an ARM error body.
-    fn with_target(mut self, target: &str) -> Self {
-        if let Some(error) = self.body.as_mut().and_then(|b| b.get_mut("error")) {
-            set_path(error, "target", Value::from(target));
-        }
-        self
-    }
 }
 
 /// A dedicated compute's VM size and the most nodes it may run (an AmlCompute's `maxNodeCount`, a
@@ -1195,6 +681,14 @@ fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
     let bad = |message: String| Err(Reply::arm_error(400, "InvalidRequestContent", message));
     match kind {
         Kind::Workspace | Kind::LogAnalytics => Ok(()),
+        // A workspace asset's rules are in `assets` (its PUT does not come here).
+        Kind::ModelContainer
+        | Kind::ModelVersion
+        | Kind::EnvironmentContainer
+        | Kind::EnvironmentVersion
+        | Kind::CodeContainer
+        | Kind::CodeVersion
+        | Kind::Datastore => Ok(()),
         Kind::StorageAccount => match (field("kind"), field("sku/name")) {
             (Some(_), Some(_)) => Ok(()),
             _ => bad("The request content is missing the required properties 'kind' and 'sku.name'.".into()),
@@ -1225,7 +719,7 @@ fn required_properties(kind: Kind, body: &Value) -> Result<(), Reply> {
 }
 
 /// Changes the service refuses on an existing resource.
-fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
+pub(crate) fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
     let old_loc = old
         .get("location")
         .and_then(Value::as_str)
@@ -1259,6 +753,22 @@ fn immutables(kind: Kind, old: &Value, new: &Value) -> Result<(), Reply> {
             "properties/properties/vmPriority",
         ],
         Kind::OnlineEndpoint | Kind::KeyVault | Kind::LogAnalytics => &[],
+        // A version's own rule (409, what changed) is in `assets`.
+        Kind::ModelContainer
+        | Kind::ModelVersion
+        | Kind::EnvironmentContainer
+        | Kind::EnvironmentVersion
+        | Kind::CodeContainer
+        | Kind::CodeVersion => &[],
+        Kind::Datastore => &[
+            "properties/datastoreType",
+            "properties/accountName",
+            "properties/containerName",
+            "properties/filesystem",
+            "properties/fileShareName",
+            "properties/endpoint",
+            "properties/protocol",
+        ],
         Kind::OnlineDeployment => &["properties/endpointComputeType"],
         Kind::StorageAccount => &["kind"],
         Kind::AppInsights => &["properties/Application_Type"],
