@@ -18,6 +18,7 @@ mod cli;
 mod compute_reconcile;
 mod controllers;
 mod crds;
+mod datastores;
 mod credentials;
 mod dependencies;
 mod emulator;
