@@ -10,6 +10,7 @@
 use serde_json::{Map, Value, json};
 
 use super::call::{ArmCall, not_found, parent_not_found, unknown_type};
+use super::ml::immutables;
 use super::model::{Kind, RenderCtx, ResId, render, user_part};
 use super::reply::Reply;
 use super::state::{Resource, State};
@@ -68,7 +69,7 @@ impl ArmCall<'_> {
         let secrets = if kind == Kind::Datastore { take_secrets(&mut body) } else { None };
         if kind == Kind::Datastore
             && let Some(old) = &existing
-            && let Err(reply) = super::ml::immutables(kind, old, &body)
+            && let Err(reply) = immutables(kind, old, &body)
         {
             return reply;
         }
