@@ -1,11 +1,11 @@
 //! Secrets never leak: unique values are planted in every Secret the operator reads or writes, the
-//! full lifecycle of every kind runs with tracing captured at TRACE level, and none of those
+//! full lifecycle of every kind (a datastore's account key among them) runs with tracing captured at TRACE level, and none of those
 //! values may appear in any log line, event, status, condition, error or metric.
 
 mod support;
 
 use aml_operator::controller::Error;
-use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
+use aml_operator::crd::{AmlCompute, AmlDatastore, AmlOnlineDeployment, AmlOnlineEndpoint, AmlRoleAssignment, AmlWorkspace};
 use aml_operator::emulator::{EmulatorConfig, Principal};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -16,12 +16,14 @@ const CLIENT_SECRET: &str = "planted-client-secret-7Qx9Vd2";
 const WRONG_SECRET: &str = "planted-wrong-secret-K3p8Za1";
 const ADMIN_PASSWORD: &str = "planted-admin-password-Lm4Rt6";
 const SSH_KEY: &str = "ssh-rsa AAAAplantedsshkeyW9e2Yu5 admin@example";
+const ACCOUNT_KEY: &str = "planted-account-key-Vb7Nq2Xw==";
 
 const WS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/ws1";
 const CPU: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcomputes/cpu";
 const EP: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlineendpoints/ep";
 const DEP: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlinedeployments/blue";
 const RA: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlroleassignments/readers";
+const DS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amldatastores/data";
 const KEYS: &str = "/api/v1/namespaces/team-a/secrets/ep-keys";
 
 /// Everything every subscriber layer writes, for the whole test binary.
@@ -53,6 +55,9 @@ fn manifests() -> Vec<Value> {
                "spec": {"workspaceRef": {"name": "ws1"}, "authMode": "Key", "traffic": {"blue": 100}, "keysSecret": {"name": "ep-keys"}}}),
         json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlOnlineDeployment", "metadata": meta("blue"),
                "spec": {"endpointRef": {"name": "ep"}, "model": "azureml://registries/azureml/models/m/versions/1", "instanceType": "Standard_DS3_v2", "instanceCount": 1}}),
+        json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlDatastore", "metadata": meta("data"),
+               "spec": {"workspaceRef": {"name": "ws1"}, "datastoreType": "AzureBlob", "accountName": "teamadata", "containerName": "training",
+                        "storageCredentials": {"credentialsType": "AccountKey", "secretRef": {"name": "data-key", "key": "key"}}}}),
         json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlRoleAssignment", "metadata": meta("readers"),
                "spec": {"workspaceRef": {"name": "ws1"}, "role": "Reader", "principalId": "3f2c1a9e-7b4d-4e2a-9c1f-5d6e7f8a9b0c",
                         "principalType": "Group"}}),
@@ -80,6 +85,9 @@ async fn round(w: &World, errors: &mut Vec<String>) {
     if w.kube.raw(RA).is_some() {
         note(w.reconcile::<AmlRoleAssignment>(RA).await);
     }
+    if w.kube.raw(DS).is_some() {
+        note(w.reconcile::<AmlDatastore>(DS).await);
+    }
     w.emulator.finish_operations();
 }
 
@@ -100,6 +108,7 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     // 1. A wrong secret first: refused, reported.
     w.credentials("aml-credentials", WRONG_SECRET);
     w.kube.put(support::secret("admin", &[("password", ADMIN_PASSWORD), ("ssh", SSH_KEY)]));
+    w.kube.put(support::secret("data-key", &[("key", ACCOUNT_KEY)]));
     for m in manifests() {
         w.kube.put(m);
     }
@@ -113,9 +122,17 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     for _ in 0..12 {
         round(&w, &mut errors).await;
     }
-    for p in [WS, CPU, EP, DEP, RA] {
+    for p in [WS, CPU, EP, DEP, RA, DS] {
         assert_eq!(w.ready(p).as_deref(), Some("True"), "{p}: {:?}", w.condition(p, "Ready"));
     }
+    // The datastore's key went to Azure in one PUT (the only place it may be), and a GET of it
+    // shows no key.
+    let ds_id = w.kube.raw(DS).unwrap()["status"]["armId"].as_str().unwrap().to_string();
+    let stored = w.emulator.resource_with_secrets(&ds_id).expect("datastore in Azure");
+    assert_eq!(stored.pointer("/properties/credentials/secrets/key").and_then(Value::as_str), Some(ACCOUNT_KEY));
+    let puts = w.emulator.requests().iter().filter(|r| r.method == "PUT" && r.path.eq_ignore_ascii_case(&ds_id)).count();
+    assert_eq!(puts, 1, "the key was sent once");
+    assert!(!w.emulator.resource(&ds_id).unwrap().to_string().contains(ACCOUNT_KEY), "a GET never shows it");
     assert_eq!(w.emulator.role_assignments().len(), 1);
     let keys_secret = w.kube.raw(KEYS).expect("keys Secret");
     let decode = |k: &str| -> String {
@@ -131,13 +148,13 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
     assert_eq!(created.as_object().map(|m| m.len()), Some(4), "{created}");
 
     // 3. Delete everything.
-    for p in [WS, CPU, EP, DEP, RA] {
+    for p in [WS, CPU, EP, DEP, RA, DS] {
         w.kube.delete(p);
     }
     for _ in 0..10 {
         round(&w, &mut errors).await;
     }
-    for p in [WS, CPU, EP, DEP, RA] {
+    for p in [WS, CPU, EP, DEP, RA, DS] {
         assert!(w.kube.raw(p).is_none(), "{p} was released");
     }
     assert!(w.emulator.resource_ids().is_empty(), "nothing left in Azure, the workspace's dependencies included: {:?}", w.emulator.resource_ids());
@@ -166,6 +183,7 @@ async fn no_secret_value_appears_in_logs_events_status_errors_or_metrics() {
             ("wrong secret", WRONG_SECRET),
             ("admin password", ADMIN_PASSWORD),
             ("ssh key", "plantedsshkeyW9e2Yu5"),
+            ("datastore account key", ACCOUNT_KEY),
             ("primary key", primary.as_str()),
             ("secondary key", secondary.as_str()),
         ] {

@@ -8,7 +8,7 @@ use super::kinds::{self, Node};
 use crate::controller::kinds::Kind;
 use super::plan::{plan_all, store};
 use super::{ApplyArgs, ArmSetup, CliError, Manifest, Session, load, say};
-use crate::controller::error::reason::WAITING_FOR_PARENT;
+use crate::controller::error::reason::{self, WAITING_FOR_PARENT};
 use crate::controller::{Error, Retry};
 use crate::controller::plan::Change;
 use crate::crd::{FINALIZER, condition};
@@ -387,6 +387,11 @@ impl<'a> Run<'a> {
                         self.slots[i].last = summary(&obj);
                         match &r.result {
                             Err(e) if e.is_stalled() => self.fail(i, e.message()),
+                            // It waits for objects that use it (a deployment serving a model
+                            // version): others still being deleted in this run may be those.
+                            Err(Error::DeletePending { gate: Some(reason::WAITING_FOR_USERS), .. }) if self.pending().len() > 1 => {
+                                self.reschedule(i, &r.action)
+                            }
                             // It waits for another resource to change (its endpoint's traffic):
                             // nothing this run deletes will change it, so say what would.
                             Err(Error::DeletePending { gate: Some(reason), .. }) => {

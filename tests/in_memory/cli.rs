@@ -451,14 +451,24 @@ async fn import_without_a_principal_says_which_variables_to_set() {
     assert!(azure.emulator.requests().is_empty());
 }
 
-/// The whole examples/ folder (all four kinds): apply converges, plan is then clean, and a
+/// The whole examples/ folder (every kind): apply converges, plan is then clean, and a
 /// create-only compute field plans as recreate.
 #[tokio::test]
 async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recreate() {
     let azure = Azure::start().await;
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files = Vec::new();
-    for name in ["workspace.yaml", "compute.yaml", "endpoint.yaml", "deployment.yaml", "role-assignment.yaml"] {
+    for name in [
+        "workspace.yaml",
+        "compute.yaml",
+        "datastore.yaml",
+        "model.yaml",
+        "environment.yaml",
+        "code.yaml",
+        "endpoint.yaml",
+        "deployment.yaml",
+        "role-assignment.yaml",
+    ] {
         files.push((name, std::fs::read_to_string(examples.join(name)).unwrap()));
     }
     let dir = folder(&files.iter().map(|(n, t)| (*n, t.as_str())).collect::<Vec<_>>());
@@ -466,9 +476,9 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     assert_eq!(report.exit_code(), 0, "{out}");
     azure.emulator.clear_requests();
     let (report, out) = azure.plan(&[&dir]).await;
-    assert_eq!(report.exit_code(), 0, "all five planned as no change: {out}");
+    assert_eq!(report.exit_code(), 0, "all planned as no change: {out}");
 
-    // Import brings back all five kinds, as manifests that plan as no change.
+    // Import brings back every kind, as manifests that plan as no change.
     let out_dir = temp_path("imported-stack");
     let args = ImportArgs {
         subscription: SUBSCRIPTION.into(),
@@ -483,7 +493,25 @@ async fn the_examples_apply_plan_clean_and_a_compute_vm_size_edit_needs_a_recrea
     assert_eq!(report.exit_code(), 0, "{}", String::from_utf8_lossy(&imported));
     let mut kinds: Vec<_> = report.manifests.iter().map(|m| m.kind).collect();
     kinds.sort();
-    assert_eq!(kinds, vec!["AmlCompute", "AmlOnlineDeployment", "AmlOnlineEndpoint", "AmlRoleAssignment", "AmlWorkspace"]);
+    assert_eq!(
+        kinds,
+        vec![
+            "AmlCodeVersion",
+            "AmlCompute",
+            "AmlDatastore",
+            "AmlEnvironmentVersion",
+            "AmlModelVersion",
+            "AmlOnlineDeployment",
+            "AmlOnlineEndpoint",
+            "AmlRoleAssignment",
+            "AmlWorkspace"
+        ]
+    );
+    let model = std::fs::read_to_string(out_dir.join("amlmodelversion-sklearn-model-1.yaml")).unwrap();
+    assert!(
+        model.contains("azureName: sklearn-model") && model.contains("version: '1'") && model.contains("modelUri: azureml://datastores/training_data/paths/models/sklearn/1/"),
+        "{model}"
+    );
     let role = std::fs::read_to_string(out_dir.join("amlroleassignment-team-a-azuremldatascientist-3f2c1a9e.yaml")).unwrap();
     assert!(
         role.contains("role: AzureMLDataScientist") && role.contains("principalType: Group") && !role.contains("azureName"),
@@ -612,8 +640,8 @@ fn examples_in(rg: &str, edit: &[(&str, &str, &str)]) -> PathBuf {
     dir
 }
 
-/// The five objects of the examples and the four dependencies the workspace creates.
-const EXAMPLE_RESOURCES: usize = 9;
+/// The nine objects of the examples and the four dependencies the workspace creates.
+const EXAMPLE_RESOURCES: usize = 13;
 
 fn plan_line(out: &str) -> &str {
     out.lines().find(|l| l.starts_with("Plan: ")).unwrap_or_else(|| panic!("no Plan line in {out}"))
@@ -628,6 +656,10 @@ fn apply_and_delete_in_separate_processes_against_an_emulator_that_keeps_state()
     let labels = [
         "AmlWorkspace default/team-a",
         "AmlCompute default/cpu-cluster",
+        "AmlDatastore default/training-data",
+        "AmlModelVersion default/sklearn-model-1",
+        "AmlEnvironmentVersion default/sklearn-env-1",
+        "AmlCodeVersion default/score-code-1",
         "AmlOnlineEndpoint default/scoring",
         "AmlRoleAssignment default/team-a-data-scientists",
         "AmlOnlineDeployment default/blue",
@@ -638,7 +670,7 @@ fn apply_and_delete_in_separate_processes_against_an_emulator_that_keeps_state()
     let (code, out) = azure.run(&["apply", "-f", &dir], LIMIT);
     assert_eq!(code, 0, "{out}");
     let (code, out) = azure.run(&["plan", "-f", &dir], LIMIT);
-    assert_eq!((code, plan_line(&out)), (0, "Plan: 0 to create, 0 to update, 0 to recreate, 5 unchanged, 0 blocked."), "{out}");
+    assert_eq!((code, plan_line(&out)), (0, "Plan: 0 to create, 0 to update, 0 to recreate, 9 unchanged, 0 blocked."), "{out}");
     let (code, out) = azure.run(&["apply", "-f", &dir, "--delete"], LIMIT);
     assert_eq!(code, 0, "{out}");
     for label in labels {
@@ -672,7 +704,7 @@ fn apply_and_delete_in_separate_processes_against_an_emulator_that_keeps_state()
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("AmlCompute default/cpu-cluster: deleted in Azure"), "{out}");
     let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);
-    assert_eq!(plan_line(&out), "Plan: 1 to create, 0 to update, 0 to recreate, 4 unchanged, 0 blocked.", "{out}");
+    assert_eq!(plan_line(&out), "Plan: 1 to create, 0 to update, 0 to recreate, 8 unchanged, 0 blocked.", "{out}");
     // Only the workspace: ARM deletes its children with it.
     let (code, out) = azure.run(&["apply", "-f", &format!("{dir}/workspace.yaml"), "--delete"], LIMIT);
     assert_eq!(code, 0, "{out}");
@@ -692,7 +724,15 @@ fn apply_and_delete_in_separate_processes_against_an_emulator_that_keeps_state()
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("AmlCompute default/cpu-cluster: not in Azure, nothing to delete"), "{out}");
     assert!(out.contains("AmlOnlineDeployment default/blue: not in Azure, nothing to delete"), "{out}");
-    for label in ["AmlWorkspace default/team-a", "AmlOnlineEndpoint default/scoring", "AmlRoleAssignment default/team-a-data-scientists"] {
+    for label in [
+        "AmlWorkspace default/team-a",
+        "AmlDatastore default/training-data",
+        "AmlModelVersion default/sklearn-model-1",
+        "AmlEnvironmentVersion default/sklearn-env-1",
+        "AmlCodeVersion default/score-code-1",
+        "AmlOnlineEndpoint default/scoring",
+        "AmlRoleAssignment default/team-a-data-scientists",
+    ] {
         assert!(out.contains(&format!("{label}: deleted in Azure")), "{label}: {out}");
     }
     let (_, out) = azure.run(&["plan", "-f", &dir], LIMIT);

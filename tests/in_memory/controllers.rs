@@ -19,7 +19,7 @@ async fn the_controllers_converge_a_stack_through_watches() {
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut paths = Vec::new();
-    for name in ["deployment.yaml", "endpoint.yaml", "compute.yaml", "workspace.yaml"] {
+    for name in ["deployment.yaml", "endpoint.yaml", "code.yaml", "environment.yaml", "model.yaml", "datastore.yaml", "compute.yaml", "workspace.yaml"] {
         let mut v: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
         v["metadata"]["namespace"] = json!(NS);
         paths.push(aml_operator::localkube::path_of(&v));
@@ -35,10 +35,11 @@ async fn the_controllers_converge_a_stack_through_watches() {
     }
     // One create per resource: the controllers never wrote twice.
     let creates = w.emulator.requests().iter().filter(|r| r.method == "PUT" && (r.status == 201 || r.status == 202)).count();
-    assert!(creates >= 4, "{creates}");
-    // The four objects' resources, and the workspace's four dependencies (examples/ holds a
-    // workspace from nothing), each once.
-    assert_eq!(w.emulator.resource_ids().len(), 8, "{:?}", w.emulator.resource_ids());
+    assert!(creates >= 8, "{creates}");
+    // The eight objects' resources, the three assets' containers (ARM creates them with their
+    // first version), and the workspace's four dependencies (examples/ holds a workspace from
+    // nothing), each once.
+    assert_eq!(w.emulator.resource_ids().len(), 15, "{:?}", w.emulator.resource_ids());
     controllers.abort();
 }
 

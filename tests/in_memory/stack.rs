@@ -1,9 +1,12 @@
-//! A whole serving stack from `examples/`: workspace, compute, endpoint (with traffic to a
-//! deployment that does not exist yet) and deployment, applied at once and reconciled in an
-//! adversarial order, then deleted.
+//! A whole serving stack from `examples/`: workspace, compute, datastore, model, environment and
+//! code versions, endpoint (with traffic to a deployment that does not exist yet) and deployment,
+//! applied at once and reconciled in an adversarial order, then deleted.
 
 
-use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
+use aml_operator::crd::{
+    AmlCodeVersion, AmlCompute, AmlDatastore, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AmlOnlineEndpoint,
+    AmlWorkspace,
+};
 use serde_json::{Value, json};
 use crate::support::{NS, World};
 
@@ -11,12 +14,18 @@ const WS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspaces/
 const CPU: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcomputes/cpu-cluster";
 const EP: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlineendpoints/scoring";
 const DEP: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlonlinedeployments/blue";
+const DS: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amldatastores/training-data";
+const MODEL: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlmodelversions/sklearn-model-1";
+const ENV: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlenvironmentversions/sklearn-env-1";
+const CODE: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlcodeversions/score-code-1";
+/// Every object, children first.
+const ALL: [&str; 8] = [DEP, EP, CODE, ENV, MODEL, DS, CPU, WS];
 const KEYS: &str = "/api/v1/namespaces/team-a/secrets/team-a-scoring-keys";
 
 fn examples() -> Vec<Value> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut out = Vec::new();
-    for name in ["deployment.yaml", "endpoint.yaml", "compute.yaml", "workspace.yaml"] {
+    for name in ["deployment.yaml", "endpoint.yaml", "code.yaml", "environment.yaml", "model.yaml", "datastore.yaml", "compute.yaml", "workspace.yaml"] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let mut v: Value = serde_yaml::from_str(&text).unwrap();
         v["metadata"]["namespace"] = json!(NS);
@@ -34,6 +43,18 @@ async fn round(w: &World) {
     if present(EP) {
         let _ = w.reconcile::<AmlOnlineEndpoint>(EP).await;
     }
+    if present(CODE) {
+        let _ = w.reconcile::<AmlCodeVersion>(CODE).await;
+    }
+    if present(ENV) {
+        let _ = w.reconcile::<AmlEnvironmentVersion>(ENV).await;
+    }
+    if present(MODEL) {
+        let _ = w.reconcile::<AmlModelVersion>(MODEL).await;
+    }
+    if present(DS) {
+        let _ = w.reconcile::<AmlDatastore>(DS).await;
+    }
     if present(CPU) {
         let _ = w.reconcile::<AmlCompute>(CPU).await;
     }
@@ -44,16 +65,16 @@ async fn round(w: &World) {
 }
 
 #[tokio::test]
-async fn a_folder_of_all_four_kinds_converges_in_any_order_and_goes_away_with_its_workspace() {
+async fn a_folder_of_every_kind_converges_in_any_order_and_goes_away_with_its_workspace() {
     let w = World::new().await;
     w.good_credentials();
     for manifest in examples() {
         w.kube.put(manifest);
     }
     let mut rounds = 0;
-    while [WS, CPU, EP, DEP].iter().any(|p| w.ready(p).as_deref() != Some("True")) {
+    while ALL.iter().any(|p| w.ready(p).as_deref() != Some("True")) {
         rounds += 1;
-        assert!(rounds <= 20, "not converged after 20 rounds: {:#?}", [WS, CPU, EP, DEP].map(|p| w.condition(p, "Ready")));
+        assert!(rounds <= 20, "not converged after 20 rounds: {:#?}", ALL.map(|p| w.condition(p, "Ready")));
         round(&w).await;
     }
     // The endpoint carries the full traffic split, and the keys Secret is there.
@@ -71,16 +92,16 @@ async fn a_folder_of_all_four_kinds_converges_in_any_order_and_goes_away_with_it
 
     // Delete the workspace; the garbage collector deletes the children it owns (the in-memory API
     // server has no garbage collector, so the test plays it).
-    for p in [WS, CPU, EP, DEP] {
+    for p in ALL {
         w.kube.delete(p);
     }
     for _ in 0..20 {
-        if [WS, CPU, EP, DEP].iter().all(|p| w.kube.raw(p).is_none()) {
+        if ALL.iter().all(|p| w.kube.raw(p).is_none()) {
             break;
         }
         round(&w).await;
     }
-    assert!([WS, CPU, EP, DEP].iter().all(|p| w.kube.raw(p).is_none()), "objects finalized");
+    assert!(ALL.iter().all(|p| w.kube.raw(p).is_none()), "objects finalized: {:?}", ALL.map(|p| w.condition(p, "Ready")));
     assert!(w.emulator.resource_ids().is_empty(), "nothing left in Azure: {:?}", w.emulator.resource_ids());
 }
 

@@ -27,6 +27,9 @@ pub mod reason {
     pub const WAITING_FOR_CODE: &str = "WaitingForCode";
     /// A model version whose `spec.datastoreRef` names a datastore object that is missing or not Ready.
     pub const WAITING_FOR_DATASTORE: &str = "WaitingForDatastore";
+    /// Deleting an object another object of the namespace still uses (a model version a deployment
+    /// serves, a datastore a model version reads from) waits for those users.
+    pub const WAITING_FOR_USERS: &str = "WaitingForUsers";
     /// ARM refused a deployment that names a model, environment or code ARM does not have.
     pub const ASSET_NOT_FOUND: &str = "AssetNotFound";
     /// A version exists in Azure with other content than the spec's; it is never overwritten.

@@ -163,7 +163,7 @@ async fn delete_gate<K: Asset>(obj: &K, ctx: &Context, arm_id: &str) -> Result<D
         return Ok(DeleteGate::Proceed);
     }
     Ok(DeleteGate::Wait {
-        reason: "WaitingForUsers",
+        reason: crate::controller::error::reason::WAITING_FOR_USERS,
         message: format!(
             "AmlOnlineDeployment {} in namespace {ns} still uses this {}; it is deleted once {} (delete them, or point them at another version)",
             users.join(", "),

@@ -130,7 +130,7 @@ impl AmlKind for AmlDatastore {
                 return Ok(DeleteGate::Proceed);
             }
             Ok(DeleteGate::Wait {
-                reason: "WaitingForUsers",
+                reason: crate::controller::error::reason::WAITING_FOR_USERS,
                 message: format!(
                     "AmlModelVersion {} in namespace {ns} still reads from this datastore; it is deleted once they are gone",
                     users.join(", ")

@@ -112,18 +112,11 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
         st.stand(Standing::in_progress("WaitingForParentDeletion", message));
         return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, None));
     }
-    match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
-        DeleteGate::Proceed => {}
-        DeleteGate::Gone => return deleted(obj, ctx, &target, &sp).await,
-        DeleteGate::Wait { reason, message } => {
-            st.stand(Standing::in_progress(reason, message));
-            return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, Some(reason)));
-        }
-    }
     // Ask ARM before a DELETE: this copy of the object may predate its own DELETE's status write (a
     // wake can come before the cache has that write), or someone else may be deleting it. ARM
     // refuses (409) a second DELETE while one runs; wait for it instead, writing nothing (the
-    // status this copy would write could drop the recorded operation).
+    // status this copy would write could drop the recorded operation). A resource already gone
+    // (with its parent) waits for nothing.
     match ctx.arm.get(&sp, &target.arm_id, api_version).await.map_err(arm_error("read", &target))? {
         None => return deleted(obj, ctx, &target, &sp).await,
         Some(actual) if provisioning_state(&actual) == "Deleting" => {
@@ -131,6 +124,14 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
             return Ok(Decision::requeue(Action::await_change()).failing(pending).into());
         }
         Some(_) => {}
+    }
+    match obj.delete_gate(ctx, &sp, &target.arm_id).await? {
+        DeleteGate::Proceed => {}
+        DeleteGate::Gone => return deleted(obj, ctx, &target, &sp).await,
+        DeleteGate::Wait { reason, message } => {
+            st.stand(Standing::in_progress(reason, message));
+            return Ok(pending(st, &target.arm_id, DELETE_GATE_RECHECK, Some(reason)));
+        }
     }
     let outcome = ctx.arm.delete(&sp, &target.arm_id, api_version, K::delete_query()).await;
     match outcome {
