@@ -153,6 +153,19 @@ async fn a_deployment_naming_a_model_azure_does_not_have_is_refused_and_stalls_w
     assert!(ready["message"].as_str().unwrap().starts_with("spec.model names an asset Azure does not have"), "{ready}");
     assert_eq!(w.condition(&dep, "Stalled").unwrap()["status"], "True");
     assert!(w.emulator.resource(&format!("{WS_ID}/onlineEndpoints/ep1/deployments/blue")).is_none(), "nothing created");
+
+    // The old quick-start example's short form, `azureml:sklearn-model:1`, in a workspace that
+    // holds no such model: refused the same way (what Azure answers users of the MLOps templates).
+    let old = path("amlonlinedeployments", "old-example");
+    let mut d = deployment("old-example", "unused");
+    let spec = d["spec"].as_object_mut().unwrap();
+    spec.remove("modelRef");
+    spec.insert("model".into(), json!("azureml:sklearn-model:1"));
+    w.kube.put(d);
+    let _ = w.reconcile::<AmlOnlineDeployment>(&old).await;
+    let _ = w.reconcile::<AmlOnlineDeployment>(&old).await;
+    assert_eq!(w.condition(&old, "Ready").unwrap()["reason"], "AssetNotFound");
+    assert!(w.condition(&old, "Ready").unwrap()["message"].as_str().unwrap().contains("Model container with name: sklearn-model not found"));
 }
 
 #[tokio::test]
