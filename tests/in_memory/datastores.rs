@@ -8,7 +8,7 @@ use aml_operator::controller::Error;
 use aml_operator::crd::{AmlDatastore, AmlModelVersion, AmlWorkspace};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const WS_ID: &str =
