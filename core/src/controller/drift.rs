@@ -149,6 +149,15 @@ pub fn normalize_location(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
 }
 
+/// The JSON pointers of `drifted` that lie on or under one of `immutable`.
+pub fn immutable_hits(drifted: &[String], immutable: &[&str]) -> Vec<String> {
+    drifted
+        .iter()
+        .filter(|p| immutable.iter().any(|w| *p == w || p.starts_with(&format!("{w}/"))))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

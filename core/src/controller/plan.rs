@@ -108,14 +108,6 @@ impl Planned {
     }
 }
 
-/// The JSON pointers of `drifted` that lie on or under one of `immutable`.
-pub fn immutable_hits(drifted: &[String], immutable: &[&str]) -> Vec<String> {
-    drifted
-        .iter()
-        .filter(|p| immutable.iter().any(|w| *p == w || p.starts_with(&format!("{w}/"))))
-        .cloned()
-        .collect()
-}
 
 /// Plans one object: resolves it as a reconcile would, reads ARM and compares. Never writes to ARM;
 /// every failure becomes [`Change::Blocked`].
@@ -196,7 +188,7 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
         planned.note = Some("managementPolicy Observe: Azure differs from the spec, nothing is written".into());
         return Ok(planned);
     }
-    let immutable = immutable_hits(&drifted, K::immutable_paths());
+    let immutable = drift::immutable_hits(&drifted, K::immutable_paths());
     planned.change = if immutable.is_empty() { Change::Update } else { Change::Recreate { immutable } };
     Ok(planned)
 }
@@ -231,7 +223,7 @@ async fn waiting_plan<K: AmlKind>(obj: &K, ctx: &Context, w: resolve::Waiting) -
 
 #[cfg(test)]
 mod tests {
-    use super::immutable_hits;
+    use crate::controller::drift::immutable_hits;
 
     #[test]
     fn immutable_paths_match_themselves_and_what_is_under_them() {

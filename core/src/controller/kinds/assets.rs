@@ -10,7 +10,7 @@
 use crate::arm::{ServicePrincipal, ids};
 use crate::controller::{
     AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Reference, Refined, Resolved, Target, drift,
-    plan, workspace_parent,
+    workspace_parent,
 };
 use crate::crd::{AmlCodeVersion, AmlEnvironmentVersion, AmlModelVersion, AmlOnlineDeployment, AssetSpec, CommonSpec, CommonStatus};
 use kube::api::ApiResource;
@@ -135,7 +135,7 @@ fn desired<K: Asset>(obj: &K) -> Result<Value, Error> {
 /// version number reused) is never overwritten: ARM would refuse it, and it is someone's model.
 fn refine<K: Asset>(target: &Target, desired: Value, actual: Option<&Value>) -> Result<Refined, Error> {
     if let Some(actual) = actual {
-        let conflicting = plan::immutable_hits(&drift::drifted::<K>(&desired, actual), K::IMMUTABLE);
+        let conflicting = drift::immutable_hits(&drift::drifted::<K>(&desired, actual), K::IMMUTABLE);
         if !conflicting.is_empty() {
             return Err(Error::VersionConflict { arm_id: target.arm_id.clone(), fields: conflicting });
         }
