@@ -27,11 +27,11 @@ fn none() -> BenchOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_makes_no_writes_and_at_most_one_get_per_object_per_resync() {
-    let options = BenchOptions { steady_objects: 20, resync: Duration::from_secs(1), resync_periods: 3, ..none() };
+    let options = BenchOptions { steady_objects: 27, resync: Duration::from_secs(1), resync_periods: 3, ..none() };
     let report = bench::run(&options).await.expect("benchmark runs");
     let s = report.steady.clone().expect("P1 measured");
     println!("{report}");
-    assert_eq!(s.objects, 20);
+    assert_eq!(s.objects, 27);
     assert_eq!(s.arm_writes, 0, "no ARM writes once converged");
     assert_eq!(s.kube_writes, Some(0), "no Kubernetes writes once converged");
     assert!(s.arm_gets > 0, "resyncs happened");
@@ -48,9 +48,22 @@ async fn steady_state_makes_no_writes_and_at_most_one_get_per_object_per_resync(
 
     // Per kind: every kind is there, and none writes (a POST such as listKeys counts as a write).
     let kinds: Vec<&str> = s.per_kind.iter().map(|k| k.kind).collect();
-    assert_eq!(kinds, ["AmlWorkspace", "AmlCompute", "AmlOnlineEndpoint", "AmlOnlineDeployment", "AmlRoleAssignment"]);
+    assert_eq!(
+        kinds,
+        [
+            "AmlWorkspace",
+            "AmlCompute",
+            "AmlModelVersion",
+            "AmlEnvironmentVersion",
+            "AmlCodeVersion",
+            "AmlOnlineEndpoint",
+            "AmlOnlineDeployment",
+            "AmlRoleAssignment",
+            "AmlDatastore"
+        ]
+    );
     for k in &s.per_kind {
-        assert_eq!(k.objects, 4, "{}", k.kind);
+        assert_eq!(k.objects, 3, "{}", k.kind);
         assert_eq!(k.arm_writes, 0, "{}: {} ARM writes once converged", k.kind, k.arm_writes);
         assert!(k.arm_reads > 0, "{}: resyncs happened", k.kind);
         assert!(k.reads_per_object_per_resync(s.periods()) <= 1.0 / 0.9 + 0.5, "{}: {:.3} reads per object per resync", k.kind, k.reads_per_object_per_resync(s.periods()));

@@ -21,15 +21,17 @@ pub const NAME_RULE: NameRule = NameRule {
     explained: "1 to 255 letters, digits, '-' or '_', starting with a letter or digit; case-sensitive",
 };
 
-/// The fields every asset version has, flattened into each kind's spec.
+/// The fields of a workspace's data item (an asset version or a datastore), flattened into its
+/// spec: where it lives, and its own description, tags and properties, which ARM keeps in the
+/// body's `properties`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AssetSpec {
-    /// Fields every kind has: `azureName` (the asset's name in Azure; defaults to
-    /// `metadata.name`), `credentials`, `deletionPolicy`, `managementPolicy`.
+pub struct WorkspaceItemSpec {
+    /// Fields every kind has: `azureName` (the item's name in Azure; defaults to `metadata.name`),
+    /// `credentials`, `deletionPolicy`, `managementPolicy`.
     #[serde(flatten)]
     pub common: CommonSpec,
-    /// The AmlWorkspace (same namespace) the version belongs to. Set this or `workspaceId`. Immutable.
+    /// The AmlWorkspace (same namespace) the item belongs to. Set this or `workspaceId`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceRef is immutable"}]))]
     pub workspace_ref: Option<WorkspaceRef>,
@@ -37,16 +39,24 @@ pub struct AssetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceId is immutable"}]))]
     pub workspace_id: Option<String>,
-    /// Description of the version. May change.
+    /// Description. May change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Tags of the version (the asset's own tags, not ARM resource tags). May change; the object
-    /// owns the whole map.
+    /// The item's own tags (not ARM resource tags). May change; the object owns the whole map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
-    /// Properties of the version (string map). May change.
+    /// Properties (string map). May change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<BTreeMap<String, String>>,
+}
+
+/// The fields every asset version has, flattened into each kind's spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetSpec {
+    /// Where the version lives, its description, tags and properties.
+    #[serde(flatten)]
+    pub item: WorkspaceItemSpec,
     /// Archived versions are hidden from Azure ML's default lists but stay usable. May change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_archived: Option<bool>,

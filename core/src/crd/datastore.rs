@@ -4,11 +4,11 @@
 //! a Secret in the object's namespace, never from the spec; ARM never returns it.
 
 use super::NameRule;
+use super::assets::WorkspaceItemSpec;
 use super::common::*;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// ARM's rule for datastore names (the `name` pattern mfe.json gives workspace assets).
 pub const NAME_RULE: NameRule = NameRule {
@@ -55,28 +55,11 @@ macro_rules! immutable {
      "message": "subscriptionId and resourceGroup are for datastoreType AzureBlob only"},
 ]))]
 pub struct AmlDatastoreSpec {
-    /// Fields every kind has: `azureName` (the datastore's name in Azure; defaults to
-    /// `metadata.name`), `credentials` (the operator's service principal), `deletionPolicy`,
-    /// `managementPolicy`.
+    /// Where the datastore lives (`workspaceRef` or `workspaceId`), its `azureName` (defaults to
+    /// `metadata.name`), `credentials` (the operator's service principal), the policies, and its
+    /// description, tags and properties.
     #[serde(flatten)]
-    pub common: CommonSpec,
-    /// The AmlWorkspace (same namespace) the datastore belongs to. Set this or `workspaceId`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceRef is immutable"}]))]
-    pub workspace_ref: Option<WorkspaceRef>,
-    /// ARM id of a workspace not managed by this operator. Set this or `workspaceRef`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceId is immutable"}]))]
-    pub workspace_id: Option<String>,
-    /// Description of the datastore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Tags of the datastore (its own, not ARM resource tags); the object owns the whole map.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<BTreeMap<String, String>>,
-    /// Properties of the datastore (string map).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub properties: Option<BTreeMap<String, String>>,
+    pub item: WorkspaceItemSpec,
     /// `AzureBlob` (set `containerName`), `AzureDataLakeGen2` (set `filesystem`) or `AzureFile`
     /// (set `fileShareName`). Immutable.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": immutable!("datastoreType")}]))]

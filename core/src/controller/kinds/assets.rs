@@ -153,24 +153,24 @@ async fn delete_gate<K: Asset>(obj: &K, ctx: &Context, arm_id: &str) -> Result<D
         .list(&Default::default())
         .await
         .map_err(|source| Error::Kube { what: "listing the deployments that may use this version", source })?;
-    let users: Vec<String> = list
-        .items
-        .iter()
-        .filter(|d| d.uses(K::AS_REFERENCE, &name, arm_id))
-        .map(|d| d.name_any())
-        .collect();
+    let users: Vec<String> = list.items.iter().filter(|d| d.uses(K::AS_REFERENCE, &name, arm_id)).map(|d| d.name_any()).collect();
+    Ok(wait_for_users("AmlOnlineDeployment", &users, &ns, &format!("uses this {}", K::SEGMENT.trim_end_matches('s'))))
+}
+
+/// Whether a delete waits for the objects of `kind` named in `users` that still use the object
+/// (`uses`, e.g. "uses this model"): proceed when there are none.
+pub(super) fn wait_for_users(kind: &str, users: &[String], ns: &str, uses: &str) -> DeleteGate {
     if users.is_empty() {
-        return Ok(DeleteGate::Proceed);
+        return DeleteGate::Proceed;
     }
-    Ok(DeleteGate::Wait {
+    let (them, are) = if users.len() == 1 { ("it is", "that one") } else { ("they are", "those") };
+    DeleteGate::Wait {
         reason: crate::controller::error::reason::WAITING_FOR_USERS,
         message: format!(
-            "AmlOnlineDeployment {} in namespace {ns} still uses this {}; it is deleted once {} (delete them, or point them at another version)",
-            users.join(", "),
-            K::SEGMENT.trim_end_matches('s'),
-            if users.len() == 1 { "that deployment is gone or uses another" } else { "those deployments are gone or use another" },
+            "{kind} {} in namespace {ns} still {uses}; the delete waits until {them} gone or no longer use it (delete or change {are} first)",
+            users.join(", ")
         ),
-    })
+    }
 }
 
 /// The pointer in a deployment's spec that names an asset of `kind` (for the watch that wakes a
@@ -190,7 +190,7 @@ macro_rules! asset_kind {
             const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
             fn common_spec(&self) -> &CommonSpec {
-                &self.asset().common
+                &self.asset().item.common
             }
 
             fn common_status(&self) -> Option<&CommonStatus> {
@@ -198,7 +198,7 @@ macro_rules! asset_kind {
             }
 
             fn parent(&self) -> Option<ParentRef<'_>> {
-                let a = self.asset();
+                let a = &self.asset().item;
                 workspace_parent(a.workspace_ref.as_ref().map(|r| r.name.as_str()), a.workspace_id.as_deref())
             }
 

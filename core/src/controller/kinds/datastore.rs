@@ -34,7 +34,7 @@ impl AmlKind for AmlDatastore {
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
     fn common_spec(&self) -> &CommonSpec {
-        &self.spec.common
+        &self.spec.item.common
     }
 
     fn common_status(&self) -> Option<&CommonStatus> {
@@ -42,7 +42,7 @@ impl AmlKind for AmlDatastore {
     }
 
     fn parent(&self) -> Option<ParentRef<'_>> {
-        workspace_parent(self.spec.workspace_ref.as_ref().map(|r| r.name.as_str()), self.spec.workspace_id.as_deref())
+        workspace_parent(self.spec.item.workspace_ref.as_ref().map(|r| r.name.as_str()), self.spec.item.workspace_id.as_deref())
     }
 
     /// A model version that reads from this datastore (`datastoreRef`) makes its delete wait.
@@ -126,16 +126,7 @@ impl AmlKind for AmlDatastore {
                 .map_err(|source| Error::Kube { what: "listing the model versions that may read from this datastore", source })?;
             let users: Vec<String> =
                 list.items.iter().filter(|m| m.names(ParentKind::Datastore, &name)).map(|m| m.name_any()).collect();
-            if users.is_empty() {
-                return Ok(DeleteGate::Proceed);
-            }
-            Ok(DeleteGate::Wait {
-                reason: crate::controller::error::reason::WAITING_FOR_USERS,
-                message: format!(
-                    "AmlModelVersion {} in namespace {ns} still reads from this datastore; it is deleted once they are gone",
-                    users.join(", ")
-                ),
-            })
+            Ok(super::assets::wait_for_users("AmlModelVersion", &users, &ns, "reads from this datastore"))
         })
     }
 }
