@@ -71,7 +71,7 @@ async fn workspace_lifecycle_against_a_real_api_server() {
 }
 
 #[tokio::test]
-async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace() {
+async fn a_folder_with_every_kind_converges_and_goes_away_with_its_workspace() {
     let Some(client) = cluster().await else { return };
     let env = Env::start(client.clone(), "aml-e2e-stack").await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -82,6 +82,10 @@ async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace
         ("endpoint.yaml", "amlonlineendpoints"),
         ("compute.yaml", "amlcomputes"),
         ("workspace.yaml", "amlworkspaces"),
+        ("code.yaml", "amlcodeversions"),
+        ("environment.yaml", "amlenvironmentversions"),
+        ("model.yaml", "amlmodelversions"),
+        ("datastore.yaml", "amldatastores"),
     ] {
         let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
         manifest["metadata"]["namespace"] = json!(env.ns);
@@ -98,7 +102,7 @@ async fn a_folder_with_all_four_kinds_converges_and_goes_away_with_its_workspace
         api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{file}: {e}"));
         objects.push((api, name));
     }
-    eventually("all four Ready", Duration::from_secs(180), || {
+    eventually("every example Ready", Duration::from_secs(180), || {
         let objects = objects.clone();
         async move {
             for (api, name) in &objects {
@@ -372,7 +376,7 @@ fn arm_writes(emulator: &Emulator, arm_id: &str) -> usize {
 /// The user's path, on the real API server: `helm install` of the chart with its default RBAC,
 /// the operator binary run with the Deployment's own arguments under a token of the chart's
 /// ServiceAccount (so only the chart's RBAC applies), leader election on, watching only this
-/// test's namespace (`--namespace`, so tests running side by side stay apart); the four examples
+/// test's namespace (`--namespace`, so tests running side by side stay apart); the examples
 /// applied children first; then an edit, a crash right after an ARM write, and the namespace's
 /// deletion. No planted secret value may show up in the operator's output, Events or status.
 #[tokio::test]
@@ -455,7 +459,7 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
     .unwrap();
     Api::<Secret>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
 
-    // The four examples, children first: the order must not matter.
+    // The examples, children first (the assets the deployment uses last): the order must not matter.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut objects = Vec::new();
     for (file, plural) in [
@@ -463,6 +467,10 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
         ("endpoint.yaml", "amlonlineendpoints"),
         ("compute.yaml", "amlcomputes"),
         ("workspace.yaml", "amlworkspaces"),
+        ("code.yaml", "amlcodeversions"),
+        ("environment.yaml", "amlenvironmentversions"),
+        ("model.yaml", "amlmodelversions"),
+        ("datastore.yaml", "amldatastores"),
     ] {
         let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
         let resource = kube::api::ApiResource {
@@ -491,7 +499,7 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
             Some(out)
         }
     };
-    let converged = eventually("the four examples Ready (kubectl wait --for=condition=Ready)", Duration::from_secs(180), all_ready).await;
+    let converged = eventually("the examples Ready (kubectl wait --for=condition=Ready)", Duration::from_secs(180), all_ready).await;
 
     // Printer columns, as `kubectl get` shows them (the server-side Table).
     for (_, name, plural) in &objects {

@@ -38,6 +38,7 @@ macro_rules! immutable {
     doc = "A datastore of an Azure Machine Learning workspace (an Azure Blob container, an ADLS Gen2 file system or an Azure Files share), managed through ARM. Its account key, SAS token or client secret comes from a key of a Secret in this namespace (storageCredentials.secretRef) and is written again whenever that key changes. See the README for credentials, policies and status.",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.datastoreType"}"#,
     printcolumn = r#"{"name":"Account","type":"string","jsonPath":".spec.accountName"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.provisioningState"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
