@@ -374,8 +374,10 @@ fn proc_status(pid: u32, name: &str) -> String {
     status.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status")).trim().to_string()
 }
 
-/// The memory cgroup (v1) of a process: (peak, current) bytes.
-fn memory_of(pid: u32) -> Option<(u64, u64)> {
+/// The memory cgroup (v1) of a process: (peak, current, anonymous now) bytes. The binary's file
+/// pages are charged to the cgroup that first read them (here containerd's, which unpacked the
+/// image), so they show in the process's resident set (VmHWM), not in these.
+fn memory_of(pid: u32) -> Option<(u64, u64, u64)> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = cgroups.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
@@ -383,7 +385,9 @@ fn memory_of(pid: u32) -> Option<(u64, u64)> {
         controllers.split(',').any(|c| c == "memory").then(|| path.to_string())
     })?;
     let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/{f}")).ok()?.trim().parse::<u64>().ok();
-    Some((read("memory.max_usage_in_bytes")?, read("memory.usage_in_bytes")?))
+    let stat = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.stat")).ok()?;
+    let rss = stat.lines().find_map(|l| l.strip_prefix("rss ")).and_then(|v| v.trim().parse().ok())?;
+    Some((read("memory.max_usage_in_bytes")?, read("memory.usage_in_bytes")?, rss))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -443,6 +447,102 @@ fn api_of(client: &Client, ns: &str, plural: &str, manifest: &Value) -> Api<Dyna
     Api::namespaced_with(client.clone(), ns, &resource)
 }
 
+/// The chart in this repository.
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/aml-operator");
+/// The second tag of the image, for `helm upgrade`.
+const UPGRADE_SUFFIX: &str = "upgrade";
+
+/// The pod tests take the node one at a time: their timings (hand-over, memory) are then theirs.
+static NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Imports the image archive into the node's containerd (once per test process), and tags the
+/// same image `<tag>-upgrade` to upgrade to. Returns the image.
+fn import_image(node: &Node, archive: &Path) -> OciImage {
+    static IMPORTED: std::sync::Once = std::sync::Once::new();
+    let image = OciImage::read(archive);
+    IMPORTED.call_once(|| {
+        let started = Instant::now();
+        run(Command::new(kube_tools().join("node-load")).arg(archive));
+        run(Command::new("ctr")
+            .args(["--address", &node.containerd, "--namespace", "k8s.io", "images", "tag", "--force"])
+            .args([image.name.clone(), format!("{}-{UPGRADE_SUFFIX}", image.name)]));
+        println!("image {} imported into the node ({} bytes compressed) in {:.1} s", image.name, image.compressed(), started.elapsed().as_secs_f64());
+    });
+    image
+}
+
+/// One pod test's world: the emulator as Azure (on a loopback port of this host, its CA in the
+/// ConfigMap `emulator-ca` of the release namespace), a namespace for the objects and one for the
+/// release.
+struct World {
+    emulator: Emulator,
+    ca_file: PathBuf,
+    ns: String,
+    op_ns: String,
+    release: String,
+}
+
+impl World {
+    async fn start(admin: &Client, prefix: &str) -> World {
+        let ca_file = support::temp_path(&format!("{prefix}-ca.pem"));
+        let emulator = Emulator::start(EmulatorConfig {
+            operation_duration: Duration::from_millis(500),
+            retry_after_secs: 1,
+            validator: support::validator(),
+            ca_file: Some(ca_file.clone()),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator");
+        let id = std::process::id() % 100000;
+        let (ns, op_ns) = (format!("{prefix}-{id}"), format!("{prefix}-system-{id}"));
+        // The release name contains the chart's name: the full name (Deployment, Lease) is the release.
+        let release = format!("aml-operator-{prefix}-{id}");
+        create_namespace(admin, &ns).await;
+        create_namespace(admin, &op_ns).await;
+        let ca: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "emulator-ca"},
+            "data": {"ca.crt": std::fs::read_to_string(&ca_file).expect("the emulator's CA")}
+        }))
+        .unwrap();
+        Api::<ConfigMap>::namespaced(admin.clone(), &op_ns).create(&PostParams::default(), &ca).await.expect("CA ConfigMap");
+        World { emulator, ca_file, ns, op_ns, release }
+    }
+
+    /// `helm install` of the chart with `image`, on the node (hostNetwork, the API server's
+    /// address), Azure the emulator, watching `ns`; `extra` values appended.
+    fn install(&self, helm: &str, node: &Node, image: &OciImage, extra: &[&str]) {
+        let (repository, tag) = image.name.rsplit_once(':').expect("the archive's image name has a tag");
+        let mut sets = vec![
+            format!("image.repository={repository}"),
+            format!("image.tag={tag}"),
+            "image.pullPolicy=Never".to_string(),
+            "hostNetwork=true".to_string(),
+            "kubernetesApi.host=127.0.0.1".to_string(),
+            format!("kubernetesApi.port={}", node.api_port),
+            format!("arm.endpoint={}", self.emulator.arm_endpoint()),
+            format!("arm.authorityHost={}", self.emulator.authority_host()),
+            "arm.caBundle.configMap=emulator-ca".to_string(),
+            // The pod shares the host's ports.
+            format!("metrics.port={}", free_port()),
+            format!("watchNamespace={}", self.ns),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        let mut args: Vec<&str> = vec!["install", &self.release, CHART, "--namespace", &self.op_ns];
+        for s in &sets {
+            args.extend(["--set", s.as_str()]);
+        }
+        run_helm(helm, &args);
+    }
+
+    async fn finish(self, admin: &Client) {
+        delete_namespace(admin, &self.ns, Duration::from_secs(180)).await;
+        delete_namespace(admin, &self.op_ns, Duration::from_secs(120)).await;
+        self.emulator.shutdown().await;
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
 /// `helm install` of the chart on the node, the image in a pod, the examples Ready; then `helm
 /// upgrade` to a new tag with an edit during the roll (one ARM write), the leader pod deleted
 /// (hand-over, exit 0 within the grace period), and `helm uninstall` (CRDs, objects and Azure
@@ -453,69 +553,22 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let Some(node) = node() else { return };
     let Some(archive) = image_archive() else { return };
     let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
+    let _node_is_mine = NODE.lock().await;
     install_crds(&admin).await;
-
-    // The image, imported into the node's containerd, and the same image under a second tag to
-    // upgrade to.
-    let image = OciImage::read(&archive);
+    let image = import_image(&node, &archive);
     let (repository, tag) = image.name.rsplit_once(':').expect("the archive's image name has a tag");
-    let upgrade_tag = format!("{tag}-upgrade");
-    let started = Instant::now();
-    run(Command::new(kube_tools().join("node-load")).arg(&archive));
-    run(Command::new("ctr")
-        .args(["--address", &node.containerd, "--namespace", "k8s.io", "images", "tag", "--force"])
-        .args([image.name.clone(), format!("{repository}:{upgrade_tag}")]));
-    println!("image {} imported into the node ({} bytes compressed) in {:.1} s", image.name, image.compressed(), started.elapsed().as_secs_f64());
-
-    // Azure: the emulator on a loopback port of this host; its CA in a ConfigMap for caBundle.
-    let ca_file = support::temp_path("pod-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(500),
-        retry_after_secs: 1,
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
-    let id = std::process::id() % 100000;
-    let (ns, op_ns, release) = (format!("aml-pod-{id}"), format!("aml-pod-system-{id}"), format!("aml-operator-pod-{id}"));
-    create_namespace(&admin, &ns).await;
-    create_namespace(&admin, &op_ns).await;
-    let ca: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "emulator-ca"},
-        "data": {"ca.crt": std::fs::read_to_string(&ca_file).expect("the emulator's CA")}
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(admin.clone(), &op_ns).create(&PostParams::default(), &ca).await.expect("CA ConfigMap");
-
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &op_ns);
-    let (seen, pod_watch) = watch_pods(&admin, &op_ns, &release);
+    let upgrade_tag = format!("{tag}-{UPGRADE_SUFFIX}");
+    let world = World::start(&admin, "aml-pod").await;
+    let (emulator, ns, op_ns, release) = (&world.emulator, &world.ns, &world.op_ns, &world.release);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), op_ns);
+    let (seen, pod_watch) = watch_pods(&admin, op_ns, release);
     // The release name contains the chart's name, so the full name (Deployment, Lease) is the release.
-    let (lease, lease_watch) = watch_lease(&admin, &op_ns, &release);
+    let (lease, lease_watch) = watch_lease(&admin, op_ns, release);
 
     // 1. helm install: the pod runs and becomes Ready through the chart's readiness probe.
-    let metrics_port = free_port();
-    let sets = [
-        format!("image.repository={repository}"),
-        format!("image.tag={tag}"),
-        "image.pullPolicy=Never".to_string(),
-        "hostNetwork=true".to_string(),
-        "kubernetesApi.host=127.0.0.1".to_string(),
-        format!("kubernetesApi.port={}", node.api_port),
-        format!("arm.endpoint={}", emulator.arm_endpoint()),
-        format!("arm.authorityHost={}", emulator.authority_host()),
-        "arm.caBundle.configMap=emulator-ca".to_string(),
-        format!("metrics.port={metrics_port}"),
-        format!("watchNamespace={ns}"),
-    ];
-    let mut args: Vec<&str> = vec!["install", &release, concat!(env!("CARGO_MANIFEST_DIR"), "/charts/aml-operator"), "--namespace", &op_ns];
-    for s in &sets {
-        args.extend(["--set", s.as_str()]);
-    }
     let installed = Instant::now();
-    run_helm(&helm, &args);
-    let pod = eventually("the operator pod Ready (its readiness probe passed)", Duration::from_secs(120), || ready_pod(&pods, &release, &[])).await;
+    world.install(&helm, &node, &image, &[]);
+    let pod = eventually("the operator pod Ready (its readiness probe passed)", Duration::from_secs(120), || ready_pod(&pods, release, &[])).await;
     let first = pod.name_any();
     println!("helm install -> pod {first} Ready in {:.1} s", installed.elapsed().as_secs_f64());
 
@@ -561,11 +614,11 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
         "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+    Api::<Secret>::namespaced(admin.clone(), ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
     let applied = Instant::now();
     let mut objects = Vec::new();
     for (plural, manifest) in examples() {
-        let api = api_of(&admin, &ns, &plural, &manifest);
+        let api = api_of(&admin, ns, &plural, &manifest);
         let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
         api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{plural}/{name}: {e}"));
         objects.push((api, name, plural));
@@ -587,9 +640,15 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let converged = eventually("every example Ready", Duration::from_secs(180), all_ready).await;
     println!("{} examples Ready {:.1} s after they were applied", objects.len(), applied.elapsed().as_secs_f64());
     let limit = limits.get("memory").map(|q| q.0.clone()).unwrap_or_default();
+    let hwm = proc_status(pid, "VmHWM");
     match memory_of(pid) {
-        Some((peak, now)) => println!("pod memory (cgroup v1, page cache included): peak {:.1} MiB, now {:.1} MiB; chart limit {limit}", mib(peak), mib(now)),
-        None => println!("pod memory: no cgroup v1 memory controller for pid {pid}"),
+        Some((peak, now, rss)) => println!(
+            "pod memory with the examples: cgroup peak {:.1} MiB, now {:.1} MiB ({:.1} MiB anonymous); process peak resident {hwm} (with the binary's file pages); chart limit {limit}",
+            mib(peak),
+            mib(now),
+            mib(rss)
+        ),
+        None => println!("pod memory: no cgroup v1 memory controller for pid {pid}; process peak resident {hwm}; chart limit {limit}"),
     }
 
     // 3. helm upgrade to another tag: the pod is replaced (maxSurge 0), the old one exits 0 after
@@ -599,7 +658,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let ws_api = objects.iter().find(|(_, _, plural)| plural == "amlworkspaces").unwrap().0.clone();
     let puts_before = arm_puts(&emulator, &ws_id);
     let upgraded = Instant::now();
-    let mut upgrade: Vec<&str> = vec!["upgrade", &release, concat!(env!("CARGO_MANIFEST_DIR"), "/charts/aml-operator"), "--namespace", &op_ns, "--reuse-values"];
+    let mut upgrade: Vec<&str> = vec!["upgrade", release, CHART, "--namespace", op_ns, "--reuse-values"];
     let new_tag = format!("image.tag={upgrade_tag}");
     upgrade.extend(["--set", &new_tag]);
     run_helm(&helm, &upgrade);
@@ -608,7 +667,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let mut edit = serde_json::to_value(examples().remove(0).1).unwrap();
     edit["spec"]["friendlyName"] = json!("Team A, edited during the roll");
     ws_api.patch("team-a", &PatchParams::apply(MANAGER), &Patch::Apply(&edit)).await.expect("edit accepted");
-    let second_pod = eventually("the upgraded pod Ready", Duration::from_secs(120), || ready_pod(&pods, &release, std::slice::from_ref(&first))).await;
+    let second_pod = eventually("the upgraded pod Ready", Duration::from_secs(120), || ready_pod(&pods, release, std::slice::from_ref(&first))).await;
     let second = second_pod.name_any();
     assert_eq!(second_pod.spec.as_ref().unwrap().containers[0].image.as_deref(), Some(format!("{repository}:{upgrade_tag}").as_str()));
     let taken = eventually("the upgraded pod holds the Lease", Duration::from_secs(30), || async { lease_taken(&lease, &second, upgraded) }).await;
@@ -646,7 +705,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let deleted = Instant::now();
     pods.delete(&second, &DeleteParams::default()).await.expect("delete the leader pod");
     let earlier = [first.clone(), second.clone()];
-    let third_pod = eventually("the replacement pod Ready", Duration::from_secs(120), || ready_pod(&pods, &release, &earlier)).await;
+    let third_pod = eventually("the replacement pod Ready", Duration::from_secs(120), || ready_pod(&pods, release, &earlier)).await;
     let third = third_pod.name_any();
     let taken = eventually("the replacement holds the Lease", Duration::from_secs(30), || async { lease_taken(&lease, &third, deleted) }).await;
     let old = eventually("the deleted pod gone", Duration::from_secs(30), || async { seen.lock().unwrap().get(&second).filter(|p| p.gone_at.is_some()).cloned() }).await;
@@ -670,14 +729,14 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     // 5. helm uninstall: the operator goes; the CRDs, the objects and the Azure resources stay.
     let azure_before: BTreeSet<String> = emulator.resource_ids().into_iter().collect();
     let requests_before = emulator.requests().len();
-    run_helm(&helm, &["uninstall", &release, "--namespace", &op_ns, "--wait", "--timeout", "60s"]);
+    run_helm(&helm, &["uninstall", release, "--namespace", op_ns, "--wait", "--timeout", "60s"]);
     eventually("the operator pods gone", Duration::from_secs(60), || {
         let pods = pods.clone();
         let release = release.clone();
         async move { pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"))).await.ok()?.items.is_empty().then_some(()) }
     })
     .await;
-    assert!(Api::<Deployment>::namespaced(admin.clone(), &op_ns).get_opt(&release).await.unwrap().is_none());
+    assert!(Api::<Deployment>::namespaced(admin.clone(), op_ns).get_opt(release).await.unwrap().is_none());
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     for crd in aml_operator::controller::kinds::crds() {
         assert!(crds.get_opt(&crd.name_any()).await.unwrap().is_some(), "helm uninstall deleted the CRD {}", crd.name_any());
@@ -695,11 +754,128 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     for (api, name, _) in &objects {
         api.patch(name, &PatchParams::default(), &Patch::Merge(&unfinalize)).await.expect("finalizers removed");
     }
-    Api::<Secret>::namespaced(admin.clone(), &ns).patch("aml-credentials", &PatchParams::default(), &Patch::Merge(&unfinalize)).await.expect("Secret finalizers removed");
+    Api::<Secret>::namespaced(admin.clone(), ns).patch("aml-credentials", &PatchParams::default(), &Patch::Merge(&unfinalize)).await.expect("Secret finalizers removed");
     pod_watch.abort();
     lease_watch.abort();
-    delete_namespace(&admin, &ns, Duration::from_secs(120)).await;
-    delete_namespace(&admin, &op_ns, Duration::from_secs(120)).await;
-    emulator.shutdown().await;
-    let _ = std::fs::remove_file(&ca_file);
+    world.finish(&admin).await;
+}
+
+/// Objects in the fleet test (`AML_POD_FLEET` overrides).
+const FLEET: usize = 1000;
+
+/// The chart's memory numbers, measured in the pod: the operator converging a fleet of workspaces
+/// that Azure already holds (each is adopted with one GET, the ARM read budget the bound), its
+/// cgroup's peak memory read afterwards against the chart's request and limit, and the liveness
+/// probe never failing while it works (no restart, no `Unhealthy` event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_converges_a_fleet_within_the_charts_memory() {
+    let Some(admin) = cluster().await else { return };
+    let Some(node) = node() else { return };
+    let Some(archive) = image_archive() else { return };
+    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
+    let _node_is_mine = NODE.lock().await;
+    install_crds(&admin).await;
+    let image = import_image(&node, &archive);
+    let world = World::start(&admin, "aml-fleet").await;
+    let n: usize = std::env::var("AML_POD_FLEET").ok().and_then(|v| v.parse().ok()).unwrap_or(FLEET);
+
+    // Azure holds the workspaces already; each object adopts its own (GET, no write).
+    let id_of = |i: usize| format!("/subscriptions/{}/resourceGroups/rg-fleet/providers/Microsoft.MachineLearningServices/workspaces/fleet-{i}", support::SUBSCRIPTION);
+    for i in 0..n {
+        world.emulator.insert_resource(&id_of(i), json!({"location": "eastus"}));
+    }
+    let p = Principal::default();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aml-credentials"},
+        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &world.ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &world.op_ns);
+    world.install(&helm, &node, &image, &["arm.rateLimits.readsPerSecond=25"]);
+    let pod = eventually("the operator pod Ready", Duration::from_secs(120), || ready_pod(&pods, &world.release, &[])).await;
+    let name = pod.name_any();
+    let pid = operator_pid(&name).expect("the operator process");
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    let resources = c.resources.clone().expect("resources");
+    let quantity = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+        m.as_ref().and_then(|m| m.get("memory")).map(|q| q.0.clone()).expect("memory set")
+    };
+    let (request, limit) = (quantity(&resources.requests), quantity(&resources.limits));
+    let idle = memory_of(pid);
+
+    let workspaces: Api<DynamicObject> = api_of(&admin, &world.ns, "amlworkspaces", &json!({"kind": "AmlWorkspace"}));
+    let applied = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = workspaces.clone();
+            async move {
+                let obj = json!({
+                    "apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": format!("fleet-{i}")},
+                    "spec": {"resourceGroup": "rg-fleet", "location": "eastus", "deletionPolicy": "Orphan"}
+                });
+                api.patch(&format!("fleet-{i}"), &PatchParams::apply(MANAGER), &Patch::Apply(&obj)).await.expect("workspace accepted");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let created = applied.elapsed();
+    // Counted from a watch (each status change decoded once), not by listing thousands of objects
+    // over and over, which would load the machine the pod runs on.
+    let deadline = Duration::from_secs(60 + n as u64 / 4);
+    let mut ready_names = BTreeSet::new();
+    let mut events = std::pin::pin!(watcher(workspaces.clone(), watcher::Config::default()));
+    while ready_names.len() < n {
+        let left = deadline.checked_sub(applied.elapsed()).unwrap_or_default();
+        let event = tokio::time::timeout(left, events.next()).await;
+        let Ok(Some(event)) = event else { panic!("{} of {n} workspaces Ready after {deadline:?}", ready_names.len()) };
+        if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event {
+            if ready(&serde_json::to_value(&o).unwrap()) {
+                ready_names.insert(o.name_any());
+            }
+        }
+    }
+    let converged = applied.elapsed();
+    let writes = arm_writes_since(&world.emulator, 0);
+    assert!(writes.is_empty(), "adopting the fleet wrote to ARM: {} writes, e.g. {:?}", writes.len(), writes.first());
+
+    let pod = pods.get(&name).await.expect("the pod");
+    let restarts = pod.status.unwrap().container_statuses.unwrap()[0].restart_count;
+    assert_eq!(restarts, 0, "the operator restarted while converging the fleet");
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(admin.clone(), &world.op_ns).list(&ListParams::default()).await.unwrap();
+    let unhealthy: Vec<String> = events.items.iter().filter(|e| e.reason.as_deref() == Some("Unhealthy")).filter_map(|e| e.message.clone()).collect();
+    assert!(unhealthy.is_empty(), "probes failed while converging the fleet: {unhealthy:?}");
+    let hwm = proc_status(pid, "VmHWM");
+    let (peak, now, rss) = memory_of(pid).expect("the pod's memory cgroup (v1)");
+    println!(
+        "fleet of {n} workspaces: applied in {:.1} s, all Ready {:.1} s after the first apply; pod memory: cgroup peak {:.1} MiB (idle before the fleet {}), now {:.1} MiB ({:.1} MiB anonymous); process peak resident {hwm}; chart request {request}, limit {limit}",
+        created.as_secs_f64(),
+        converged.as_secs_f64(),
+        mib(peak),
+        idle.map(|(p, _, _)| format!("{:.1} MiB", mib(p))).unwrap_or("n/a".into()),
+        mib(now),
+        mib(rss),
+    );
+    let parse_mi = |q: &str| q.strip_suffix("Mi").and_then(|v| v.parse::<u64>().ok()).map(|v| v << 20).unwrap_or_else(|| panic!("memory {q} is not in Mi"));
+    assert!(peak < parse_mi(&request), "the fleet's peak {:.1} MiB is above the chart's memory request {request}", mib(peak));
+    assert!(peak < parse_mi(&limit) / 2, "the fleet's peak {:.1} MiB leaves less than half the limit {limit} as headroom", mib(peak));
+
+    // Clean up: the operator goes first, then the objects' finalizers are removed by hand (the
+    // workspaces are the emulator's, gone with it), so the namespace goes at once.
+    run_helm(&helm, &["uninstall", &world.release, "--namespace", &world.op_ns, "--wait", "--timeout", "60s"]);
+    let unfinalize = json!({"metadata": {"finalizers": null}});
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, unfinalize) = (workspaces.clone(), &unfinalize);
+            async move {
+                api.patch(&format!("fleet-{i}"), &PatchParams::default(), &Patch::Merge(unfinalize)).await.expect("finalizer removed");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    Api::<Secret>::namespaced(admin.clone(), &world.ns).patch("aml-credentials", &PatchParams::default(), &Patch::Merge(&unfinalize)).await.expect("Secret finalizers removed");
+    world.finish(&admin).await;
 }
