@@ -656,7 +656,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let ws = &converged["amlworkspaces"];
     let ws_id = ws["status"]["armId"].as_str().unwrap().to_string();
     let ws_api = objects.iter().find(|(_, _, plural)| plural == "amlworkspaces").unwrap().0.clone();
-    let puts_before = arm_puts(&emulator, &ws_id);
+    let puts_before = arm_puts(emulator, &ws_id);
     let upgraded = Instant::now();
     let mut upgrade: Vec<&str> = vec!["upgrade", release, CHART, "--namespace", op_ns, "--reuse-values"];
     let new_tag = format!("image.tag={upgrade_tag}");
@@ -683,7 +683,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     assert_eq!(emulator.resource(&ws_id).unwrap()["properties"]["friendlyName"], "Team A, edited during the roll");
     // No second write may follow: watch ARM for a few seconds more.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(arm_puts(&emulator, &ws_id) - puts_before, 1, "the edit during the roll cost one ARM write");
+    assert_eq!(arm_puts(emulator, &ws_id) - puts_before, 1, "the edit during the roll cost one ARM write");
     let grace = Duration::from_secs(spec.termination_grace_period_seconds.expect("grace period") as u64);
     let (deleting, gone) = (old.deleting_at.unwrap(), old.gone_at.unwrap());
     assert_eq!(old.exit.as_ref().map(|e| e.0), Some(0), "the old pod's operator did not exit 0 on SIGTERM: {old:?}");
@@ -723,7 +723,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
         (taken - deleted).as_secs_f64()
     );
     eventually("every example still Ready under the new leader", Duration::from_secs(60), all_ready).await;
-    let writes = arm_writes_since(&emulator, requests_before);
+    let writes = arm_writes_since(emulator, requests_before);
     assert!(writes.is_empty(), "the hand-over wrote to ARM: {writes:?}");
 
     // 5. helm uninstall: the operator goes; the CRDs, the objects and the Azure resources stay.
@@ -745,7 +745,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
         assert!(api.get_opt(name).await.unwrap().is_some(), "helm uninstall deleted {plural}/{name}");
     }
     assert_eq!(emulator.resource_ids().into_iter().collect::<BTreeSet<_>>(), azure_before, "helm uninstall changed Azure");
-    assert!(arm_writes_since(&emulator, requests_before).is_empty());
+    assert!(arm_writes_since(emulator, requests_before).is_empty());
     println!("helm uninstall: {} CRDs, {} objects and {} Azure resources stay", aml_operator::controller::kinds::crds().len(), objects.len(), azure_before.len());
 
     // Clean up: no operator runs any more, so the finalizers are removed by hand (the Azure
@@ -831,10 +831,10 @@ async fn the_pod_converges_a_fleet_within_the_charts_memory() {
         let left = deadline.checked_sub(applied.elapsed()).unwrap_or_default();
         let event = tokio::time::timeout(left, events.next()).await;
         let Ok(Some(event)) = event else { panic!("{} of {n} workspaces Ready after {deadline:?}", ready_names.len()) };
-        if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event {
-            if ready(&serde_json::to_value(&o).unwrap()) {
-                ready_names.insert(o.name_any());
-            }
+        if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event
+            && ready(&serde_json::to_value(&o).unwrap())
+        {
+            ready_names.insert(o.name_any());
         }
     }
     let converged = applied.elapsed();
