@@ -838,6 +838,7 @@ async fn the_pod_converges_a_fleet_within_the_charts_memory() {
         }
     }
     let converged = applied.elapsed();
+    let gets = world.emulator.requests().iter().filter(|r| r.method == "GET").count();
     let writes = arm_writes_since(&world.emulator, 0);
     assert!(writes.is_empty(), "adopting the fleet wrote to ARM: {} writes, e.g. {:?}", writes.len(), writes.first());
 
@@ -850,9 +851,10 @@ async fn the_pod_converges_a_fleet_within_the_charts_memory() {
     let hwm = proc_status(pid, "VmHWM");
     let (peak, now, rss) = memory_of(pid).expect("the pod's memory cgroup (v1)");
     println!(
-        "fleet of {n} workspaces: applied in {:.1} s, all Ready {:.1} s after the first apply; pod memory: cgroup peak {:.1} MiB (idle before the fleet {}), now {:.1} MiB ({:.1} MiB anonymous); process peak resident {hwm}; chart request {request}, limit {limit}",
+        "fleet of {n} workspaces: applied in {:.1} s, all Ready {:.1} s after the first apply ({gets} ARM GETs, {:.1} per object, at most 25/s); pod memory: cgroup peak {:.1} MiB (idle before the fleet {}), now {:.1} MiB ({:.1} MiB anonymous); process peak resident {hwm}; chart request {request}, limit {limit}",
         created.as_secs_f64(),
         converged.as_secs_f64(),
+        gets as f64 / n as f64,
         mib(peak),
         idle.map(|(p, _, _)| format!("{:.1} MiB", mib(p))).unwrap_or("n/a".into()),
         mib(now),
