@@ -569,7 +569,8 @@ fn helm_lint_passes_with_defaults_and_with_every_option() {
         assert!(ok, "{}: helm lint --strict failed:\n{out}\n{err}", helm.label);
         let everything = "serviceMonitor.enabled=true,argocd.healthCheck.enabled=true,watchNamespace=team-a,\
             credentials.default.name=aml-default,arm.caBundle.configMap=corp-ca,workloadIdentity.enabled=true,\
-            workloadIdentity.clientId=00000000-0000-0000-0000-0000000000bb,replicas=2";
+            workloadIdentity.clientId=00000000-0000-0000-0000-0000000000bb,replicas=2,\
+            hostNetwork=true,kubernetesApi.host=127.0.0.1,kubernetesApi.port=6443";
         let (ok, out, err) = helm.run(&["lint", "--strict", chart, "--set", everything]);
         assert!(ok, "{}: helm lint --strict with every option failed:\n{out}\n{err}", helm.label);
     }
@@ -849,5 +850,36 @@ fn the_grace_period_outlasts_the_shutdown_timeout() {
             let grace = one(&docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
             assert!(grace >= timeout + 5, "{label}: grace period {grace}s leaves no time after the {timeout}s shutdown timeout");
         }
+    }
+}
+
+/// `hostNetwork` and `kubernetesApi` are for nodes without a pod network (the e2e tests' node):
+/// off and unset by default, rendered as the pod's `hostNetwork` and the container's
+/// `KUBERNETES_SERVICE_HOST`/`_PORT` when set, and the two address halves only together.
+#[test]
+fn host_network_and_the_api_address_only_when_asked() {
+    for helm in helms() {
+        let label = &helm.label;
+        let docs = helm.template(&[]);
+        let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+        assert!(pod.get("hostNetwork").is_none(), "{label}: hostNetwork by default");
+        assert!(pod.get("dnsPolicy").is_none(), "{label}: dnsPolicy by default");
+        for name in ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"] {
+            assert!(env(&docs, name).is_none(), "{label}: {name} set by default");
+        }
+
+        let docs = helm.template(&["hostNetwork=true", "kubernetesApi.host=127.0.0.1", "kubernetesApi.port=6443"]);
+        let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["hostNetwork"], true, "{label}");
+        assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet", "{label}");
+        assert_eq!(env(&docs, "KUBERNETES_SERVICE_HOST").expect("host")["value"], "127.0.0.1", "{label}");
+        assert_eq!(env(&docs, "KUBERNETES_SERVICE_PORT").expect("port")["value"], "6443", "{label}");
+
+        for half in ["kubernetesApi.host=127.0.0.1", "kubernetesApi.port=6443"] {
+            let err = helm.template_error(&[half]);
+            assert!(err.contains("kubernetesApi"), "{label}: {half} alone: {err}");
+        }
+        let err = helm.template_error(&["kubernetesApi.port=https"]);
+        assert!(err.contains("port"), "{label}: a port that is no number: {err}");
     }
 }
