@@ -408,28 +408,22 @@ fn arm_writes_since(emulator: &Emulator, from: usize) -> Vec<String> {
         .collect()
 }
 
-/// The examples this test applies, as (plural, manifest): `examples/` except the asset versions,
-/// with the deployment naming registry assets instead of them.
-///
-/// The emulator on this branch does not serve model, environment and code versions (400 for their
-/// paths), so `model.yaml`, `environment.yaml` and `code.yaml` are left out and the deployment
-/// names a registry model and environment. Once the emulator serves them, apply every
-/// `examples/*.yaml` unchanged here.
+/// The examples this test applies, as (plural, manifest): every `examples/*.yaml`, unchanged.
 fn examples() -> Vec<(String, Value)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let plurals: BTreeMap<String, String> =
         aml_operator::controller::kinds::crds().into_iter().map(|c| (c.spec.names.kind.clone(), c.spec.names.plural.clone())).collect();
     let mut out = Vec::new();
-    for file in ["workspace.yaml", "compute.yaml", "endpoint.yaml", "role-assignment.yaml", "deployment.yaml"] {
-        let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
-        if file == "deployment.yaml" {
-            let spec = manifest["spec"].as_object_mut().unwrap();
-            spec.remove("modelRef");
-            spec.remove("environmentRef");
-            spec.remove("codeConfiguration");
-            spec.insert("model".into(), json!("azureml://registries/azureml/models/sklearn-diabetes/versions/1"));
-            spec.insert("environmentId".into(), json!("azureml://registries/azureml/environments/sklearn-1.5/versions/1"));
-        }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .collect();
+    files.sort();
+    for path in files {
+        let file = path.display().to_string();
+        let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let plural = plurals.get(manifest["kind"].as_str().unwrap()).unwrap_or_else(|| panic!("{file}: unknown kind")).clone();
         out.push((plural, manifest));
     }
@@ -664,7 +658,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     run_helm(&helm, &upgrade);
     eventually("the old pod terminating", Duration::from_secs(30), || async { seen.lock().unwrap().get(&first)?.deleting_at }).await;
     let edited_at = Instant::now();
-    let mut edit = serde_json::to_value(examples().remove(0).1).unwrap();
+    let mut edit = examples().into_iter().map(|(_, m)| m).find(|m| m["kind"] == "AmlWorkspace").expect("examples/workspace.yaml");
     edit["spec"]["friendlyName"] = json!("Team A, edited during the roll");
     ws_api.patch("team-a", &PatchParams::apply(MANAGER), &Patch::Apply(&edit)).await.expect("edit accepted");
     let second_pod = eventually("the upgraded pod Ready", Duration::from_secs(120), || ready_pod(&pods, release, std::slice::from_ref(&first))).await;
