@@ -125,6 +125,12 @@ async fn a_missing_secret_or_key_is_stalled_naming_both_without_an_arm_call() {
     w.reconcile::<AmlDatastore>(&ds_path()).await.expect_err("no key");
     assert!(w.emulator.requests().is_empty(), "no ARM call: {:?}", w.emulator.requests());
 
+    // Observing needs no secret: it never writes.
+    w.kube.edit(&ds_path(), |o| o["spec"]["managementPolicy"] = json!("Observe"));
+    w.reconcile::<AmlDatastore>(&ds_path()).await.expect("observing reads only");
+    assert_eq!(w.condition(&ds_path(), "Ready").unwrap()["reason"], "NotFoundInAzure");
+
+    w.kube.edit(&ds_path(), |o| o["spec"]["managementPolicy"] = json!("Manage"));
     key_secret(&w, KEY);
     w.converge::<AmlDatastore>(&ds_path()).await;
     assert_eq!(key_in_azure(&w).as_deref(), Some(KEY));

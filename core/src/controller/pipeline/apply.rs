@@ -336,10 +336,11 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
 const SECRET_DIGEST: &str = "secretDigest";
 
 /// Reads the object's [`AmlKind::secret_values`] into `body`; returns their SHA-256 digest (hex),
-/// or `None` when the object takes none. The values go nowhere else.
+/// or `None` when the object takes none or only observes. The values go nowhere else.
 async fn with_secret_values<K: AmlKind>(obj: &K, ctx: &Context, body: &mut Value) -> Result<Option<String>, Error> {
     let wanted = obj.secret_values();
-    if wanted.is_empty() {
+    // Observe never writes: the values are not needed (and a missing one is no reason to stall).
+    if wanted.is_empty() || obj.policies().management == ManagementPolicy::Observe {
         return Ok(None);
     }
     let ns = obj.namespace().unwrap_or_default();
