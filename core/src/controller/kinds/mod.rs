@@ -29,7 +29,7 @@ use kube::runtime::controller::Action;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 macro_rules! rows {
     ($($kind:ident),*) => { &[$(&Row::<$kind>(PhantomData)),*] };
@@ -91,11 +91,13 @@ pub trait Kind: Send + Sync {
 
 struct Row<K>(PhantomData<fn() -> K>);
 
-/// The kinds' schemas as validators, built at the first refusal of each kind.
-static SCHEMAS: std::sync::LazyLock<std::sync::Mutex<HashMap<&'static str, Option<Arc<jsonschema::Validator>>>>> =
-    std::sync::LazyLock::new(Default::default);
+/// A kind's schema as a validator (`None` when its CRD has no schema to build one from).
+type Schema = Option<Arc<jsonschema::Validator>>;
 
-fn validator(kind: &'static str, crd: impl FnOnce() -> CustomResourceDefinition) -> Option<Arc<jsonschema::Validator>> {
+/// The kinds' schemas, by kind, built at the first refusal of each kind.
+static SCHEMAS: LazyLock<Mutex<HashMap<&'static str, Schema>>> = LazyLock::new(Default::default);
+
+fn validator(kind: &'static str, crd: impl FnOnce() -> CustomResourceDefinition) -> Schema {
     // A poisoned lock only means a panic elsewhere while inserting; the map is still valid.
     let mut schemas = SCHEMAS.lock().unwrap_or_else(|e| e.into_inner());
     schemas
