@@ -24,6 +24,7 @@ mod dependencies;
 mod emulator;
 mod fault_matrix;
 mod kstatus;
+mod malformed;
 mod operation_failures;
 mod refusals;
 mod role_reconcile;

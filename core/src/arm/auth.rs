@@ -1,8 +1,8 @@
 //! Entra ID tokens through `azure_identity`, sending through the operator's own reqwest client:
 //! one cached credential per (tenant, client, credential). A client secret uses
 //! `ClientSecretCredential`; a certificate uses `ClientAssertionCredential` with an RS256 assertion
-//! signed here (ring); workload identity uses `ClientAssertionCredential` with the federated token
-//! file, re-read at every token request.
+//! signed here (ring; the certificate is read by webpki, rustls' X.509 parser); workload identity
+//! uses `ClientAssertionCredential` with the federated token file, re-read at every token request.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -130,16 +130,19 @@ pub(crate) fn normalize_entra_error(status: u16, body: &[u8]) -> Vec<u8> {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // A field that is blank once plain counts as absent: the rewritten body always says something.
     let field = |k: &str| {
         parsed
             .as_ref()
             .and_then(|p| p.get(k))
             .and_then(Value::as_str)
             .map(plain)
+            .filter(|text| !text.is_empty())
     };
     let error = field("error").unwrap_or_else(|| format!("http_{status}"));
     let description = field("error_description")
         .map(|d| stable_description(&d))
+        .filter(|d| !d.is_empty())
         .unwrap_or_else(|| format!("the token endpoint answered HTTP {status} without an OAuth error body"));
     let codes: Vec<i64> = parsed
         .as_ref()
@@ -470,21 +473,15 @@ impl CertificateAssertion {
                  more ({why})"
             ),
         })?;
-        let public = key.public().as_ref();
-        let certificate = certificates
-            .iter()
-            .find(|cert| rsa_public_key_of_certificate(cert.as_ref()) == Some(public))
-            .ok_or_else(|| {
-                "the private key in clientCertificate does not belong to any of its certificates"
-                    .to_string()
-            })?;
+        let rng = SystemRandom::new();
+        let certificate = certificate_of_key(&certificates, &key, &rng)?;
         let thumbprint = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.as_ref());
         Ok(Self {
             key,
             x5t: URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
             client_id,
             audience,
-            rng: SystemRandom::new(),
+            rng,
         })
     }
 
@@ -503,7 +500,7 @@ impl CertificateAssertion {
             "aud": self.audience,
             "iss": self.client_id,
             "sub": self.client_id,
-            "jti": guid(id),
+            "jti": uuid::Builder::from_random_bytes(id).into_uuid().to_string(),
             "nbf": now,
             "iat": now,
             "exp": now + ASSERTION_LIFETIME_SECS,
@@ -521,21 +518,6 @@ impl CertificateAssertion {
         jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(jwt)
     }
-}
-
-/// 16 random bytes as a version-4 GUID (the `jti` claim).
-fn guid(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 // `ClientAssertion` is declared with `#[async_trait]`; this is the signature it expands to.
@@ -602,60 +584,54 @@ async fn read_token_file(path: &Path) -> Result<String, AssertionFailure> {
     Ok(token.to_string())
 }
 
-/// The PKCS#1 `RSAPublicKey` DER inside a certificate's subjectPublicKeyInfo, when the
-/// certificate is X.509 DER with an `rsaEncryption` key.
-fn rsa_public_key_of_certificate(cert: &[u8]) -> Option<&[u8]> {
-    const SEQUENCE: u8 = 0x30;
-    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    let (certificate, _) = der_take(cert, SEQUENCE)?;
-    let (mut tbs, _) = der_take(certificate, SEQUENCE)?;
-    // Optional `[0] EXPLICIT version`, then serialNumber, signature, issuer, validity, subject.
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_next(tbs)?.1;
-    }
-    for _ in 0..5 {
-        tbs = der_next(tbs)?.1;
-    }
-    let (spki, _) = der_take(tbs, SEQUENCE)?;
-    let (algorithm, rest) = der_take(spki, SEQUENCE)?;
-    let (oid, _) = der_take(algorithm, 0x06)?;
-    if oid != RSA_ENCRYPTION {
-        return None;
-    }
-    let (bits, _) = der_take(rest, 0x03)?;
-    // The first content byte of a BIT STRING counts unused bits; a key has none.
-    match bits.split_first()? {
-        (0, key) => Some(key),
-        _ => None,
-    }
-}
-
-/// Splits one DER element with tag `tag` off `input`: `(contents, rest)`.
-fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    if *input.first()? != tag {
-        return None;
-    }
-    der_next(input)
-}
-
-/// Splits any one DER element off `input`: `(contents, rest)` (single-byte tags only).
-fn der_next(input: &[u8]) -> Option<(&[u8], &[u8])> {
-    let first = *input.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
+/// The certificate of `certificates` whose public key belongs to `key`: X.509 is parsed by
+/// webpki (rustls' parser, already in the build), and the match is proven rather than compared
+/// byte for byte: the certificate's key must verify a signature made with `key`. Errors name
+/// `clientCertificate` and, for certificates that are not X.509, which one and what webpki found
+/// wrong; they never quote the PEM.
+fn certificate_of_key<'a>(
+    certificates: &'a [CertificateDer<'a>],
+    key: &RsaKeyPair,
+    rng: &SystemRandom,
+) -> Result<&'a CertificateDer<'a>, String> {
+    const PROBE: &[u8] = b"aml-operator: does this certificate belong to the clientCertificate key?";
+    let mut signature = vec![0u8; key.public().modulus_len()];
+    key.sign(&RSA_PKCS1_SHA256, rng, PROBE, &mut signature)
+        .map_err(|_| "the private key in clientCertificate cannot sign".to_string())?;
+    // rsaEncryption with NULL parameters (RFC 3279), or without them (some older issuers).
+    let algorithms = [
+        webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+        webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+    ];
+    let mut unreadable = Vec::new();
+    for (i, der) in certificates.iter().enumerate() {
+        match webpki::EndEntityCert::try_from(der) {
+            Ok(cert) => {
+                if algorithms
+                    .iter()
+                    .any(|alg| cert.verify_signature(*alg, PROBE, &signature).is_ok())
+                {
+                    return Ok(der);
+                }
+            }
+            Err(err) => unreadable.push(format!("certificate {} of {}: {err}", i + 1, certificates.len())),
         }
-        let len = input
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    let end = header.checked_add(len)?;
-    Some((input.get(header..end)?, input.get(end..)?))
+    }
+    Err(if unreadable.is_empty() {
+        "the private key in clientCertificate does not belong to any of its certificates"
+            .to_string()
+    } else if unreadable.len() == certificates.len() {
+        format!(
+            "clientCertificate in the credentials Secret holds no readable X.509 certificate ({})",
+            unreadable.join("; ")
+        )
+    } else {
+        format!(
+            "the private key in clientCertificate does not belong to any of its certificates \
+             (not X.509: {})",
+            unreadable.join("; ")
+        )
+    })
 }
 
 /// Maps an `azure_identity` failure. An Entra answer becomes status/code/message (its raw
@@ -759,6 +735,7 @@ pub(crate) fn token_error(sp: &ServicePrincipal, err: azure_core::Error) -> Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arm::props::property;
     use crate::arm::{ErrorClass, Secret};
     use azure_core::http::{RawResponse, StatusCode, headers::Headers};
 
@@ -907,29 +884,270 @@ mod tests {
         );
     }
 
-    #[test]
-    fn der_walking_never_panics_on_garbage() {
-        for input in [
-            &[][..],
-            &[0x30],
-            &[0x30, 0x85, 1, 2, 3, 4, 5],
-            &[0x30, 0x82, 0xff, 0xff, 0x00],
-            &[0x30, 0x03, 0xa0, 0x01],
-            &[0x30, 0x80],
-        ] {
-            assert_eq!(rsa_public_key_of_certificate(input), None);
+    /// A throwaway RSA-2048 key and its self-signed certificate (testdata/).
+    const FIXTURE: &str = include_str!("testdata/client-certificate.pem");
+    const AUDIENCE: &str = "https://login.example/tenant-1/oauth2/v2.0/token";
+
+    fn decode_json(part: &str) -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+    }
+
+    fn fixture_der() -> Vec<u8> {
+        CertificateDer::from_pem_slice(FIXTURE.as_bytes()).expect("fixture certificate").to_vec()
+    }
+
+    fn fixture_key() -> &'static str {
+        &FIXTURE[FIXTURE.find("-----BEGIN PRIVATE KEY-----").expect("fixture key")..]
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::engine::general_purpose::STANDARD;
+        let body = STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    }
+
+    /// Checks `jwt` is an RS256 JWS over the given claims, signed by the fixture's key.
+    fn check_assertion(jwt: &str, client_id: &str, audience: &str, now: u64) -> Result<(), String> {
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header, claims, signature] = parts[..] else {
+            return Err(format!("{} parts", parts.len()));
+        };
+        let der = fixture_der();
+        let x5t = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &der));
+        let header_json = decode_json(header);
+        if header_json != serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": x5t}) {
+            return Err(format!("header {header_json}"));
         }
+        let c = decode_json(claims);
+        let jti = c["jti"].as_str().unwrap_or_default();
+        let expected = (client_id, client_id, audience, now, now, now + ASSERTION_LIFETIME_SECS);
+        let found = (
+            c["iss"].as_str().unwrap_or_default(),
+            c["sub"].as_str().unwrap_or_default(),
+            c["aud"].as_str().unwrap_or_default(),
+            c["nbf"].as_u64().unwrap_or_default(),
+            c["iat"].as_u64().unwrap_or_default(),
+            c["exp"].as_u64().unwrap_or_default(),
+        );
+        if found != expected {
+            return Err(format!("claims {c}"));
+        }
+        match uuid::Uuid::parse_str(jti) {
+            Ok(id) if id.get_version_num() == 4 && jti.len() == 36 => {}
+            _ => return Err(format!("jti {jti:?} is not a hyphenated version-4 GUID")),
+        }
+        let cert = CertificateDer::from(der);
+        let cert = webpki::EndEntityCert::try_from(&cert).map_err(|e| e.to_string())?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|e| e.to_string())?;
+        cert.verify_signature(
+            webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+            format!("{header}.{claims}").as_bytes(),
+            &signature,
+        )
+        .map_err(|e| format!("signature: {e}"))
+    }
+
+    #[test]
+    fn the_assertion_is_an_rs256_jws_that_the_certificate_verifies() {
+        let assertion = CertificateAssertion::from_pem(FIXTURE, "client-1".into(), AUDIENCE.into())
+            .expect("fixture reads");
+        let jwt = assertion.assertion(1_700_000_000).expect("signs");
+        check_assertion(&jwt, "client-1", AUDIENCE, 1_700_000_000).unwrap();
+        // The key before the certificate, and another certificate first: the matching one is used.
+        let other = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+        let reordered = format!("{}{other}{}", fixture_key(), pem("CERTIFICATE", &fixture_der()));
+        let assertion = CertificateAssertion::from_pem(&reordered, "c".into(), AUDIENCE.into())
+            .expect("the matching certificate is found");
+        check_assertion(&assertion.assertion(5).unwrap(), "c", AUDIENCE, 5).unwrap();
+    }
+
+    /// How a certificate's DER is broken before it goes back into the PEM with the right key.
+    #[derive(Clone, Debug)]
+    enum Damage {
+        Truncate(usize),
+        /// A byte replaced (a wrong tag, where it lands on one).
+        Replace(usize, u8),
+        /// A long-form length claiming far more than there is (`0x84 ff ff ff ff`, `0x89 ...`).
+        Oversize(usize, u8),
+        Insert(usize, u8),
+        Random(Vec<u8>),
+    }
+
+    fn damaged(der: &[u8], damage: &Damage) -> Vec<u8> {
+        let mut out = der.to_vec();
+        let at = |i: usize| i % (der.len() + 1);
+        match damage {
+            Damage::Truncate(i) => out.truncate(at(*i)),
+            Damage::Replace(i, b) => {
+                let i = at(*i).min(der.len() - 1);
+                out[i] = *b;
+            }
+            Damage::Oversize(i, n) => {
+                let i = at(*i).min(der.len() - 1);
+                let n = 0x80 | (n % 10);
+                let header = [n, 0xff, 0xff, 0xff, 0xff];
+                out.splice(i..(i + 1).min(out.len()), header);
+            }
+            Damage::Insert(i, b) => out.insert(at(*i), *b),
+            Damage::Random(bytes) => out = bytes.clone(),
+        }
+        out
+    }
+
+    fn damage() -> impl proptest::strategy::Strategy<Value = Damage> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<usize>().prop_map(Damage::Truncate),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Replace(i, b)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, n)| Damage::Oversize(i, n)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Insert(i, b)),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Damage::Random),
+        ]
+    }
+
+    /// Every refusal names `clientCertificate` and quotes no line of the PEM.
+    fn refusal_is_clean(pem: &str, outcome: Result<CertificateAssertion, String>) -> Result<(), String> {
+        let Err(message) = outcome else { return Ok(()) };
+        if !message.contains("clientCertificate") {
+            return Err(format!("refusal does not name clientCertificate: {message}"));
+        }
+        match pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 20).find(|l| message.contains(*l)) {
+            Some(line) => Err(format!("refusal quotes the PEM ({line}): {message}")),
+            None => Ok(()),
+        }
+    }
+
+    #[test]
+    fn a_certificate_that_is_not_x509_is_named_with_what_webpki_found() {
+        let der = fixture_der();
+        let cut = format!("{}{}", pem("CERTIFICATE", &der[..der.len() / 2]), fixture_key());
+        let err = CertificateAssertion::from_pem(&cut, "c".into(), AUDIENCE.into()).unwrap_err();
         assert_eq!(
-            der_next(&[0x04, 0x02, 7, 8, 9]),
-            Some((&[7u8, 8][..], &[9u8][..]))
+            err,
+            "clientCertificate in the credentials Secret holds no readable X.509 certificate \
+             (certificate 1 of 1: TrailingData(SignedData))"
+        );
+        // A blank Entra error or description (or one that is only request ids) still says something.
+        let out: Value = serde_json::from_slice(&normalize_entra_error(
+            400,
+            br#"{"error":" ","error_description":"Trace ID: t Correlation ID: c"}"#,
+        ))
+        .unwrap();
+        assert_eq!(out["error"], "http_400");
+        assert_eq!(
+            out["error_description"],
+            "the token endpoint answered HTTP 400 without an OAuth error body"
         );
     }
 
     #[test]
-    fn jti_is_a_version_4_guid() {
-        let id = guid([0xff; 16]);
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert_eq!(id.matches('-').count(), 4);
+    fn a_damaged_certificate_is_refused_naming_what_is_wrong_never_a_panic() {
+        use proptest::test_runner::TestCaseError;
+        let der = fixture_der();
+        let key = fixture_key();
+        property("client certificate DER damaged", 400, damage(), |d| {
+            let broken = damaged(&der, &d);
+            let text = format!("{}{key}", pem("CERTIFICATE", &broken));
+            let outcome = CertificateAssertion::from_pem(&text, "c".into(), AUDIENCE.into());
+            if broken == der {
+                return outcome.map(|_| ()).map_err(TestCaseError::fail);
+            }
+            match &outcome {
+                // Only a change webpki cannot see (e.g. inside the issuer's signature) may pass.
+                Ok(_) => {}
+                Err(m) if m.contains("X.509") || m.contains("does not belong") => {}
+                Err(m) => return Err(TestCaseError::fail(format!("unexpected refusal: {m}"))),
+            }
+            refusal_is_clean(&text, outcome).map_err(TestCaseError::fail)
+        });
+    }
+
+    #[test]
+    fn any_pem_text_is_read_or_refused_naming_client_certificate() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestCaseError;
+        let text = prop_oneof![
+            // The fixture cut anywhere (a Secret pasted in part).
+            any::<usize>().prop_map(|i| {
+                let cut = FIXTURE.char_indices().map(|(i, _)| i).nth(i % FIXTURE.len()).unwrap_or(0);
+                FIXTURE[..cut].to_string()
+            }),
+            // A line of the fixture dropped or doubled.
+            (any::<usize>(), any::<bool>()).prop_map(|(i, double)| {
+                let lines: Vec<&str> = FIXTURE.lines().collect();
+                let at = i % lines.len();
+                let mut out = Vec::new();
+                for (n, line) in lines.iter().enumerate() {
+                    if n != at || double {
+                        out.push(*line);
+                    }
+                    if n == at && double {
+                        out.push(*line);
+                    }
+                }
+                out.join("\n")
+            }),
+            // Random text, and random bytes as text, between PEM markers or not.
+            ".{0,200}",
+            proptest::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(|b| {
+                format!("{}{}", pem("CERTIFICATE", &b), pem("PRIVATE KEY", &b))
+            }),
+            proptest::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|b| format!("{}{}", pem("CERTIFICATE", &fixture_der()), pem("RSA PRIVATE KEY", &b))),
+        ];
+        property("client certificate PEM text", 400, text, |text| {
+            let outcome = CertificateAssertion::from_pem(&text, "c".into(), AUDIENCE.into());
+            refusal_is_clean(&text, outcome).map_err(TestCaseError::fail)
+        });
+    }
+
+    #[test]
+    fn assertions_for_any_client_and_audience_are_valid_jws() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestCaseError;
+        let inputs = (any::<String>(), any::<String>(), 0u64..=u64::MAX - ASSERTION_LIFETIME_SECS);
+        property("client assertion JWS", 48, inputs, |(client_id, audience, now)| {
+            let signer = CertificateAssertion::from_pem(FIXTURE, client_id.clone(), audience.clone())
+                .map_err(TestCaseError::fail)?;
+            let jwt = signer.assertion(now).map_err(|e| TestCaseError::fail(e.0))?;
+            check_assertion(&jwt, &client_id, &audience, now).map_err(TestCaseError::fail)
+        });
+    }
+
+    #[test]
+    fn entra_error_bodies_of_any_shape_normalize_to_plain_oauth_errors() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestCaseError;
+        let json_ish = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            ".{0,200}".prop_map(String::into_bytes),
+            (".{0,40}", ".{0,80}", any::<i64>(), any::<usize>()).prop_map(|(e, d, code, cut)| {
+                let body = serde_json::json!({"error": e, "error_description": d, "error_codes": [code]}).to_string();
+                body.as_bytes()[..cut % (body.len() + 1)].to_vec()
+            }),
+            // Wrong types in every field.
+            (0usize..3, prop_oneof![Just(serde_json::json!(1)), Just(serde_json::json!([])), Just(serde_json::json!({"a": null})), Just(Value::Null)])
+                .prop_map(|(field, v)| {
+                    let mut body = serde_json::json!({"error": "e", "error_description": "d", "error_codes": [1]});
+                    body[["error", "error_description", "error_codes"][field]] = v;
+                    body.to_string().into_bytes()
+                }),
+        ];
+        property("Entra error body normalization", 500, (100u16..600, json_ish), |(status, body)| {
+            let out = normalize_entra_error(status, &body);
+            let parsed: Value = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let text = |k: &str| parsed[k].as_str().map(str::to_string);
+            match (text("error"), text("error_description"), parsed["error_codes"].is_array()) {
+                (Some(e), Some(d), true) if !e.is_empty() && !d.is_empty() && !String::from_utf8_lossy(&out).contains('\\') => Ok(()),
+                _ => Err(TestCaseError::fail(format!("not a plain OAuth error: {parsed}"))),
+            }
+        });
     }
 }

@@ -699,4 +699,28 @@ mod tests {
         let url = Url::parse("https://h/p?sig=abc#f").unwrap();
         assert_eq!(without_query(&url), "https://h/p");
     }
+
+    #[test]
+    fn any_success_body_is_json_or_a_decode_error_naming_the_request() {
+        use crate::arm::props::{bodies_around, property};
+        use proptest::test_runner::TestCaseError;
+        let url = Url::parse("https://management.azure.com/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1?api-version=2024-10-01")
+            .unwrap();
+        let template = serde_json::json!({"id": "/subscriptions/s/x", "name": "ws1", "location": "eastus",
+            "properties": {"provisioningState": "Succeeded", "workspaceId": "w"}, "tags": {"a": "b"}});
+        property("ARM success body decoding", 600, bodies_around(template), |body| {
+            match json_body(&Method::GET, &url, &body) {
+                Ok(_) => Ok(()),
+                Err(err @ Error::Decode { .. }) => {
+                    let shown = err.to_string();
+                    if shown.contains("workspaces/ws1") && shown.contains("GET") && !shown.contains("api-version") {
+                        Ok(())
+                    } else {
+                        Err(TestCaseError::fail(format!("the error does not name the request: {shown}")))
+                    }
+                }
+                Err(other) => Err(TestCaseError::fail(format!("not a decode error: {other:?}"))),
+            }
+        });
+    }
 }

@@ -202,6 +202,8 @@ impl ArmError {
     /// Builds an error from an ARM error object `{"code","message","target","details"}`.
     pub fn from_error_object(status: u16, error: &Value) -> Self {
         let text = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_string);
+        // A blank code or message says nothing: the status' reason phrase / "no message" instead.
+        let text = |key: &str| text(key).filter(|t| !t.trim().is_empty());
         let code = text("code").unwrap_or_else(|| reason_phrase(status).replace([' ', '-'], ""));
         let mut message = text("message").unwrap_or_default();
         let details: Vec<String> = error
@@ -584,5 +586,32 @@ mod tests {
     fn excerpt_is_one_line_and_bounded() {
         assert_eq!(excerpt("a\nb", 10), "a b");
         assert_eq!(excerpt("abcdef", 3), "abc...");
+    }
+
+    #[test]
+    fn a_blank_code_or_message_falls_back_to_the_status() {
+        let err = ArmError::from_response(409, br#"{"error":{"code":" ","message":""}}"#, None);
+        assert_eq!((err.code.as_str(), err.message.as_str()), ("Conflict", "no message"));
+    }
+
+    #[test]
+    fn any_error_body_gives_an_error_with_a_code_and_a_message() {
+        use crate::arm::props::{bodies_around, property};
+        use proptest::prelude::*;
+        use proptest::test_runner::TestCaseError;
+        let template = json!({"error": {"code": "Conflict", "message": "m", "target": "t",
+            "details": [{"code": "D", "message": "dm"}, {"message": "x"}]}});
+        let statuses = prop_oneof![Just(400u16), Just(404), Just(409), Just(429), Just(500), 0u16..1000];
+        property("ARM error body decoding", 600, (statuses, bodies_around(template)), |(status, body)| {
+            let err = ArmError::from_response(status, &body, None);
+            let shown = err.to_string();
+            if err.status != status || err.code.trim().is_empty() || err.message.trim().is_empty() {
+                return Err(TestCaseError::fail(format!("an error without a code or message: {err:?}")));
+            }
+            if !shown.contains(&err.code) {
+                return Err(TestCaseError::fail(format!("Display drops the code: {shown}")));
+            }
+            Ok(())
+        });
     }
 }

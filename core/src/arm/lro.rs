@@ -308,4 +308,30 @@ mod tests {
             PollOutcome::InProgress { retry_after: d }
         );
     }
+
+    #[test]
+    fn any_operation_status_body_is_read_or_reported_never_a_panic() {
+        use crate::arm::props::{bodies_around, property};
+        use proptest::prelude::*;
+        use proptest::test_runner::TestCaseError;
+        let template = json!({"id": "op", "status": "Failed", "startTime": "t",
+            "error": {"code": "InternalServerError", "message": "m", "details": [{"code": "c", "message": "d"}]}});
+        let statuses = prop_oneof![Just(200u16), Just(201), Just(202), Just(204), 0u16..1000];
+        property("ARM operation status decoding", 600, (statuses, bodies_around(template)), |(status, body)| {
+            let retry = Duration::from_secs(3);
+            let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+            let outcomes = [
+                parsed.as_ref().and_then(|b| read_async_status(status, b, retry)),
+                Some(read_location_answer(status, parsed.as_ref(), retry)),
+            ];
+            for outcome in outcomes.into_iter().flatten() {
+                if let PollOutcome::Failed(err) = &outcome
+                    && (err.code.trim().is_empty() || err.message.trim().is_empty())
+                {
+                    return Err(TestCaseError::fail(format!("a failure that names nothing: {err:?}")));
+                }
+            }
+            Ok(())
+        });
+    }
 }

@@ -18,6 +18,8 @@ mod error;
 pub mod ids;
 pub mod limit;
 mod lro;
+#[cfg(test)]
+mod props;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -27,8 +27,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::ApiResource;
 use kube::runtime::controller::Action;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 macro_rules! rows {
     ($($kind:ident),*) => { &[$(&Row::<$kind>(PhantomData)),*] };
@@ -50,7 +51,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// Deserializes a manifest of one of our kinds into its Rust type: the same check the controller's
 /// watcher makes. Errors name the kind, the field's path and what did not fit.
 pub fn parse(manifest: &Value) -> Result<(), String> {
-    let kind = manifest["kind"].as_str().unwrap_or_default();
+    let Some(kind) = manifest["kind"].as_str().filter(|k| !k.is_empty()) else {
+        return Err("kind is missing or not a string: the manifest must name an amloperator.io kind".to_string());
+    };
     let row = find(kind).ok_or_else(|| format!("{kind}: {kind:?} is not an amloperator.io kind"))?;
     row.parse(manifest).map_err(|e| format!("{kind}: {e}"))
 }
@@ -88,6 +91,54 @@ pub trait Kind: Send + Sync {
 
 struct Row<K>(PhantomData<fn() -> K>);
 
+/// A kind's schema as a validator (`None` when its CRD has no schema to build one from).
+type Schema = Option<Arc<jsonschema::Validator>>;
+
+/// The kinds' schemas, by kind, built at the first refusal of each kind.
+static SCHEMAS: LazyLock<Mutex<HashMap<&'static str, Schema>>> = LazyLock::new(Default::default);
+
+fn validator(kind: &'static str, crd: impl FnOnce() -> CustomResourceDefinition) -> Schema {
+    // A poisoned lock only means a panic elsewhere while inserting; the map is still valid.
+    let mut schemas = SCHEMAS.lock().unwrap_or_else(|e| e.into_inner());
+    schemas
+        .entry(kind)
+        .or_insert_with(|| {
+            let crd = crd();
+            let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+            jsonschema::validator_for(&serde_json::to_value(schema).ok()?).ok().map(Arc::new)
+        })
+        .clone()
+}
+
+/// The first error of `obj` against its kind's schema that lies deeper than `serde_path` (dotted,
+/// as serde names it), as `path: message`; `None` when the schema names no deeper field (serde's
+/// message is then the precise one). An error on a null comes last: the schema marks optional
+/// fields `nullable`, which JSON Schema does not know.
+fn schema_error(validator: &jsonschema::Validator, obj: &Value, serde_path: &str) -> Option<String> {
+    let mut on_null = None;
+    for err in validator.iter_errors(obj) {
+        let path: Vec<String> = err
+            .instance_path
+            .to_string()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let path = path.join(".");
+        let deeper = path.len() > serde_path.len()
+            && (serde_path.is_empty() || path.starts_with(&format!("{serde_path}.")));
+        if !deeper {
+            continue;
+        }
+        let named = format!("{path}: {err}");
+        if !err.instance.is_null() {
+            return Some(named);
+        }
+        on_null.get_or_insert(named);
+    }
+    on_null
+}
+
 fn typed<K: AmlKind>(obj: &Value) -> Result<K, String> {
     crate::crd::from_value(obj.clone())
 }
@@ -110,7 +161,12 @@ impl<K: AmlKind + Definition> Kind for Row<K> {
     }
 
     fn parse(&self, obj: &Value) -> Result<(), String> {
-        typed::<K>(obj).map(|_| ())
+        let Err(serde) = typed::<K>(obj) else { return Ok(()) };
+        // serde loses the path inside `#[serde(flatten)]` fields ("spec: invalid type..." for
+        // `spec.azureName`); the kind's own schema names the field then.
+        let serde_path = serde.split_once(": ").map_or("", |(path, _)| path);
+        let named = validator(self.name(), K::definition).and_then(|v| schema_error(&v, obj, serde_path));
+        Err(named.unwrap_or(serde))
     }
 
     fn parent(&self, obj: &Value) -> Option<(String, String)> {
@@ -194,6 +250,12 @@ mod tests {
         let bad = serde_json::json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlWorkspace", "metadata": {"name": "w"}, "spec": {"resourceGroup": 3}});
         let err = parse(&bad).unwrap_err();
         assert!(err.starts_with("AmlWorkspace: ") && err.contains("resourceGroup"), "{err}");
+        // A field of a flattened part of the spec (serde alone says only "spec: ...").
+        let bad = serde_json::json!({"apiVersion": "amloperator.io/v1alpha1", "kind": "AmlModelVersion", "metadata": {"name": "m"},
+            "spec": {"workspaceRef": {"name": "w"}, "azureName": true, "modelUri": "azureml://x"}});
+        let err = parse(&bad).unwrap_err();
+        assert!(err.starts_with("AmlModelVersion: spec.azureName: "), "{err}");
+        assert!(parse(&serde_json::json!({"kind": 1})).unwrap_err().contains("kind is missing"));
         let unknown = serde_json::json!({"kind": "Widget"});
         assert!(parse(&unknown).unwrap_err().contains("not an amloperator.io kind"));
     }
