@@ -1,7 +1,8 @@
 //! Credentials: which Secret an object uses, read into a `ServicePrincipal`.
 //!
 //! Lookup order: `spec.credentials.secretName` in the object's namespace; else `aml-credentials` in
-//! the object's namespace; else the operator-wide default. An object can never name a Secret in
+//! the object's namespace; else the operator-wide default, for namespaces the admin's
+//! `--default-credentials-namespace-selector` selects (`tenancy`). An object can never name a Secret in
 //! another namespace. Values are read into `arm::Secret`, whose Debug and Display redact them.
 //!
 //! A Secret holds `tenantId`, `clientId`, optionally `subscriptionId`, and one credential:
@@ -52,7 +53,16 @@ pub async fn resolve(ctx: &Context, namespace: &str, reference: Option<&Credenti
             v
         }
     };
-    for location in &candidates {
+    for (i, location) in candidates.iter().enumerate() {
+        // The operator-wide default (always the last candidate, and only without a named Secret):
+        // only for namespaces the admin's selector selects; decided before the Secret is read.
+        let is_default = reference.is_none() && i == 1;
+        if is_default && !ctx.namespaces.may_use_default(ctx, namespace).await? {
+            return Err(Error::DefaultCredentialsNotAllowed {
+                namespace: namespace.to_string(),
+                selector: ctx.config.default_credentials_namespaces.to_string(),
+            });
+        }
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &location.namespace);
         let secret = api
             .get_opt(&location.name)
