@@ -4,7 +4,8 @@
 //! server (asserting on the exact calls made, and on the ones not made); `plan` and `apply` use it to
 //! run the same pipeline without a cluster.
 //!
-//! It also serves LIST of a collection (namespaced or across namespaces, with `limit`/`continue`) and
+//! It also serves LIST of a collection (namespaced or across namespaces, with `limit`/`continue`;
+//! namespaces themselves, cluster-scoped, at `/api/v1/namespaces`) and
 //! WATCH (`?watch=true&resourceVersion=N`): newline-delimited `{"type","object"}` events for every change
 //! made through the API or through [`LocalKube::put`], [`LocalKube::edit`] and [`LocalKube::delete`],
 //! replayed from a bounded history when the watch starts behind (410 `Expired` when it is too far
@@ -89,7 +90,8 @@ impl Collection {
         };
         let prefix = format!("/{}", segs[..prefix_len].join("/"));
         match rest {
-            [plural] if *plural != "namespaces" => Some(Collection { prefix, namespace: None, plural: plural.to_string() }),
+            // `/api/v1/namespaces` is the (cluster-scoped) collection of namespaces.
+            [plural] => Some(Collection { prefix, namespace: None, plural: plural.to_string() }),
             ["namespaces", ns, plural] => Some(Collection { prefix, namespace: Some(ns.to_string()), plural: plural.to_string() }),
             _ => None,
         }
@@ -100,6 +102,7 @@ impl Collection {
         let Some(rest) = path.strip_prefix(self.prefix.as_str()) else { return false };
         let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
         match segs.as_slice() {
+            ["namespaces", _name] => self.plural == "namespaces" && self.namespace.is_none(),
             ["namespaces", ns, plural, _name] => {
                 *plural == self.plural && self.namespace.as_deref().is_none_or(|n| n == *ns)
             }
@@ -222,6 +225,9 @@ pub fn path_of(obj: &Value) -> String {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let plural = format!("{}s", kind.to_lowercase());
     let prefix = if api_version.contains('/') { format!("/apis/{api_version}") } else { format!("/api/{api_version}") };
+    if kind == "Namespace" {
+        return format!("{prefix}/namespaces/{name}");
+    }
     format!("{prefix}/namespaces/{ns}/{plural}/{name}")
 }
 
@@ -253,7 +259,9 @@ impl LocalKube {
             v["metadata"] = json!({});
         }
         let Some(meta) = v["metadata"].as_object_mut() else { return };
-        meta.entry("namespace").or_insert(json!("default"));
+        if !path.ends_with(&format!("/namespaces/{}", meta.get("name").and_then(Value::as_str).unwrap_or_default())) {
+            meta.entry("namespace").or_insert(json!("default"));
+        }
         meta.entry("uid").or_insert(json!(format!("uid-{}", path.replace('/', "-"))));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         meta.entry("creationTimestamp").or_insert(json!("2026-01-01T00:00:00Z"));

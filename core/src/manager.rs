@@ -4,7 +4,8 @@ use crate::arm::limit::RateLimits;
 use crate::arm::{ArmClient, CloudConfig};
 use crate::leader::{LeaderConfig, run_when_leader};
 use crate::shutdown::{Shutdown, bounded};
-use crate::controller::{Config, Context, kinds, run, secrets};
+use crate::controller::tenancy::{NamespaceSelector, RoleAssignmentBounds};
+use crate::controller::{Config, Context, kinds, run, secrets, tenancy};
 use axum::{Router, routing::get};
 use kube::Client;
 use std::path::PathBuf;
@@ -36,6 +37,28 @@ pub struct RunArgs {
     /// Operator-wide default credentials Secret, as namespace/name.
     #[arg(long, env = "AML_DEFAULT_CREDENTIALS")]
     pub default_credentials: Option<String>,
+    /// Which namespaces may use the default credentials: a Kubernetes label selector on namespaces
+    /// (`team in (a,b)`, `aml-operator.io/default-credentials=allowed`), `*` for every namespace
+    /// (the behaviour before this flag). Empty (the default): no namespace; objects without a
+    /// Secret of their own are then Stalled with reason DefaultCredentialsNotAllowed.
+    #[arg(long, env = "AML_DEFAULT_CREDENTIALS_NAMESPACE_SELECTOR", default_value = "")]
+    pub default_credentials_namespace_selector: String,
+    /// Roles an AmlRoleAssignment may grant (comma-separated or repeated; the whole allowlist):
+    /// AzureMLDataScientist, AzureMLComputeOperator, AzureMLRegistryUser, Reader, Contributor,
+    /// Owner, UserAccessAdministrator, RoleBasedAccessControlAdministrator, Custom (any other
+    /// roleDefinitionId), or * for all.
+    #[arg(
+        long,
+        env = "AML_ROLE_ASSIGNMENT_ALLOW_ROLES",
+        value_delimiter = ',',
+        default_value = "AzureMLDataScientist,AzureMLComputeOperator,AzureMLRegistryUser,Reader,Contributor"
+    )]
+    pub role_assignment_allow_roles: Vec<String>,
+    /// An ARM id prefix an AmlRoleAssignment's scopeId may be under (repeatable or
+    /// comma-separated; compared segment by segment, case-insensitively; `/` for every scope).
+    /// None by default: only workspaceRef and computeRef scopes.
+    #[arg(long, env = "AML_ROLE_ASSIGNMENT_SCOPE_PREFIXES", value_delimiter = ',')]
+    pub role_assignment_scope_prefix: Vec<String>,
     /// Only watch this namespace (all namespaces when omitted).
     #[arg(long, env = "AML_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -83,11 +106,16 @@ impl RunArgs {
                 _ => return Err(format!("--default-credentials must be namespace/name, got {s:?}")),
             },
         };
+        let default_credentials_namespaces = NamespaceSelector::parse(&self.default_credentials_namespace_selector)
+            .map_err(|e| format!("--default-credentials-namespace-selector: {e}"))?;
+        let role_assignment_bounds = RoleAssignmentBounds::parse(&self.role_assignment_allow_roles, &self.role_assignment_scope_prefix)?;
         Ok(Config {
             resync: Duration::from_secs(self.resync_seconds.max(10)),
             keys_refresh: Duration::from_secs(self.keys_refresh_seconds.max(60)),
             api_version: self.api_version.clone(),
             default_credentials,
+            default_credentials_namespaces,
+            role_assignment_bounds,
             concurrency: self.concurrency,
             ..Config::default()
         })
@@ -153,6 +181,15 @@ pub async fn run_until(args: RunArgs, shutdown: Shutdown) -> Result<(), ManagerE
     let config = args.config().map_err(ManagerError::Config)?;
     let client = Client::try_default().await.map_err(ManagerError::Kube)?;
     let arm = ArmClient::new(&args.cloud()).map_err(ManagerError::Arm)?;
+    if let Some((ns, name)) = &config.default_credentials {
+        match &config.default_credentials_namespaces {
+            NamespaceSelector::Nothing => warn!(
+                secret = %format!("{ns}/{name}"),
+                "--default-credentials is set but no namespace may use it: --default-credentials-namespace-selector is empty (set it to a label selector, or to * for every namespace as before)"
+            ),
+            selector => info!(secret = %format!("{ns}/{name}"), %selector, "default credentials: namespaces selected"),
+        }
+    }
     let ctx = Arc::new(Context::new(client.clone(), arm, config));
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
@@ -227,10 +264,13 @@ pub async fn run_controllers_until(ctx: Arc<Context>, namespace: Option<&str>, r
     // objects of its own store. It stops with the controllers.
     let (secret_changes, _) = tokio::sync::broadcast::channel(1024);
     let watch = secrets::watch_changes(ctx.clone(), namespace.map(str::to_string), secret_changes.clone());
+    // Namespace labels, while the default credentials are limited by a label selector: a
+    // namespace whose labels change its right to them wakes its objects.
+    let namespaces = tenancy::watch_namespaces(ctx.clone(), namespace.map(str::to_string), secret_changes.clone());
     let requested = shutdown.requested();
     tokio::spawn(async move {
         tokio::select! {
-            _ = watch => {},
+            _ = futures::future::join(watch, namespaces) => {},
             _ = requested => {},
         }
     });

@@ -22,6 +22,7 @@ pub use manifests::{Loaded, Manifest, load};
 pub use plan::{PlanReport, plan};
 
 use crate::arm::{ArmClient, CloudConfig, Secret as SecretValue};
+use crate::controller::tenancy::{NamespaceSelector, RoleAssignmentBounds};
 use crate::controller::{Config, Context};
 use crate::crd::{DEFAULT_CREDENTIALS_SECRET, ManagementPolicy};
 use crate::emulator::{Emulator, EmulatorConfig, Principal};
@@ -399,7 +400,13 @@ impl Session {
         };
         let arm = ArmClient::new(&setup.cloud).map_err(|e| CliError::Arm(Box::new(e)))?;
         let (kube, client) = LocalKube::new();
-        let mut config = Config { api_version: setup.api_version.clone(), ..Config::default() };
+        // The CLI acts with the user's own credentials: the operator's tenancy bounds do not apply.
+        let mut config = Config {
+            api_version: setup.api_version.clone(),
+            default_credentials_namespaces: NamespaceSelector::Everything,
+            role_assignment_bounds: RoleAssignmentBounds::unbounded(),
+            ..Config::default()
+        };
         if setup.emulator {
             config.base_backoff = Duration::from_millis(500);
             config.max_backoff = Duration::from_secs(5);

@@ -12,7 +12,7 @@
 //! print why they skip; with `AML_REQUIRE_HELM=1` (set by `.ci/run`, which installs both) a missing
 //! Helm 3 or Helm 4 is a failure.
 
-use clap::{Args, Command};
+use clap::{Args, Command, FromArgMatches};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -112,6 +112,7 @@ const TYPES: &[(&str, &str, &[&str])] = &[
     ("AmlOnlineDeployment", GROUP, &["amlonlinedeployments"]),
     ("AmlRoleAssignment", GROUP, &["amlroleassignments"]),
     ("Secret", "", &["secrets"]),
+    ("Namespace", "", &["namespaces"]),
     ("ConfigMap", "", &["configmaps"]),
     ("Lease", "coordination.k8s.io", &["leases"]),
     ("Event", "events.k8s.io", &["events"]),
@@ -670,8 +671,14 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
             "arm.caBundle.secret=corp-ca",
             "resyncSeconds=120",
             "keysRefreshSeconds=900",
+            "credentials.default.namespaceSelector=team in (a\\,b)",
+            "roleAssignments.allowedRoles={AzureMLDataScientist,Reader,Owner}",
+            "roleAssignments.scopePrefixes={/subscriptions/x/resourceGroups/rg-ml,/subscriptions/y}",
         ]);
         let a = args(&docs);
+        // The flags parse into the bounds they name.
+        let config = aml_operator::manager::RunArgs::from_arg_matches(&run().try_get_matches_from(&a[1..]).expect("flags parse")).expect("args").config();
+        assert!(config.is_ok(), "{}: {:?}", helm.label, config.err());
         assert_eq!(a[0], "run");
         let mut pending = Vec::new();
         let flags: Vec<&String> = a[1..]
@@ -690,7 +697,17 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
         }
         let parsed = run().try_get_matches_from(&flags);
         assert!(parsed.is_ok(), "{}: the operator rejects the chart's flags {flags:?}: {}", helm.label, parsed.err().map(|e| e.to_string()).unwrap_or_default());
-        for expected in ["--namespace=team-a", "--default-credentials=ops/aml-default", "--ca-file=/etc/aml-operator/ca/ca.crt", "--resync-seconds=120", "--keys-refresh-seconds=900"] {
+        for expected in [
+            "--namespace=team-a",
+            "--default-credentials=ops/aml-default",
+            "--default-credentials-namespace-selector=team in (a,b)",
+            "--role-assignment-allow-roles=AzureMLDataScientist,Reader,Owner",
+            "--role-assignment-scope-prefix=/subscriptions/x/resourceGroups/rg-ml",
+            "--role-assignment-scope-prefix=/subscriptions/y",
+            "--ca-file=/etc/aml-operator/ca/ca.crt",
+            "--resync-seconds=120",
+            "--keys-refresh-seconds=900",
+        ] {
             assert!(a.iter().any(|x| x == expected), "{}: {expected} missing from {a:?}", helm.label);
         }
         let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
@@ -752,10 +769,23 @@ fn one_watched_namespace_gets_a_role_instead_of_a_cluster_role() {
         let label = &helm.label;
         let cluster = helm.template(&[]);
         let docs = helm.template(&["watchNamespace=team-a", "credentials.default.name=aml-default"]);
-        assert!(find(&docs, "ClusterRole").is_empty() && find(&docs, "ClusterRoleBinding").is_empty(), "{label}");
+        // Cluster-wide: only the watched namespace's own labels (namespaces are cluster-scoped, a
+        // Role cannot grant them), by name.
+        let cluster_roles = find(&docs, "ClusterRole");
+        assert_eq!(cluster_roles.len(), 1, "{label}: {cluster_roles:?}");
+        assert_eq!(cluster_roles[0]["metadata"]["name"], format!("{FULLNAME}-namespace"), "{label}");
+        assert_eq!(cluster_roles[0]["rules"], json!([{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["team-a"], "verbs": ["get", "list", "watch"]}]), "{label}");
+        assert_eq!(one(&docs, "ClusterRoleBinding")["roleRef"]["name"], format!("{FULLNAME}-namespace"), "{label}");
         let roles = find(&docs, "Role");
         let watched = roles.iter().find(|r| r["metadata"]["namespace"] == "team-a").expect("Role in team-a");
-        assert_eq!(watched["rules"], one(&cluster, "ClusterRole")["rules"], "{label}: same rules, namespaced");
+        let namespaced: Vec<Value> = one(&cluster, "ClusterRole")["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r["resources"] != json!(["namespaces"]))
+            .cloned()
+            .collect();
+        assert_eq!(watched["rules"], json!(namespaced), "{label}: same rules, namespaced (namespaces apart)");
         let binding = find(&docs, "RoleBinding").into_iter().find(|b| b["metadata"]["namespace"] == "team-a").expect("RoleBinding in team-a");
         assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
         // The default credentials Secret is in the release namespace: that one Secret only.

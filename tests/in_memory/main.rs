@@ -31,6 +31,7 @@ mod role_reconcile;
 mod serving_reconcile;
 mod spec_fuzz;
 mod stack;
+mod tenants;
 mod throttling;
 mod workspace_body;
 mod workspace_reconcile;

@@ -5,6 +5,7 @@
 use crate::support;
 
 use aml_operator::arm::ids;
+use aml_operator::controller::tenancy::RoleAssignmentBounds;
 use aml_operator::controller::{AmlKind, Parent, Resolved, Retry};
 use aml_operator::crd::{AmlCompute, AmlRoleAssignment, AmlWorkspace};
 use aml_operator::emulator::{Fault, FaultKind, FaultRule};
@@ -360,7 +361,12 @@ async fn an_assignment_deleted_in_the_portal_is_recreated_at_the_next_resync_and
 
 #[tokio::test]
 async fn it_waits_for_its_scope_object_and_works_on_a_compute_and_on_an_arm_scope() {
-    let w = World::new().await;
+    let mut w = World::new().await;
+    // A scopeId and a custom role need the admin's leave (tests/in_memory/tenants.rs).
+    w.configure(|c| {
+        c.role_assignment_bounds = RoleAssignmentBounds::parse(&["AzureMLComputeOperator".into(), "Custom".into()], &[format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml")])
+            .expect("bounds")
+    });
     w.good_credentials();
     let on_compute = assignment(
         "operators",

@@ -830,7 +830,8 @@ async fn a_fixed_credentials_secret_wakes_its_objects_within_seconds() {
         workspaces(ns).patch(name, &PatchParams::apply("kubectl"), &Patch::Apply(&obj)).await.unwrap();
     }
     let operator_a = OperatorProcess::for_namespace(&ns_a, &emulator, &ca_file, &[], &support::temp_path("fix-operator-a.log"));
-    let default = [format!("--default-credentials={ns_op}/aml-default")];
+    // Every namespace may use the default here (the selector itself: e2e_tenants.rs).
+    let default = [format!("--default-credentials={ns_op}/aml-default"), "--default-credentials-namespace-selector=*".to_string()];
     let operator_b = OperatorProcess::for_namespace(&ns_b, &emulator, &ca_file, &default, &support::temp_path("fix-operator-b.log"));
 
     let reason = |obj: &Value| -> Option<String> {

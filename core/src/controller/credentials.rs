@@ -1,7 +1,8 @@
 //! Credentials: which Secret an object uses, read into a `ServicePrincipal`.
 //!
 //! Lookup order: `spec.credentials.secretName` in the object's namespace; else `aml-credentials` in
-//! the object's namespace; else the operator-wide default. An object can never name a Secret in
+//! the object's namespace; else the operator-wide default, for namespaces the admin's
+//! `--default-credentials-namespace-selector` selects (`tenancy`). An object can never name a Secret in
 //! another namespace. Values are read into `arm::Secret`, whose Debug and Display redact them.
 //!
 //! A Secret holds `tenantId`, `clientId`, optionally `subscriptionId`, and one credential:
@@ -39,20 +40,26 @@ pub struct Found {
 /// Reads the service principal for an object in `namespace`. Reads only: protecting the Secret
 /// it found is the caller's step (`protect::hold`).
 pub async fn resolve(ctx: &Context, namespace: &str, reference: Option<&CredentialsRef>) -> Result<Found, Error> {
-    let candidates: Vec<SecretLocation> = match reference {
-        Some(r) => vec![SecretLocation { namespace: namespace.to_string(), name: r.secret_name.clone() }],
+    // Each candidate with whether it is the operator-wide default.
+    let candidates: Vec<(SecretLocation, bool)> = match reference {
+        Some(r) => vec![(SecretLocation { namespace: namespace.to_string(), name: r.secret_name.clone() }, false)],
         None => {
-            let mut v = vec![SecretLocation {
-                namespace: namespace.to_string(),
-                name: DEFAULT_CREDENTIALS_SECRET.to_string(),
-            }];
+            let mut v = vec![(SecretLocation { namespace: namespace.to_string(), name: DEFAULT_CREDENTIALS_SECRET.to_string() }, false)];
             if let Some((ns, name)) = &ctx.config.default_credentials {
-                v.push(SecretLocation { namespace: ns.clone(), name: name.clone() });
+                v.push((SecretLocation { namespace: ns.clone(), name: name.clone() }, true));
             }
             v
         }
     };
-    for location in &candidates {
+    for (location, is_default) in &candidates {
+        // The operator-wide default serves only the namespaces the admin's selector selects;
+        // decided before that Secret is read.
+        if *is_default && !ctx.namespaces.may_use_default(ctx, namespace).await? {
+            return Err(Error::DefaultCredentialsNotAllowed {
+                namespace: namespace.to_string(),
+                selector: ctx.config.default_credentials_namespaces.to_string(),
+            });
+        }
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &location.namespace);
         let secret = api
             .get_opt(&location.name)
@@ -63,7 +70,7 @@ pub async fn resolve(ctx: &Context, namespace: &str, reference: Option<&Credenti
             return Ok(Found { principal, location: location.clone(), secret: Box::new(secret) });
         }
     }
-    let first = &candidates[0];
+    let first = &candidates[0].0;
     Err(Error::CredentialsNotFound { namespace: first.namespace.clone(), name: first.name.clone() })
 }
 

@@ -37,6 +37,13 @@ pub mod reason {
     /// An endpoint whose `traffic` or `mirrorTraffic` names deployments that cannot be routed yet:
     /// its deployments go ahead meanwhile (resolution reads it from the parent's Ready condition).
     pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
+    /// An object that would use the operator-wide default credentials in a namespace the
+    /// admin's `--default-credentials-namespace-selector` does not select.
+    pub const DEFAULT_CREDENTIALS_NOT_ALLOWED: &str = "DefaultCredentialsNotAllowed";
+    /// A role assignment whose role is not in `--role-assignment-allow-roles`.
+    pub const ROLE_NOT_ALLOWED: &str = "RoleNotAllowed";
+    /// A role assignment whose `scopeId` is under no `--role-assignment-scope-prefix`.
+    pub const SCOPE_NOT_ALLOWED: &str = "ScopeNotAllowed";
 }
 
 /// What failed in a reconcile, one variant per failing step.
@@ -47,6 +54,15 @@ pub enum Error {
         "credentials Secret {namespace}/{name} not found: create it with keys tenantId, clientId, clientSecret and subscriptionId"
     )]
     CredentialsNotFound { namespace: String, name: String },
+    /// The object would use the operator-wide default credentials, and its namespace is not
+    /// selected by `--default-credentials-namespace-selector`.
+    #[error(
+        "namespace {namespace} may not use the operator-wide default credentials: its labels do not match the selector {selector} the cluster admin set (--default-credentials-namespace-selector, chart value credentials.default.namespaceSelector); create a Secret aml-credentials in {namespace} (or name one in spec.credentials.secretName), or ask the admin to label the namespace so that it matches"
+    )]
+    DefaultCredentialsNotAllowed { namespace: String, selector: String },
+    /// An `AmlRoleAssignment` asks for a role or a scope outside the bounds the admin set.
+    #[error("{0}")]
+    RoleAssignmentOutOfBounds(crate::controller::tenancy::OutOfBounds),
     /// The Secret exists but lacks a key.
     #[error("credentials Secret {namespace}/{name} has no usable key {key}: add it (tenantId, clientId, and clientSecret or clientCertificate, are required)")]
     CredentialsInvalid { namespace: String, name: String, key: &'static str },
@@ -162,6 +178,9 @@ impl Error {
         match self {
             Error::CredentialsNotFound { .. } => "CredentialsNotFound",
             Error::CredentialsInvalid { .. } => "CredentialsInvalid",
+            Error::DefaultCredentialsNotAllowed { .. } => reason::DEFAULT_CREDENTIALS_NOT_ALLOWED,
+            Error::RoleAssignmentOutOfBounds(crate::controller::tenancy::OutOfBounds::Role { .. }) => reason::ROLE_NOT_ALLOWED,
+            Error::RoleAssignmentOutOfBounds(crate::controller::tenancy::OutOfBounds::Scope { .. }) => reason::SCOPE_NOT_ALLOWED,
             Error::NoSubscription { .. } => "SubscriptionUnknown",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::DependencyMissing { .. } => "DependencyMissing",
@@ -188,6 +207,8 @@ impl Error {
         match self {
             Error::CredentialsNotFound { .. }
             | Error::CredentialsInvalid { .. }
+            | Error::DefaultCredentialsNotAllowed { .. }
+            | Error::RoleAssignmentOutOfBounds(_)
             | Error::NoSubscription { .. }
             | Error::InvalidSpec(_)
             | Error::DependencyMissing { .. }
@@ -207,8 +228,13 @@ impl Error {
     /// The retry policy for this error.
     pub fn retry(&self) -> Retry {
         match self {
-            Error::InvalidSpec(_) | Error::DependencyMissing { .. } => Retry::AwaitChange,
-            Error::CredentialsNotFound { .. }
+            // Role and scope are immutable; new bounds mean a restarted operator, which reconciles
+            // every object anyway.
+            Error::InvalidSpec(_) | Error::DependencyMissing { .. } | Error::RoleAssignmentOutOfBounds(_) => Retry::AwaitChange,
+            // A label change wakes the namespace's objects at once (tenancy::watch_namespaces);
+            // the slow retry covers a missed one.
+            Error::DefaultCredentialsNotAllowed { .. }
+            | Error::CredentialsNotFound { .. }
             | Error::DependencyNameTaken { .. }
             | Error::DependencyFailed { .. }
             | Error::CredentialsInvalid { .. }

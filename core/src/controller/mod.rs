@@ -17,6 +17,7 @@ pub mod run;
 pub mod secret_values;
 pub mod secrets;
 pub mod status;
+pub mod tenancy;
 
 pub use error::{Error, Retry};
 
@@ -42,6 +43,12 @@ pub struct Config {
     /// Operator-wide default credentials Secret (namespace, name), used when neither
     /// `credentials.secretName` nor `aml-credentials` in the object's namespace exists.
     pub default_credentials: Option<(String, String)>,
+    /// Which namespaces may use `default_credentials` (`--default-credentials-namespace-selector`):
+    /// none by default. Per-namespace and per-object Secrets are not affected.
+    pub default_credentials_namespaces: tenancy::NamespaceSelector,
+    /// What an `AmlRoleAssignment` may grant (`--role-assignment-allow-roles`,
+    /// `--role-assignment-scope-prefix`), checked before any ARM call.
+    pub role_assignment_bounds: tenancy::RoleAssignmentBounds,
     /// Delay after a failure that needs a person (missing Secret, 403, quota).
     pub slow_retry: Duration,
     /// First delay of the exponential backoff for transient failures (doubles up to `max_backoff`).
@@ -71,6 +78,8 @@ impl Default for Config {
             resync: Duration::from_secs(600),
             api_version: crate::arm::DEFAULT_API_VERSION.to_string(),
             default_credentials: None,
+            default_credentials_namespaces: tenancy::NamespaceSelector::Nothing,
+            role_assignment_bounds: tenancy::RoleAssignmentBounds::default(),
             slow_retry: Duration::from_secs(120),
             base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
@@ -107,6 +116,8 @@ pub struct Context {
     pub fleet: fleet::Fleet,
     /// The operator's own writes to credentials Secrets, which wake nothing.
     pub own_secret_writes: secrets::OwnWrites,
+    /// Namespace labels, for the default credentials' namespace selector.
+    pub namespaces: tenancy::Namespaces,
 }
 
 impl Context {
@@ -124,6 +135,7 @@ impl Context {
             writes: Mutex::new(HashMap::new()),
             fleet,
             own_secret_writes: secrets::OwnWrites::default(),
+            namespaces: tenancy::Namespaces::default(),
         }
     }
 
@@ -487,6 +499,13 @@ pub trait AmlKind:
     /// Secrets wake the object when they change. Default: none.
     fn secret_values(&self) -> Vec<SecretValue<'_>> {
         Vec::new()
+    }
+
+    /// Bounds the cluster admin set on what this object may ask of Azure, checked at the start of
+    /// apply, before credentials are read and before any ARM call or token request (a role
+    /// assignment's role and scope: [`tenancy::RoleAssignmentBounds`]). Default: none.
+    fn within_bounds(&self, _config: &Config) -> Result<(), Error> {
+        Ok(())
     }
 
     /// JSON pointers of the ARM body that cannot change in place (e.g. `/location`): a difference

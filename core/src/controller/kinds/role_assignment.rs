@@ -188,6 +188,10 @@ impl AmlKind for AmlRoleAssignment {
         })
     }
 
+    fn within_bounds(&self, config: &Config) -> Result<(), Error> {
+        config.role_assignment_bounds.check(self).map_err(Error::RoleAssignmentOutOfBounds)
+    }
+
     fn immutable_paths() -> &'static [&'static str] {
         &[ROLE_DEFINITION_ID, PRINCIPAL_ID, "/properties/principalType"]
     }

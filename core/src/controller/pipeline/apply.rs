@@ -59,6 +59,8 @@ pub(super) async fn commit<K: AmlKind>(obj: &K, ctx: &Context, decision: Decisio
 pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decision, Error> {
     let policies = obj.policies();
     let mut events: Vec<Note> = Vec::new();
+    // The admin's bounds (a role assignment's role and scope), before anything is read or asked.
+    obj.within_bounds(&ctx.config)?;
     let mut st = status::current(obj);
     let resolved = match resolve::resolve(obj, ctx).await? {
         Resolution::Ready(resolved, found) => {
