@@ -158,7 +158,7 @@ async fn https_get(url: &str, ca_pem: &str, bearer: Option<&str>) -> Result<Stri
     let tcp = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("connect {address}: {e}"))?;
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS with {address}: {e}"))?;
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n{auth}\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/jwk-set+json, application/json\r\n{auth}\r\n");
     tls.write_all(request.as_bytes()).await.map_err(|e| format!("GET {url}: {e}"))?;
     let mut response = Vec::new();
     // A TLS peer may close without close_notify; what was read is the answer then.
