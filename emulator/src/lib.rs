@@ -1069,6 +1069,51 @@ pub struct EmulatorArgs {
     /// does not fit is refused with 400 `QuotaExceeded`.
     #[arg(long = "core-quota", value_name = "[REGION/][FAMILY=]CORES", value_parser = catalog::parse_core_quota)]
     pub core_quotas: Vec<CoreQuota>,
+    /// A federated identity credential of the principal (workload identity), `ISSUER,SUBJECT,AUDIENCE`
+    /// (repeatable), e.g. `https://kubernetes.default.svc.cluster.local,system:serviceaccount:aml-system:aml-operator,api://AzureADTokenExchange`.
+    /// The issuer's keys come from `--oidc-jwks-url`.
+    #[arg(long = "federated-credential", value_name = "ISSUER,SUBJECT,AUDIENCE", value_parser = parse_federated_credential, requires = "oidc_jwks_url")]
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// The JWKS URL of the federated credentials' issuer (a kube-apiserver's
+    /// `https://HOST:PORT/openid/v1/jwks`), read once at start.
+    #[arg(long, value_name = "URL", requires = "oidc_ca_file")]
+    pub oidc_jwks_url: Option<String>,
+    /// PEM of the CA of the JWKS URL's server (a cluster's `ca.crt`).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
+    /// A bearer token sent with the JWKS request (a ServiceAccount token: kube-apiservers serve
+    /// their keys to ServiceAccounts, not to anonymous callers, by default).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_token_file: Option<PathBuf>,
+}
+
+fn parse_federated_credential(value: &str) -> Result<FederatedCredential, String> {
+    match value.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+        [issuer, subject, audience] if !issuer.is_empty() && !subject.is_empty() && !audience.is_empty() => {
+            Ok(FederatedCredential { issuer: issuer.into(), subject: subject.into(), audience: audience.into() })
+        }
+        _ => Err(format!("{value:?} is not ISSUER,SUBJECT,AUDIENCE")),
+    }
+}
+
+impl EmulatorArgs {
+    /// The OIDC issuers of `--federated-credential`, their keys at `--oidc-jwks-url`.
+    fn oidc_issuers(&self) -> Result<Vec<OidcIssuer>, IssuerKeysError> {
+        let Some(url) = &self.oidc_jwks_url else { return Ok(Vec::new()) };
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| IssuerKeysError { issuer: url.clone(), why: format!("cannot read {}: {e}", path.display()) })
+        };
+        let ca_pem = self.oidc_ca_file.as_ref().map(read).transpose()?.unwrap_or_default();
+        let bearer_token = self.oidc_token_file.as_ref().map(read).transpose()?.map(|t| t.trim().to_owned());
+        let mut issuers: Vec<OidcIssuer> = Vec::new();
+        for credential in &self.federated_credentials {
+            if !issuers.iter().any(|i| i.issuer == credential.issuer) {
+                let keys = IssuerKeys::Fetch { url: url.clone(), ca_pem: ca_pem.clone(), bearer_token: bearer_token.clone() };
+                issuers.push(OidcIssuer { issuer: credential.issuer.clone(), keys });
+            }
+        }
+        Ok(issuers)
+    }
 }
 
 impl EmulatorArgs {
@@ -1140,6 +1185,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
             tenant_id: args.tenant_id.clone(),
             client_id: args.client_id.clone(),
             client_secret: args.client_secret.clone(),
+            federated_credentials: args.federated_credentials.clone(),
             ..Principal::default()
         }],
         validator: args.arm_specs.as_deref().map(schema_validator).transpose()?,
@@ -1147,7 +1193,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
         write_limit: args.write_limit,
         read_limit: args.read_limit,
         catalog: args.catalog(),
-        oidc_issuers: Vec::new(),
+        oidc_issuers: args.oidc_issuers()?,
     };
     let catalog = config.catalog.clone();
     let emulator = Emulator::start(config).await?;
