@@ -158,7 +158,7 @@ async fn the_projected_service_account_token_is_the_operators_azure_identity() {
     assert!(token_requests > 0, "the operator asked for no token");
     assert!(!world.emulator.requests().is_empty(), "no ARM request was made");
     println!(
-        "{} examples Ready {:.1} s after they were applied; {token_requests} token requests, each with the pod's projected token as the federated assertion (the cluster holds no client secret)",
+        "{} examples Ready {:.1} s after they were applied; token requests to the emulator: {token_requests}, with the pod's projected token as the federated assertion (the cluster holds no client secret)",
         objects.len(),
         applied.elapsed().as_secs_f64()
     );
