@@ -30,6 +30,7 @@ mod authz;
 mod call;
 pub mod catalog;
 mod fault;
+mod federation;
 mod ml;
 mod model;
 mod operations;
@@ -56,6 +57,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use self::catalog::{Catalog, CoreQuota, VmSize};
+pub use self::federation::{AZURE_TOKEN_EXCHANGE_AUDIENCE, FederatedCredential, IssuerKeys, IssuerKeysError, OidcIssuer};
 pub use self::fault::{FaultKind, FaultParseError, FaultRule, OperationEnd};
 
 use self::call::{ArmCall, ArmSettings};
@@ -100,9 +102,13 @@ pub struct Principal {
     /// PEM certificates registered for the principal: a `client_assertion` JWT (RS256 or PS256)
     /// whose `x5t`/`x5t#S256` names one of them must be signed by its key. Default none.
     pub certificates: Vec<String>,
-    /// Federated tokens (workload identity) accepted verbatim as `client_assertion`; stands in for
-    /// Entra's federated identity credentials. Default none; redacted in `Debug`.
+    /// Federated tokens (workload identity) accepted verbatim as `client_assertion`, a shortcut for
+    /// tests of the token file's handling. Default none; redacted in `Debug`.
     pub federated_tokens: Vec<String>,
+    /// Federated identity credentials, as Entra's: a `client_assertion` JWT of an issuer in
+    /// [`EmulatorConfig::oidc_issuers`] whose issuer, subject and audience match one of them and
+    /// whose RS256 signature verifies with the issuer's keys. Default none.
+    pub federated_credentials: Vec<FederatedCredential>,
     /// `expires_in` of the tokens issued to this principal; default `None`: 3599 s.
     pub token_lifetime_secs: Option<u64>,
 }
@@ -117,6 +123,7 @@ impl Default for Principal {
             client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
             certificates: Vec::new(),
             federated_tokens: Vec::new(),
+            federated_credentials: Vec::new(),
             token_lifetime_secs: None,
         }
     }
@@ -130,6 +137,7 @@ impl fmt::Debug for Principal {
             .field("client_secret", &"<redacted>")
             .field("certificates", &self.certificates.len())
             .field("federated_tokens", &self.federated_tokens.len())
+            .field("federated_credentials", &self.federated_credentials)
             .field("token_lifetime_secs", &self.token_lifetime_secs)
             .finish()
     }
@@ -160,6 +168,9 @@ pub struct EmulatorConfig {
     /// Regions, VM sizes and core quotas the emulated Azure offers; a request for anything else is
     /// refused as ARM refuses it. Default: [`Catalog::default`].
     pub catalog: Catalog,
+    /// OIDC issuers whose tokens federated credentials accept, with their signing keys (read when
+    /// the emulator starts). Default none.
+    pub oidc_issuers: Vec<OidcIssuer>,
 }
 
 impl Default for EmulatorConfig {
@@ -174,6 +185,7 @@ impl Default for EmulatorConfig {
             write_limit: None,
             read_limit: None,
             catalog: Catalog::default(),
+            oidc_issuers: Vec::new(),
         }
     }
 }
@@ -190,6 +202,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("write_limit", &self.write_limit)
             .field("read_limit", &self.read_limit)
             .field("catalog", &self.catalog)
+            .field("oidc_issuers", &self.oidc_issuers)
             .finish()
     }
 }
@@ -263,6 +276,9 @@ pub enum EmulatorError {
         #[source]
         source: std::io::Error,
     },
+    /// An OIDC issuer's signing keys could not be read or fetched.
+    #[error(transparent)]
+    IssuerKeys(#[from] IssuerKeysError),
     /// Microsoft's ARM schemas could not be loaded from the folder given.
     #[error("cannot load Microsoft's ARM schemas from {}", path.display())]
     Specs {
@@ -288,6 +304,7 @@ struct Shared {
     write_limit: Option<(u32, f64)>,
     read_limit: Option<(u32, f64)>,
     catalog: Catalog,
+    issuer_keys: federation::KeySets,
 }
 
 impl Shared {
@@ -400,7 +417,7 @@ impl Shared {
         if let Route::Token { tenant } = &route {
             st.token_requests += 1;
             st.pending_override = None;
-            let reply = token::handle(&mut st, &self.principals, tenant, method, headers, body);
+            let reply = token::handle(&mut st, &self.principals, &self.issuer_keys, tenant, method, headers, body);
             return (reply, delivery);
         }
 
@@ -663,6 +680,7 @@ impl Emulator {
     /// Generates certificates, writes the CA file if asked, binds and starts serving.
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let issuer_keys = federation::KeySets::load(&config.oidc_issuers).await?;
         let certs = tls::generate()?;
         let server_config = tls::server_config(&certs)?;
         if let Some(path) = &config.ca_file {
@@ -702,6 +720,7 @@ impl Emulator {
             write_limit: config.write_limit,
             read_limit: config.read_limit,
             catalog: config.catalog,
+            issuer_keys,
         });
         let router: Router = Router::new()
             .fallback(handle)
@@ -1050,6 +1069,51 @@ pub struct EmulatorArgs {
     /// does not fit is refused with 400 `QuotaExceeded`.
     #[arg(long = "core-quota", value_name = "[REGION/][FAMILY=]CORES", value_parser = catalog::parse_core_quota)]
     pub core_quotas: Vec<CoreQuota>,
+    /// A federated identity credential of the principal (workload identity), `ISSUER,SUBJECT,AUDIENCE`
+    /// (repeatable), e.g. `https://kubernetes.default.svc.cluster.local,system:serviceaccount:aml-system:aml-operator,api://AzureADTokenExchange`.
+    /// The issuer's keys come from `--oidc-jwks-url`.
+    #[arg(long = "federated-credential", value_name = "ISSUER,SUBJECT,AUDIENCE", value_parser = parse_federated_credential, requires = "oidc_jwks_url")]
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// The JWKS URL of the federated credentials' issuer (a kube-apiserver's
+    /// `https://HOST:PORT/openid/v1/jwks`), read once at start.
+    #[arg(long, value_name = "URL", requires = "oidc_ca_file")]
+    pub oidc_jwks_url: Option<String>,
+    /// PEM of the CA of the JWKS URL's server (a cluster's `ca.crt`).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
+    /// A bearer token sent with the JWKS request (a ServiceAccount token: kube-apiservers serve
+    /// their keys to ServiceAccounts, not to anonymous callers, by default).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_token_file: Option<PathBuf>,
+}
+
+fn parse_federated_credential(value: &str) -> Result<FederatedCredential, String> {
+    match value.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+        [issuer, subject, audience] if !issuer.is_empty() && !subject.is_empty() && !audience.is_empty() => {
+            Ok(FederatedCredential { issuer: issuer.into(), subject: subject.into(), audience: audience.into() })
+        }
+        _ => Err(format!("{value:?} is not ISSUER,SUBJECT,AUDIENCE")),
+    }
+}
+
+impl EmulatorArgs {
+    /// The OIDC issuers of `--federated-credential`, their keys at `--oidc-jwks-url`.
+    fn oidc_issuers(&self) -> Result<Vec<OidcIssuer>, IssuerKeysError> {
+        let Some(url) = &self.oidc_jwks_url else { return Ok(Vec::new()) };
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| IssuerKeysError { issuer: url.clone(), why: format!("cannot read {}: {e}", path.display()) })
+        };
+        let ca_pem = self.oidc_ca_file.as_ref().map(read).transpose()?.unwrap_or_default();
+        let bearer_token = self.oidc_token_file.as_ref().map(read).transpose()?.map(|t| t.trim().to_owned());
+        let mut issuers: Vec<OidcIssuer> = Vec::new();
+        for credential in &self.federated_credentials {
+            if !issuers.iter().any(|i| i.issuer == credential.issuer) {
+                let keys = IssuerKeys::Fetch { url: url.clone(), ca_pem: ca_pem.clone(), bearer_token: bearer_token.clone() };
+                issuers.push(OidcIssuer { issuer: credential.issuer.clone(), keys });
+            }
+        }
+        Ok(issuers)
+    }
 }
 
 impl EmulatorArgs {
@@ -1121,6 +1185,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
             tenant_id: args.tenant_id.clone(),
             client_id: args.client_id.clone(),
             client_secret: args.client_secret.clone(),
+            federated_credentials: args.federated_credentials.clone(),
             ..Principal::default()
         }],
         validator: args.arm_specs.as_deref().map(schema_validator).transpose()?,
@@ -1128,6 +1193,7 @@ pub async fn run_cli(args: EmulatorArgs) -> Result<(), EmulatorError> {
         write_limit: args.write_limit,
         read_limit: args.read_limit,
         catalog: args.catalog(),
+        oidc_issuers: args.oidc_issuers()?,
     };
     let catalog = config.catalog.clone();
     let emulator = Emulator::start(config).await?;

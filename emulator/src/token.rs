@@ -15,6 +15,7 @@ use rustls::server::ParsedCertificate;
 use serde_json::json;
 
 use super::Principal;
+use super::federation::{self, KeySets};
 use super::reply::Reply;
 use super::state::{IssuedToken, State};
 use super::util::{entra_timestamp, guid, parse_form, random_token};
@@ -25,7 +26,7 @@ pub(crate) const TOKEN_LIFETIME_SECS: u64 = 3599;
 const ASSERTION_TYPE_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An Entra-style error: `{"error","error_description","error_codes",...}`. Never carries secrets.
-fn entra_error(status: u16, error: &str, aadsts: u32, description: &str) -> Reply {
+pub(crate) fn entra_error(status: u16, error: &str, aadsts: u32, description: &str) -> Reply {
     let trace_id = guid();
     let correlation_id = guid();
     let timestamp = entra_timestamp(SystemTime::now());
@@ -124,7 +125,9 @@ pub(crate) fn discovery(base: &str, document: &Discovery, query: &str) -> Reply 
 /// Handles `POST /{tenant}/oauth2/v2.0/token`.
 ///
 /// Accepts `client_secret` (form field or HTTP Basic), or a `client_assertion` (type jwt-bearer)
-/// that is one of the principal's federated tokens (workload identity), or a certificate
+/// that is a federated token (workload identity: an OIDC issuer's JWT matching one of the
+/// principal's federated credentials, verified against the issuer's keys, see `federation`; or,
+/// for older tests, one of its verbatim `federated_tokens`), or a certificate
 /// assertion: a JWT signed (RS256 or PS256) by the key of a certificate registered for the
 /// principal and named by its `x5t` (SHA-1) or `x5t#S256` thumbprint, with `aud` this token
 /// endpoint, `iss` = `sub` = the client id and `nbf`..`exp` around now. For quick local trials an
@@ -132,6 +135,7 @@ pub(crate) fn discovery(base: &str, document: &Discovery, query: &str) -> Reply 
 pub(crate) fn handle(
     state: &mut State,
     principals: &[Principal],
+    keys: &KeySets,
     tenant: &str,
     method: &str,
     headers: &HeaderMap,
@@ -253,7 +257,13 @@ pub(crate) fn handle(
             let known = std::iter::once(&principal.client_secret)
                 .chain(&principal.federated_tokens)
                 .any(|t| constant_time_eq(assertion.as_bytes(), t.trim().as_bytes()));
-            if !known {
+            if !known && is_federated_token(&assertion) {
+                if let Err(reply) =
+                    federation::check(principal, keys, &assertion, federation::now_secs())
+                {
+                    return reply;
+                }
+            } else if !known {
                 let host = headers.get("host").and_then(|h| h.to_str().ok());
                 if let Err(reply) = check_certificate_assertion(principal, &assertion, tenant, host)
                 {
@@ -284,6 +294,17 @@ pub(crate) fn handle(
     )
 }
 
+/// A JWT without a certificate thumbprint (`x5t`, `x5t#S256`) in its header: a federated token
+/// of an OIDC issuer rather than a certificate assertion.
+fn is_federated_token(jwt: &str) -> bool {
+    let header = jwt
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok());
+    header.is_some_and(|h| h.get("x5t").is_none() && h.get("x5t#S256").is_none())
+}
+
 /// What the client proved its identity with.
 enum Presented {
     Secret(String),
@@ -291,7 +312,7 @@ enum Presented {
 }
 
 /// Clock skew tolerated on `nbf` and `exp` (Entra allows a few minutes).
-const CLOCK_SKEW_SECS: i64 = 300;
+pub(crate) const CLOCK_SKEW_SECS: i64 = 300;
 
 /// Checks a certificate client assertion; `Err` is the Entra error to answer.
 fn check_certificate_assertion(

@@ -845,6 +845,48 @@ fn workload_identity_annotates_the_service_account_and_labels_the_pod() {
     }
 }
 
+/// `workloadIdentity.projectToken`, for clusters without the Azure Workload Identity webhook: the
+/// chart adds what the webhook would inject (the projected token volume and its mount, the four
+/// AZURE_* variables); off by default, and refused without a tenant.
+#[test]
+fn project_token_adds_what_the_workload_identity_webhook_injects() {
+    const TOKEN_DIR: &str = "/var/run/secrets/azure/tokens";
+    for helm in helms() {
+        let wi = ["workloadIdentity.enabled=true", "workloadIdentity.clientId=00000000-0000-0000-0000-0000000000bb"];
+        let plain = helm.template(&wi);
+        assert!(env(&plain, "AZURE_FEDERATED_TOKEN_FILE").is_none(), "{}: the webhook injects it by default", helm.label);
+        assert!(one(&plain, "Deployment")["spec"]["template"]["spec"]["volumes"].is_null(), "{}", helm.label);
+
+        let sets = [&wi[..], &["workloadIdentity.tenantId=00000000-0000-0000-0000-0000000000aa", "workloadIdentity.projectToken=true", "arm.caBundle.configMap=corp-ca"]].concat();
+        let docs = helm.template(&sets);
+        let value = |name: &str| env(&docs, name).unwrap_or_else(|| panic!("{}: no {name}", helm.label))["value"].clone();
+        assert_eq!(value("AZURE_CLIENT_ID"), "00000000-0000-0000-0000-0000000000bb", "{}", helm.label);
+        assert_eq!(value("AZURE_TENANT_ID"), "00000000-0000-0000-0000-0000000000aa", "{}", helm.label);
+        assert_eq!(value("AZURE_AUTHORITY_HOST"), "https://login.microsoftonline.com/", "{}", helm.label);
+        assert_eq!(value("AZURE_FEDERATED_TOKEN_FILE"), format!("{TOKEN_DIR}/azure-identity-token").as_str(), "{}", helm.label);
+        let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        assert_eq!(volumes.len(), 2, "{}: the CA bundle and the token: {volumes:?}", helm.label);
+        let token = volumes.iter().find(|v| v["name"] == "azure-identity-token").expect("the token volume");
+        assert_eq!(
+            token["projected"]["sources"][0]["serviceAccountToken"],
+            json!({"path": "azure-identity-token", "audience": "api://AzureADTokenExchange", "expirationSeconds": 3600}),
+            "{}",
+            helm.label
+        );
+        let mounts = container(&docs)["volumeMounts"].as_array().expect("volumeMounts").clone();
+        assert!(mounts.iter().any(|m| m["name"] == "ca-bundle"), "{}", helm.label);
+        assert!(
+            mounts.iter().any(|m| m["name"] == "azure-identity-token" && m["mountPath"] == TOKEN_DIR && m["readOnly"] == true),
+            "{}: {mounts:?}",
+            helm.label
+        );
+
+        let err = helm.template_error(&[&wi[..], &["workloadIdentity.projectToken=true"]].concat());
+        assert!(err.contains("workloadIdentity.tenantId"), "{}: {err}", helm.label);
+    }
+}
+
 #[test]
 fn bad_values_are_refused_with_a_reason() {
     for helm in helms() {

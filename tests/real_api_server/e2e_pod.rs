@@ -48,7 +48,7 @@ const IMAGE_ENV: &str = "AML_OPERATOR_IMAGE";
 const DISTROLESS: &str = "gcr.io/distroless/cc-debian12:nonroot";
 
 /// Skips a pod test with `why`, or fails it when `AML_REQUIRE_NODE=1`.
-fn skip_pod(why: &str) {
+pub(crate) fn skip_pod(why: &str) {
     assert!(std::env::var(REQUIRE_NODE_ENV).as_deref() != Ok("1"), "{REQUIRE_NODE_ENV}=1 but {why}");
     eprintln!("skipping pod test: {why}");
 }
@@ -58,13 +58,13 @@ fn kube_tools() -> PathBuf {
 }
 
 /// The node `node-up` started.
-struct Node {
-    api_port: String,
+pub(crate) struct Node {
+    pub(crate) api_port: String,
     containerd: String,
 }
 
 /// The node, when one runs and this process may use it (root: node-load and /proc of the pod).
-fn node() -> Option<Node> {
+pub(crate) fn node() -> Option<Node> {
     if std::env::var("AML_KUBE_NODE").is_err() {
         skip_pod("AML_KUBE_NODE is not set: no node runs pods (`eval \"$(../shared/kube/node-up)\"` after `up`, as root)");
         return None;
@@ -80,7 +80,7 @@ fn node() -> Option<Node> {
 }
 
 /// The image archive named by `AML_OPERATOR_IMAGE`.
-fn image_archive() -> Option<PathBuf> {
+pub(crate) fn image_archive() -> Option<PathBuf> {
     let Some(path) = std::env::var_os(IMAGE_ENV) else {
         skip_pod(&format!("{IMAGE_ENV} is not set: build the image with `cargo build --release --locked && .ci/image` and set it to target/image/aml-operator.oci.tar"));
         return None;
@@ -94,7 +94,7 @@ fn image_archive() -> Option<PathBuf> {
 // The image and the Dockerfile.
 
 /// One image of an OCI archive: its name, config and layers.
-struct OciImage {
+pub(crate) struct OciImage {
     name: String,
     config: Value,
     layers: Vec<Value>,
@@ -226,7 +226,7 @@ fn the_image_is_the_dockerfiles_runtime_stage() {
 // The chart on the node.
 
 /// The helm binary: `AML_HELM3`, `AML_HELM4`, else `helm` on PATH.
-fn helm() -> Option<String> {
+pub(crate) fn helm() -> Option<String> {
     for var in ["AML_HELM3", "AML_HELM4"] {
         if let Ok(path) = std::env::var(var) {
             return Some(path);
@@ -235,7 +235,7 @@ fn helm() -> Option<String> {
     Command::new("helm").arg("version").output().ok().filter(|o| o.status.success()).map(|_| "helm".into())
 }
 
-fn run_helm(helm: &str, args: &[&str]) -> String {
+pub(crate) fn run_helm(helm: &str, args: &[&str]) -> String {
     let home = std::env::temp_dir().join("aml-e2e-helm");
     let out = Command::new(helm)
         .args(args)
@@ -348,7 +348,7 @@ fn lease_released(lease: &Seen<Vec<(Instant, String)>>, since: Instant) -> Optio
 }
 
 /// The one pod of the release that is Ready and not terminating, other than those in `not`.
-async fn ready_pod(pods: &Api<Pod>, release: &str, not: &[String]) -> Option<Pod> {
+pub(crate) async fn ready_pod(pods: &Api<Pod>, release: &str, not: &[String]) -> Option<Pod> {
     let list = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"))).await.ok()?;
     list.items.into_iter().find(|p| {
         !not.contains(&p.name_any())
@@ -409,7 +409,7 @@ fn arm_writes_since(emulator: &Emulator, from: usize) -> Vec<String> {
 }
 
 /// The examples this test applies, as (plural, manifest): every `examples/*.yaml`, unchanged.
-fn examples() -> Vec<(String, Value)> {
+pub(crate) fn examples() -> Vec<(String, Value)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let plurals: BTreeMap<String, String> =
         aml_operator::controller::kinds::crds().into_iter().map(|c| (c.spec.names.kind.clone(), c.spec.names.plural.clone())).collect();
@@ -430,7 +430,7 @@ fn examples() -> Vec<(String, Value)> {
     out
 }
 
-fn api_of(client: &Client, ns: &str, plural: &str, manifest: &Value) -> Api<DynamicObject> {
+pub(crate) fn api_of(client: &Client, ns: &str, plural: &str, manifest: &Value) -> Api<DynamicObject> {
     let resource = ApiResource {
         group: "amloperator.io".into(),
         version: "v1alpha1".into(),
@@ -447,11 +447,11 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/aml-operator");
 const UPGRADE_SUFFIX: &str = "upgrade";
 
 /// The pod tests take the node one at a time: their timings (hand-over, memory) are then theirs.
-static NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Imports the image archive into the node's containerd (once per test process), and tags the
 /// same image `<tag>-upgrade` to upgrade to. Returns the image.
-fn import_image(node: &Node, archive: &Path) -> OciImage {
+pub(crate) fn import_image(node: &Node, archive: &Path) -> OciImage {
     static IMPORTED: std::sync::Once = std::sync::Once::new();
     let image = OciImage::read(archive);
     IMPORTED.call_once(|| {
@@ -468,30 +468,35 @@ fn import_image(node: &Node, archive: &Path) -> OciImage {
 /// One pod test's world: the emulator as Azure (on a loopback port of this host, its CA in the
 /// ConfigMap `emulator-ca` of the release namespace), a namespace for the objects and one for the
 /// release.
-struct World {
-    emulator: Emulator,
+pub(crate) struct World {
+    pub(crate) emulator: Emulator,
     ca_file: PathBuf,
-    ns: String,
-    op_ns: String,
-    release: String,
+    pub(crate) ns: String,
+    pub(crate) op_ns: String,
+    pub(crate) release: String,
 }
 
 impl World {
     async fn start(admin: &Client, prefix: &str) -> World {
+        World::start_with(admin, prefix, |_, _| EmulatorConfig::default()).await
+    }
+
+    /// [`World::start`] with the emulator's principals and OIDC issuers from `config(op_ns, release)`.
+    pub(crate) async fn start_with(admin: &Client, prefix: &str, config: impl FnOnce(&str, &str) -> EmulatorConfig) -> World {
+        let id = std::process::id() % 100000;
+        let (ns, op_ns) = (format!("{prefix}-{id}"), format!("{prefix}-system-{id}"));
+        // The release name contains the chart's name: the full name (Deployment, Lease) is the release.
+        let release = format!("aml-operator-{prefix}-{id}");
         let ca_file = support::temp_path(&format!("{prefix}-ca.pem"));
         let emulator = Emulator::start(EmulatorConfig {
             operation_duration: Duration::from_millis(500),
             retry_after_secs: 1,
             validator: support::validator(),
             ca_file: Some(ca_file.clone()),
-            ..EmulatorConfig::default()
+            ..config(&op_ns, &release)
         })
         .await
         .expect("emulator");
-        let id = std::process::id() % 100000;
-        let (ns, op_ns) = (format!("{prefix}-{id}"), format!("{prefix}-system-{id}"));
-        // The release name contains the chart's name: the full name (Deployment, Lease) is the release.
-        let release = format!("aml-operator-{prefix}-{id}");
         create_namespace(admin, &ns).await;
         create_namespace(admin, &op_ns).await;
         let ca: ConfigMap = serde_json::from_value(json!({
@@ -505,7 +510,7 @@ impl World {
 
     /// `helm install` of the chart with `image`, on the node (hostNetwork, the API server's
     /// address), Azure the emulator, watching `ns`; `extra` values appended.
-    fn install(&self, helm: &str, node: &Node, image: &OciImage, extra: &[&str]) {
+    pub(crate) fn install(&self, helm: &str, node: &Node, image: &OciImage, extra: &[&str]) {
         let (repository, tag) = image.name.rsplit_once(':').expect("the archive's image name has a tag");
         let mut sets = vec![
             format!("image.repository={repository}"),
@@ -529,7 +534,7 @@ impl World {
         run_helm(helm, &args);
     }
 
-    async fn finish(self, admin: &Client) {
+    pub(crate) async fn finish(self, admin: &Client) {
         delete_namespace(admin, &self.ns, Duration::from_secs(180)).await;
         delete_namespace(admin, &self.op_ns, Duration::from_secs(120)).await;
         self.emulator.shutdown().await;

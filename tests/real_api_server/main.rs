@@ -14,6 +14,7 @@ mod e2e_refusals;
 mod e2e_roles;
 mod e2e_shutdown;
 mod e2e_tenants;
+mod e2e_workload_identity;
 
 /// The operator binary, run as its own process, its output in a file; killed when dropped.
 pub struct OperatorProcess {

@@ -32,6 +32,7 @@ impl Azure {
             write_limit: None,
             read_limit: None,
             catalog: Catalog::default(),
+            issuer_keys: Default::default(),
         };
         let form = format!(
             "grant_type=client_credentials&client_id={DEFAULT_CLIENT_ID}&client_secret={DEFAULT_CLIENT_SECRET}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default"
