@@ -399,7 +399,12 @@ impl Session {
         };
         let arm = ArmClient::new(&setup.cloud).map_err(|e| CliError::Arm(Box::new(e)))?;
         let (kube, client) = LocalKube::new();
-        let mut config = Config { api_version: setup.api_version.clone(), ..Config::default() };
+        // One cluster name for every CLI run, so the owner tags one run leaves are its own in the next.
+        let mut config = Config {
+            api_version: setup.api_version.clone(),
+            cluster_name: crate::controller::owner::CLI_CLUSTER_NAME.into(),
+            ..Config::default()
+        };
         if setup.emulator {
             config.base_backoff = Duration::from_millis(500);
             config.max_backoff = Duration::from_secs(5);

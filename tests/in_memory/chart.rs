@@ -669,6 +669,7 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
             "arm.caBundle.secret=corp-ca",
             "resyncSeconds=120",
             "keysRefreshSeconds=900",
+            "clusterName=west-1",
         ]);
         let a = args(&docs);
         assert_eq!(a[0], "run");
@@ -689,7 +690,7 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
         }
         let parsed = run().try_get_matches_from(&flags);
         assert!(parsed.is_ok(), "{}: the operator rejects the chart's flags {flags:?}: {}", helm.label, parsed.err().map(|e| e.to_string()).unwrap_or_default());
-        for expected in ["--namespace=team-a", "--default-credentials=ops/aml-default", "--ca-file=/etc/aml-operator/ca/ca.crt", "--resync-seconds=120", "--keys-refresh-seconds=900"] {
+        for expected in ["--namespace=team-a", "--default-credentials=ops/aml-default", "--ca-file=/etc/aml-operator/ca/ca.crt", "--resync-seconds=120", "--keys-refresh-seconds=900", "--cluster-name=west-1"] {
             assert!(a.iter().any(|x| x == expected), "{}: {expected} missing from {a:?}", helm.label);
         }
         let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];

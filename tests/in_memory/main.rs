@@ -25,6 +25,7 @@ mod emulator;
 mod fault_matrix;
 mod kstatus;
 mod operation_failures;
+mod ownership;
 mod refusals;
 mod role_reconcile;
 mod serving_reconcile;

@@ -46,9 +46,10 @@ pub fn diff_owned(desired: &Value, actual: &Value, write_only: &[&str], owned: &
 }
 
 /// What the pipeline compares for kind `K`: [`diff_owned`] with the kind's write-only paths and
-/// owned maps.
+/// owned maps. The operator's owner tag ([`super::owner`]) is never drift: it is not the spec's.
 pub fn drifted<K: AmlKind>(desired: &Value, actual: &Value) -> Vec<String> {
-    diff_owned(desired, actual, K::write_only_paths(), K::owned_maps())
+    let untagged = super::owner::untagged::<K>(actual);
+    diff_owned(desired, untagged.as_ref().unwrap_or(actual), K::write_only_paths(), K::owned_maps())
 }
 
 /// The keys of ARM's map `have` that the spec's map `want` does not hold. Keys compare exactly
