@@ -395,7 +395,7 @@ pub fn refusal(arm_id: &str, code: &str, message: &str, target: Option<&str>) ->
     if code.to_ascii_lowercase().starts_with("invalidtag") {
         return Some(Refusal {
             reason: reason::INVALID_TAGS,
-            hint: "spec.tags: Azure takes at most 50 tags, names of at most 512 characters without < > % & \\ ? /, and values of at most 256 characters; fix spec.tags".to_string(),
+            hint: "spec.tags: Azure takes at most 50 tags, one of them the operator's owner tag (so at most 49 in spec.tags), names of at most 512 characters without < > % & \\ ? /, and values of at most 256 characters; fix spec.tags".to_string(),
         });
     }
     None
