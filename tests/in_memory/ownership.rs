@@ -4,7 +4,6 @@
 //! second one Stalled, with no ARM write and no dependency made; a resource no object owns is
 //! adopted as before.
 
-use aml_operator::controller::Error;
 use aml_operator::controller::owner::TAG;
 use aml_operator::crd::AmlWorkspace;
 use serde_json::{Value, json};
@@ -98,9 +97,9 @@ async fn first_owns_it(w: &World) {
 async fn stalled_naming(w: &World, path: &str, owner: &str) {
     w.emulator.clear_requests();
     w.kube.clear_calls();
-    let err = w.reconcile::<AmlWorkspace>(path).await.expect_err("the second object is refused");
-    assert!(matches!(err, Error::OwnedByAnotherObject { .. }), "{err:?}");
-    assert_eq!(err.reason(), "OwnedByAnotherObject");
+    // A decision, not a failed reconcile: the status keeps the ARM id and the credentials Secret
+    // it holds (which its delete releases).
+    w.reconcile::<AmlWorkspace>(path).await.expect("stalled, not failed");
     assert_eq!(arm_writes(w), Vec::<String>::new(), "no ARM write, no dependency made");
     let stalled = w.condition(path, "Stalled").expect("Stalled condition");
     assert_eq!(stalled["status"], "True");
@@ -125,7 +124,8 @@ async fn the_second_object_for_an_arm_id_in_another_namespace_is_stalled_naming_
     let second = path("b", "second");
     stalled_naming(&w, &second, "object a/first in this cluster").await;
     let st = &w.kube.raw(&second).unwrap()["status"];
-    assert!(st.get("createdDependencies").is_none() && st.get("armId").is_none(), "nothing recorded: {st}");
+    assert!(st.get("createdDependencies").is_none() && st.get("provisioningState").is_none(), "nothing recorded: {st}");
+    assert_eq!(st["armId"], ARM_ID, "the contested id");
     // Every resync: still Stalled, still nothing written; the first keeps its description.
     stalled_naming(&w, &second, "object a/first in this cluster").await;
     assert_eq!(description(&w), json!("from a"));
@@ -153,11 +153,16 @@ async fn across_two_clusters_sharing_only_azure_the_second_is_stalled_naming_the
     stalled_naming(&west, &path("a", "ws"), "object a/ws of cluster east").await;
     assert_eq!(description(&east), json!("from east"));
 
+    let held = west.kube.raw("/api/v1/namespaces/a/secrets/aml-credentials").expect("the Secret")["metadata"]["finalizers"].clone();
+    assert!(held.as_array().is_some_and(|f| !f.is_empty()), "the Stalled object holds its credentials Secret: {held}");
     // Deleting the Stalled object in the west deletes nothing in Azure.
     west.emulator.clear_requests();
     delete(&west, &path("a", "ws")).await;
     assert_eq!(west.arm_calls("DELETE"), 0);
     assert!(west.emulator.resource(ARM_ID).is_some());
+    let secret = west.kube.raw("/api/v1/namespaces/a/secrets/aml-credentials").expect("the Secret");
+    let finalizers = secret["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+    assert!(finalizers.is_empty(), "the Stalled object's credentials Secret is released with it: {finalizers:?}");
     assert_eq!(owner_tag(&east), json!("east/a/ws"));
 }
 

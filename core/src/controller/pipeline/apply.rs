@@ -170,7 +170,8 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
         && let owner::Claim::Other(owner) = owner::claim(obj, ctx, &target.arm_id, actual).await?
     {
         let owner = owner::describe(&owner, &ctx.config);
-        return Err(Error::OwnedByAnotherObject { arm_id: target.arm_id.clone(), owner, tag: owner::TAG });
+        let error = Error::OwnedByAnotherObject { arm_id: target.arm_id.clone(), owner, tag: owner::TAG };
+        return Ok(owned_by_another(st, &error, ctx.config.slow_retry).with(events));
     }
     let seen_before = obj.common_status().is_some_and(|s| s.provisioning_state.is_some() || s.operation.is_some());
     if observed.is_some() && !seen_before {
