@@ -43,7 +43,7 @@ pub fn value_for<K: AmlKind>(obj: &K, config: &Config) -> String {
 
 /// The kind's tag map in an ARM body, matching the keys on the way case-insensitively (ARM may
 /// answer `Tags`).
-fn tag_map<'v, K: AmlKind>(body: &'v Value) -> Option<&'v Map<String, Value>> {
+fn tag_map<K: AmlKind>(body: &Value) -> Option<&Map<String, Value>> {
     let pointer = K::OWNER_TAG?;
     pointer
         .split('/')
