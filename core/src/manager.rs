@@ -34,6 +34,12 @@ pub struct RunArgs {
     /// someone else is repaired at once, whatever this says.
     #[arg(long, env = "AML_KEYS_REFRESH_SECONDS", default_value_t = 3600)]
     pub keys_refresh_seconds: u64,
+    /// This cluster's name in the owner tag (`amloperator.io-owner: <cluster>/<namespace>/<name>`)
+    /// left on every Azure resource the operator writes: an object whose resource is tagged by
+    /// another object (here or in another cluster) is Stalled instead of writing over it. Give every
+    /// cluster whose operator shares a subscription with another its own name.
+    #[arg(long, env = "AML_CLUSTER_NAME", default_value = crate::controller::owner::DEFAULT_CLUSTER_NAME)]
+    pub cluster_name: String,
     /// Operator-wide default credentials Secret, as namespace/name.
     #[arg(long, env = "AML_DEFAULT_CREDENTIALS")]
     pub default_credentials: Option<String>,
@@ -109,7 +115,12 @@ impl RunArgs {
         let default_credentials_namespaces = NamespaceSelector::parse(&self.default_credentials_namespace_selector)
             .map_err(|e| format!("--default-credentials-namespace-selector: {e}"))?;
         let role_assignment_bounds = RoleAssignmentBounds::parse(&self.role_assignment_allow_roles, &self.role_assignment_scope_prefix)?;
+        let cluster_name = self.cluster_name.trim().to_string();
+        if cluster_name.is_empty() || cluster_name.contains('/') || cluster_name.chars().any(|c| "<>%&\\?".contains(c)) || cluster_name.len() > 63 {
+            return Err(format!("--cluster-name must be 1 to 63 characters without / < > % & \\ ?, got {:?}", self.cluster_name));
+        }
         Ok(Config {
+            cluster_name,
             resync: Duration::from_secs(self.resync_seconds.max(10)),
             keys_refresh: Duration::from_secs(self.keys_refresh_seconds.max(60)),
             api_version: self.api_version.clone(),

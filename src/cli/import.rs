@@ -287,10 +287,13 @@ fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
     }
     spec.insert("resourceGroup".into(), json!(resource_group));
     spec.insert("subscriptionId".into(), json!(subscription));
-    for key in ["location", "tags", "sku", "kind"] {
+    for key in ["location", "sku", "kind"] {
         if let Some(v) = arm.get(key).filter(|v| !v.is_null()) {
             spec.insert(key.into(), v.clone());
         }
+    }
+    if let Some(tags) = user_tags(&arm["tags"]) {
+        spec.insert("tags".into(), tags);
     }
     if let Some(identity) = arm.get("identity").and_then(identity_spec) {
         spec.insert("identity".into(), identity);
@@ -322,6 +325,14 @@ fn workspace_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
     Ok((name, yaml))
 }
 
+/// ARM's tags without the operator's owner tag (it is the operator's, not the spec's); `None`
+/// when nothing is left.
+fn user_tags(tags: &Value) -> Option<Value> {
+    let mut map = tags.as_object()?.clone();
+    map.retain(|k, _| !k.eq_ignore_ascii_case(crate::controller::owner::TAG));
+    (!map.is_empty()).then_some(Value::Object(map))
+}
+
 /// Keys of a child's ARM `properties` that ARM fills in (outputs, state), never set by a user.
 const CHILD_READ_ONLY: &[&str] = &[
     "provisioningState", "provisioningErrors", "createdOn", "modifiedOn", "isAttachedCompute", "scoringUri",
@@ -337,8 +348,8 @@ fn child_spec(arm: &Value, ctx: &ImportContext<'_>, parent_field: &str) -> Resul
     let parent = ctx.parent.ok_or("no parent was imported")?;
     let mut spec = Map::new();
     spec.insert(parent_field.into(), json!({"name": parent.name}));
-    if let Some(tags) = arm.get("tags").and_then(Value::as_object).filter(|t| !t.is_empty()) {
-        spec.insert("tags".into(), Value::Object(tags.clone()));
+    if let Some(tags) = user_tags(&arm["tags"]) {
+        spec.insert("tags".into(), tags);
     }
     let name = k8s_name(arm_name);
     if name != arm_name {
@@ -444,10 +455,11 @@ where
     if spec.get("isArchived") == Some(&json!(false)) {
         spec.remove("isArchived");
     }
-    for key in ["tags", "properties"] {
-        if let Some(map) = props.get(key).and_then(Value::as_object).filter(|m| !m.is_empty()) {
-            spec.insert(key.into(), Value::Object(map.clone()));
-        }
+    if let Some(tags) = user_tags(&props["tags"]) {
+        spec.insert("tags".into(), tags);
+    }
+    if let Some(map) = props.get("properties").and_then(Value::as_object).filter(|m| !m.is_empty()) {
+        spec.insert("properties".into(), Value::Object(map.clone()));
     }
     spec.insert("workspaceRef".into(), json!({"name": parent.name}));
     spec.insert("azureName".into(), json!(asset));
@@ -481,10 +493,11 @@ fn datastore_manifest(arm: &Value, ctx: &ImportContext<'_>) -> Result<(String, S
         fields.remove(*key);
     }
     spec.extend(fields);
-    for key in ["tags", "properties"] {
-        if let Some(map) = props.get(key).and_then(Value::as_object).filter(|m| !m.is_empty()) {
-            spec.insert(key.into(), Value::Object(map.clone()));
-        }
+    if let Some(tags) = user_tags(&props["tags"]) {
+        spec.insert("tags".into(), tags);
+    }
+    if let Some(map) = props.get("properties").and_then(Value::as_object).filter(|m| !m.is_empty()) {
+        spec.insert("properties".into(), Value::Object(map.clone()));
     }
     let c = &props["credentials"];
     let kind = c["credentialsType"].as_str().unwrap_or("None");

@@ -405,6 +405,7 @@ impl Session {
             api_version: setup.api_version.clone(),
             default_credentials_namespaces: NamespaceSelector::Everything,
             role_assignment_bounds: RoleAssignmentBounds::unbounded(),
+            cluster_name: crate::controller::owner::CLI_CLUSTER_NAME.into(),
             ..Config::default()
         };
         if setup.emulator {

@@ -79,7 +79,8 @@ async fn a_model_version_is_created_once_and_a_converged_one_costs_one_get() {
     assert!(status.get("location").is_none(), "assets have no location: {status}");
     let arm = w.emulator.resource(&model_id("1")).expect("in Azure");
     assert_eq!(arm["properties"]["modelUri"], "azureml://datastores/workspaceblobstore/paths/models/sklearn/1/");
-    assert_eq!(arm["properties"]["tags"], json!({"team": "a"}));
+    // The spec's tags, and the operator's owner tag (issue 25: one resource, one owner).
+    assert_eq!(arm["properties"]["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/sklearn-model-1"}));
 
     w.emulator.clear_requests();
     w.kube.clear_calls();
@@ -209,15 +210,22 @@ async fn deleting_a_model_a_deployment_uses_waits_for_the_deployment() {
 async fn an_existing_equal_version_is_adopted_and_one_with_other_content_is_never_overwritten() {
     let w = with_endpoint_and_assets().await;
     let p = path("amlmodelversions", "sklearn-model-1");
-    // Made outside Kubernetes first (az ml model create), with the same files: adopted, no write.
+    // Made outside Kubernetes first (az ml model create), with the same files: adopted; the one
+    // write puts the owner tag on it and changes nothing else.
     w.kube.put(model("sklearn-model-1", "1", json!({"description": "first"})));
     let obj: AmlModelVersion = w.kube.get(&p).unwrap();
     let body = aml_operator::controller::AmlKind::desired(&obj, &target(&model_id("1"))).unwrap();
-    w.emulator.insert_resource(&model_id("1"), body);
+    w.emulator.insert_resource(&model_id("1"), body.clone());
     w.emulator.clear_requests();
     w.converge::<AmlModelVersion>(&p).await;
-    assert!(writes(&w).is_empty(), "{:?}", writes(&w));
+    assert_eq!(writes(&w).len(), 1, "{:?}", writes(&w));
     assert!(w.kube.events().iter().any(|e| e["reason"] == "Adopted"));
+    let arm = w.emulator.resource(&model_id("1")).unwrap();
+    assert_eq!(arm["properties"]["tags"], json!({"amloperator.io-owner": "default/team-a/sklearn-model-1"}));
+    assert_eq!(arm["properties"]["modelUri"], body["properties"]["modelUri"]);
+    w.emulator.clear_requests();
+    w.reconcile::<AmlModelVersion>(&p).await.expect("converged");
+    assert!(writes(&w).is_empty(), "tagged once, then no write: {:?}", writes(&w));
 
     // Version 2 exists in Azure with other files: VersionConflict, no write, stalled.
     let p2 = path("amlmodelversions", "sklearn-model-2");

@@ -674,6 +674,7 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
             "credentials.default.namespaceSelector=team in (a\\,b)",
             "roleAssignments.allowedRoles={AzureMLDataScientist,Reader,Owner}",
             "roleAssignments.scopePrefixes={/subscriptions/x/resourceGroups/rg-ml,/subscriptions/y}",
+            "clusterName=west-1",
         ]);
         let a = args(&docs);
         // The flags parse into the bounds they name.
@@ -707,6 +708,7 @@ fn every_flag_the_chart_passes_is_one_the_operator_accepts() {
             "--ca-file=/etc/aml-operator/ca/ca.crt",
             "--resync-seconds=120",
             "--keys-refresh-seconds=900",
+            "--cluster-name=west-1",
         ] {
             assert!(a.iter().any(|x| x == expected), "{}: {expected} missing from {a:?}", helm.label);
         }

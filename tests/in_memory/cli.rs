@@ -780,3 +780,28 @@ fn apply_against_the_standalone_emulator_reports_what_azure_refuses_and_why() {
         println!("{got}");
     }
 }
+
+/// Issue 25, item 3, as reported: two AmlWorkspace objects in namespaces `a` and `b` for the same
+/// resource group and `azureName`, with different descriptions. Across separate `apply` runs
+/// against the same Azure (the CLI's cluster name is the same in every run), the first stays its
+/// owner and the second fails naming it, with nothing written over the first's description.
+#[test]
+fn apply_refuses_a_second_object_for_an_arm_id_another_object_owns_across_runs() {
+    let azure = EmulatorProcess::start();
+    let ws = |ns: &str, description: &str| {
+        format!("apiVersion: amloperator.io/v1alpha1\nkind: AmlWorkspace\nmetadata:\n  name: ws\n  namespace: {ns}\nspec:\n  resourceGroup: rg-owner\n  location: eastus\n  azureName: shared-ws\n  description: {description}\n")
+    };
+    let first = folder(&[("a.yaml", &ws("a", "from-a"))]);
+    let (code, out) = azure.run(&["apply", "-f", first.to_str().expect("utf-8 path"), "--timeout", "120s"], std::time::Duration::from_secs(180));
+    assert_eq!(code, 0, "{out}");
+    let both = folder(&[("a.yaml", &ws("a", "from-a")), ("b.yaml", &ws("b", "from-b"))]);
+    let (code, out) = azure.run(&["apply", "-f", both.to_str().expect("utf-8 path"), "--timeout", "120s"], std::time::Duration::from_secs(180));
+    assert_eq!(code, 1, "{out}");
+    let line = |label: &str| out.lines().find(|l| l.starts_with(&format!("{label}: "))).unwrap_or_default().to_string();
+    assert_eq!(line("AmlWorkspace a/ws"), "AmlWorkspace a/ws: ready", "{out}");
+    let second = line("AmlWorkspace b/ws");
+    assert!(second.contains("FAILED: OwnedByAnotherObject") && second.contains("object a/ws in this cluster"), "{second}\n{out}");
+    println!("{second}");
+    let (_, plan) = azure.run(&["plan", "-f", both.to_str().expect("utf-8 path")], std::time::Duration::from_secs(60));
+    assert!(plan.contains("OwnedByAnotherObject"), "plan says so too: {plan}");
+}

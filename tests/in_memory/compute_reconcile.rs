@@ -237,7 +237,7 @@ async fn a_spec_change_is_applied_with_one_put_and_observed_generation_follows()
         assert_eq!(w.arm_calls("PATCH"), 0, "{name}");
         let arm = w.emulator.resource(&arm_id(name)).unwrap();
         assert_eq!(arm["properties"]["description"], "renamed");
-        assert_eq!(arm["tags"], json!({"team": "b"}));
+        assert_eq!(arm["tags"], json!({"team": "b", "amloperator.io-owner": format!("default/team-a/{name}")}), "the spec's tags and the owner tag");
         assert_eq!(w.kube.raw(&p).unwrap()["status"]["observedGeneration"], 2);
         assert_eq!(w.condition(&p, "Ready").unwrap()["observedGeneration"], 2);
     }
@@ -728,7 +728,7 @@ async fn a_tag_removed_from_the_spec_is_removed_in_azure_with_one_write_and_then
 
     w.converge::<AmlCompute>(&p).await;
     assert_eq!((writes(&w), w.arm_calls("PUT")), (1, 1), "{:?}", w.emulator.requests());
-    assert_eq!(w.emulator.resource(&arm_id(CLUSTER)).unwrap()["tags"], json!({"team": "a"}));
+    assert_eq!(w.emulator.resource(&arm_id(CLUSTER)).unwrap()["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/cpu-cluster"}));
 
     w.emulator.clear_requests();
     for _ in 0..2 {
@@ -743,7 +743,8 @@ async fn tags_added_in_azure_stay_when_the_spec_sets_none_even_across_a_scale_pa
     let mut c = cluster();
     c.spec.tags = None;
     let w = converged(c).await;
-    w.emulator.update_resource(&arm_id(CLUSTER), |v| v["tags"] = json!({"added-by": "policy"}));
+    // Added in Azure beside the operator's owner tag.
+    w.emulator.update_resource(&arm_id(CLUSTER), |v| v["tags"]["added-by"] = json!("policy"));
     for _ in 0..2 {
         w.reconcile::<AmlCompute>(&p).await.expect("steady state");
     }
@@ -753,6 +754,6 @@ async fn tags_added_in_azure_stay_when_the_spec_sets_none_even_across_a_scale_pa
     w.converge::<AmlCompute>(&p).await;
     assert_eq!((w.arm_calls("PATCH"), writes(&w)), (1, 1));
     let arm = w.emulator.resource(&arm_id(CLUSTER)).unwrap();
-    assert_eq!(arm["tags"], json!({"added-by": "policy"}), "a map the spec never set is not touched");
+    assert_eq!(arm["tags"], json!({"added-by": "policy", "amloperator.io-owner": "default/team-a/cpu-cluster"}), "a map the spec never set is not touched");
     assert_eq!(arm["properties"]["properties"]["scaleSettings"]["maxNodeCount"], 6);
 }

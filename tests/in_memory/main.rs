@@ -26,6 +26,7 @@ mod fault_matrix;
 mod kstatus;
 mod malformed;
 mod operation_failures;
+mod ownership;
 mod refusals;
 mod role_reconcile;
 mod serving_reconcile;

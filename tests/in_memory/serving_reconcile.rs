@@ -180,7 +180,7 @@ async fn first_apply_creates_the_endpoint_once_under_its_workspace_and_reports_t
     let arm = w.emulator.resource(&ep_id()).expect("endpoint exists in ARM");
     assert_eq!(arm["properties"]["authMode"], "Key");
     assert_eq!(arm["properties"]["description"], "scoring for team a");
-    assert_eq!(arm["tags"], json!({"team": "a"}));
+    assert_eq!(arm["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/ep1"}), "the spec's tags and the owner tag");
     assert!(bad_requests(&w).is_empty(), "{:?}", bad_requests(&w));
 }
 
@@ -926,7 +926,7 @@ async fn an_endpoint_tag_removed_from_the_spec_is_removed_in_azure_with_one_writ
     w.emulator.clear_requests();
     w.converge::<AmlOnlineEndpoint>(EP_PATH).await;
     assert_eq!(arm_writes(&w), 1, "{:?}", w.emulator.requests());
-    assert_eq!(w.emulator.resource(&ep_id()).unwrap()["tags"], json!({"team": "a"}));
+    assert_eq!(w.emulator.resource(&ep_id()).unwrap()["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/ep1"}));
     no_more_writes::<AmlOnlineEndpoint>(&w, EP_PATH).await;
 }
 
@@ -971,7 +971,7 @@ async fn a_deployment_tag_removed_from_the_spec_is_one_patch_that_replaces_the_t
     w.emulator.clear_requests();
     w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
     assert_eq!((w.arm_calls("PATCH"), arm_writes(&w)), (1, 1), "{:?}", w.emulator.requests());
-    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["tags"], json!({"team": "a"}));
+    assert_eq!(w.emulator.resource(&dep_id()).unwrap()["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/blue"}), "the PATCH carries the owner tag");
     no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
 }
 
@@ -993,7 +993,8 @@ async fn deployment_tags_added_in_azure_stay_when_the_spec_sets_none_even_across
     let w = with_endpoint(json!({})).await;
     w.kube.put(deployment(json!({})));
     w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
-    w.emulator.update_resource(&dep_id(), |v| v["tags"] = json!({"added-by": "policy"}));
+    // Added in Azure beside the operator's owner tag.
+    w.emulator.update_resource(&dep_id(), |v| v["tags"]["added-by"] = json!("policy"));
     no_more_writes::<AmlOnlineDeployment>(&w, DEP_PATH).await;
 
     w.kube.edit(DEP_PATH, |o| o["spec"]["instanceCount"] = json!(2));
@@ -1001,7 +1002,7 @@ async fn deployment_tags_added_in_azure_stay_when_the_spec_sets_none_even_across
     w.converge::<AmlOnlineDeployment>(DEP_PATH).await;
     assert_eq!((w.arm_calls("PATCH"), arm_writes(&w)), (1, 1));
     let arm = w.emulator.resource(&dep_id()).unwrap();
-    assert_eq!(arm["tags"], json!({"added-by": "policy"}), "a map the spec never set is not touched");
+    assert_eq!(arm["tags"], json!({"added-by": "policy", "amloperator.io-owner": "default/team-a/blue"}), "a map the spec never set is not touched");
     assert_eq!(arm["sku"]["capacity"], 2);
 }
 

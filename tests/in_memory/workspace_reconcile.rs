@@ -409,13 +409,13 @@ async fn a_tag_removed_from_the_spec_is_removed_in_azure_with_one_write_and_then
 
     w.converge::<AmlWorkspace>(PATH).await;
     assert_eq!((arm_writes(&w), w.arm_calls("PUT")), (1, 1), "{:?}", w.emulator.requests());
-    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"team": "a"}));
+    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/ws1"}), "the spec's tags and the owner tag");
 
     // A tag added in Azure to a workspace whose spec sets tags is removed too.
     w.emulator.update_resource(ARM_ID, |v| v["tags"]["added-in"] = json!("portal"));
     w.converge::<AmlWorkspace>(PATH).await;
     assert_eq!(arm_writes(&w), 2);
-    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"team": "a"}));
+    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"team": "a", "amloperator.io-owner": "default/team-a/ws1"}), "the spec's tags and the owner tag");
 
     w.emulator.clear_requests();
     for _ in 0..2 {
@@ -428,19 +428,20 @@ async fn a_tag_removed_from_the_spec_is_removed_in_azure_with_one_write_and_then
 async fn tags_the_spec_does_not_set_are_left_alone_and_an_empty_map_clears_them() {
     let w = created(|ws| ws.spec.tags = None).await;
     w.converge::<AmlWorkspace>(PATH).await;
-    w.emulator.update_resource(ARM_ID, |v| v["tags"] = json!({"added-by": "policy"}));
+    // Added in Azure beside the operator's owner tag.
+    w.emulator.update_resource(ARM_ID, |v| v["tags"]["added-by"] = json!("policy"));
     w.emulator.clear_requests();
     for _ in 0..2 {
         w.reconcile::<AmlWorkspace>(PATH).await.expect("steady state");
     }
     assert_eq!(arm_writes(&w), 0);
-    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"added-by": "policy"}));
+    assert_eq!(w.emulator.resource(ARM_ID).unwrap()["tags"], json!({"added-by": "policy", "amloperator.io-owner": "default/team-a/ws1"}));
 
     w.kube.edit(PATH, |o| o["spec"]["tags"] = json!({}));
     w.converge::<AmlWorkspace>(PATH).await;
     assert_eq!(arm_writes(&w), 1);
     let tags = w.emulator.resource(ARM_ID).unwrap()["tags"].clone();
-    assert!(tags.is_null() || tags == json!({}), "tags: {{}} clears them: {tags}");
+    assert_eq!(tags, json!({"amloperator.io-owner": "default/team-a/ws1"}), "tags: {{}} clears them all but the operator's owner tag");
     w.emulator.clear_requests();
     w.reconcile::<AmlWorkspace>(PATH).await.expect("steady state");
     assert_eq!(arm_writes(&w), 0);

@@ -9,6 +9,7 @@ mod support;
 mod e2e;
 mod e2e_assets;
 mod e2e_deps;
+mod e2e_ownership;
 mod e2e_pod;
 mod e2e_refusals;
 mod e2e_roles;

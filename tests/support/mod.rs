@@ -52,7 +52,8 @@ pub fn emulator_config() -> EmulatorConfig {
 pub struct World {
     pub kube: FakeKube,
     pub client: ::kube::Client,
-    pub emulator: Emulator,
+    /// Azure: shared with the worlds [`World::other_cluster`] makes.
+    pub emulator: Arc<Emulator>,
     pub ca_file: PathBuf,
     pub ctx: Arc<Context>,
 }
@@ -65,10 +66,19 @@ impl World {
     pub async fn with_emulator(config: EmulatorConfig) -> World {
         aml_operator::install_crypto_provider();
         let ca_file = config.ca_file.clone().expect("tests write the CA file");
-        let emulator = Emulator::start(config).await.expect("emulator starts");
+        let emulator = Arc::new(Emulator::start(config).await.expect("emulator starts"));
         let (kube, client) = FakeKube::new();
         let ctx = Arc::new(context(&client, &emulator, &ca_file));
         World { kube, client, emulator, ca_file, ctx }
+    }
+
+    /// Another cluster with its own operator (`--cluster-name cluster_name`), sharing nothing with
+    /// this one but Azure (the emulator).
+    pub fn other_cluster(&self, cluster_name: &str) -> World {
+        let (kube, client) = FakeKube::new();
+        let config = Config { cluster_name: cluster_name.into(), ..self.ctx.config.clone() };
+        let ctx = Arc::new(context_with(&client, &self.emulator, &self.ca_file, config));
+        World { kube, client, emulator: self.emulator.clone(), ca_file: self.ca_file.clone(), ctx }
     }
 
     /// A fresh controller context, as after an operator restart (no caches, no memory).

@@ -46,9 +46,11 @@ pub fn diff_owned(desired: &Value, actual: &Value, write_only: &[&str], owned: &
 }
 
 /// What the pipeline compares for kind `K`: [`diff_owned`] with the kind's write-only paths and
-/// owned maps.
+/// owned maps. The operator's owner tag ([`super::owner`]) is never drift: it is not the spec's
+/// (a spec that names it has it replaced at write time).
 pub fn drifted<K: AmlKind>(desired: &Value, actual: &Value) -> Vec<String> {
-    diff_owned(desired, actual, K::write_only_paths(), K::owned_maps())
+    let (want, have) = (super::owner::untagged::<K>(desired), super::owner::untagged::<K>(actual));
+    diff_owned(want.as_ref().unwrap_or(desired), have.as_ref().unwrap_or(actual), K::write_only_paths(), K::owned_maps())
 }
 
 /// The keys of ARM's map `have` that the spec's map `want` does not hold. Keys compare exactly

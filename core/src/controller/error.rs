@@ -34,6 +34,8 @@ pub mod reason {
     pub const ASSET_NOT_FOUND: &str = "AssetNotFound";
     /// A version exists in Azure with other content than the spec's; it is never overwritten.
     pub const VERSION_CONFLICT: &str = "VersionConflict";
+    /// The Azure resource's owner tag names another object: nothing is written, a delete leaves it.
+    pub const OWNED_BY_ANOTHER_OBJECT: &str = "OwnedByAnotherObject";
     /// An endpoint whose `traffic` or `mirrorTraffic` names deployments that cannot be routed yet:
     /// its deployments go ahead meanwhile (resolution reads it from the parent's Ready condition).
     pub const WAITING_FOR_DEPLOYMENTS: &str = "WaitingForDeployments";
@@ -142,6 +144,12 @@ pub enum Error {
         fields.iter().map(|f| f.trim_start_matches("/properties/")).collect::<Vec<_>>().join(", ")
     )]
     VersionConflict { arm_id: String, fields: Vec<String> },
+    /// The Azure resource carries the owner tag of another object (of this cluster or another):
+    /// nothing is written for this object, and deleting it leaves the resource alone.
+    #[error(
+        "{arm_id} belongs to {owner} (its Azure tag {tag} says so): one Azure resource has one owner, so this object writes nothing to it; give this object another spec.azureName (or resource group), or delete the other object, or, if that object no longer exists, remove the tag {tag} from the resource in Azure to let this object adopt it"
+    )]
+    OwnedByAnotherObject { arm_id: String, owner: String, tag: &'static str },
     /// The finalizer helper itself failed (adding or removing the finalizer).
     #[error("cannot update the finalizer")]
     FinalizerPatch(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -198,6 +206,7 @@ impl Error {
             Error::Kube { .. } => "KubernetesApiError",
             Error::DeletePending { .. } => "Deleting",
             Error::VersionConflict { .. } => reason::VERSION_CONFLICT,
+            Error::OwnedByAnotherObject { .. } => reason::OWNED_BY_ANOTHER_OBJECT,
             Error::FinalizerPatch(_) => "FinalizerError",
         }
     }
@@ -218,7 +227,8 @@ impl Error {
             | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
             | Error::RoleAssignmentForbidden { .. }
-            | Error::VersionConflict { .. } => true,
+            | Error::VersionConflict { .. }
+            | Error::OwnedByAnotherObject { .. } => true,
             Error::PrincipalNotFound { stalled, .. } => *stalled,
             Error::Arm { arm_id, source, .. } => source.class() == ErrorClass::NeedsPerson || refusal_of(arm_id, source).is_some(),
             _ => false,
@@ -243,7 +253,8 @@ impl Error {
             | Error::ParentInAnotherSubscription { .. }
             | Error::OperationFailed { class: FailureClass::NeedsPerson, .. }
             | Error::RoleAssignmentForbidden { .. }
-            | Error::VersionConflict { .. } => Retry::Slow,
+            | Error::VersionConflict { .. }
+            | Error::OwnedByAnotherObject { .. } => Retry::Slow,
             Error::OperationFailed { class: FailureClass::Transient, .. } => Retry::Backoff,
             Error::PrincipalNotFound { stalled: true, .. } => Retry::Slow,
             Error::PrincipalNotFound { stalled: false, .. } => Retry::Backoff,
@@ -410,7 +421,7 @@ pub fn refusal(arm_id: &str, code: &str, message: &str, target: Option<&str>) ->
     if code.to_ascii_lowercase().starts_with("invalidtag") {
         return Some(Refusal {
             reason: reason::INVALID_TAGS,
-            hint: "spec.tags: Azure takes at most 50 tags, names of at most 512 characters without < > % & \\ ? /, and values of at most 256 characters; fix spec.tags".to_string(),
+            hint: "spec.tags: Azure takes at most 50 tags, one of them the operator's owner tag (so at most 49 in spec.tags), names of at most 512 characters without < > % & \\ ? /, and values of at most 256 characters; fix spec.tags".to_string(),
         });
     }
     None

@@ -9,6 +9,7 @@ pub mod drift;
 pub mod error;
 pub mod fleet;
 pub mod kinds;
+pub mod owner;
 pub mod pipeline;
 pub mod plan;
 pub mod protect;
@@ -70,6 +71,10 @@ pub struct Config {
     /// During a key rotation on request, the pause between publishing the new secondary key and
     /// regenerating the primary one, so clients move to the secondary key first.
     pub keys_rotation_grace: Duration,
+    /// This cluster's name in the owner tag the operator leaves on every Azure resource it writes
+    /// (`amloperator.io-owner: <cluster>/<namespace>/<name>`, see [`owner`]): operators of
+    /// different clusters sharing a subscription must use different names.
+    pub cluster_name: String,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             principal_replication_grace: Duration::from_secs(300),
             keys_refresh: Duration::from_secs(3600),
             keys_rotation_grace: Duration::from_secs(120),
+            cluster_name: owner::DEFAULT_CLUSTER_NAME.to_string(),
         }
     }
 }
@@ -366,6 +372,12 @@ pub trait AmlKind:
 {
     /// ARM resource type, e.g. `Microsoft.MachineLearningServices/workspaces`.
     const ARM_TYPE: &'static str;
+
+    /// The JSON pointer of the resource's tag map, where the owner tag goes ([`owner`]): `/tags`
+    /// (the default), `/properties/tags` for asset versions and datastores; `None` for a resource
+    /// without tags (a role assignment, whose ARM name is derived from what it grants: two objects
+    /// asking for the same grant are the same grant).
+    const OWNER_TAG: Option<&'static str> = Some("/tags");
 
     /// The ARM api-version of this kind's requests. Default: the operator's ML api-version
     /// (`--api-version`); a kind of another resource provider names its own.

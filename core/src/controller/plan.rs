@@ -6,7 +6,7 @@
 //! are reads (the GET of the resource, and whatever reads `resolve` and `refine` make).
 
 use super::resolve::{self, Resolution};
-use super::{AmlKind, Context, Dependencies, DependencyMode, Error, ParentRef, PlannedDependency, Refined, drift};
+use super::{AmlKind, Context, Dependencies, DependencyMode, Error, ParentRef, PlannedDependency, Refined, drift, owner};
 use crate::crd::ManagementPolicy;
 use kube::api::{Api, DynamicObject};
 use kube::ResourceExt;
@@ -140,10 +140,18 @@ async fn plan_inner<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Planned, Error
         }
         actual = Some(existing);
     }
+    let observe_only = obj.policies().management == ManagementPolicy::Observe;
+    // One resource, one owner: apply would write nothing for a resource another object owns.
+    if let Some(existing) = &actual
+        && !observe_only
+        && let owner::Claim::Other(owner) = owner::claim(obj, ctx, &target.arm_id, existing).await?
+    {
+        let owner = owner::describe(&owner, &ctx.config);
+        return Err(Error::OwnedByAnotherObject { arm_id: target.arm_id.clone(), owner, tag: owner::TAG });
+    }
     let Dependencies { body: built, planned: dependencies, status, .. } =
         obj.dependencies(ctx, &resolved, &target, built, actual.as_ref(), DependencyMode::ReadOnly).await?;
     let Refined { body: desired, .. } = obj.refine(ctx, &resolved, &target, built, actual.as_ref()).await?;
-    let observe_only = obj.policies().management == ManagementPolicy::Observe;
     let mut planned = Planned {
         change: Change::NoChange,
         arm_id: Some(target.arm_id.clone()),

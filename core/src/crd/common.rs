@@ -199,9 +199,10 @@ pub enum EnabledDisabled {
 /// Free-form tags, as ARM takes them.
 pub type Tags = BTreeMap<String, String>;
 
-/// Most tags ARM takes on a resource, and the longest tag name and value
-/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations>).
-pub const MAX_TAGS: u32 = 50;
+/// Most tags a spec may set: ARM takes 50 on a resource
+/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations>),
+/// and one of them is the operator's owner tag (`controller::owner`).
+pub const MAX_TAGS: u32 = 49;
 /// Longest tag name ARM takes (same source).
 pub const MAX_TAG_NAME: u32 = 512;
 /// Longest tag value ARM takes (same source).

@@ -64,7 +64,7 @@ pub struct AmlComputeSpec {
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "location is immutable"}]))]
     pub location: Option<String>,
-    /// Resource tags: at most 50; names up to 512 characters without `<>%&\?/`, values up to 256
+    /// Resource tags: at most 49 (Azure takes 50, one of them the operator's owner tag `amloperator.io-owner`); names up to 512 characters without `<>%&\?/`, values up to 256
     /// (Azure's limits, checked at admission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::tags_schema")]

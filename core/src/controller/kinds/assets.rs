@@ -187,6 +187,7 @@ macro_rules! asset_kind {
     ($kind:ty, $arm_type:literal) => {
         impl AmlKind for $kind {
             const ARM_TYPE: &'static str = $arm_type;
+            const OWNER_TAG: Option<&'static str> = Some("/properties/tags");
             const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
             fn common_spec(&self) -> &CommonSpec {

@@ -109,7 +109,8 @@ impl AmlKind for AmlCompute {
             let Some(credentials) = credentials else {
                 return Ok(Refined { body: desired, waiting: None });
             };
-            if self.policies().management == ManagementPolicy::Observe || !may_put(&desired, actual) {
+            let retag = actual.is_some_and(|a| crate::controller::owner::needs_tag(self, &ctx.config, a));
+            if self.policies().management == ManagementPolicy::Observe || !(may_put(&desired, actual) || retag) {
                 // No PUT follows, so the secrets are not needed (ARM never returns them to compare).
                 return Ok(Refined { body: desired, waiting: None });
             }

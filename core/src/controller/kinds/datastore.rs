@@ -31,6 +31,7 @@ fn secret_pointer(t: StorageCredentialsType) -> Option<&'static str> {
 
 impl AmlKind for AmlDatastore {
     const ARM_TYPE: &'static str = "Microsoft.MachineLearningServices/workspaces/datastores";
+    const OWNER_TAG: Option<&'static str> = Some("/properties/tags");
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace];
 
     fn common_spec(&self) -> &CommonSpec {

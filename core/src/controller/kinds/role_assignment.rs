@@ -77,6 +77,9 @@ fn scope_of(assignment_id: &str) -> Option<&str> {
 
 impl AmlKind for AmlRoleAssignment {
     const ARM_TYPE: &'static str = "Microsoft.Authorization/roleAssignments";
+    /// No tags in ARM; the assignment's name is derived from scope, role and principal, so two
+    /// objects asking for the same grant share it.
+    const OWNER_TAG: Option<&'static str> = None;
     const PARENT_KINDS: &'static [ParentKind] = &[ParentKind::Workspace, ParentKind::Compute];
 
     fn arm_api_version(_config: &Config) -> &str {

@@ -6,7 +6,7 @@ use super::jitter;
 use crate::controller::resolve::{self, Resolution};
 use crate::controller::{
     AmlKind, Context, Dependencies, DependencyMode, Error, Refined, Target, UpdateRequest, drift,
-    fleet, protect,
+    fleet, owner, protect,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
@@ -165,6 +165,16 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
     {
         return Ok(adopted::<K>(st, &existing).with(events));
     }
+    // One resource, one owner: a resource tagged by another object is not written, and no
+    // dependency is made for it. Observe claims nothing and is never blocked.
+    if let Some(actual) = &observed
+        && !observe_only
+        && let owner::Claim::Other(owner) = owner::claim(obj, ctx, &target.arm_id, actual).await?
+    {
+        let owner = owner::describe(&owner, &ctx.config);
+        let error = Error::OwnedByAnotherObject { arm_id: target.arm_id.clone(), owner, tag: owner::TAG };
+        return Ok(owned_by_another(st, &error, ctx.config.slow_retry).with(events));
+    }
     let seen_before = obj.common_status().is_some_and(|s| s.provisioning_state.is_some() || s.operation.is_some());
     if observed.is_some() && !seen_before {
         // A resource that existed before this object knew it: now managed (or observed) by it.
@@ -238,7 +248,7 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
                 // retry a person asked for: write the spec again, drifted or not. A failure of that
                 // write is then classified above.
             }
-            let mut drifted = drift::drifted::<K>(&desired, actual);
+            let mut drifted = drifted_or_untagged(obj, ctx, &desired, actual, observe_only);
             if let Some(digest) = &secret_digest
                 && st.outputs.get(SECRET_DIGEST).and_then(Value::as_str) != Some(digest.as_str())
             {
@@ -272,10 +282,13 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
         return Ok(Decision::requeue(Action::requeue(jitter(ctx.config.slow_retry, 0.1))));
     }
 
-    // 3. Act. A resource in a failed state is repaired by a full PUT.
+    // 3. Act. A resource in a failed state is repaired by a full PUT. Every write carries the
+    //    owner tag.
+    let mut desired = desired;
+    owner::tag_body(obj, &ctx.config, &mut desired, observed.as_ref());
     let request = match &observed {
         Some(actual) if action == "Update" && !is_failed(&provisioning_state(actual)) => {
-            obj.update_request(&desired, &drift::drifted::<K>(&desired, actual))
+            obj.update_request(&desired, &drifted_or_untagged(obj, ctx, &desired, actual, false))
         }
         _ => UpdateRequest::Put(desired.clone()),
     };
@@ -332,6 +345,16 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
     }
     st.stand(in_flight(action));
     Ok(Decision::new(st, Action::requeue(retry_after.max(MIN_POLL))).with(events))
+}
+
+/// The paths where ARM differs from `desired`, and the owner tag's path when a write must tag
+/// the resource for this object (it lacks the tag: adopted, or made before the operator tagged).
+fn drifted_or_untagged<K: AmlKind>(obj: &K, ctx: &Context, desired: &Value, actual: &Value, observe_only: bool) -> Vec<String> {
+    let mut drifted = drift::drifted::<K>(desired, actual);
+    if let Some(pointer) = K::OWNER_TAG.filter(|_| !observe_only && owner::needs_tag(obj, &ctx.config, actual)) {
+        drifted.push(format!("{pointer}/{}", owner::TAG));
+    }
+    drifted
 }
 
 /// The status field holding the digest of the secret values last written.

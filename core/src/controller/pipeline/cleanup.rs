@@ -4,7 +4,7 @@
 use crate::controller::status::{self, Cond, Standing};
 use crate::controller::resolve::{self, Resolution};
 use crate::controller::{
-    AmlKind, Context, DeleteGate, Error, Target, credentials, protect,
+    AmlKind, Context, DeleteGate, Error, Target, credentials, owner, protect,
 };
 use crate::arm::{
     self, DeleteOutcome,
@@ -122,6 +122,18 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
         Some(actual) if provisioning_state(&actual) == "Deleting" => {
             let pending = Error::DeletePending { arm_id: target.arm_id.clone(), retry_after: DELETE_IN_PROGRESS_RECHECK, gate: None };
             return Ok(Decision::requeue(Action::await_change()).failing(pending).into());
+        }
+        // One resource, one owner: a resource another object owns is never deleted for this one
+        // (this object was Stalled on it, or lost it to another object's write).
+        Some(ref actual) if let Some(owner) = owner::tag_of::<K>(actual).filter(|o| *o != owner::value_for(obj, &ctx.config)) => {
+            let owner = owner::describe(owner, &ctx.config);
+            info!(arm_id = %target.arm_id, owner, "releasing without deleting another object's Azure resource");
+            let note = Note::normal(
+                "Orphaned",
+                format!("{} belongs to {owner} (its tag {}): left in place", target.arm_id, owner::TAG),
+                "Delete",
+            );
+            return Ok(released(obj, ctx, vec![note]));
         }
         Some(_) => {}
     }

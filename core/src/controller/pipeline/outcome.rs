@@ -278,6 +278,22 @@ impl Note {
         Note { type_: EventType::Normal, reason: reason.to_string(), message, action: action.to_string(), only_if_changed: false }
     }
 }
+/// The resource carries another object's owner tag (`error` is [`Error::OwnedByAnotherObject`]):
+/// Stalled, nothing written, looked at again at the slow retry. A decision rather than an error, so
+/// the status keeps what this pass learned (the ARM id, the credentials Secret it holds, which a
+/// delete must release).
+pub(super) fn owned_by_another(mut st: Desired, error: &Error, slow_retry: Duration) -> Decision {
+    info!(reason = error.reason(), "the Azure resource belongs to another object: nothing written");
+    st.stand(Standing::stalled(error.reason(), error.message()));
+    let warning = Note {
+        type_: EventType::Warning,
+        reason: error.reason().to_string(),
+        message: error.message(),
+        action: "Reconcile".into(),
+        only_if_changed: true,
+    };
+    Decision::new(st, Action::requeue(jitter(slow_retry, 0.1))).with(vec![warning])
+}
 /// ARM refused the write because `existing` already is what the spec describes (see
 /// [`AmlKind::write_failed`]): the object now tracks it, says so, and looks again at once.
 /// An existing resource that already is what the spec describes, adopted instead of written.
