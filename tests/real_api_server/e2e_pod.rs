@@ -778,10 +778,12 @@ async fn the_pod_converges_a_fleet_within_the_charts_memory() {
     let world = World::start(&admin, "aml-fleet").await;
     let n: usize = std::env::var("AML_POD_FLEET").ok().and_then(|v| v.parse().ok()).unwrap_or(FLEET);
 
-    // Azure holds the workspaces already; each object adopts its own (GET, no write).
+    // Azure holds the workspaces already, tagged as these objects' own (as after a reinstall of the
+    // operator: the chart's default cluster name); each object takes its own back (GET, no write).
     let id_of = |i: usize| format!("/subscriptions/{}/resourceGroups/rg-fleet/providers/Microsoft.MachineLearningServices/workspaces/fleet-{i}", support::SUBSCRIPTION);
     for i in 0..n {
-        world.emulator.insert_resource(&id_of(i), json!({"location": "eastus"}));
+        let owner = format!("{}/{}/fleet-{i}", aml_operator::controller::owner::DEFAULT_CLUSTER_NAME, world.ns);
+        world.emulator.insert_resource(&id_of(i), json!({"location": "eastus", "tags": {aml_operator::controller::owner::TAG: owner}}));
     }
     let p = Principal::default();
     let secret: Secret = serde_json::from_value(json!({
