@@ -396,6 +396,48 @@ async fn objects_released_at_the_same_moment_still_release_the_credentials_secre
     assert_eq!(w.kube.raw(SECRET).unwrap()["metadata"]["finalizers"], json!([]), "the last one released the Secret");
 }
 
+/// Objects released together race for the credentials Secret: one lets it go and, its namespace
+/// being deleted, the Secret is gone before another's release (seen in CI: that object then waited
+/// for credentials forever and its namespace never went). A release that finds the Secret gone is
+/// a release; an object whose status already says it is done with Azure needs no credentials.
+#[tokio::test]
+async fn an_object_released_in_a_race_for_its_secret_still_lets_go_without_credentials() {
+    const SECRET: &str = "/api/v1/namespaces/team-a/secrets/aml-credentials";
+    let w = created(|_| {}).await;
+    w.converge::<AmlWorkspace>(PATH).await;
+    w.kube.delete(PATH);
+    w.emulator.finish_operations();
+    // Its release finds the Secret gone (another object let it go an instant before).
+    w.kube.fail_next("PATCH", "secrets/aml-credentials$", 404, 1);
+    for _ in 0..5 {
+        if w.kube.raw(PATH).is_none() {
+            break;
+        }
+        let _ = w.reconcile::<AmlWorkspace>(PATH).await;
+        w.emulator.finish_operations();
+    }
+    assert!(w.kube.raw(PATH).is_none(), "released: {:?}", w.condition(PATH, "Ready"));
+
+    // Said it was done with Azure (its resource is gone), then its finalizer removal failed; the
+    // Secret is gone since.
+    let mut again = workspace();
+    again.metadata.name = Some("ws1".into());
+    w.kube.put(again);
+    w.converge::<AmlWorkspace>(PATH).await;
+    let arm_id = w.kube.raw(PATH).unwrap()["status"]["armId"].as_str().unwrap().to_string();
+    w.kube.delete(PATH);
+    assert!(w.emulator.remove_resource(&arm_id));
+    w.kube.edit(PATH, |o| {
+        o["status"]["conditions"] = json!([{"type": "Ready", "status": "False", "reason": "Released",
+            "message": "Nothing left to do in Azure; Kubernetes removes the object next", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    });
+    w.kube.edit(SECRET, |o| o["metadata"]["finalizers"] = json!([]));
+    w.kube.delete(SECRET);
+    assert!(w.kube.raw(SECRET).is_none(), "the Secret is gone");
+    w.reconcile::<AmlWorkspace>(PATH).await.expect("lets go without credentials");
+    assert!(w.kube.raw(PATH).is_none());
+}
+
 fn arm_writes(w: &World) -> usize {
     ["PUT", "PATCH", "POST", "DELETE"].iter().map(|m| w.arm_calls(m)).sum()
 }

@@ -77,10 +77,12 @@ pub async fn release_if_last(ctx: &Context, namespace: &str, released_uid: &str,
     }
     let finalizers: Vec<&String> = current.finalizers().iter().filter(|f| *f != SECRET_FINALIZER).collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": current.resource_version()}});
-    let patched = api
-        .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Kube { what: "releasing the credentials Secret", source })?;
-    ctx.own_secret_writes.note(&patched);
+    match api.patch(secret, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(patched) => ctx.own_secret_writes.note(&patched),
+        // Another object released at the same moment let it go first, and the Secret, being
+        // deleted, is gone: released all the same.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(source) => return Err(Error::Kube { what: "releasing the credentials Secret", source }),
+    }
     Ok(())
 }

@@ -62,6 +62,12 @@ async fn decide_cleanup<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Step, Erro
         let note = Note::normal("Orphaned", format!("Azure resource left in place ({why})"), "Delete");
         return Ok(released(obj, ctx, vec![note]));
     }
+    if already_released(obj) {
+        // An earlier pass found the Azure resource gone and said so, and only letting the
+        // credentials Secret go (or the finalizer) failed: nothing is left to do in Azure, and the
+        // Secret may be gone by now (objects released together race for it), so none is needed.
+        return Ok(released(obj, ctx, Vec::new()));
+    }
     let known_id = obj.common_status().and_then(|s| s.arm_id.clone());
     let Some(known_id) = known_id else {
         // Nothing was ever written to ARM for this object (no ARM id in status): nothing to delete.
@@ -201,6 +207,13 @@ fn released<K: AmlKind>(obj: &K, ctx: &Context, events: Vec<Note>) -> Step {
     let mut st = status::current(obj);
     st.stand(Standing::Settled(Cond::no(protect::RELEASED, "Nothing left to do in Azure; Kubernetes removes the object next")));
     Step { decision: Decision { status: Some(st), ..decision }, release: Some(secret) }
+}
+
+/// Whether the object's status already says it is done with Azure (Ready reason `Released`).
+fn already_released<K: AmlKind>(obj: &K) -> bool {
+    obj.common_status().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == crate::crd::condition::READY && c.reason == protect::RELEASED)
+    })
 }
 
 pub(super) fn azure_name_of(id: &str) -> String {
