@@ -14,17 +14,13 @@ use aml_operator::crd::AmlWorkspace;
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
+use crate::support::cluster::{MANAGER, cluster, condition, create_namespace, delete_namespace, eventually, install_crds, ready};
 
 /// How long west's Stalled object is watched for ARM writes.
 const WINDOW: Duration = Duration::from_secs(10);
-
-fn condition(obj: &Value, type_: &str) -> Option<Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
-}
 
 #[tokio::test]
 async fn two_operators_sharing_only_azure_one_workspace_id_the_second_is_stalled_with_no_arm_write() {

@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams,
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
+use crate::support::cluster::{MANAGER, cluster, condition, create_namespace, delete_namespace, eventually, install_crds, ready};
 
 /// How long the stalled objects are watched for further ARM writes and Events.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -28,10 +28,6 @@ fn api_of<K: kube::Resource<DynamicType = ()>>(client: &kube::Client, ns: &str) 
 fn manifest(kind: &str, name: &str, spec: Value) -> DynamicObject {
     serde_json::from_value(json!({"apiVersion": "amloperator.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}))
         .expect("a manifest")
-}
-
-fn condition(obj: &Value, type_: &str) -> Option<Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
 }
 
 fn tags(n: usize) -> Value {

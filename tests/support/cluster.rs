@@ -184,3 +184,8 @@ pub fn ready(obj: &Value) -> bool {
         cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True" && c["observedGeneration"] == obj["metadata"]["generation"])
     })
 }
+
+/// The condition `type_` of an object's status (JSON), if it has one.
+pub fn condition(obj: &Value, type_: &str) -> Option<Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+}

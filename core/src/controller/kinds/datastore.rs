@@ -9,7 +9,7 @@ use crate::controller::{
     AmlKind, BoxFuture, Context, DeleteGate, Error, ParentKind, ParentRef, Resolved, SecretValue, Target, child_target,
     workspace_parent,
 };
-use crate::crd::datastore::{DatastoreType, StorageCredentialsType};
+use crate::crd::datastore::StorageCredentialsType;
 use crate::crd::{AmlDatastore, AmlModelVersion, CommonSpec, CommonStatus};
 use kube::api::ApiResource;
 use kube::{Api, ResourceExt};
@@ -129,17 +129,6 @@ impl AmlKind for AmlDatastore {
                 list.items.iter().filter(|m| m.names(ParentKind::Datastore, &name)).map(|m| m.name_any()).collect();
             Ok(super::assets::wait_for_users("AmlModelVersion", &users, &ns, "reads from this datastore"))
         })
-    }
-}
-
-impl DatastoreType {
-    /// The ARM `datastoreType` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatastoreType::AzureBlob => "AzureBlob",
-            DatastoreType::AzureDataLakeGen2 => "AzureDataLakeGen2",
-            DatastoreType::AzureFile => "AzureFile",
-        }
     }
 }
 
