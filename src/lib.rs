@@ -14,5 +14,5 @@ pub mod localkube;
 pub use aml_emulator as emulator;
 pub use aml_emulator::armspec;
 pub use aml_operator_core::{
-    alloc, arm, controller, crd, install_crypto_provider, leader, manager, metrics, shutdown, telemetry,
+    alloc, arm, controller, crd, health, install_crypto_provider, leader, manager, metrics, shutdown, telemetry,
 };

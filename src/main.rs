@@ -36,6 +36,9 @@ enum Command {
     /// Write manifests for the ML resources that already exist in a resource group.
     #[command(after_help = aml_operator::cli::CREDENTIALS_HELP)]
     Import(aml_operator::cli::ImportArgs),
+    /// Ask a running operator's /readyz or /healthz over its --health-socket (the chart's exec
+    /// probes): exit 0 when it answers 200, 1 otherwise.
+    Probe(aml_operator::health::ProbeArgs),
     /// Measure the operator: ARM calls in steady state, convergence under ARM's write limit,
     /// memory, watch-to-ARM overhead, start time and binary size (see BENCHMARKS.md).
     Bench(aml_operator::bench::BenchArgs),
@@ -43,6 +46,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The kubelet starts this every probe period: no logging set-up, no runtime.
+    if let Command::Probe(args) = &cli.command {
+        return match aml_operator::health::probe(args) {
+            Ok(body) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The one-shot commands print their own output; their logs default to warnings only. The
     // benchmark's output is its figures: logs only when RUST_LOG asks for them.
     let default_level = match cli.command {
@@ -79,6 +95,7 @@ fn main() -> ExitCode {
             }
             Command::Import(args) => return Ok(aml_operator::cli::import(&args, None, &mut out).await?.exit_code()),
             Command::Bench(args) => aml_operator::bench::run_cli(args).await?,
+            Command::Probe(_) => {} // answered above, before the runtime
         }
         Ok(0)
     });

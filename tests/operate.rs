@@ -17,7 +17,7 @@ const PATH: &str = "/apis/amloperator.io/v1alpha1/namespaces/team-a/amlworkspace
 async fn serve(ready: Arc<AtomicBool>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, aml_operator::manager::health_router(ready)).await });
+    tokio::spawn(async move { axum::serve(listener, aml_operator::health::router(ready)).await });
     format!("http://{addr}")
 }
 
@@ -60,6 +60,50 @@ async fn metrics_carry_controller_runtime_and_arm_series_and_health_follows_cach
     }
     // Bounded labels: no object names or ARM ids.
     assert!(!text.contains("ws1") && !text.contains("/subscriptions/"), "{text}");
+}
+
+/// The exec probes' path: the same endpoints over `--health-socket`, asked by the binary's
+/// `probe` command, whose exit code is what the kubelet reads.
+#[tokio::test]
+async fn the_probe_command_asks_the_health_socket_and_exits_by_its_answer() {
+    let dir = std::env::temp_dir().join(format!("aml-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("health.sock");
+    let asked_at = socket.clone();
+    let probe = move |path: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aml-operator"))
+            .args(["probe", "--socket", asked_at.to_str().unwrap(), path])
+            .output()
+            .expect("aml-operator probe runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).trim().to_string())
+    };
+
+    // Nothing listens yet: a failure that says where it asked.
+    let (code, _, err) = probe("/healthz");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot connect to") && err.contains("health.sock") && err.contains("--health-socket"), "{err}");
+
+    // A socket file left by a container that ran before in the same pod is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let ready = Arc::new(AtomicBool::new(false));
+    aml_operator::health::serve(None, Some(&socket), ready.clone()).await.expect("serves on the stale socket's path");
+
+    let asked = probe.clone();
+    let (code, out, _) = tokio::task::spawn_blocking(move || asked("/healthz")).await.unwrap();
+    assert_eq!((code, out.as_str()), (Some(0), "ok"));
+    let asked = probe.clone();
+    let (code, _, err) = tokio::task::spawn_blocking(move || asked("/readyz")).await.unwrap();
+    assert_eq!(code, Some(1), "not ready before the caches sync");
+    assert!(err.contains("503") && err.contains("caches not synced"), "{err}");
+    ready.store(true, Ordering::Relaxed);
+    let asked = probe.clone();
+    let (code, out, _) = tokio::task::spawn_blocking(move || asked("/readyz")).await.unwrap();
+    assert_eq!((code, out.as_str()), (Some(0), "ok"));
+    // Only the two probe paths are accepted.
+    let (code, _, err) = tokio::task::spawn_blocking(move || probe("/metrics")).await.unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn leader(identity: &str) -> LeaderConfig {

@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod arm;
 pub mod controller;
 pub mod crd;
+pub mod health;
 pub mod leader;
 pub mod manager;
 pub mod metrics;

@@ -6,7 +6,7 @@ use crate::leader::{LeaderConfig, run_when_leader};
 use crate::shutdown::{Shutdown, bounded};
 use crate::controller::tenancy::{NamespaceSelector, RoleAssignmentBounds};
 use crate::controller::{Config, Context, kinds, run, secrets, tenancy};
-use axum::{Router, routing::get};
+use crate::health;
 use kube::Client;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,9 +71,14 @@ pub struct RunArgs {
     /// ARM api-version.
     #[arg(long, default_value = crate::arm::DEFAULT_API_VERSION)]
     pub api_version: String,
-    /// Address of /metrics, /healthz and /readyz.
+    /// TCP address of /metrics, /healthz and /readyz; empty: none (then ask them over
+    /// --health-socket).
     #[arg(long, env = "AML_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
+    /// Also serve /metrics, /healthz and /readyz on this Unix socket, for `aml-operator probe`
+    /// (the chart's exec probes: no port, so several hostNetwork replicas can share a node).
+    #[arg(long, env = "AML_HEALTH_SOCKET")]
+    pub health_socket: Option<PathBuf>,
     /// Reconcile only while holding the leader Lease (use with more than one replica).
     #[arg(long, env = "AML_LEADER_ELECT")]
     pub leader_elect: bool,
@@ -162,8 +167,8 @@ pub enum ManagerError {
     #[error("cannot build the ARM client")]
     Arm(#[source] crate::arm::Error),
     /// The health server could not bind.
-    #[error("cannot listen on {0}")]
-    Listen(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] health::ListenError),
     /// Leader election failed.
     #[error("leader election failed")]
     Leader(#[source] crate::leader::LeaderError),
@@ -203,15 +208,8 @@ pub async fn run_until(args: RunArgs, shutdown: Shutdown) -> Result<(), ManagerE
     }
     let ctx = Arc::new(Context::new(client.clone(), arm, config));
     let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
-        .await
-        .map_err(|e| ManagerError::Listen(args.metrics_addr.clone(), e))?;
-    let health = health_router(ready.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, health).await {
-            warn!(error = %e, "health server stopped");
-        }
-    });
+    let metrics_addr = Some(args.metrics_addr.as_str()).filter(|a| !a.is_empty());
+    health::serve(metrics_addr, args.health_socket.as_deref(), ready.clone()).await.map_err(ManagerError::Listen)?;
     info!(arm_endpoint = %args.arm_endpoint, namespace = ?args.namespace, leader_elect = args.leader_elect, "starting");
     let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
     let namespace = args.namespace.clone();
@@ -239,26 +237,6 @@ pub async fn run_until(args: RunArgs, shutdown: Shutdown) -> Result<(), ManagerE
     }
     info!("stopped");
     Ok(())
-}
-
-/// `/metrics`, `/healthz` and `/readyz` (ready once every controller's cache has synced).
-pub fn health_router(ready: Arc<AtomicBool>) -> Router {
-    Router::new()
-        .route("/metrics", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-        "/readyz",
-        get(move || {
-            let ready = ready.clone();
-            async move {
-                if ready.load(Ordering::Relaxed) {
-                    (axum::http::StatusCode::OK, "ok")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-                }
-            }
-        }),
-    )
 }
 
 /// Runs every controller on `ctx` until they stop. Used by the benchmarks and the in-process

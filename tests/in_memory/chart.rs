@@ -957,3 +957,45 @@ fn host_network_and_the_api_address_only_when_asked() {
         assert!(err.contains("port"), "{label}: a port that is no number: {err}");
     }
 }
+
+/// `probes.type: exec` with `metrics.port: 0`: the pod has no port at all (what lets several
+/// hostNetwork replicas share a node); the kubelet runs `aml-operator probe` against the socket
+/// the process serves in an emptyDir, and the flags on both sides parse and name the same socket.
+#[test]
+fn exec_probes_leave_the_pod_without_a_port() {
+    for helm in helms() {
+        let label = &helm.label;
+        let docs = helm.template(&["probes.type=exec", "metrics.port=0", "hostNetwork=true", "replicas=2"]);
+        assert!(find(&docs, "Service").is_empty(), "{label}: a metrics Service without a port");
+        let c = container(&docs);
+        assert!(c.get("ports").is_none(), "{label}: {}", c["ports"]);
+        let a = args(&docs);
+        let run = || aml_operator::manager::RunArgs::augment_args(Command::new("run").no_binary_name(true));
+        let parsed = aml_operator::manager::RunArgs::from_arg_matches(&run().try_get_matches_from(&a[1..]).expect("flags parse")).expect("args");
+        assert_eq!(parsed.metrics_addr, "", "{label}: no TCP listener");
+        let socket = parsed.health_socket.expect("--health-socket");
+        let probe = || aml_operator::health::ProbeArgs::augment_args(Command::new("probe").no_binary_name(true));
+        for (probe_kind, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let command: Vec<String> = serde_json::from_value(c[probe_kind]["exec"]["command"].clone()).unwrap_or_else(|_| panic!("{label}: {probe_kind} is no exec probe"));
+            assert_eq!(command[..2], ["/aml-operator", "probe"], "{label}: the image's binary (Dockerfile ENTRYPOINT)");
+            let asked = aml_operator::health::ProbeArgs::from_arg_matches(&probe().try_get_matches_from(&command[2..]).expect("probe flags parse")).expect("probe args");
+            assert_eq!((asked.socket.as_path(), asked.path.as_str()), (socket.as_path(), path), "{label}: {probe_kind}");
+            assert!(asked.timeout_seconds < c[probe_kind]["timeoutSeconds"].as_u64().unwrap(), "{label}: the probe gives up before the kubelet does");
+        }
+        let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "health-socket").expect("the socket's volume mounted");
+        assert_eq!(Path::new(mount["mountPath"].as_str().unwrap()), socket.parent().unwrap(), "{label}");
+        let volume = one(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "health-socket").cloned().expect("volume");
+        assert_eq!(volume["emptyDir"]["medium"], "Memory", "{label}");
+
+        // Half of it is refused, saying what the other half is.
+        let err = helm.template_error(&["metrics.port=0"]);
+        assert!(err.contains("probes.type exec"), "{label}: {err}");
+        let err = helm.template_error(&["metrics.port=0", "probes.type=exec", "serviceMonitor.enabled=true"]);
+        assert!(err.contains("serviceMonitor.enabled needs metrics.port"), "{label}: {err}");
+        let err = helm.template_error(&["probes.type=tcpSocket"]);
+        assert!(err.contains("probes"), "{label}: {err}");
+        // exec probes with a port: both listeners.
+        let a = args(&helm.template(&["probes.type=exec"]));
+        assert!(a.contains(&"--metrics-addr=0.0.0.0:8080".to_string()) && a.iter().any(|x| x.starts_with("--health-socket=")), "{label}: {a:?}");
+    }
+}

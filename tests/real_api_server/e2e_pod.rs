@@ -15,11 +15,11 @@
 //! The node has no pod network: the chart runs the pod with `hostNetwork: true` and the API
 //! server's address in `kubernetesApi` (values the chart offers for such nodes). Azure is the
 //! emulator, in this test's process on a loopback port, which the pod reaches on 127.0.0.1 and
-//! trusts through the chart's `arm.caBundle`; its request log counts the ARM writes. One node runs
-//! one replica of the chart: with `hostNetwork` the pods of a Deployment share the node's metrics
-//! port, so the scheduler places a second one only on another node, and `node-up` makes one node
-//! per control plane. The upgrade and the stops are therefore the one-replica roll the chart's
-//! strategy describes (`maxSurge: 0`: the old pod releases the Lease, its replacement takes it).
+//! trusts through the chart's `arm.caBundle`; its request log counts the ARM writes. With
+//! `hostNetwork` the pods of a Deployment share the node's ports and `node-up` makes one node per
+//! control plane, so the chart's defaults (an httpGet probe on the metrics port) run one replica
+//! here: the first test upgrades and stops that one. The two-replica test runs the chart with
+//! `probes.type=exec` and `metrics.port=0`, which leave the pod without a port.
 
 use crate::support;
 use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready, skip};
@@ -759,8 +759,196 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     world.finish(&admin).await;
 }
 
+/// Every pod of the release that is Ready and not terminating.
+async fn ready_pods(pods: &Api<Pod>, release: &str) -> Vec<Pod> {
+    let list = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"))).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .collect()
+}
+
+/// Each hand-over of the Lease since `since`: (released at, taken at, by whom). A holder replaced
+/// without a release seen in between (an expiry, or a release and a take between two watch
+/// events) counts as taken when released.
+fn hand_overs(lease: &Seen<Vec<(Instant, String)>>, since: Instant) -> Vec<(Instant, Instant, String)> {
+    let changes: Vec<(Instant, String)> = lease.lock().unwrap().iter().filter(|(t, _)| *t >= since).cloned().collect();
+    let mut out = Vec::new();
+    let mut released = None;
+    for (at, holder) in changes {
+        if holder.is_empty() {
+            released.get_or_insert(at);
+        } else {
+            out.push((released.take().unwrap_or(at), at, holder));
+        }
+    }
+    out
+}
+
+/// Two replicas, a leader and a ready standby: `helm install` with `replicas=2`, then `helm
+/// upgrade` to a new tag rolls the pods one at a time; each old leader releases the Lease as it
+/// stops and a standby takes it at once, every old pod exits 0 within its grace period, and an
+/// edit made during the roll costs exactly one ARM write. Then the leader pod is deleted: the
+/// waiting standby takes over without waiting for a new pod. On the one test node the two
+/// hostNetwork pods cannot share a port, so the chart runs them with `probes.type=exec` and
+/// `metrics.port=0` (the same /healthz and /readyz over a socket in each pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_roll_with_leader_hand_over_and_one_write_per_edit() {
+    let Some(admin) = cluster().await else { return };
+    let Some(node) = node() else { return };
+    let Some(archive) = image_archive() else { return };
+    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
+    let _node_is_mine = NODE.lock().await;
+    install_crds(&admin).await;
+    let image = import_image(&node, &archive);
+    let (repository, tag) = image.name.rsplit_once(':').expect("the archive's image name has a tag");
+    let world = World::start(&admin, "aml-ha").await;
+    let (emulator, ns, op_ns, release) = (&world.emulator, &world.ns, &world.op_ns, &world.release);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), op_ns);
+    let (seen, pod_watch) = watch_pods(&admin, op_ns, release);
+    let (lease, lease_watch) = watch_lease(&admin, op_ns, release);
+    let holder = || lease.lock().unwrap().last().map(|(_, h)| h.clone()).unwrap_or_default();
+
+    // 1. Two pods Ready through the exec probes: one holds the Lease, the other waits.
+    let installed = Instant::now();
+    world.install(&helm, &node, &image, &["replicas=2", "probes.type=exec", "metrics.port=0"]);
+    let both = eventually("two operator pods Ready", Duration::from_secs(120), || async {
+        let ready = ready_pods(&pods, release).await;
+        (ready.len() == 2).then_some(ready)
+    })
+    .await;
+    let names: Vec<String> = both.iter().map(|p| p.name_any()).collect();
+    for pod in &both {
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert!(c.ports.is_none(), "a port on a pod that shares the node with its twin: {:?}", c.ports);
+        let command = c.readiness_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()).expect("an exec readiness probe");
+        assert_eq!(command[..2], ["/aml-operator", "probe"]);
+    }
+    let leader = eventually("one of them holds the Lease", Duration::from_secs(30), || async { Some(holder()).filter(|h| names.contains(h)) }).await;
+    let standby = names.iter().find(|n| **n != leader).unwrap().clone();
+    println!("helm install replicas=2 -> pods {names:?} Ready in {:.1} s; {leader} leads, {standby} waits (Ready)", installed.elapsed().as_secs_f64());
+
+    // 2. A workspace converged by the leader.
+    let p = Principal::default();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aml-credentials"},
+        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+    let (plural, mut workspace) = examples().into_iter().find(|(_, m)| m["kind"] == "AmlWorkspace").expect("examples/workspace.yaml");
+    let ws_api = api_of(&admin, ns, &plural, &workspace);
+    let name = workspace["metadata"]["name"].as_str().unwrap().to_string();
+    ws_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&workspace)).await.expect("workspace applied");
+    let at_generation = |generation: i64| {
+        let (api, name) = (ws_api.clone(), name.clone());
+        async move {
+            let obj = serde_json::to_value(api.get(&name).await.ok()?).ok()?;
+            (ready(&obj) && obj["metadata"]["generation"] == json!(generation)).then_some(obj)
+        }
+    };
+    let converged = eventually("the workspace Ready", Duration::from_secs(90), || at_generation(1)).await;
+    let ws_id = converged["status"]["armId"].as_str().unwrap().to_string();
+
+    // 3. helm upgrade to another tag: both pods replaced one at a time, an edit during the roll.
+    let upgrade_tag = format!("{tag}-{UPGRADE_SUFFIX}");
+    let new_image = format!("{repository}:{upgrade_tag}");
+    let puts_before = arm_puts(emulator, &ws_id);
+    let upgraded = Instant::now();
+    let new_tag = format!("image.tag={upgrade_tag}");
+    run_helm(&helm, &["upgrade", release, CHART, "--namespace", op_ns, "--reuse-values", "--set", &new_tag]);
+    let first_out = eventually("an old pod terminating", Duration::from_secs(30), || async {
+        let seen = seen.lock().unwrap();
+        names.iter().find(|n| seen.get(*n).is_some_and(|p| p.deleting_at.is_some())).cloned()
+    })
+    .await;
+    let edited_at = Instant::now();
+    workspace["spec"]["friendlyName"] = json!("Team A, edited during a two-replica roll");
+    ws_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&workspace)).await.expect("edit accepted");
+    let new_pods = eventually("two upgraded pods Ready", Duration::from_secs(180), || async {
+        let ready = ready_pods(&pods, release).await;
+        let upgraded: Vec<String> =
+            ready.iter().filter(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(new_image.as_str())).map(|p| p.name_any()).collect();
+        (upgraded.len() == 2).then_some(upgraded)
+    })
+    .await;
+    let old: Vec<PodSeen> = eventually("both old pods gone", Duration::from_secs(60), || async {
+        let seen = seen.lock().unwrap();
+        names.iter().map(|n| seen.get(n).filter(|p| p.gone_at.is_some()).cloned()).collect()
+    })
+    .await;
+    let new_leader = eventually("an upgraded pod holds the Lease", Duration::from_secs(30), || async { Some(holder()).filter(|h| new_pods.contains(h)) }).await;
+    eventually("the edit Ready at its generation", Duration::from_secs(90), || at_generation(2)).await;
+    assert_eq!(emulator.resource(&ws_id).unwrap()["properties"]["friendlyName"], "Team A, edited during a two-replica roll");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(arm_puts(emulator, &ws_id) - puts_before, 1, "the edit during the roll cost one ARM write");
+    let grace = Duration::from_secs(both[0].spec.as_ref().unwrap().termination_grace_period_seconds.expect("grace period") as u64);
+    for (name, pod) in names.iter().zip(&old) {
+        assert_eq!(pod.exit.as_ref().map(|e| e.0), Some(0), "old pod {name} did not exit 0 on SIGTERM: {pod:?}");
+        let stopped = pod.gone_at.unwrap() - pod.deleting_at.unwrap();
+        assert!(stopped < grace, "old pod {name} took {stopped:?}, more than its grace period {grace:?}");
+    }
+    // Each old leader released the Lease as it stopped and a waiting pod took it at once: no
+    // expiry wait (15 s), no wait for a new pod to start.
+    let handed = hand_overs(&lease, upgraded);
+    assert!(!handed.is_empty() && handed.last().unwrap().2 == new_leader, "{handed:?}");
+    for (released, taken, by) in &handed {
+        assert!(*taken - *released < Duration::from_secs(3), "{by} took the Lease {:?} after it was released", *taken - *released);
+    }
+    let gaps: Vec<String> = handed.iter().map(|(r, t, by)| format!("{by} after {:.2} s", (*t - *r).as_secs_f64())).collect();
+    let all_ready_at = new_pods.iter().filter_map(|n| seen.lock().unwrap().get(n)?.ready_at).max().unwrap_or(upgraded);
+    let stops: Vec<String> = names.iter().zip(&old).map(|(n, p)| format!("{n} exit 0 in {:.1} s", (p.gone_at.unwrap() - p.deleting_at.unwrap()).as_secs_f64())).collect();
+    println!(
+        "helm upgrade replicas=2 -> {first_out} stopped first; {}; both upgraded pods Ready {:.1} s after the upgrade; Lease hand-overs: {}; edit made {:.1} s into the roll: 1 ARM write",
+        stops.join(", "),
+        (all_ready_at - upgraded).as_secs_f64(),
+        gaps.join(", "),
+        (edited_at - upgraded).as_secs_f64(),
+    );
+
+    // 4. The leader pod deleted: the standby that is already running takes the Lease as soon as it
+    // is released, and the hand-over writes nothing to ARM.
+    let waiting = new_pods.iter().find(|n| **n != new_leader).unwrap().clone();
+    let requests_before = emulator.requests().len();
+    let deleted = Instant::now();
+    pods.delete(&new_leader, &DeleteParams::default()).await.expect("delete the leader pod");
+    let taken = eventually("the standby holds the Lease", Duration::from_secs(30), || async { lease_taken(&lease, &waiting, deleted) }).await;
+    let released = lease_released(&lease, deleted).unwrap_or(taken);
+    let gone = eventually("the deleted pod gone", Duration::from_secs(30), || async { seen.lock().unwrap().get(&new_leader).filter(|p| p.gone_at.is_some()).cloned() }).await;
+    assert_eq!(gone.exit.as_ref().map(|e| e.0), Some(0), "the deleted leader did not exit 0: {gone:?}");
+    assert!(taken - deleted < Duration::from_secs(5), "the standby took the Lease {:?} after the delete", taken - deleted);
+    let mut before = names.clone();
+    before.push(new_leader.clone());
+    eventually("the replacement pod Ready (a standby again)", Duration::from_secs(120), || async {
+        let ready = ready_pods(&pods, release).await;
+        (ready.len() == 2 && ready.iter().all(|p| !before.contains(&p.name_any()))).then_some(())
+    })
+    .await;
+    assert_eq!(holder(), waiting, "the Lease moved again when the replacement started");
+    eventually("the workspace still Ready under the new leader", Duration::from_secs(60), || at_generation(2)).await;
+    let writes = arm_writes_since(emulator, requests_before);
+    assert!(writes.is_empty(), "the hand-over wrote to ARM: {writes:?}");
+    println!(
+        "leader pod {new_leader} deleted: Lease released after {:.2} s, standby {waiting} took it {:.2} s after the delete (without waiting for a new pod); pod gone after {:.1} s, exit 0",
+        (released - deleted).as_secs_f64(),
+        (taken - deleted).as_secs_f64(),
+        (gone.gone_at.unwrap() - deleted).as_secs_f64(),
+    );
+
+    // The new leader deletes the workspace in Azure. (Objects go before their namespace: with
+    // watchNamespace the operator's Role lives there and goes with it; see the chart's README.)
+    ws_api.delete(&name, &DeleteParams::default()).await.expect("delete the workspace");
+    eventually("the workspace deleted through the operator", Duration::from_secs(90), || async { ws_api.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    assert!(emulator.resource(&ws_id).is_none(), "the workspace is still in Azure");
+    pod_watch.abort();
+    lease_watch.abort();
+    world.finish(&admin).await;
+}
+
 /// Objects in the fleet test (`AML_POD_FLEET` overrides).
-const FLEET: usize = 1000;
+const FLEET: usize = 3000;
 
 /// The chart's memory numbers, measured in the pod: the operator converging a fleet of workspaces
 /// that Azure already holds (each is adopted with one GET, the ARM read budget the bound), its
