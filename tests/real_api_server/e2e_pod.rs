@@ -465,6 +465,32 @@ pub(crate) fn import_image(node: &Node, archive: &Path) -> OciImage {
     image
 }
 
+/// What every pod test needs: the cluster with the CRDs, the node (held for this test alone), Helm
+/// and the image imported into the node.
+pub(crate) struct PodTest {
+    pub(crate) admin: Client,
+    pub(crate) node: Node,
+    pub(crate) helm: String,
+    pub(crate) image: OciImage,
+    pub(crate) _node_is_mine: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// [`PodTest`], or `None` after saying why the test skips (a failure where the environment
+/// requires it).
+pub(crate) async fn pod_test() -> Option<PodTest> {
+    let admin = cluster().await?;
+    let node = node()?;
+    let archive = image_archive()?;
+    let Some(helm) = helm() else {
+        skip("no helm (set AML_HELM3 or put helm on PATH)");
+        return None;
+    };
+    let node_is_mine = NODE.lock().await;
+    install_crds(&admin).await;
+    let image = import_image(&node, &archive);
+    Some(PodTest { admin, node, helm, image, _node_is_mine: node_is_mine })
+}
+
 /// One pod test's world: the emulator as Azure (on a loopback port of this host, its CA in the
 /// ConfigMap `emulator-ca` of the release namespace), a namespace for the objects and one for the
 /// release.
@@ -534,6 +560,17 @@ impl World {
         run_helm(helm, &args);
     }
 
+    /// The Secret `aml-credentials` in the objects' namespace: the emulator's default principal.
+    pub(crate) async fn create_credentials(&self, admin: &Client) {
+        let p = Principal::default();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "aml-credentials"},
+            "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(admin.clone(), &self.ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+    }
+
     pub(crate) async fn finish(self, admin: &Client) {
         delete_namespace(admin, &self.ns, Duration::from_secs(180)).await;
         delete_namespace(admin, &self.op_ns, Duration::from_secs(120)).await;
@@ -548,13 +585,7 @@ impl World {
 /// resources stay). Prints its figures: pod Ready, examples Ready, peak memory, hand-over times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_does() {
-    let Some(admin) = cluster().await else { return };
-    let Some(node) = node() else { return };
-    let Some(archive) = image_archive() else { return };
-    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
-    let _node_is_mine = NODE.lock().await;
-    install_crds(&admin).await;
-    let image = import_image(&node, &archive);
+    let Some(PodTest { admin, node, helm, image, _node_is_mine }) = pod_test().await else { return };
     let (repository, tag) = image.name.rsplit_once(':').expect("the archive's image name has a tag");
     let upgrade_tag = format!("{tag}-{UPGRADE_SUFFIX}");
     let world = World::start(&admin, "aml-pod").await;
@@ -607,13 +638,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     println!("pod {first}: uid/gid 65532, no capabilities, no new privileges, seccomp filter, read-only root; holds the Lease");
 
     // 2. The examples, with the credentials Secret of the emulator's principal: every object Ready.
-    let p = Principal::default();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aml-credentials"},
-        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+    world.create_credentials(&admin).await;
     let applied = Instant::now();
     let mut objects = Vec::new();
     for (plural, manifest) in examples() {
@@ -796,13 +821,7 @@ fn hand_overs(lease: &Seen<Vec<(Instant, String)>>, since: Instant) -> Vec<(Inst
 /// `metrics.port=0` (the same /healthz and /readyz over a socket in each pod).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_roll_with_leader_hand_over_and_one_write_per_edit() {
-    let Some(admin) = cluster().await else { return };
-    let Some(node) = node() else { return };
-    let Some(archive) = image_archive() else { return };
-    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
-    let _node_is_mine = NODE.lock().await;
-    install_crds(&admin).await;
-    let image = import_image(&node, &archive);
+    let Some(PodTest { admin, node, helm, image, _node_is_mine }) = pod_test().await else { return };
     let (repository, tag) = image.name.rsplit_once(':').expect("the archive's image name has a tag");
     let world = World::start(&admin, "aml-ha").await;
     let (emulator, ns, op_ns, release) = (&world.emulator, &world.ns, &world.op_ns, &world.release);
@@ -831,13 +850,7 @@ async fn two_replicas_roll_with_leader_hand_over_and_one_write_per_edit() {
     println!("helm install replicas=2 -> pods {names:?} Ready in {:.1} s; {leader} leads, {standby} waits (Ready)", installed.elapsed().as_secs_f64());
 
     // 2. A workspace converged by the leader.
-    let p = Principal::default();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aml-credentials"},
-        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+    world.create_credentials(&admin).await;
     let (plural, mut workspace) = examples().into_iter().find(|(_, m)| m["kind"] == "AmlWorkspace").expect("examples/workspace.yaml");
     let ws_api = api_of(&admin, ns, &plural, &workspace);
     let name = workspace["metadata"]["name"].as_str().unwrap().to_string();
@@ -956,13 +969,7 @@ const FLEET: usize = 3000;
 /// probe never failing while it works (no restart, no `Unhealthy` event).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pod_converges_a_fleet_within_the_charts_memory() {
-    let Some(admin) = cluster().await else { return };
-    let Some(node) = node() else { return };
-    let Some(archive) = image_archive() else { return };
-    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
-    let _node_is_mine = NODE.lock().await;
-    install_crds(&admin).await;
-    let image = import_image(&node, &archive);
+    let Some(PodTest { admin, node, helm, image, _node_is_mine }) = pod_test().await else { return };
     let world = World::start(&admin, "aml-fleet").await;
     let n: usize = std::env::var("AML_POD_FLEET").ok().and_then(|v| v.parse().ok()).unwrap_or(FLEET);
 
@@ -973,13 +980,7 @@ async fn the_pod_converges_a_fleet_within_the_charts_memory() {
         let owner = format!("{}/{}/fleet-{i}", aml_operator::controller::owner::DEFAULT_CLUSTER_NAME, world.ns);
         world.emulator.insert_resource(&id_of(i), json!({"location": "eastus", "tags": {aml_operator::controller::owner::TAG: owner}}));
     }
-    let p = Principal::default();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aml-credentials"},
-        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), &world.ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
+    world.create_credentials(&admin).await;
 
     let pods: Api<Pod> = Api::namespaced(admin.clone(), &world.op_ns);
     world.install(&helm, &node, &image, &["arm.rateLimits.readsPerSecond=25"]);

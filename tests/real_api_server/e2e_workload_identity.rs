@@ -9,9 +9,9 @@
 //!
 //! Needs what `e2e_pod` needs (node, root, image, Helm) and skips the same way without it.
 
-use crate::e2e_pod::{NODE, World, api_of, examples, helm, image_archive, import_image, node, ready_pod};
+use crate::e2e_pod::{PodTest, World, api_of, examples, pod_test, ready_pod};
 use crate::support;
-use crate::support::cluster::{MANAGER, cluster, eventually, install_crds, ready, skip};
+use crate::support::cluster::{MANAGER, eventually, ready};
 
 use aml_operator::emulator::{AZURE_TOKEN_EXCHANGE_AUDIENCE, EmulatorConfig, FederatedCredential, IssuerKeys, OidcIssuer, Principal};
 use base64::Engine;
@@ -75,13 +75,7 @@ async fn ask_for_token(world: &World, ca_pem: &str, client_id: &str, assertion: 
 /// endpoint directly, are refused with AADSTS70021.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projected_service_account_token_is_the_operators_azure_identity() {
-    let Some(admin) = cluster().await else { return };
-    let Some(node) = node() else { return };
-    let Some(archive) = image_archive() else { return };
-    let Some(helm) = helm() else { return skip("no helm (set AML_HELM3 or put helm on PATH)") };
-    let _node_is_mine = NODE.lock().await;
-    install_crds(&admin).await;
-    let image = import_image(&node, &archive);
+    let Some(PodTest { admin, node, helm, image, _node_is_mine }) = pod_test().await else { return };
 
     // The cluster's issuer, as Entra would discover it; its keys are served to ServiceAccounts
     // (the default binding of system:service-account-issuer-discovery), so the emulator reads them
