@@ -4,14 +4,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::HeaderMap;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use ring::digest;
-use ring::signature::{
-    RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, UnparsedPublicKey, VerificationAlgorithm,
-};
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::server::ParsedCertificate;
+use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm};
 use serde_json::json;
 
 use super::Principal;
@@ -363,10 +359,11 @@ fn check_certificate_assertion(
             "No matching federated identity record found for presented assertion.",
         ));
     }
-    let algorithm: &'static dyn VerificationAlgorithm =
+    // The certificate's key is an rsaEncryption key; PS256 signs with it under PSS.
+    let algorithm: &dyn SignatureVerificationAlgorithm =
         match header.get("alg").and_then(serde_json::Value::as_str) {
-            Some("RS256") => &RSA_PKCS1_2048_8192_SHA256,
-            Some("PS256") => &RSA_PSS_2048_8192_SHA256,
+            Some("RS256") => webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+            Some("PS256") => webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
             _ => return Err(malformed("the alg header must be RS256 or PS256")),
         };
     let thumbprint = sha256.or(sha1).unwrap_or_default().to_owned();
@@ -390,14 +387,9 @@ fn check_certificate_assertion(
             ),
         ));
     };
-    let public_key = ParsedCertificate::try_from(&certificate)
-        .ok()
-        .map(|parsed| parsed.subject_public_key_info())
-        .and_then(|spki| rsa_key_of_spki(spki.as_ref()).map(<[u8]>::to_vec));
     let signed = format!("{header_b64}.{claims_b64}");
-    let verified = public_key.is_some_and(|key| {
-        UnparsedPublicKey::new(algorithm, key)
-            .verify(signed.as_bytes(), &signature)
+    let verified = webpki::EndEntityCert::try_from(&certificate).is_ok_and(|cert| {
+        cert.verify_signature(algorithm, signed.as_bytes(), &signature)
             .is_ok()
     });
     if !verified {
@@ -456,46 +448,16 @@ fn check_certificate_assertion(
     Ok(())
 }
 
-/// The PKCS#1 RSA public key inside an `rsaEncryption` SubjectPublicKeyInfo (DER).
-fn rsa_key_of_spki(spki: &[u8]) -> Option<&[u8]> {
-    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    let (spki, _) = der_element(spki, 0x30)?;
-    let (algorithm, rest) = der_element(spki, 0x30)?;
-    let (oid, _) = der_element(algorithm, 0x06)?;
-    let (bits, _) = der_element(rest, 0x03)?;
-    match (oid == RSA_ENCRYPTION, bits.split_first()?) {
-        (true, (0, key)) => Some(key),
-        _ => None,
-    }
-}
-
-/// One DER element with `tag` at the start of `input`: `(contents, rest)`.
-fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, input) = input.split_first()?;
-    let (&first, input) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (len, input) = if first < 0x80 {
-        (usize::from(first), input)
-    } else {
-        let n = usize::from(first & 0x7f);
-        let bytes = input.get(..n).filter(|_| (1..=4).contains(&n))?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &input[n..])
-    };
-    Some((input.get(..len)?, input.get(len..)?))
-}
-
 /// `Authorization: Basic base64(client_id:client_secret)`, decoded.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let encoded = value
         .strip_prefix("Basic ")
         .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64_decode(encoded.trim())?;
+    // Standard base64; padding optional, as clients differ.
+    let decoded = STANDARD_NO_PAD
+        .decode(encoded.trim().trim_end_matches('='))
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     let decode = |s: &str| {
@@ -504,30 +466,6 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
             .unwrap_or_default()
     };
     Some((decode(id), decode(secret)))
-}
-
-fn base64_decode(input: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in input.bytes().filter(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

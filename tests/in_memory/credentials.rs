@@ -246,8 +246,8 @@ async fn the_emulator_checks_the_signature_against_the_registered_certificate() 
     let x5t = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.as_ref()));
     let audience = format!("{}{DEFAULT_TENANT_ID}/oauth2/v2.0/token", s.emu.authority_host());
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let assertion = |key_pem: &str, aud: &str, exp: u64| {
-        let header = json!({"alg": "RS256", "typ": "JWT", "x5t": x5t});
+    let signed = |alg: &str, padding: &'static dyn ring::signature::RsaEncoding, key_pem: &str, aud: &str, exp: u64| {
+        let header = json!({"alg": alg, "typ": "JWT", "x5t": x5t});
         let claims = json!({"aud": aud, "iss": CERT_CLIENT, "sub": CERT_CLIENT, "jti": "j1", "nbf": now - 60, "exp": exp});
         let signing = format!(
             "{}.{}",
@@ -257,9 +257,10 @@ async fn the_emulator_checks_the_signature_against_the_registered_certificate() 
         let der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
         let mut sig = vec![0; key.public().modulus_len()];
-        key.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing.as_bytes(), &mut sig).unwrap();
+        key.sign(padding, &ring::rand::SystemRandom::new(), signing.as_bytes(), &mut sig).unwrap();
         format!("{signing}.{}", URL_SAFE_NO_PAD.encode(sig))
     };
+    let assertion = |key_pem: &str, aud: &str, exp: u64| signed("RS256", &RSA_PKCS1_SHA256, key_pem, aud, exp);
     let http = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(s.emu.ca_pem().as_bytes()).unwrap()])
         .build()
@@ -304,6 +305,14 @@ async fn the_emulator_checks_the_signature_against_the_registered_certificate() 
 
     let (status, body) = ask(assertion(KEY_A, &audience, now - 3600)).await;
     assert_eq!((status, body["error_codes"].clone()), (401, json!([700024])), "{body}");
+
+    // PS256 (RSA-PSS with the certificate's key), as MSAL may sign; the header's alg decides.
+    let (status, body) = ask(signed("PS256", &ring::signature::RSA_PSS_SHA256, KEY_A, &audience, now + 600)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ask(signed("PS256", &RSA_PKCS1_SHA256, KEY_A, &audience, now + 600)).await;
+    assert_eq!((status, body["error_codes"].clone()), (401, json!([700027])), "a PKCS#1 signature under alg PS256: {body}");
+    let (status, body) = ask(signed("ES256", &RSA_PKCS1_SHA256, KEY_A, &audience, now + 600)).await;
+    assert_eq!((status, body["error_codes"].clone()), (400, json!([50027])), "{body}");
 }
 
 fn url_encode(value: &str) -> String {
