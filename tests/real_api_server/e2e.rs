@@ -394,17 +394,7 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
     // Azure: the emulator, with a principal whose secret is planted to be looked for later.
     let planted = format!("planted-client-secret-{id}-do-not-print");
     let principal = Principal { client_secret: planted.clone(), ..Principal::default() };
-    let ca_file = support::temp_path("user-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(1500),
-        retry_after_secs: 1,
-        principals: vec![principal.clone()],
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
+    let (emulator, ca_file) = support::cluster::start_emulator("user", Duration::from_millis(1500), EmulatorConfig { principals: vec![principal.clone()], ..EmulatorConfig::default() }).await;
 
     // The chart, as a user installs it, pointed at the emulator.
     run_helm(&helm, &[
@@ -452,11 +442,7 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
     let log = support::temp_path("operator.log");
     let mut operator = Some(OperatorProcess::start(&args, &env, &log));
 
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aml-credentials"},
-        "stringData": {"tenantId": principal.tenant_id, "clientId": principal.client_id, "clientSecret": planted, "subscriptionId": support::SUBSCRIPTION}
-    }))
-    .unwrap();
+    let secret = support::cluster::credentials_secret("aml-credentials", &principal, &planted);
     Api::<Secret>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
 
     // The examples, children first (the assets the deployment uses last): the order must not matter.
@@ -630,22 +616,10 @@ async fn a_failing_object_costs_one_try_per_retry_period() {
     let good = Principal::default();
     let wrong = Principal { tenant_id: "22222222-0000-0000-0000-000000000002".into(), client_id: "22222222-1111-0000-0000-000000000002".into(), client_secret: "the-right-one".into(), ..Principal::default() };
     let down = Principal { tenant_id: "33333333-0000-0000-0000-000000000003".into(), client_id: "33333333-1111-0000-0000-000000000003".into(), ..Principal::default() };
-    let ca_file = support::temp_path("budget-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(300),
-        retry_after_secs: 1,
-        principals: vec![good.clone(), wrong.clone(), down.clone()],
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
+    let (emulator, ca_file) = support::cluster::start_emulator("budget", Duration::from_millis(300), EmulatorConfig { principals: vec![good.clone(), wrong.clone(), down.clone()], ..EmulatorConfig::default() }).await;
     let secrets = Api::<Secret>::namespaced(admin.clone(), &ns);
     for (name, p, secret) in [("aml-credentials", &good, good.client_secret.as_str()), ("wrong", &wrong, "not-the-secret"), ("down", &down, down.client_secret.as_str())] {
-        let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
-            "tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": secret, "subscriptionId": support::SUBSCRIPTION}})).unwrap();
-        secrets.create(&PostParams::default(), &s).await.unwrap();
+        secrets.create(&PostParams::default(), &support::cluster::credentials_secret(name, p, secret)).await.unwrap();
     }
     let status = |status: u16, code: &str| FaultKind::Status { status, code: code.into(), retry_after_secs: None };
     let forever = |path: &str, kind: FaultKind| FaultRule::new(None, Some(path), kind, usize::MAX);
@@ -796,22 +770,8 @@ async fn a_fixed_credentials_secret_wakes_its_objects_within_seconds() {
         create_namespace(&admin, ns).await;
     }
     let principal = Principal { client_secret: "the-right-one".into(), ..Principal::default() };
-    let ca_file = support::temp_path("fix-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(300),
-        retry_after_secs: 1,
-        principals: vec![principal.clone()],
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
-    let secret = |name: &str, client_secret: &str| -> Secret {
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
-            "tenantId": principal.tenant_id, "clientId": principal.client_id, "clientSecret": client_secret, "subscriptionId": support::SUBSCRIPTION}}))
-        .unwrap()
-    };
+    let (emulator, ca_file) = support::cluster::start_emulator("fix", Duration::from_millis(300), EmulatorConfig { principals: vec![principal.clone()], ..EmulatorConfig::default() }).await;
+    let secret = |name: &str, client_secret: &str| support::cluster::credentials_secret(name, &principal, client_secret);
     // (namespace, Secret, workspace, extra spec)
     let cases = [
         (&ns_a, "team-sp", "w-named", json!({"credentials": {"secretName": "team-sp"}})),

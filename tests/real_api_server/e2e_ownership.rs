@@ -11,7 +11,7 @@ use crate::OperatorProcess;
 
 use aml_operator::controller::owner::TAG;
 use aml_operator::crd::AmlWorkspace;
-use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use aml_operator::emulator::{EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -28,22 +28,11 @@ async fn two_operators_sharing_only_azure_one_workspace_id_the_second_is_stalled
     install_crds(&admin).await;
     let pid = std::process::id() % 100000;
     let (ns_east, ns_west) = (format!("aml-e2e-owner-east-{pid}"), format!("aml-e2e-owner-west-{pid}"));
-    let ca_file = support::temp_path("owner-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(300),
-        retry_after_secs: 1,
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
+    let (emulator, ca_file) = support::cluster::start_emulator("owner", Duration::from_millis(300), EmulatorConfig::default()).await;
     let p = Principal::default();
     for ns in [&ns_east, &ns_west] {
         create_namespace(&admin, ns).await;
-        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "aml-credentials"}, "stringData": {
-            "tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}}))
-        .unwrap();
+        let secret = support::cluster::credentials_secret("aml-credentials", &p, &p.client_secret);
         Api::<Secret>::namespaced(admin.clone(), ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
     }
     let manifest = |description: &str| {

@@ -513,16 +513,7 @@ impl World {
         let (ns, op_ns) = (format!("{prefix}-{id}"), format!("{prefix}-system-{id}"));
         // The release name contains the chart's name: the full name (Deployment, Lease) is the release.
         let release = format!("aml-operator-{prefix}-{id}");
-        let ca_file = support::temp_path(&format!("{prefix}-ca.pem"));
-        let emulator = Emulator::start(EmulatorConfig {
-            operation_duration: Duration::from_millis(500),
-            retry_after_secs: 1,
-            validator: support::validator(),
-            ca_file: Some(ca_file.clone()),
-            ..config(&op_ns, &release)
-        })
-        .await
-        .expect("emulator");
+        let (emulator, ca_file) = support::cluster::start_emulator(prefix, Duration::from_millis(500), config(&op_ns, &release)).await;
         create_namespace(admin, &ns).await;
         create_namespace(admin, &op_ns).await;
         let ca: ConfigMap = serde_json::from_value(json!({
@@ -563,11 +554,7 @@ impl World {
     /// The Secret `aml-credentials` in the objects' namespace: the emulator's default principal.
     pub(crate) async fn create_credentials(&self, admin: &Client) {
         let p = Principal::default();
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "aml-credentials"},
-            "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}
-        }))
-        .unwrap();
+        let secret = support::cluster::credentials_secret("aml-credentials", &p, &p.client_secret);
         Api::<Secret>::namespaced(admin.clone(), &self.ns).create(&PostParams::default(), &secret).await.expect("credentials Secret");
     }
 

@@ -9,7 +9,7 @@ use crate::support;
 use crate::OperatorProcess;
 
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
-use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use aml_operator::emulator::{EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -79,20 +79,9 @@ async fn everyday_mistakes_are_refused_at_admission_or_stall_once_naming_the_fie
         (0..48).map(|i| (format!("t{i}"), json!("v".repeat(256)))).chain([("n".repeat(512), json!("v"))]).collect();
 
     // 2. What only Azure knows: the operator as its own process, the emulator as Azure.
-    let ca_file = support::temp_path("refusals-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(300),
-        retry_after_secs: 1,
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
+    let (emulator, ca_file) = support::cluster::start_emulator("refusals", Duration::from_millis(300), EmulatorConfig::default()).await;
     let p = Principal::default();
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "aml-credentials"}, "stringData": {
-        "tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}}))
-    .unwrap();
+    let secret = support::cluster::credentials_secret("aml-credentials", &p, &p.client_secret);
     let secrets = Api::<Secret>::namespaced(admin.clone(), &ns);
     secrets.create(&PostParams::default(), &secret).await.expect("credentials Secret");
 

@@ -15,7 +15,7 @@ use crate::OperatorProcess;
 use crate::support;
 
 use aml_operator::crd::{AmlRoleAssignment, AmlWorkspace};
-use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
+use aml_operator::emulator::{EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -61,22 +61,9 @@ async fn owner_on_the_subscription_and_a_namespace_outside_the_selector_stall_wi
     let (ns_roles, ns_outside) = (format!("aml-e2e-tenants-{id}"), format!("aml-e2e-outside-{id}"));
     create_namespace(&admin, &ns_roles).await;
     create_namespace(&admin, &ns_outside).await;
-    let ca_file = support::temp_path("tenants-ca.pem");
-    let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(300),
-        retry_after_secs: 1,
-        validator: support::validator(),
-        ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator");
+    let (emulator, ca_file) = support::cluster::start_emulator("tenants", Duration::from_millis(300), EmulatorConfig::default()).await;
     let p = Principal::default();
-    let secret = |name: &str| -> Secret {
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
-            "tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": support::SUBSCRIPTION}}))
-        .unwrap()
-    };
+    let secret = |name: &str| support::cluster::credentials_secret(name, &p, &p.client_secret);
     // ns_roles has its own aml-credentials, and holds the operator-wide default for the other.
     let secrets = Api::<Secret>::namespaced(admin.clone(), &ns_roles);
     secrets.create(&PostParams::default(), &secret("aml-credentials")).await.expect("credentials");

@@ -96,24 +96,35 @@ pub async fn namespace_with_emulator(client: &Client, prefix: &str) -> (String, 
     install_crds(client).await;
     let ns = format!("{prefix}-{}", std::process::id() % 100000);
     create_namespace(client, &ns).await;
-    let ca_file = super::temp_path(&format!("{prefix}-ca.pem"));
+    let (emulator, ca_file) = start_emulator(prefix, Duration::from_millis(500), EmulatorConfig::default()).await;
+    let secret = credentials_secret("aml-credentials", &Principal::default(), &Principal::default().client_secret);
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("secret");
+    (ns, emulator, ca_file)
+}
+
+/// The emulator as an e2e test's Azure: operations take `operation_duration`, Retry-After 1 s,
+/// bodies validated against Microsoft's schemas, and its CA written to a temp file named after
+/// `name` (returned: the operator's `--ca-file`); `config` sets the rest (principals, issuers).
+pub async fn start_emulator(name: &str, operation_duration: Duration, config: EmulatorConfig) -> (Emulator, PathBuf) {
+    let ca_file = super::temp_path(&format!("{name}-ca.pem"));
     let emulator = Emulator::start(EmulatorConfig {
-        operation_duration: Duration::from_millis(500),
+        operation_duration,
         retry_after_secs: 1,
         validator: super::validator(),
         ca_file: Some(ca_file.clone()),
-        ..EmulatorConfig::default()
+        ..config
     })
     .await
     .expect("emulator");
-    let p = Principal::default();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aml-credentials", "namespace": ns},
-        "stringData": {"tenantId": p.tenant_id, "clientId": p.client_id, "clientSecret": p.client_secret, "subscriptionId": super::SUBSCRIPTION}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.expect("secret");
-    (ns, emulator, ca_file)
+    (emulator, ca_file)
+}
+
+/// A credentials Secret `name` for `principal`'s tenant and client, with `client_secret` (its own,
+/// or a wrong one), in the tests' subscription.
+pub fn credentials_secret(name: &str, principal: &Principal, client_secret: &str) -> Secret {
+    serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
+        "tenantId": principal.tenant_id, "clientId": principal.client_id, "clientSecret": client_secret, "subscriptionId": super::SUBSCRIPTION}}))
+    .expect("a Secret")
 }
 
 /// Creates a namespace labelled as the e2e tests'.
