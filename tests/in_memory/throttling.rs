@@ -191,3 +191,54 @@ async fn a_thousand_workspaces_converge_under_arms_write_bucket_with_zero_429s()
     eprintln!("throttling: {OBJECTS} workspaces Ready in {rounds} rounds, {:.1} s, {} ARM requests, 0 x 429", elapsed.as_secs_f64(), log.len());
     assert!(elapsed >= Duration::from_secs_f64((OBJECTS as f64 - 200.0) / ARM_WRITES.1), "faster than ARM's bucket allows: {elapsed:?}");
 }
+
+/// Taking over resources that already match (a reinstall of the operator, manifests from
+/// `import`) writes nothing, so it must not be paced by the write budget: the write token a new
+/// object reserves before its GET goes back when the GET shows nothing to write. With a write
+/// budget of 16 at once and 1 per second, 200 matching workspaces are taken over in one round of
+/// reconciles (16 at a time, the operator's concurrency) with no write; if the tokens were kept,
+/// all but the first 16 would have to come back at one per second.
+#[tokio::test]
+async fn taking_over_matching_resources_spends_no_write_budget() {
+    const TAKEN_OVER: usize = 200;
+    let w = World::with_emulator(support::emulator_config()).await;
+    w.good_credentials();
+    let names: Vec<String> = (0..TAKEN_OVER).map(|i| format!("tk{i:03}")).collect();
+    // The resources, made and tagged by these objects (as by an operator before a reinstall).
+    let ctx = Arc::new(Context::new(w.client.clone(), ArmClient::new(&cloud(&w, CLIENT)).unwrap(), Config::default()));
+    for name in &names {
+        w.kube.put(workspace(name));
+        for _ in 0..10 {
+            let obj: AmlWorkspace = w.kube.get(&path(name)).expect("object exists");
+            pipeline::reconcile(Arc::new(obj), ctx.clone()).await.expect("reconciles");
+            if w.ready(&path(name)).as_deref() == Some("True") {
+                break;
+            }
+            w.emulator.finish_operations();
+        }
+        assert_eq!(w.ready(&path(name)).as_deref(), Some("True"), "{name} created");
+    }
+
+    // The operator again, from scratch: the objects as applied, a new process's budget.
+    let tight = RateLimits { writes_per_second: 1, write_burst: 16, ..CLIENT };
+    let ctx = Arc::new(Context::new(w.client.clone(), ArmClient::new(&cloud(&w, tight)).unwrap(), Config::default()));
+    for name in &names {
+        w.kube.put(workspace(name));
+    }
+    let before = w.emulator.requests().len();
+    futures::stream::iter(&names)
+        .for_each_concurrent(16, |name| {
+            let obj: AmlWorkspace = w.kube.get(&path(name)).expect("object exists");
+            let ctx = ctx.clone();
+            async move {
+                pipeline::reconcile(Arc::new(obj), ctx).await.expect("reconciles");
+            }
+        })
+        .await;
+    let not_ready: Vec<&String> = names.iter().filter(|n| w.ready(&path(n)).as_deref() != Some("True")).collect();
+    assert!(not_ready.is_empty(), "{} of {TAKEN_OVER} not Ready after one round (waiting for write tokens they never use), e.g. {:?}", not_ready.len(), not_ready.first());
+    let requests = &w.emulator.requests()[before..];
+    let writes: Vec<String> = requests.iter().filter(|r| r.method != "GET").map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert!(writes.is_empty(), "taking over wrote to ARM: {writes:?}");
+    println!("{TAKEN_OVER} matching workspaces taken over in one round: {} ARM GETs, 0 writes", requests.len());
+}

@@ -243,6 +243,15 @@ impl ArmClient {
         Ok(self.inner.limiter.write_permit(subscription, &sp.client_id, url.path()))
     }
 
+    /// After [`ArmClient::write_permit`] for `path`, when nothing was written: the reserved token
+    /// goes back to the write budget (see [`super::limit::Limiter::release_permit`]).
+    pub fn release_write_permit(&self, sp: &ServicePrincipal, path: &str, api_version: &str) {
+        if let Ok(url) = self.resource_url(path, api_version, &[]) {
+            let subscription = super::limit::subscription_of(url.path());
+            self.inner.limiter.release_permit(subscription, &sp.client_id, url.path());
+        }
+    }
+
     /// PUT a resource (create or replace).
     pub async fn put(
         &self,

@@ -202,6 +202,23 @@ impl Limiter {
         (wait > GIVE_BACK_ABOVE).then_some(wait)
     }
 
+    /// A reconcile that reserved a write token for `path` ([`Limiter::write_permit`]) and then
+    /// found nothing to write gives it back: the permit goes and the bucket has the token again,
+    /// so taking over resources that already match (a reinstall, an import) is bound by the read
+    /// budget, not by the write budget. Without a permit for `path` (a write used it), nothing.
+    pub fn release_permit(&self, subscription: &str, client_id: &str, path: &str) {
+        let key = key(subscription, client_id);
+        let released = self.permits.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key.clone(), path.to_ascii_lowercase()));
+        if released.is_none() {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(&(key, OpClass::Write)) {
+            bucket.refill(Instant::now());
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+        }
+    }
+
     /// ARM answered 429: pause every request of this principal on this subscription.
     pub fn pause(&self, subscription: &str, client_id: &str, for_: Duration) {
         let key = key(subscription, client_id);
@@ -282,6 +299,29 @@ mod tests {
         assert!(after > Duration::from_millis(400), "{after:?}");
         // Reads have their own bucket.
         assert_eq!(l.acquire("s", "c", OpClass::Read, "/c").await, Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_write_token_nobody_used_goes_back_to_the_bucket() {
+        let l = Limiter::new(limits(1, 2));
+        let key = ("s".to_string(), "c".to_string());
+        // Two reservations take the burst; a third would wait a second.
+        assert_eq!(l.write_permit("s", "c", "/a"), None);
+        assert_eq!(l.write_permit("s", "c", "/b"), None);
+        // /a had nothing to write: its token goes back, and the next reservation waits for nothing.
+        l.release_permit("S", "c", "/A");
+        assert_eq!(l.write_permit("s", "c", "/c"), None);
+        // /b wrote (its request used the permit): releasing it afterwards gives nothing back.
+        assert_eq!(l.acquire("s", "c", OpClass::Write, "/b").await, Duration::ZERO);
+        l.release_permit("s", "c", "/b");
+        let wait = l.reserve(&key, OpClass::Write, Instant::now());
+        assert!(wait > Duration::from_millis(900), "{wait:?}");
+        // A release never lifts the bucket above its burst.
+        for path in ["/c", "/c", "/x"] {
+            l.release_permit("s", "c", path);
+        }
+        let buckets = l.buckets.lock().unwrap();
+        assert!(buckets[&(key, OpClass::Write)].tokens <= 2.0);
     }
 
     #[test]

@@ -128,14 +128,14 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
 
     // A write is likely (a new object, or an edited spec) and none is in flight: when the write
     // budget has no token for it soon, come back when it has, before spending a read on the GET.
+    // The token is reserved now; if the GET shows nothing to write, it goes back on the way out.
     let likely_writes = obj.common_status().and_then(|s| s.observed_generation) != obj.meta().generation;
-    if likely_writes
-        && st.operation.is_none()
-        && policies.management != ManagementPolicy::Observe
-        && !waits_for_person(obj, &st)
-        && let Some(later) = defer_write(ctx, &sp, &target, api_version)?
-    {
-        return Ok(later);
+    let mut reserved = None;
+    if likely_writes && st.operation.is_none() && policies.management != ManagementPolicy::Observe && !waits_for_person(obj, &st) {
+        if let Some(later) = defer_write(ctx, &sp, &target, api_version)? {
+            return Ok(later);
+        }
+        reserved = Some(ReservedWrite { ctx, sp: &sp, arm_id: &target.arm_id, api_version, keep: false });
     }
 
     // 1. An operation in flight: poll it, never write over it.
@@ -294,6 +294,10 @@ pub(super) async fn decide<K: AmlKind>(obj: &K, ctx: &Context) -> Result<Decisio
     };
     let verb = if action == "Create" { "create" } else { "update" };
     if let Some(later) = defer_write(ctx, &sp, &target, api_version)? {
+        // Back when the token reserved for this resource is earned: it stays reserved.
+        if let Some(reserved) = reserved.as_mut() {
+            reserved.keep = true;
+        }
         return Ok(later);
     }
     ctx.note_write(&obj.uid().unwrap_or_default(), obj.meta().generation.unwrap_or_default());
@@ -387,6 +391,25 @@ pub(super) fn refused(target: &Target, err: &arm::Error) -> Option<(String, Stri
     crate::controller::error::refusal(&target.arm_id, &e.code, &e.message, e.target.as_deref())?;
     Some((e.code.clone(), e.message.clone()))
 }
+/// The write token a reconcile reserved before its GET ([`defer_write`]): given back when the
+/// reconcile ends without writing (the write's request uses it up otherwise), unless `keep` (the
+/// object comes back for it).
+struct ReservedWrite<'a> {
+    ctx: &'a Context,
+    sp: &'a ServicePrincipal,
+    arm_id: &'a str,
+    api_version: &'a str,
+    keep: bool,
+}
+
+impl Drop for ReservedWrite<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.ctx.arm.release_write_permit(self.sp, self.arm_id, self.api_version);
+        }
+    }
+}
+
 /// A write that would wait long for the principal's write budget gives its worker back (polls of
 /// finished operations go on meanwhile): `Some` requeues the object for when the token reserved
 /// for its resource is earned; `None`: write now.
