@@ -574,6 +574,10 @@ fn helm_lint_passes_with_defaults_and_with_every_option() {
             hostNetwork=true,kubernetesApi.host=127.0.0.1,kubernetesApi.port=6443";
         let (ok, out, err) = helm.run(&["lint", "--strict", chart, "--set", everything]);
         assert!(ok, "{}: helm lint --strict with every option failed:\n{out}\n{err}", helm.label);
+        // The portless pod (no metrics port, hence no ServiceMonitor).
+        let portless = "probes.type=exec,metrics.port=0,hostNetwork=true,replicas=2,kubernetesApi.host=127.0.0.1,kubernetesApi.port=6443";
+        let (ok, out, err) = helm.run(&["lint", "--strict", chart, "--set", portless]);
+        assert!(ok, "{}: helm lint --strict of the portless pod failed:\n{out}\n{err}", helm.label);
     }
 }
 
