@@ -41,8 +41,13 @@ pub fn value_for<K: AmlKind>(obj: &K, config: &Config) -> String {
     format!("{}/{}/{}", config.cluster_name, obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// The kind's tag map in an ARM body, matching the keys on the way case-insensitively (ARM may
-/// answer `Tags`).
+/// The key of `map` that is `key`, exactly or else ASCII case-insensitively (ARM may answer
+/// `Tags`; tag names are case-insensitive in ARM).
+fn key_in<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a String> {
+    map.get_key_value(key).map(|(k, _)| k).or_else(|| map.keys().find(|k| k.eq_ignore_ascii_case(key)))
+}
+
+/// The kind's tag map in an ARM body, its keys matched by [`key_in`].
 fn tag_map<K: AmlKind>(body: &Value) -> Option<&Map<String, Value>> {
     let pointer = K::OWNER_TAG?;
     pointer
@@ -50,14 +55,15 @@ fn tag_map<K: AmlKind>(body: &Value) -> Option<&Map<String, Value>> {
         .skip(1)
         .try_fold(body, |node, key| {
             let map = node.as_object()?;
-            map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+            map.get(key_in(map, key)?)
         })?
         .as_object()
 }
 
-/// The owner tag ARM holds on `actual` (tag names are case-insensitive in ARM).
+/// The owner tag ARM holds on `actual`.
 pub fn tag_of<K: AmlKind>(actual: &Value) -> Option<&str> {
-    tag_map::<K>(actual)?.iter().find(|(k, _)| k.eq_ignore_ascii_case(TAG)).and_then(|(_, v)| v.as_str())
+    let tags = tag_map::<K>(actual)?;
+    tags.get(key_in(tags, TAG)?)?.as_str()
 }
 
 /// Whether a write must (re)tag `actual` for `obj`: the kind has tags and ARM's tag is not this
@@ -110,7 +116,7 @@ pub fn untagged<K: AmlKind>(actual: &Value) -> Option<Value> {
     let mut node = &mut copy;
     for key in pointer.split('/').skip(1) {
         let map = node.as_object_mut()?;
-        let found = if map.contains_key(key) { key.to_string() } else { map.keys().find(|k| k.eq_ignore_ascii_case(key))?.clone() };
+        let found = key_in(map, key)?.clone();
         node = map.get_mut(&found)?;
     }
     node.as_object_mut()?.retain(|k, _| !k.eq_ignore_ascii_case(TAG));

@@ -17,7 +17,7 @@ use crate::crd::{AmlRoleAssignment, BuiltInRole};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
+use kube::core::{Expression, PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -40,37 +40,13 @@ pub enum NamespaceSelector {
     Nothing,
     /// Every namespace (`*`): the behaviour before the selector existed.
     Everything,
-    /// The namespaces whose labels satisfy every requirement.
+    /// The namespaces whose labels satisfy every requirement (kube's selector matches them).
     Labels {
         /// The requirements (all must hold).
-        requirements: Vec<Requirement>,
+        selector: Selector,
         /// The selector as written, for messages.
         text: String,
     },
-}
-
-/// One requirement of a label selector.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Requirement {
-    /// `key=value`, `key==value`, `key in (a,b)`.
-    In(String, BTreeSet<String>),
-    /// `key!=value`, `key notin (a,b)` (also true when the key is absent, as in Kubernetes).
-    NotIn(String, BTreeSet<String>),
-    /// `key`.
-    Exists(String),
-    /// `!key`.
-    DoesNotExist(String),
-}
-
-impl Requirement {
-    fn matches(&self, labels: &Labels) -> bool {
-        match self {
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-        }
-    }
 }
 
 impl fmt::Display for NamespaceSelector {
@@ -95,11 +71,11 @@ impl NamespaceSelector {
         if text == "*" {
             return Ok(NamespaceSelector::Everything);
         }
-        let mut requirements = Vec::new();
-        for part in split_requirements(text)? {
-            requirements.push(requirement(part.trim()).map_err(|e| format!("{e} in {part:?}"))?);
-        }
-        Ok(NamespaceSelector::Labels { requirements, text: text.to_string() })
+        let selector = split_requirements(text)?
+            .into_iter()
+            .map(|part| requirement(part.trim()).map_err(|e| format!("{e} in {part:?}")))
+            .collect::<Result<Selector, _>>()?;
+        Ok(NamespaceSelector::Labels { selector, text: text.to_string() })
     }
 
     /// Whether a namespace with these labels is selected.
@@ -107,7 +83,7 @@ impl NamespaceSelector {
         match self {
             NamespaceSelector::Nothing => false,
             NamespaceSelector::Everything => true,
-            NamespaceSelector::Labels { requirements, .. } => requirements.iter().all(|r| r.matches(labels)),
+            NamespaceSelector::Labels { selector, .. } => selector.matches(labels),
         }
     }
 }
@@ -139,16 +115,16 @@ fn split_requirements(text: &str) -> Result<Vec<&str>, String> {
     Ok(out)
 }
 
-fn requirement(part: &str) -> Result<Requirement, String> {
+/// One requirement: `!k`, `k!=v`, `k==v`, `k=v`, `k in (a,b)`, `k notin (a,b)` or `k`.
+fn requirement(part: &str) -> Result<Expression, String> {
     if let Some(key) = part.strip_prefix('!') {
-        return Ok(Requirement::DoesNotExist(label_key(key.trim())?));
+        return Ok(Expression::DoesNotExist(label_key(key.trim())?));
     }
     for (op, negate) in [("!=", true), ("==", false), ("=", false)] {
         if let Some((k, v)) = part.split_once(op) {
             let value = label_value(v.trim())?;
             let key = label_key(k.trim())?;
-            let set = BTreeSet::from([value]);
-            return Ok(if negate { Requirement::NotIn(key, set) } else { Requirement::In(key, set) });
+            return Ok(if negate { Expression::NotEqual(key, value) } else { Expression::Equal(key, value) });
         }
     }
     if let Some(open) = part.find('(') {
@@ -157,12 +133,12 @@ fn requirement(part: &str) -> Result<Requirement, String> {
         let Some(inner) = rest.strip_suffix(')') else { return Err("expected `)` at the end".into()) };
         let values = inner.split(',').map(|v| label_value(v.trim())).collect::<Result<BTreeSet<_>, _>>()?;
         return match head.as_slice() {
-            [key, "in"] => Ok(Requirement::In(label_key(key)?, values)),
-            [key, "notin"] => Ok(Requirement::NotIn(label_key(key)?, values)),
+            [key, "in"] => Ok(Expression::In(label_key(key)?, values)),
+            [key, "notin"] => Ok(Expression::NotIn(label_key(key)?, values)),
             _ => Err("expected `key in (...)` or `key notin (...)`".into()),
         };
     }
-    Ok(Requirement::Exists(label_key(part)?))
+    Ok(Expression::Exists(label_key(part)?))
 }
 
 /// A qualified name: at most 63 characters of `[A-Za-z0-9_.-]`, starting and ending alphanumeric.

@@ -150,14 +150,7 @@ pub(super) fn operation_failed<K: AmlKind>(
             (jitter(config.slow_retry, 0.1), text)
         }
     };
-    let note = Note {
-        type_: EventType::Warning,
-        reason: err.reason().to_string(),
-        message: text,
-        action: "Reconcile".into(),
-        only_if_changed: true,
-    };
-    Decision::new(st, Action::requeue(requeue)).with(vec![note])
+    Decision::new(st, Action::requeue(requeue)).with(vec![Note::warning(err.reason(), text)])
 }
 /// How long until `at` (at least [`MIN_POLL`]).
 pub(super) fn until(at: Timestamp) -> Duration {
@@ -249,14 +242,7 @@ pub(super) fn failed<K: AmlKind>(obj: &K, error: &Error) -> Decision {
             reconciling: Cond::yes(error.reason(), "Retrying after a transient failure"),
         }
     });
-    let warning = Note {
-        type_: EventType::Warning,
-        reason: error.reason().to_string(),
-        message: error.message(),
-        action: "Reconcile".into(),
-        only_if_changed: true,
-    };
-    Decision::new(st, Action::await_change()).with(vec![warning])
+    Decision::new(st, Action::await_change()).with(vec![Note::warning(error.reason(), error.message())])
 }
 
 /// An event a decision asks for.
@@ -277,6 +263,11 @@ impl Note {
     pub(crate) fn normal(reason: &str, message: String, action: &str) -> Note {
         Note { type_: EventType::Normal, reason: reason.to_string(), message, action: action.to_string(), only_if_changed: false }
     }
+
+    /// A failed reconcile's Warning, published only when the status changed.
+    pub(crate) fn warning(reason: &str, message: String) -> Note {
+        Note { type_: EventType::Warning, reason: reason.to_string(), message, action: "Reconcile".into(), only_if_changed: true }
+    }
 }
 /// The resource carries another object's owner tag (`error` is [`Error::OwnedByAnotherObject`]):
 /// Stalled, nothing written, looked at again at the slow retry. A decision rather than an error, so
@@ -285,14 +276,7 @@ impl Note {
 pub(super) fn owned_by_another(mut st: Desired, error: &Error, slow_retry: Duration) -> Decision {
     info!(reason = error.reason(), "the Azure resource belongs to another object: nothing written");
     st.stand(Standing::stalled(error.reason(), error.message()));
-    let warning = Note {
-        type_: EventType::Warning,
-        reason: error.reason().to_string(),
-        message: error.message(),
-        action: "Reconcile".into(),
-        only_if_changed: true,
-    };
-    Decision::new(st, Action::requeue(jitter(slow_retry, 0.1))).with(vec![warning])
+    Decision::new(st, Action::requeue(jitter(slow_retry, 0.1))).with(vec![Note::warning(error.reason(), error.message())])
 }
 /// ARM refused the write because `existing` already is what the spec describes (see
 /// [`AmlKind::write_failed`]): the object now tracks it, says so, and looks again at once.
