@@ -70,18 +70,6 @@ async fn converge(w: &mut World, restart: bool) {
     panic!("not ready: {:#}", w.kube.raw(WS).unwrap_or_default()["status"]);
 }
 
-/// Deletes the workspace object and reconciles until the finalizer lets it go.
-async fn delete(w: &World) {
-    w.kube.delete(WS);
-    for _ in 0..15 {
-        if w.kube.raw(WS).is_none() {
-            return;
-        }
-        let _ = w.reconcile::<AmlWorkspace>(WS).await;
-        w.emulator.finish_operations();
-    }
-    panic!("not released: {:#}", w.kube.raw(WS).unwrap_or_default());
-}
 
 const TYPES: [&str; 4] = [
     "Microsoft.Storage/storageAccounts",
@@ -203,7 +191,7 @@ async fn dependencies_the_spec_names_are_used_and_never_touched() {
     assert_eq!(ws["properties"]["keyVault"], generated(DependencyKind::KeyVault), "the missing one is created");
     assert_eq!(stored(&w.emulator, "Microsoft.Storage/storageAccounts"), vec![storage.clone()], "no second storage account");
     assert!(w.kube.raw(WS).unwrap()["status"]["createdDependencies"].get("storageAccount").is_none());
-    delete(&w).await;
+    w.delete_until_released::<AmlWorkspace>(WS).await;
     assert!(w.emulator.resource(&storage).is_some(), "the user's storage account survives the workspace");
     assert!(writes_to(&w.emulator, &storage).is_empty(), "{:?}", writes_to(&w.emulator, &storage));
     for t in &TYPES[1..] {
@@ -219,7 +207,7 @@ async fn dependencies_the_spec_names_are_used_and_never_touched() {
     w.kube.put(workspace(json!({"storageAccount": storage, "keyVault": vault})));
     converge(&mut w, false).await;
     assert_eq!(w.emulator.resource_ids().len(), 3, "{:?}", w.emulator.resource_ids());
-    delete(&w).await;
+    w.delete_until_released::<AmlWorkspace>(WS).await;
     let mut left = w.emulator.resource_ids();
     left.sort();
     assert_eq!(left, vec![vault, storage]);
@@ -275,7 +263,7 @@ async fn deleting_removes_what_was_created_after_the_workspace_and_orphan_leaves
     w.kube.put(workspace(json!({})));
     converge(&mut w, false).await;
     w.emulator.clear_requests();
-    delete(&w).await;
+    w.delete_until_released::<AmlWorkspace>(WS).await;
     assert!(w.emulator.resource_ids().is_empty(), "all gone: {:?}", w.emulator.resource_ids());
     let deletes: Vec<String> = w.emulator.requests().iter().filter(|r| r.method == "DELETE").map(|r| r.path.clone()).collect();
     assert!(deletes[0].eq_ignore_ascii_case(WS_ID), "the workspace first: {deletes:?}");
@@ -302,7 +290,7 @@ async fn deleting_removes_what_was_created_after_the_workspace_and_orphan_leaves
     w.good_credentials();
     w.kube.put(workspace(json!({"deletionPolicy": "Orphan"})));
     converge(&mut w, false).await;
-    delete(&w).await;
+    w.delete_until_released::<AmlWorkspace>(WS).await;
     assert_eq!(w.emulator.resource_ids().len(), 5, "{:?}", w.emulator.resource_ids());
 }
 

@@ -42,31 +42,6 @@ fn credentials_in(w: &World, ns: &str) {
     w.kube.put(s);
 }
 
-/// Reconciles until Ready (finishing ARM operations between rounds).
-async fn converge(w: &World, path: &str) {
-    for _ in 0..15 {
-        let _ = w.reconcile::<AmlWorkspace>(path).await;
-        if w.ready(path).as_deref() == Some("True") {
-            return;
-        }
-        w.emulator.finish_operations();
-    }
-    panic!("{path} not ready: {:#}", w.kube.raw(path).unwrap_or_default()["status"]);
-}
-
-/// Deletes the object and reconciles until its finalizer lets it go.
-async fn delete(w: &World, path: &str) {
-    w.kube.delete(path);
-    for _ in 0..15 {
-        if w.kube.raw(path).is_none() {
-            return;
-        }
-        let _ = w.reconcile::<AmlWorkspace>(path).await;
-        w.emulator.finish_operations();
-    }
-    panic!("{path} not released: {:#}", w.kube.raw(path).unwrap_or_default()["status"]);
-}
-
 /// ARM requests other than GET (writes, deletes, POSTs), as `METHOD path`.
 fn arm_writes(w: &World) -> Vec<String> {
     w.emulator.requests().iter().filter(|r| r.method != "GET").map(|r| format!("{} {}", r.method, r.path)).collect()
@@ -89,7 +64,7 @@ async fn first_owns_it(w: &World) {
     credentials_in(w, "a");
     credentials_in(w, "b");
     w.kube.put(workspace("a", "first", "from a", json!({})));
-    converge(w, &path("a", "first")).await;
+    w.converge::<AmlWorkspace>(&path("a", "first")).await;
     assert_eq!(owner_tag(w), json!("default/a/first"), "the create carries the owner tag");
 }
 
@@ -147,7 +122,7 @@ async fn across_two_clusters_sharing_only_azure_the_second_is_stalled_naming_the
     // The same namespace and name in both clusters: only the cluster name tells them apart.
     east.kube.put(workspace("a", "ws", "from east", json!({})));
     west.kube.put(workspace("a", "ws", "from west", json!({})));
-    converge(&east, &path("a", "ws")).await;
+    east.converge::<AmlWorkspace>(&path("a", "ws")).await;
     assert_eq!(owner_tag(&east), json!("east/a/ws"));
 
     stalled_naming(&west, &path("a", "ws"), "object a/ws of cluster east").await;
@@ -157,7 +132,7 @@ async fn across_two_clusters_sharing_only_azure_the_second_is_stalled_naming_the
     assert!(held.as_array().is_some_and(|f| !f.is_empty()), "the Stalled object holds its credentials Secret: {held}");
     // Deleting the Stalled object in the west deletes nothing in Azure.
     west.emulator.clear_requests();
-    delete(&west, &path("a", "ws")).await;
+    west.delete_until_released::<AmlWorkspace>(&path("a", "ws")).await;
     assert_eq!(west.arm_calls("DELETE"), 0);
     assert!(west.emulator.resource(ARM_ID).is_some());
     let secret = west.kube.raw("/api/v1/namespaces/a/secrets/aml-credentials").expect("the Secret");
@@ -186,14 +161,14 @@ async fn a_resource_left_by_an_orphaned_object_is_adopted_by_the_next_with_one_w
     credentials_in(&w, "a");
     credentials_in(&w, "b");
     w.kube.put(workspace("a", "first", "from a", json!({"deletionPolicy": "Orphan"})));
-    converge(&w, &path("a", "first")).await;
-    delete(&w, &path("a", "first")).await;
+    w.converge::<AmlWorkspace>(&path("a", "first")).await;
+    w.delete_until_released::<AmlWorkspace>(&path("a", "first")).await;
     assert_eq!(owner_tag(&w), json!("default/a/first"), "the tag stays on the orphaned resource");
 
     // Its tag names an object of this cluster that no longer exists: nobody owns it.
     w.emulator.clear_requests();
     w.kube.put(workspace("b", "second", "from b", json!({})));
-    converge(&w, &path("b", "second")).await;
+    w.converge::<AmlWorkspace>(&path("b", "second")).await;
     let puts: Vec<String> = arm_writes(&w).into_iter().filter(|r| r.ends_with("/workspaces/shared-ws")).collect();
     assert_eq!(puts.len(), 1, "one write adopts it: {puts:?}");
     assert_eq!(owner_tag(&w), json!("default/b/second"));
@@ -211,7 +186,7 @@ async fn an_untagged_resource_is_adopted_and_tagged_with_one_write_keeping_the_t
 
     w.emulator.clear_requests();
     w.kube.put(workspace("b", "second", "from a", json!({})));
-    converge(&w, &path("b", "second")).await;
+    w.converge::<AmlWorkspace>(&path("b", "second")).await;
     let writes = arm_writes(&w);
     assert_eq!(writes.iter().filter(|r| r.ends_with("/workspaces/shared-ws")).count(), 1, "{writes:?}");
     let tags = &w.emulator.resource(ARM_ID).unwrap()["tags"];
@@ -243,7 +218,7 @@ async fn observe_is_not_blocked_and_claims_nothing() {
     assert_eq!(w.kube.raw(&watcher).unwrap()["status"]["armId"], ARM_ID);
     assert_eq!(owner_tag(&w), json!("default/a/first"));
     // Deleting the observer leaves Azure alone.
-    delete(&w, &watcher).await;
+    w.delete_until_released::<AmlWorkspace>(&watcher).await;
     assert_eq!(w.arm_calls("DELETE"), 0);
 }
 
@@ -260,7 +235,7 @@ async fn deleting_an_object_whose_resource_another_object_took_leaves_it_in_plac
     stalled_naming(&w, &path("a", "first"), "object c/winner in this cluster").await;
 
     w.emulator.clear_requests();
-    delete(&w, &path("a", "first")).await;
+    w.delete_until_released::<AmlWorkspace>(&path("a", "first")).await;
     assert_eq!(w.arm_calls("DELETE"), 0, "{:?}", arm_writes(&w));
     assert!(w.emulator.resource(ARM_ID).is_some(), "another object's workspace is never deleted");
     let left = w.kube.events().into_iter().find(|e| e["reason"] == "Orphaned").expect("an Orphaned event");

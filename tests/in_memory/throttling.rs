@@ -208,15 +208,7 @@ async fn taking_over_matching_resources_spends_no_write_budget() {
     let ctx = Arc::new(Context::new(w.client.clone(), ArmClient::new(&cloud(&w, CLIENT)).unwrap(), Config::default()));
     for name in &names {
         w.kube.put(workspace(name));
-        for _ in 0..10 {
-            let obj: AmlWorkspace = w.kube.get(&path(name)).expect("object exists");
-            pipeline::reconcile(Arc::new(obj), ctx.clone()).await.expect("reconciles");
-            if w.ready(&path(name)).as_deref() == Some("True") {
-                break;
-            }
-            w.emulator.finish_operations();
-        }
-        assert_eq!(w.ready(&path(name)).as_deref(), Some("True"), "{name} created");
+        w.converge_with::<AmlWorkspace>(&ctx, &path(name)).await;
     }
 
     // The operator again, from scratch: the objects as applied, a new process's budget.

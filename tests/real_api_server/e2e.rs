@@ -90,14 +90,7 @@ async fn a_folder_with_every_kind_converges_and_goes_away_with_its_workspace() {
         let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
         manifest["metadata"]["namespace"] = json!(env.ns);
         let kind = manifest["kind"].as_str().unwrap().to_string();
-        let resource = kube::api::ApiResource {
-            group: "amloperator.io".into(),
-            version: "v1alpha1".into(),
-            api_version: "amloperator.io/v1alpha1".into(),
-            kind: kind.clone(),
-            plural: plural.into(),
-        };
-        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &resource);
+        let api = support::cluster::dynamic_api(&client, &env.ns, &kind, plural);
         let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
         api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{file}: {e}"));
         objects.push((api, name));
@@ -255,16 +248,7 @@ async fn admission_refuses_invalid_objects_naming_the_field() {
     install_crds(&client).await;
     let ns = format!("aml-e2e-admission-{}", std::process::id() % 100000);
     create_namespace(&client, &ns).await;
-    let dynamic = |kind: &str, plural: &str| -> Api<kube::api::DynamicObject> {
-        let resource = kube::api::ApiResource {
-            group: "amloperator.io".into(),
-            version: "v1alpha1".into(),
-            api_version: "amloperator.io/v1alpha1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        Api::namespaced_with(client.clone(), &ns, &resource)
-    };
+    let dynamic = |kind: &str, plural: &str| support::cluster::dynamic_api(&client, &ns, kind, plural);
     let workspaces = dynamic("AmlWorkspace", "amlworkspaces");
     let computes = dynamic("AmlCompute", "amlcomputes");
     let endpoints = dynamic("AmlOnlineEndpoint", "amlonlineendpoints");
@@ -459,14 +443,7 @@ async fn the_chart_and_the_operator_process_converge_the_examples_like_a_user() 
         ("datastore.yaml", "amldatastores"),
     ] {
         let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
-        let resource = kube::api::ApiResource {
-            group: "amloperator.io".into(),
-            version: "v1alpha1".into(),
-            api_version: "amloperator.io/v1alpha1".into(),
-            kind: manifest["kind"].as_str().unwrap().into(),
-            plural: plural.into(),
-        };
-        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &resource);
+        let api = support::cluster::dynamic_api(&admin, &ns, manifest["kind"].as_str().unwrap(), plural);
         let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
         api.patch(&name, &PatchParams::apply("kubectl"), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{file}: {e}"));
         objects.push((api, name, plural));

@@ -22,7 +22,7 @@
 //! `probes.type=exec` and `metrics.port=0`, which leave the pod without a port.
 
 use crate::support;
-use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready, skip};
+use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, dynamic_api, eventually, install_crds, ready, skip};
 
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
 use futures::StreamExt;
@@ -30,7 +30,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -430,17 +430,6 @@ pub(crate) fn examples() -> Vec<(String, Value)> {
     out
 }
 
-pub(crate) fn api_of(client: &Client, ns: &str, plural: &str, manifest: &Value) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "amloperator.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "amloperator.io/v1alpha1".into(),
-        kind: manifest["kind"].as_str().unwrap().into(),
-        plural: plural.into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
-}
-
 /// The chart in this repository.
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/aml-operator");
 /// The second tag of the image, for `helm upgrade`.
@@ -629,7 +618,7 @@ async fn the_chart_runs_the_image_on_a_node_and_upgrades_and_stops_like_a_user_d
     let applied = Instant::now();
     let mut objects = Vec::new();
     for (plural, manifest) in examples() {
-        let api = api_of(&admin, ns, &plural, &manifest);
+        let api = dynamic_api(&admin, ns, manifest["kind"].as_str().unwrap(), &plural);
         let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
         api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{plural}/{name}: {e}"));
         objects.push((api, name, plural));
@@ -839,7 +828,7 @@ async fn two_replicas_roll_with_leader_hand_over_and_one_write_per_edit() {
     // 2. A workspace converged by the leader.
     world.create_credentials(&admin).await;
     let (plural, mut workspace) = examples().into_iter().find(|(_, m)| m["kind"] == "AmlWorkspace").expect("examples/workspace.yaml");
-    let ws_api = api_of(&admin, ns, &plural, &workspace);
+    let ws_api = dynamic_api(&admin, ns, "AmlWorkspace", &plural);
     let name = workspace["metadata"]["name"].as_str().unwrap().to_string();
     ws_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&workspace)).await.expect("workspace applied");
     let at_generation = |generation: i64| {
@@ -986,7 +975,7 @@ async fn the_pod_converges_a_fleet_within_the_charts_memory() {
     let (request, limit) = (quantity(&resources.requests), quantity(&resources.limits));
     let idle = memory_of(pid);
 
-    let workspaces: Api<DynamicObject> = api_of(&admin, &world.ns, "amlworkspaces", &json!({"kind": "AmlWorkspace"}));
+    let workspaces: Api<DynamicObject> = dynamic_api(&admin, &world.ns, "AmlWorkspace", "amlworkspaces");
     let applied = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {

@@ -11,24 +11,15 @@ use crate::OperatorProcess;
 use aml_operator::crd::{AmlCompute, AmlOnlineDeployment, AmlOnlineEndpoint, AmlWorkspace};
 use aml_operator::emulator::{EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{MANAGER, cluster, condition, create_namespace, delete_namespace, eventually, install_crds, ready};
+use crate::support::cluster::{MANAGER, dynamic_api_of, manifest, cluster, condition, create_namespace, delete_namespace, eventually, install_crds, ready};
 
 /// How long the stalled objects are watched for further ARM writes and Events.
 const WINDOW: Duration = Duration::from_secs(60);
 
-
-fn api_of<K: kube::Resource<DynamicType = ()>>(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<K>(&()))
-}
-
-fn manifest(kind: &str, name: &str, spec: Value) -> DynamicObject {
-    serde_json::from_value(json!({"apiVersion": "amloperator.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}))
-        .expect("a manifest")
-}
 
 fn tags(n: usize) -> Value {
     json!((0..n).map(|i| (format!("tag{i}"), json!("v"))).collect::<serde_json::Map<String, Value>>())
@@ -40,10 +31,10 @@ async fn everyday_mistakes_are_refused_at_admission_or_stall_once_naming_the_fie
     install_crds(&admin).await;
     let ns = format!("aml-e2e-refusals-{}", std::process::id() % 100000);
     create_namespace(&admin, &ns).await;
-    let workspaces = api_of::<AmlWorkspace>(&admin, &ns);
-    let computes = api_of::<AmlCompute>(&admin, &ns);
-    let endpoints = api_of::<AmlOnlineEndpoint>(&admin, &ns);
-    let deployments = api_of::<AmlOnlineDeployment>(&admin, &ns);
+    let workspaces = dynamic_api_of::<AmlWorkspace>(&admin, &ns);
+    let computes = dynamic_api_of::<AmlCompute>(&admin, &ns);
+    let endpoints = dynamic_api_of::<AmlOnlineEndpoint>(&admin, &ns);
+    let deployments = dynamic_api_of::<AmlOnlineDeployment>(&admin, &ns);
 
     // 1. What can be known without Azure: refused by the API server, naming the field.
     let ws_spec = |extra: Value| {

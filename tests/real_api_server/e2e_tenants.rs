@@ -17,23 +17,15 @@ use crate::support;
 use aml_operator::crd::{AmlRoleAssignment, AmlWorkspace};
 use aml_operator::emulator::{EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{MANAGER, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
+use crate::support::cluster::{MANAGER, dynamic_api_of, manifest, cluster, create_namespace, delete_namespace, eventually, install_crds, ready};
 
 const GROUP: &str = "3f2c1a9e-7b4d-4e2a-9c1f-5d6e7f8a9b0c";
 /// How long the Stalled objects are watched for any ARM or token request.
 const QUIET: Duration = Duration::from_secs(10);
-
-fn api_of<K: kube::Resource<DynamicType = ()>>(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<K>(&()))
-}
-
-fn manifest(kind: &str, name: &str, spec: Value) -> DynamicObject {
-    serde_json::from_value(json!({"apiVersion": "amloperator.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})).expect("a manifest")
-}
 
 fn stalled(obj: &Value) -> Option<(String, String)> {
     let c = obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Stalled" && c["status"] == "True")?;
@@ -81,13 +73,13 @@ async fn owner_on_the_subscription_and_a_namespace_outside_the_selector_stall_wi
             api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&obj)).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     };
-    let roles = api_of::<AmlRoleAssignment>(&admin, &ns_roles);
+    let roles = dynamic_api_of::<AmlRoleAssignment>(&admin, &ns_roles);
     let subscription = format!("/subscriptions/{}", support::SUBSCRIPTION);
     apply(&roles, manifest("AmlRoleAssignment", "owner-of-the-subscription", json!({
         "scopeId": subscription, "role": "Owner", "principalId": GROUP, "principalType": "Group"}))).await;
     apply(&roles, manifest("AmlRoleAssignment", "reader-of-the-subscription", json!({
         "scopeId": subscription, "role": "Reader", "principalId": GROUP, "principalType": "Group"}))).await;
-    let workspaces = api_of::<AmlWorkspace>(&admin, &ns_outside);
+    let workspaces = dynamic_api_of::<AmlWorkspace>(&admin, &ns_outside);
     apply(&workspaces, manifest("AmlWorkspace", "ws-outside", json!({
         "resourceGroup": "rg-tenants", "location": "eastus", "createDependencies": false,
         "storageAccount": format!("{subscription}/resourceGroups/rg-tenants/providers/Microsoft.Storage/storageAccounts/tenantssa"),

@@ -9,7 +9,7 @@
 //!
 //! Needs what `e2e_pod` needs (node, root, image, Helm) and skips the same way without it.
 
-use crate::e2e_pod::{PodTest, World, api_of, examples, pod_test, ready_pod};
+use crate::e2e_pod::{PodTest, World, examples, pod_test, ready_pod};
 use crate::support;
 use crate::support::cluster::{MANAGER, eventually, ready};
 
@@ -130,7 +130,7 @@ async fn the_projected_service_account_token_is_the_operators_azure_identity() {
     let applied = Instant::now();
     let mut objects = Vec::new();
     for (plural, manifest) in examples() {
-        let api = api_of(&admin, &ns, &plural, &manifest);
+        let api = support::cluster::dynamic_api(&admin, &ns, manifest["kind"].as_str().unwrap(), &plural);
         let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
         api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&manifest)).await.unwrap_or_else(|e| panic!("{plural}/{name}: {e}"));
         objects.push((api, name, plural));

@@ -6,7 +6,7 @@ use aml_operator::controller::{Config, Context};
 use aml_operator::emulator::{Emulator, EmulatorConfig, Principal};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -125,6 +125,28 @@ pub fn credentials_secret(name: &str, principal: &Principal, client_secret: &str
     serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
         "tenantId": principal.tenant_id, "clientId": principal.client_id, "clientSecret": client_secret, "subscriptionId": super::SUBSCRIPTION}}))
     .expect("a Secret")
+}
+
+/// Objects of an amloperator.io kind in `ns`, as dynamic objects (what applying a manifest uses).
+pub fn dynamic_api(client: &Client, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "amloperator.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "amloperator.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// [`dynamic_api`] of the kind `K`.
+pub fn dynamic_api_of<K: kube::Resource<DynamicType = ()>>(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<K>(&()))
+}
+
+/// A manifest of an amloperator.io kind.
+pub fn manifest(kind: &str, name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": "amloperator.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})).expect("a manifest")
 }
 
 /// Creates a namespace labelled as the e2e tests'.

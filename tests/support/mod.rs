@@ -121,14 +121,34 @@ impl World {
 
     /// Reconciles until the object is Ready=True (finishing ARM operations between rounds).
     pub async fn converge<K: AmlKind>(&self, path: &str) {
+        self.converge_with::<K>(&self.ctx, path).await;
+    }
+
+    /// [`World::converge`] with another controller context (other settings, another budget).
+    pub async fn converge_with<K: AmlKind>(&self, ctx: &Arc<Context>, path: &str) {
         for _ in 0..10 {
-            let _ = self.reconcile::<K>(path).await;
+            let obj: K = self.kube.get(path).expect("object exists");
+            let _ = pipeline::reconcile(Arc::new(obj), ctx.clone()).await;
             if self.ready(path).as_deref() == Some("True") {
                 return;
             }
             self.emulator.finish_operations();
         }
         panic!("{path} did not become ready: {:#}", self.kube.raw(path).unwrap_or_default()["status"]);
+    }
+
+    /// Deletes the object at `path` and reconciles (finishing ARM operations between rounds) until
+    /// its finalizer lets it go.
+    pub async fn delete_until_released<K: AmlKind>(&self, path: &str) {
+        self.kube.delete(path);
+        for _ in 0..15 {
+            if self.kube.raw(path).is_none() {
+                return;
+            }
+            let _ = self.reconcile::<K>(path).await;
+            self.emulator.finish_operations();
+        }
+        panic!("{path} not released: {:#}", self.kube.raw(path).unwrap_or_default()["status"]);
     }
 
     /// The Ready condition's status of the object at `path`.
